@@ -1,0 +1,68 @@
+# Finds or installs libtorch 2.13.0 and exports LIBTORCH for the build.
+# Sourced by ./dev; every step is idempotent, so sourcing it again is quick.
+#
+# Order of preference:
+#   1. LIBTORCH already set, pointing at a libtorch (or torch wheel) folder;
+#   2. a `python3` on PATH whose torch is 2.13.0;
+#   3. a private install under ${XDG_CACHE_HOME:-~/.cache}/trainui, made on
+#      first use with `pip install torch==2.13.0` (about 4.7 GB with its CUDA
+#      libraries, which also make the same build use a GPU where there is one).
+
+TRAINUI_TORCH_VERSION="2.13.0"
+
+trainui_libtorch_ok() {
+  [ -n "$1" ] && [ -f "$1/lib/libtorch_cpu.so" ] && [ -d "$1/include" ]
+}
+
+# Prints the torch folder of the Python at $1 if its torch is the right version.
+trainui_python_torch() {
+  "$1" -W ignore - 2>/dev/null <<PY
+import os, torch
+if torch.__version__.split("+")[0] == "$TRAINUI_TORCH_VERSION":
+    print(os.path.dirname(torch.__file__))
+PY
+}
+
+trainui_find_libtorch() {
+  if [ -n "${LIBTORCH:-}" ]; then
+    if trainui_libtorch_ok "$LIBTORCH"; then
+      return 0
+    fi
+    echo "error: LIBTORCH=$LIBTORCH holds no lib/libtorch_cpu.so; unset it, or point it at a libtorch $TRAINUI_TORCH_VERSION folder" >&2
+    return 1
+  fi
+
+  local found
+  found=$(trainui_python_torch python3 || true)
+  if trainui_libtorch_ok "$found"; then
+    export LIBTORCH="$found"
+    return 0
+  fi
+
+  local home="${XDG_CACHE_HOME:-$HOME/.cache}/trainui/torch-$TRAINUI_TORCH_VERSION"
+  if [ ! -f "$home/.complete" ]; then
+    echo "trainui: installing torch==$TRAINUI_TORCH_VERSION into $home (about 4.7 GB, once)" >&2
+    rm -rf "$home"
+    mkdir -p "$home"
+    if python3 -m venv "$home" 2>/dev/null && [ -x "$home/bin/pip" ]; then
+      "$home/bin/pip" install --quiet --disable-pip-version-check "torch==$TRAINUI_TORCH_VERSION"
+    else
+      # No venv module (e.g. Debian without python3-venv): a plain target folder.
+      rm -rf "$home" && mkdir -p "$home/site"
+      python3 -m pip install --quiet --disable-pip-version-check --target "$home/site" \
+        "torch==$TRAINUI_TORCH_VERSION"
+    fi || {
+      echo "error: pip could not install torch==$TRAINUI_TORCH_VERSION into $home" >&2
+      return 1
+    }
+    touch "$home/.complete"
+  fi
+  for found in "$home"/lib/python3*/site-packages/torch "$home/site/torch"; do
+    trainui_libtorch_ok "$found" && break
+  done
+  if ! trainui_libtorch_ok "$found"; then
+    echo "error: $home holds no usable torch $TRAINUI_TORCH_VERSION; remove that folder and run again" >&2
+    return 1
+  fi
+  export LIBTORCH="$found"
+}

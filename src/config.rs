@@ -1,0 +1,552 @@
+//! Run configuration: a JSON file, `--set KEY=VALUE` overrides, and validation
+//! whose messages name the dotted key, the source and the fix.
+//!
+//! Every key has a default, so a config file only says what differs. Unknown
+//! keys are errors (a key that silently does nothing is how a timeout setting
+//! once went unused for months), with the nearest valid key suggested.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Everything a training run is configured by.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Folder for events, status, logs and checkpoints.
+    pub run_dir: PathBuf,
+    /// Seeds parameter initialisation, data order and sampling.
+    pub seed: u64,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: DevicePref,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    pub eval: EvalConfig,
+    pub checkpoint: CheckpointConfig,
+    pub watchdog: WatchdogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// JSONL, one `{"prompt": ..., "completion": ...}` per line.
+    pub train_file: PathBuf,
+    pub val_file: PathBuf,
+    /// A Hugging Face `tokenizer.json` with an `<|endoftext|>` token.
+    pub tokenizer: PathBuf,
+    /// What to do with an example longer than `model.block_size`.
+    pub overlong: Overlong,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlong {
+    /// Stop with an error naming the file and line.
+    Error,
+    /// Leave the example out and count it in the `started` event.
+    Skip,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub n_layer: u32,
+    pub n_head: u32,
+    pub n_embd: u32,
+    /// Longest sequence (prompt + completion + end-of-text) the model sees.
+    pub block_size: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub max_steps: u64,
+    /// Examples per micro-batch.
+    pub batch_size: u32,
+    /// Micro-batches whose gradients are summed into one optimizer step.
+    pub grad_accum_steps: u32,
+    /// Peak learning rate, reached after `warmup_steps`.
+    pub learning_rate: f64,
+    /// Floor of the cosine decay, reached at `max_steps`.
+    pub min_learning_rate: f64,
+    pub warmup_steps: u64,
+    /// Decoupled AdamW weight decay, applied to matrices only.
+    pub weight_decay: f64,
+    /// Global gradient-norm limit; 0 turns clipping off.
+    pub grad_clip: f64,
+    /// A step event (and a log line) every this many steps.
+    pub log_steps: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// A full evaluation every this many steps; 0 turns periodic eval off.
+    pub eval_steps: u64,
+    pub val_batches: u32,
+    /// Validation examples generated and compared per evaluation.
+    pub samples: u32,
+    pub max_new_tokens: u32,
+    /// Deadline of one generation.
+    pub eval_timeout_seconds: f64,
+    /// 0 is greedy decoding.
+    pub temperature: f64,
+    /// Share of timed-out generations above which a warning is raised.
+    pub timeout_warn_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// A checkpoint every this many steps; 0 saves only at the end.
+    pub save_steps: u64,
+    /// Checkpoints kept on disk, oldest removed first; 0 keeps all.
+    pub save_total_limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchdogConfig {
+    /// A run with no progress for this long is marked stalled.
+    pub stall_timeout_seconds: f64,
+    pub on_stall: OnStall,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStall {
+    Warn,
+    Exit,
+}
+
+/// Which device the user asked for; whether it exists is the trainer's call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DevicePref {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl TryFrom<String> for DevicePref {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|index| index.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| {
+                    format!("\"{other}\" is not a device; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")
+                }),
+        }
+    }
+}
+
+impl From<DevicePref> for String {
+    fn from(device: DevicePref) -> Self {
+        device.to_string()
+    }
+}
+
+impl fmt::Display for DevicePref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            run_dir: PathBuf::from("runs/demo"),
+            seed: 1337,
+            device: DevicePref::Auto,
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            train: TrainConfig::default(),
+            eval: EvalConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            watchdog: WatchdogConfig::default(),
+        }
+    }
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            train_file: PathBuf::from("assets/demo/train.jsonl"),
+            val_file: PathBuf::from("assets/demo/val.jsonl"),
+            tokenizer: PathBuf::from("assets/demo/tokenizer.json"),
+            overlong: Overlong::Error,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { n_layer: 4, n_head: 4, n_embd: 128, block_size: 32 }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: 2000,
+            batch_size: 64,
+            grad_accum_steps: 1,
+            learning_rate: 1e-3,
+            min_learning_rate: 1e-4,
+            warmup_steps: 100,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            log_steps: 10,
+        }
+    }
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            eval_steps: 200,
+            val_batches: 8,
+            samples: 4,
+            max_new_tokens: 16,
+            eval_timeout_seconds: 60.0,
+            temperature: 0.0,
+            timeout_warn_rate: 0.10,
+        }
+    }
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { save_steps: 500, save_total_limit: 3 }
+    }
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        Self { stall_timeout_seconds: 300.0, on_stall: OnStall::Warn }
+    }
+}
+
+/// A configuration mistake, worded for the person who made it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn at(source: &str, message: impl fmt::Display) -> Self {
+        Self(format!("{source}: {message}"))
+    }
+}
+
+/// Reads the config file (or the defaults when `path` is `None`), applies the
+/// `--set KEY=VALUE` overrides in order and validates the result.
+pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
+    let (source, mut value) = match path {
+        Some(path) => {
+            let source = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                ConfigError::at(&source, format!("cannot read the config file: {err}"))
+            })?;
+            let value: Value = serde_json::from_str(&text).map_err(|err| {
+                ConfigError(format!(
+                    "{source}:{}:{}: invalid JSON: {err}",
+                    err.line(),
+                    err.column()
+                ))
+            })?;
+            (source, value)
+        }
+        None => ("built-in defaults".to_owned(), Value::Object(Map::new())),
+    };
+    if !value.is_object() {
+        return Err(ConfigError::at(&source, "the config must be a JSON object ({ ... })"));
+    }
+    let known = serde_json::to_value(Config::default()).expect("the default config serialises");
+    check_keys(&value, &known, "", &source)?;
+
+    let mut set_sources = Vec::new();
+    for assignment in overrides {
+        let set_source = format!("--set {assignment}");
+        let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+            ConfigError::at(&set_source, "expected KEY=VALUE, e.g. --set train.max_steps=100")
+        })?;
+        let key = key.trim();
+        if lookup(&known, key).is_none() {
+            return Err(ConfigError::at(&set_source, unknown_key_message(key, &known)));
+        }
+        // A value that parses as JSON is taken as such (numbers, booleans);
+        // anything else is a string, so `--set device=cpu` needs no quotes.
+        let parsed = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+        insert(&mut value, key, parsed);
+        set_sources.push((key.to_owned(), set_source));
+    }
+
+    let config: Config = serde_path_to_error::deserialize(&value).map_err(|err| {
+        let key = err.path().to_string();
+        let source = set_sources
+            .iter()
+            .rev()
+            .find(|(set_key, _)| *set_key == key)
+            .map_or(source.as_str(), |(_, set_source)| set_source.as_str());
+        ConfigError::at(source, format!("{key}: {}", err.inner()))
+    })?;
+    config.validate().map_err(|message| ConfigError::at(&source, message))?;
+    Ok(config)
+}
+
+/// Reports the first key of `value` that the defaults do not have.
+fn check_keys(value: &Value, known: &Value, prefix: &str, source: &str) -> Result<(), ConfigError> {
+    let (Value::Object(entries), Value::Object(known_entries)) = (value, lookup_prefix(known, prefix))
+    else {
+        return Ok(());
+    };
+    for (key, child) in entries {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        if !known_entries.contains_key(key) {
+            return Err(ConfigError::at(source, unknown_key_message(&path, known)));
+        }
+        check_keys(child, known, &path, source)?;
+    }
+    Ok(())
+}
+
+fn lookup_prefix<'a>(known: &'a Value, prefix: &str) -> &'a Value {
+    if prefix.is_empty() { known } else { lookup(known, prefix).unwrap_or(&Value::Null) }
+}
+
+fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').try_fold(value, |node, part| node.get(part))
+}
+
+fn insert(value: &mut Value, dotted: &str, new: Value) {
+    let mut node = value;
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if !node.is_object() {
+            *node = Value::Object(Map::new());
+        }
+        let Value::Object(map) = node else { unreachable!("made an object just above") };
+        if parts.peek().is_none() {
+            map.insert(part.to_owned(), new);
+            return;
+        }
+        node = map.entry(part.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+/// Every leaf key of the defaults, dotted.
+fn leaf_keys(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Value::Object(map) = value {
+        for (key, child) in map {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            if child.is_object() {
+                leaf_keys(child, &path, out);
+            }
+            out.push(path);
+        }
+    }
+}
+
+fn unknown_key_message(key: &str, known: &Value) -> String {
+    let mut candidates = Vec::new();
+    leaf_keys(known, "", &mut candidates);
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let best = candidates
+        .iter()
+        .map(|candidate| {
+            let candidate_last = candidate.rsplit('.').next().unwrap_or(candidate);
+            let score = strsim::jaro_winkler(key, candidate)
+                .max(strsim::jaro_winkler(last, candidate_last) - 0.02);
+            (score, candidate)
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((score, candidate)) if score > 0.75 => {
+            format!("unknown key \"{key}\"; did you mean \"{candidate}\"?")
+        }
+        _ => format!("unknown key \"{key}\"; the README lists the valid keys"),
+    }
+}
+
+impl Config {
+    /// Range and consistency checks that types alone cannot express.
+    fn validate(&self) -> Result<(), String> {
+        fn at_least<T: PartialOrd + fmt::Display>(key: &str, value: T, min: T) -> Result<(), String> {
+            if value < min {
+                return Err(format!("{key} must be at least {min} (got {value})"));
+            }
+            Ok(())
+        }
+        fn positive(key: &str, value: f64) -> Result<(), String> {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!("{key} must be a number greater than 0 (got {value})"));
+            }
+            Ok(())
+        }
+        fn non_negative(key: &str, value: f64) -> Result<(), String> {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("{key} must be a number of 0 or more (got {value})"));
+            }
+            Ok(())
+        }
+
+        if self.run_dir.as_os_str().is_empty() {
+            return Err("run_dir must not be empty".to_owned());
+        }
+        for (key, path) in [
+            ("data.train_file", &self.data.train_file),
+            ("data.val_file", &self.data.val_file),
+            ("data.tokenizer", &self.data.tokenizer),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(format!("{key} must name a file"));
+            }
+        }
+        let model = &self.model;
+        at_least("model.n_layer", model.n_layer, 1)?;
+        at_least("model.n_head", model.n_head, 1)?;
+        at_least("model.n_embd", model.n_embd, 1)?;
+        at_least("model.block_size", model.block_size, 2)?;
+        if model.n_embd % model.n_head != 0 {
+            return Err(format!(
+                "model.n_embd ({}) must be a multiple of model.n_head ({})",
+                model.n_embd, model.n_head
+            ));
+        }
+        let train = &self.train;
+        at_least("train.max_steps", train.max_steps, 1)?;
+        at_least("train.batch_size", train.batch_size, 1)?;
+        at_least("train.grad_accum_steps", train.grad_accum_steps, 1)?;
+        positive("train.learning_rate", train.learning_rate)?;
+        non_negative("train.min_learning_rate", train.min_learning_rate)?;
+        if train.min_learning_rate > train.learning_rate {
+            return Err(format!(
+                "train.min_learning_rate ({}) must not exceed train.learning_rate ({})",
+                train.min_learning_rate, train.learning_rate
+            ));
+        }
+        non_negative("train.weight_decay", train.weight_decay)?;
+        non_negative("train.grad_clip", train.grad_clip)?;
+        at_least("train.log_steps", train.log_steps, 1)?;
+        let eval = &self.eval;
+        at_least("eval.val_batches", eval.val_batches, 1)?;
+        at_least("eval.max_new_tokens", eval.max_new_tokens, 1)?;
+        positive("eval.eval_timeout_seconds", eval.eval_timeout_seconds)?;
+        non_negative("eval.temperature", eval.temperature)?;
+        if !(0.0..=1.0).contains(&eval.timeout_warn_rate) {
+            return Err(format!(
+                "eval.timeout_warn_rate must be between 0 and 1 (got {})",
+                eval.timeout_warn_rate
+            ));
+        }
+        positive("watchdog.stall_timeout_seconds", self.watchdog.stall_timeout_seconds)?;
+        Ok(())
+    }
+
+    /// Makes the data paths absolute against `base`, so the effective config
+    /// written to the run directory works from any folder.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for path in [&mut self.data.train_file, &mut self.data.val_file, &mut self.data.tokenizer] {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_config(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    fn error_of(text: &str, sets: &[&str]) -> String {
+        let file = write_config(text);
+        let sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
+        load(Some(file.path()), &sets).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_round_trip_through_json() {
+        let text = serde_json::to_string(&Config::default()).unwrap();
+        let file = write_config(&text);
+        assert_eq!(load(Some(file.path()), &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_the_nearest_valid_one() {
+        let message = error_of(r#"{"eval": {"eval_timeout_second": 60}}"#, &[]);
+        assert!(message.contains("unknown key \"eval.eval_timeout_second\""), "{message}");
+        assert!(message.contains("did you mean \"eval.eval_timeout_seconds\""), "{message}");
+    }
+
+    #[test]
+    fn key_in_the_wrong_section_points_to_the_right_one() {
+        let message = error_of(r#"{"train": {"eval_timeout_seconds": 60}}"#, &[]);
+        assert!(message.contains("did you mean \"eval.eval_timeout_seconds\""), "{message}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_dotted_path() {
+        let message = error_of(r#"{"train": {"max_steps": "many"}}"#, &[]);
+        assert!(message.contains("train.max_steps: invalid type: string \"many\""), "{message}");
+    }
+
+    #[test]
+    fn set_overrides_go_through_the_same_checks() {
+        let file = write_config("{}");
+        let config =
+            load(Some(file.path()), &["train.max_steps=7".into(), "device=cpu".into()]).unwrap();
+        assert_eq!(config.train.max_steps, 7);
+        assert_eq!(config.device, DevicePref::Cpu);
+
+        let message = error_of("{}", &["train.max_step=7"]);
+        assert!(message.starts_with("--set train.max_step=7: unknown key"), "{message}");
+        assert!(message.contains("did you mean \"train.max_steps\""), "{message}");
+
+        let message = error_of("{}", &["train.max_steps=lots"]);
+        assert!(message.starts_with("--set train.max_steps=lots: train.max_steps"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_key() {
+        let message = error_of(r#"{"eval": {"timeout_warn_rate": 1.5}}"#, &[]);
+        assert!(message.contains("eval.timeout_warn_rate must be between 0 and 1"), "{message}");
+        let message = error_of(r#"{"model": {"n_embd": 100, "n_head": 3}}"#, &[]);
+        assert!(message.contains("model.n_embd (100) must be a multiple of model.n_head (3)"));
+        let message = error_of("{}", &["eval.eval_timeout_seconds=0"]);
+        assert!(message.contains("eval.eval_timeout_seconds must be a number greater than 0"));
+    }
+
+    #[test]
+    fn device_strings_are_checked() {
+        let file = write_config(r#"{"device": "cuda:1"}"#);
+        assert_eq!(load(Some(file.path()), &[]).unwrap().device, DevicePref::Cuda(1));
+        let message = error_of(r#"{"device": "gpu"}"#, &[]);
+        assert!(message.contains("device: \"gpu\" is not a device"), "{message}");
+    }
+
+    #[test]
+    fn invalid_json_gives_line_and_column() {
+        let message = error_of("{\n  \"seed\": 1,\n  oops\n}", &[]);
+        assert!(message.contains(":3:3: invalid JSON"), "{message}");
+    }
+}

@@ -1,0 +1,254 @@
+//! The two enums that cross the trainer thread boundary, and the run status
+//! folded from the event stream.
+//!
+//! Both enums are plain serde data: the same events drive the headless
+//! printer, the run directory (events.jsonl, status file) and the TUI.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the events.jsonl and training_status.json layouts.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Requests to the trainer, acted on at the next step boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Finish the current step, then stop with state `stopped`.
+    Stop,
+    Pause,
+    Resume,
+}
+
+/// What the run is doing, as shown in the status file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Starting,
+    Training,
+    Evaluating,
+    Paused,
+    Stopping,
+    Stopped,
+    Finished,
+    Failed,
+    Stalled,
+}
+
+impl RunState {
+    /// The run will not change any more.
+    #[must_use]
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Stopped | Self::Finished | Self::Failed)
+    }
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Training => "training",
+            Self::Evaluating => "evaluating",
+            Self::Paused => "paused",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Finished => "finished",
+            Self::Failed => "failed",
+            Self::Stalled => "stalled",
+        }
+    }
+}
+
+/// Everything the trainer reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// The model is built and training is about to begin.
+    Started(RunInfo),
+    /// Metrics of the last `log_steps` steps.
+    Step(StepMetrics),
+    /// The run moved to another state.
+    State { step: u64, state: RunState },
+    /// A command was received and acted on.
+    CommandAck { step: u64, command: Command, message: String },
+    /// Something the operator should know that does not stop the run.
+    Warning { step: u64, message: String },
+    /// The run ended: `state` is `finished` (max_steps reached) or `stopped`.
+    Finished(Summary),
+    /// The trainer hit an error it cannot continue from.
+    Failed { step: u64, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub run_name: String,
+    pub pid: u32,
+    /// Resolved device, e.g. `cpu` or `cuda:0`.
+    pub device: String,
+    /// First step of this process (0 unless resumed).
+    pub start_step: u64,
+    pub max_steps: u64,
+    pub parameters: u64,
+    pub vocab_size: u32,
+    pub train_examples: u64,
+    pub val_examples: u64,
+    /// Examples left out for being longer than `model.block_size`.
+    pub skipped_overlong: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub max_steps: u64,
+    /// Mean training loss over the steps since the previous step event.
+    pub loss: f64,
+    pub learning_rate: f64,
+    /// Non-padding tokens trained on per second since the previous event.
+    pub tokens_per_sec: f64,
+    pub elapsed_secs: f64,
+    /// Estimated time to `max_steps` at the current pace.
+    pub eta_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub step: u64,
+    pub max_steps: u64,
+    pub state: RunState,
+    /// Training loss at the last step event, if any.
+    pub loss: Option<f64>,
+    pub elapsed_secs: f64,
+}
+
+/// The run as the status file shows it: a fold over the event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStatus {
+    pub schema_version: u32,
+    pub run_name: String,
+    pub state: RunState,
+    pub current_step: u64,
+    pub max_steps: u64,
+    pub loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub learning_rate: Option<f64>,
+    pub tokens_per_sec: Option<f64>,
+    pub elapsed_secs: f64,
+    pub eta_secs: Option<f64>,
+    pub device: String,
+    pub evals: u64,
+    pub generations: u64,
+    pub timeouts: u64,
+    pub aborts: u64,
+    pub timeout_rate: f64,
+    pub warnings: u64,
+    pub last_message: Option<String>,
+    /// RFC 3339 time of the last change.
+    pub updated_at: String,
+    pub pid: u32,
+}
+
+impl RunStatus {
+    #[must_use]
+    pub fn new(run_name: String, max_steps: u64) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            run_name,
+            state: RunState::Starting,
+            current_step: 0,
+            max_steps,
+            loss: None,
+            val_loss: None,
+            learning_rate: None,
+            tokens_per_sec: None,
+            elapsed_secs: 0.0,
+            eta_secs: None,
+            device: String::new(),
+            evals: 0,
+            generations: 0,
+            timeouts: 0,
+            aborts: 0,
+            timeout_rate: 0.0,
+            warnings: 0,
+            last_message: None,
+            updated_at: String::new(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// Folds one event in.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Started(info) => {
+                self.run_name.clone_from(&info.run_name);
+                self.pid = info.pid;
+                self.device.clone_from(&info.device);
+                self.current_step = info.start_step;
+                self.max_steps = info.max_steps;
+            }
+            Event::Step(metrics) => {
+                self.current_step = metrics.step;
+                self.max_steps = metrics.max_steps;
+                self.loss = Some(metrics.loss);
+                self.learning_rate = Some(metrics.learning_rate);
+                self.tokens_per_sec = Some(metrics.tokens_per_sec);
+                self.elapsed_secs = metrics.elapsed_secs;
+                self.eta_secs = Some(metrics.eta_secs);
+            }
+            Event::State { step, state } => {
+                self.current_step = *step;
+                self.state = *state;
+            }
+            Event::CommandAck { message, .. } => self.last_message = Some(message.clone()),
+            Event::Warning { message, .. } => {
+                self.warnings += 1;
+                self.last_message = Some(message.clone());
+            }
+            Event::Finished(summary) => {
+                self.current_step = summary.step;
+                self.state = summary.state;
+                self.elapsed_secs = summary.elapsed_secs;
+                self.eta_secs = Some(0.0).filter(|_| summary.state == RunState::Finished);
+            }
+            Event::Failed { step, message } => {
+                self.current_step = *step;
+                self.state = RunState::Failed;
+                self.last_message = Some(message.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_with_a_type_tag() {
+        let event = Event::State { step: 3, state: RunState::Paused };
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(json, r#"{"type":"state","step":3,"state":"paused"}"#);
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
+    }
+
+    #[test]
+    fn status_follows_steps_and_the_end_of_the_run() {
+        let mut status = RunStatus::new("demo".into(), 10);
+        status.apply(&Event::Step(StepMetrics {
+            step: 5,
+            max_steps: 10,
+            loss: 2.5,
+            learning_rate: 1e-3,
+            tokens_per_sec: 100.0,
+            elapsed_secs: 1.0,
+            eta_secs: 1.0,
+        }));
+        assert_eq!((status.current_step, status.loss), (5, Some(2.5)));
+        status.apply(&Event::Finished(Summary {
+            step: 6,
+            max_steps: 10,
+            state: RunState::Stopped,
+            loss: Some(2.4),
+            elapsed_secs: 1.2,
+        }));
+        assert_eq!((status.current_step, status.state), (6, RunState::Stopped));
+        assert!(status.state.is_final());
+    }
+}

@@ -1,0 +1,321 @@
+//! trainui: train a language model on libtorch and see and steer the run from
+//! a terminal.
+
+mod config;
+mod data;
+mod events;
+mod headless;
+mod rundir;
+mod trainer;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc::Sender;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::events::{Command, RunState, RunStatus};
+use crate::rundir::RunDir;
+
+#[derive(Parser)]
+#[command(name = "trainui", version, about = "Train language models on libtorch; watch and steer the run")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Commands>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Train a model (the default when no subcommand is given).
+    Train(TrainArgs),
+    /// Summarise a run directory's status.
+    Status(StatusArgs),
+    /// Train a byte-level BPE tokenizer.json from JSONL data.
+    Tokenizer(TokenizerArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct TrainArgs {
+    /// Config file (JSON); without it the built-in defaults (the demo) are used.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Run directory; overrides the config's run_dir.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Print log lines instead of showing the TUI.
+    #[arg(long)]
+    no_tui: bool,
+    /// Override a config key, e.g. --set train.max_steps=100 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Resume from a checkpoint: `latest` or a checkpoint folder.
+    #[arg(long, value_name = "latest|PATH")]
+    resume: Option<String>,
+    /// Plain ASCII output without colours.
+    #[arg(long)]
+    plain: bool,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The run directory.
+    run_dir: PathBuf,
+    /// Print the status file as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct TokenizerArgs {
+    /// JSONL file(s) of {"prompt", "completion"} to learn from.
+    #[arg(long, required = true, value_name = "FILE")]
+    data: Vec<PathBuf>,
+    /// Size of the vocabulary, special tokens included.
+    #[arg(long, default_value_t = 512)]
+    vocab_size: usize,
+    /// Where to write tokenizer.json.
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+}
+
+/// How a command ended, as an exit code.
+enum Failure {
+    /// A usage, config or data mistake: exit 2.
+    User(String),
+    /// Something went wrong while running: exit 1.
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Commands::Train(args)) => train(&args),
+        None => train(&cli.train),
+        Some(Commands::Status(args)) => status(&args),
+        Some(Commands::Tokenizer(args)) => tokenizer(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::User(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn train(args: &TrainArgs) -> Result<(), Failure> {
+    let mut config =
+        config::load(args.config.as_deref(), &args.overrides).map_err(|e| Failure::User(e.to_string()))?;
+    if let Some(run_dir) = &args.run_dir {
+        config.run_dir.clone_from(run_dir);
+    }
+    let cwd = std::env::current_dir().map_err(|e| Failure::Runtime(e.to_string()))?;
+    config.resolve_paths(&cwd);
+    let run_dir = config.run_dir.clone();
+    if let Some(resume) = &args.resume {
+        return Err(Failure::User(format!(
+            "--resume {resume}: no checkpoint found in {}; checkpoints are written by runs \
+             with checkpoint.save_steps set",
+            run_dir.join("checkpoints").display()
+        )));
+    }
+    if run_dir.join(rundir::EVENTS_FILE).exists() {
+        return Err(Failure::User(format!(
+            "{}: this run directory already holds a run; pick another with --run-dir, or \
+             continue it with --resume latest",
+            run_dir.display()
+        )));
+    }
+    trainer::resolve_device(config.device).map_err(Failure::User)?;
+
+    let tokenizer =
+        data::TextTokenizer::load(&config.data.tokenizer).map_err(|e| Failure::User(e.to_string()))?;
+    let block_size = config.model.block_size as usize;
+    let load = |path: &Path| {
+        data::load_examples(path, &tokenizer, block_size, config.data.overlong)
+            .map_err(|e| Failure::User(e.to_string()))
+    };
+    let train_set = load(&config.data.train_file)?;
+    let val_set = load(&config.data.val_file)?;
+
+    let run_name = run_dir
+        .file_name()
+        .map_or_else(|| run_dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let status = RunStatus::new(run_name.clone(), config.train.max_steps);
+    let mut run = RunDir::open(&run_dir, &config, status).map_err(|e| {
+        Failure::Runtime(format!("{}: cannot write the run directory: {e}", run_dir.display()))
+    })?;
+
+    let handle = trainer::spawn(trainer::TrainSetup {
+        config,
+        run_name,
+        train: train_set.examples,
+        val: val_set.examples,
+        skipped_overlong: train_set.skipped_overlong + val_set.skipped_overlong,
+        vocab_size: tokenizer.vocab_size,
+    })
+    .map_err(|e| Failure::Runtime(format!("cannot start the trainer thread: {e}")))?;
+    install_signal_handlers(handle.commands.clone())?;
+
+    let style = headless::Style::detect(args.plain, std::io::stdout().is_terminal());
+    let mut write_error = None;
+    for event in &handle.events {
+        if let Err(err) = run.record(&event) {
+            // A full disk must not stop training; say so once.
+            if write_error.is_none() {
+                eprintln!("warning: {}: cannot write the run directory: {err}", run_dir.display());
+            }
+            write_error = Some(err);
+        }
+        if let Some(line) = headless::format(&event, style) {
+            println!("{}", line.colored);
+            let _ = run.log_line(&line.text);
+        }
+    }
+    let _ = handle.thread.join();
+    match run.status().state {
+        RunState::Finished | RunState::Stopped => Ok(()),
+        RunState::Failed => Err(Failure::Runtime(
+            run.status().last_message.clone().unwrap_or_else(|| "the trainer failed".into()),
+        )),
+        other => Err(Failure::Runtime(format!(
+            "the trainer ended without a final state (last state: {})",
+            other.as_str()
+        ))),
+    }
+}
+
+/// SIGINT/SIGTERM: stop after the current step. A second signal exits at once.
+fn install_signal_handlers(commands: Sender<Command>) -> Result<(), Failure> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| Failure::Runtime(format!("cannot install signal handlers: {e}")))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut received = 0;
+            for signal in signals.forever() {
+                received += 1;
+                if received > 1 {
+                    eprintln!("second signal: exiting now");
+                    std::process::exit(128 + signal);
+                }
+                eprintln!("stopping after the current step (send the signal again to exit now)");
+                let _ = commands.send(Command::Stop);
+            }
+        })
+        .map_err(|e| Failure::Runtime(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
+}
+
+fn status(args: &StatusArgs) -> Result<(), Failure> {
+    if args.json {
+        let path = args.run_dir.join(rundir::STATUS_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Failure::User(format!("{}: cannot read the status file: {e}", path.display()))
+        })?;
+        print!("{text}");
+        return Ok(());
+    }
+    let status = rundir::read_status(&args.run_dir).map_err(Failure::User)?;
+    print!("{}", describe_status(&status, process_alive(status.pid)));
+    Ok(())
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn describe_status(status: &RunStatus, alive: bool) -> String {
+    use std::fmt::Write;
+    let number = |value: Option<f64>, digits: usize| {
+        value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+    };
+    let mut out = String::new();
+    let process = if alive { "running" } else { "not running" };
+    let _ = writeln!(out, "run        {} (pid {}, {process})", status.run_name, status.pid);
+    let _ = writeln!(out, "state      {}", status.state.as_str());
+    if !alive && !status.state.is_final() {
+        let _ = writeln!(
+            out,
+            "           the process is gone without a final state: it was killed or crashed"
+        );
+    }
+    let percent = 100.0 * status.current_step as f64 / status.max_steps.max(1) as f64;
+    let _ = writeln!(out, "step       {} / {} ({percent:.1}%)", status.current_step, status.max_steps);
+    let _ = writeln!(
+        out,
+        "loss       {}  (val {})",
+        number(status.loss, 4),
+        number(status.val_loss, 4)
+    );
+    let _ = writeln!(
+        out,
+        "lr         {}",
+        status.learning_rate.map_or_else(|| "-".to_owned(), |lr| format!("{lr:.2e}"))
+    );
+    let _ = writeln!(
+        out,
+        "speed      {} tok/s",
+        status.tokens_per_sec.map_or_else(|| "-".to_owned(), |t| headless::thousands(t as u64))
+    );
+    let _ = writeln!(
+        out,
+        "time       elapsed {}, eta {}",
+        headless::duration(status.elapsed_secs),
+        status.eta_secs.map_or_else(|| "-".to_owned(), headless::duration)
+    );
+    let _ = writeln!(
+        out,
+        "eval       {} evals, {} generations, {} timeouts, {} aborts (timeout rate {:.1}%)",
+        status.evals,
+        status.generations,
+        status.timeouts,
+        status.aborts,
+        100.0 * status.timeout_rate
+    );
+    if let Some(message) = &status.last_message {
+        let _ = writeln!(out, "last       {message}");
+    }
+    let _ = writeln!(out, "updated    {}", status.updated_at);
+    out
+}
+
+fn tokenizer(args: TokenizerArgs) -> Result<(), Failure> {
+    if args.vocab_size < 257 {
+        return Err(Failure::User(format!(
+            "--vocab-size {}: a byte-level tokenizer needs at least 257 (256 bytes and \
+             end-of-text)",
+            args.vocab_size
+        )));
+    }
+    let options =
+        data::TokenizerTraining { data: args.data, vocab_size: args.vocab_size, out: args.out };
+    let size = data::train_tokenizer(&options).map_err(|e| Failure::User(e.to_string()))?;
+    println!("wrote {} ({size} tokens)", options.out.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_summary_flags_a_dead_process() {
+        let mut status = RunStatus::new("demo".into(), 100);
+        status.state = RunState::Training;
+        status.current_step = 40;
+        let text = describe_status(&status, false);
+        assert!(text.contains("step       40 / 100 (40.0%)"), "{text}");
+        assert!(text.contains("gone without a final state"), "{text}");
+        assert!(!describe_status(&status, true).contains("gone"));
+    }
+}

@@ -1,0 +1,70 @@
+//! Helpers shared by the integration tests: run the real binary on the tiny
+//! config and read back the run directory.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `trainui` started from the repository root.
+pub fn trainui() -> Command {
+    let mut command = Command::cargo_bin("trainui").expect("the trainui binary is built");
+    command.current_dir(repo()).env_remove("NO_COLOR");
+    command
+}
+
+/// `trainui train --config config/tiny.json --run-dir DIR --no-tui` plus `sets`.
+pub fn tiny_run(run_dir: &Path, sets: &[&str]) -> Command {
+    let mut command = trainui();
+    command.args(["train", "--config", "config/tiny.json", "--no-tui", "--run-dir"]);
+    command.arg(run_dir);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    command
+}
+
+pub fn events(run_dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run_dir.join("events.jsonl"))
+        .expect("events.jsonl exists")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each event line is JSON"))
+        .collect()
+}
+
+pub fn events_of(run_dir: &Path, kind: &str) -> Vec<Value> {
+    events(run_dir).into_iter().filter(|e| e["type"] == kind).collect()
+}
+
+pub fn step_losses(run_dir: &Path) -> Vec<f64> {
+    events_of(run_dir, "step").iter().map(|e| e["loss"].as_f64().expect("loss is a number")).collect()
+}
+
+pub fn status(run_dir: &Path) -> Value {
+    let text = std::fs::read_to_string(run_dir.join("status/training_status.json"))
+        .expect("the status file exists");
+    serde_json::from_str(&text).expect("the status file is JSON")
+}
+
+/// Asserts a user mistake: exit code 2, every needle in stderr, no panic.
+pub fn assert_user_error(output: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "exit code; stderr:\n{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "stderr lacks {needle:?}:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "a user mistake must not panic:\n{stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "no backtrace hint:\n{stderr}");
+}
+
+pub fn temp_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("the temp folder is writable");
+    path
+}
