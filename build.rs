@@ -1,4 +1,4 @@
-//! Lets the binary find libtorch at run time without LD_LIBRARY_PATH.
+//! Lets the binary find libtorch at run time without `LD_LIBRARY_PATH`.
 //!
 //! torch-sys reports the libtorch library folder it linked against (as
 //! `DEP_TCH_LIBTORCH_LIB`); this adds it as an rpath. When the folder holds

@@ -144,7 +144,9 @@ impl TryFrom<String> for DevicePref {
                 .and_then(|index| index.parse().ok())
                 .map(Self::Cuda)
                 .ok_or_else(|| {
-                    format!("\"{other}\" is not a device; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")
+                    format!(
+                        "\"{other}\" is not a device; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""
+                    )
                 }),
         }
     }
@@ -195,7 +197,12 @@ impl Default for DataConfig {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        Self { n_layer: 4, n_head: 4, n_embd: 128, block_size: 32 }
+        Self {
+            n_layer: 4,
+            n_head: 4,
+            n_embd: 128,
+            block_size: 32,
+        }
     }
 }
 
@@ -231,13 +238,19 @@ impl Default for EvalConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { save_steps: 500, save_total_limit: 3 }
+        Self {
+            save_steps: 500,
+            save_total_limit: 3,
+        }
     }
 }
 
 impl Default for WatchdogConfig {
     fn default() -> Self {
-        Self { stall_timeout_seconds: 300.0, on_stall: OnStall::Warn }
+        Self {
+            stall_timeout_seconds: 300.0,
+            on_stall: OnStall::Warn,
+        }
     }
 }
 
@@ -273,7 +286,10 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigE
         None => ("built-in defaults".to_owned(), Value::Object(Map::new())),
     };
     if !value.is_object() {
-        return Err(ConfigError::at(&source, "the config must be a JSON object ({ ... })"));
+        return Err(ConfigError::at(
+            &source,
+            "the config must be a JSON object ({ ... })",
+        ));
     }
     let known = serde_json::to_value(Config::default()).expect("the default config serialises");
     check_keys(&value, &known, "", &source)?;
@@ -282,11 +298,17 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigE
     for assignment in overrides {
         let set_source = format!("--set {assignment}");
         let (key, raw) = assignment.split_once('=').ok_or_else(|| {
-            ConfigError::at(&set_source, "expected KEY=VALUE, e.g. --set train.max_steps=100")
+            ConfigError::at(
+                &set_source,
+                "expected KEY=VALUE, e.g. --set train.max_steps=100",
+            )
         })?;
         let key = key.trim();
         if lookup(&known, key).is_none() {
-            return Err(ConfigError::at(&set_source, unknown_key_message(key, &known)));
+            return Err(ConfigError::at(
+                &set_source,
+                unknown_key_message(key, &known),
+            ));
         }
         // A value that parses as JSON is taken as such (numbers, booleans);
         // anything else is a string, so `--set device=cpu` needs no quotes.
@@ -304,18 +326,25 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigE
             .map_or(source.as_str(), |(_, set_source)| set_source.as_str());
         ConfigError::at(source, format!("{key}: {}", err.inner()))
     })?;
-    config.validate().map_err(|message| ConfigError::at(&source, message))?;
+    config
+        .validate()
+        .map_err(|message| ConfigError::at(&source, message))?;
     Ok(config)
 }
 
 /// Reports the first key of `value` that the defaults do not have.
 fn check_keys(value: &Value, known: &Value, prefix: &str, source: &str) -> Result<(), ConfigError> {
-    let (Value::Object(entries), Value::Object(known_entries)) = (value, lookup_prefix(known, prefix))
+    let (Value::Object(entries), Value::Object(known_entries)) =
+        (value, lookup_prefix(known, prefix))
     else {
         return Ok(());
     };
     for (key, child) in entries {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         if !known_entries.contains_key(key) {
             return Err(ConfigError::at(source, unknown_key_message(&path, known)));
         }
@@ -325,11 +354,17 @@ fn check_keys(value: &Value, known: &Value, prefix: &str, source: &str) -> Resul
 }
 
 fn lookup_prefix<'a>(known: &'a Value, prefix: &str) -> &'a Value {
-    if prefix.is_empty() { known } else { lookup(known, prefix).unwrap_or(&Value::Null) }
+    if prefix.is_empty() {
+        known
+    } else {
+        lookup(known, prefix).unwrap_or(&Value::Null)
+    }
 }
 
 fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted.split('.').try_fold(value, |node, part| node.get(part))
+    dotted
+        .split('.')
+        .try_fold(value, |node, part| node.get(part))
 }
 
 fn insert(value: &mut Value, dotted: &str, new: Value) {
@@ -339,12 +374,16 @@ fn insert(value: &mut Value, dotted: &str, new: Value) {
         if !node.is_object() {
             *node = Value::Object(Map::new());
         }
-        let Value::Object(map) = node else { unreachable!("made an object just above") };
+        let Value::Object(map) = node else {
+            unreachable!("made an object just above")
+        };
         if parts.peek().is_none() {
             map.insert(part.to_owned(), new);
             return;
         }
-        node = map.entry(part.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        node = map
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
 }
 
@@ -352,7 +391,11 @@ fn insert(value: &mut Value, dotted: &str, new: Value) {
 fn leaf_keys(value: &Value, prefix: &str, out: &mut Vec<String>) {
     if let Value::Object(map) = value {
         for (key, child) in map {
-            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
             if child.is_object() {
                 leaf_keys(child, &path, out);
             }
@@ -385,7 +428,11 @@ fn unknown_key_message(key: &str, known: &Value) -> String {
 impl Config {
     /// Range and consistency checks that types alone cannot express.
     fn validate(&self) -> Result<(), String> {
-        fn at_least<T: PartialOrd + fmt::Display>(key: &str, value: T, min: T) -> Result<(), String> {
+        fn at_least<T: PartialOrd + fmt::Display + Copy>(
+            key: &str,
+            value: T,
+            min: T,
+        ) -> Result<(), String> {
             if value < min {
                 return Err(format!("{key} must be at least {min} (got {value})"));
             }
@@ -393,7 +440,9 @@ impl Config {
         }
         fn positive(key: &str, value: f64) -> Result<(), String> {
             if !(value.is_finite() && value > 0.0) {
-                return Err(format!("{key} must be a number greater than 0 (got {value})"));
+                return Err(format!(
+                    "{key} must be a number greater than 0 (got {value})"
+                ));
             }
             Ok(())
         }
@@ -421,7 +470,7 @@ impl Config {
         at_least("model.n_head", model.n_head, 1)?;
         at_least("model.n_embd", model.n_embd, 1)?;
         at_least("model.block_size", model.block_size, 2)?;
-        if model.n_embd % model.n_head != 0 {
+        if !model.n_embd.is_multiple_of(model.n_head) {
             return Err(format!(
                 "model.n_embd ({}) must be a multiple of model.n_head ({})",
                 model.n_embd, model.n_head
@@ -453,14 +502,21 @@ impl Config {
                 eval.timeout_warn_rate
             ));
         }
-        positive("watchdog.stall_timeout_seconds", self.watchdog.stall_timeout_seconds)?;
+        positive(
+            "watchdog.stall_timeout_seconds",
+            self.watchdog.stall_timeout_seconds,
+        )?;
         Ok(())
     }
 
     /// Makes the data paths absolute against `base`, so the effective config
     /// written to the run directory works from any folder.
     pub fn resolve_paths(&mut self, base: &Path) {
-        for path in [&mut self.data.train_file, &mut self.data.val_file, &mut self.data.tokenizer] {
+        for path in [
+            &mut self.data.train_file,
+            &mut self.data.val_file,
+            &mut self.data.tokenizer,
+        ] {
             if path.is_relative() {
                 *path = base.join(&*path);
             }
@@ -494,42 +550,69 @@ mod tests {
     #[test]
     fn unknown_key_names_the_nearest_valid_one() {
         let message = error_of(r#"{"eval": {"eval_timeout_second": 60}}"#, &[]);
-        assert!(message.contains("unknown key \"eval.eval_timeout_second\""), "{message}");
-        assert!(message.contains("did you mean \"eval.eval_timeout_seconds\""), "{message}");
+        assert!(
+            message.contains("unknown key \"eval.eval_timeout_second\""),
+            "{message}"
+        );
+        assert!(
+            message.contains("did you mean \"eval.eval_timeout_seconds\""),
+            "{message}"
+        );
     }
 
     #[test]
     fn key_in_the_wrong_section_points_to_the_right_one() {
         let message = error_of(r#"{"train": {"eval_timeout_seconds": 60}}"#, &[]);
-        assert!(message.contains("did you mean \"eval.eval_timeout_seconds\""), "{message}");
+        assert!(
+            message.contains("did you mean \"eval.eval_timeout_seconds\""),
+            "{message}"
+        );
     }
 
     #[test]
     fn wrong_type_names_the_dotted_path() {
         let message = error_of(r#"{"train": {"max_steps": "many"}}"#, &[]);
-        assert!(message.contains("train.max_steps: invalid type: string \"many\""), "{message}");
+        assert!(
+            message.contains("train.max_steps: invalid type: string \"many\""),
+            "{message}"
+        );
     }
 
     #[test]
     fn set_overrides_go_through_the_same_checks() {
         let file = write_config("{}");
-        let config =
-            load(Some(file.path()), &["train.max_steps=7".into(), "device=cpu".into()]).unwrap();
+        let config = load(
+            Some(file.path()),
+            &["train.max_steps=7".into(), "device=cpu".into()],
+        )
+        .unwrap();
         assert_eq!(config.train.max_steps, 7);
         assert_eq!(config.device, DevicePref::Cpu);
 
         let message = error_of("{}", &["train.max_step=7"]);
-        assert!(message.starts_with("--set train.max_step=7: unknown key"), "{message}");
-        assert!(message.contains("did you mean \"train.max_steps\""), "{message}");
+        assert!(
+            message.starts_with("--set train.max_step=7: unknown key"),
+            "{message}"
+        );
+        assert!(
+            message.contains("did you mean \"train.max_steps\""),
+            "{message}"
+        );
 
         let message = error_of("{}", &["train.max_steps=lots"]);
-        assert!(message.starts_with("--set train.max_steps=lots: train.max_steps"), "{message}");
+        assert!(
+            message.starts_with("--set train.max_steps=lots: train.max_steps"),
+            "{message}"
+        );
     }
 
     #[test]
     fn out_of_range_values_name_the_key() {
         let message = error_of(r#"{"eval": {"timeout_warn_rate": 1.5}}"#, &[]);
-        assert!(message.contains("eval.timeout_warn_rate must be between 0 and 1"), "{message}");
+        assert!(
+            message.contains("eval.timeout_warn_rate must be between 0 and 1"),
+            "{message}"
+        );
         let message = error_of(r#"{"model": {"n_embd": 100, "n_head": 3}}"#, &[]);
         assert!(message.contains("model.n_embd (100) must be a multiple of model.n_head (3)"));
         let message = error_of("{}", &["eval.eval_timeout_seconds=0"]);
@@ -539,9 +622,15 @@ mod tests {
     #[test]
     fn device_strings_are_checked() {
         let file = write_config(r#"{"device": "cuda:1"}"#);
-        assert_eq!(load(Some(file.path()), &[]).unwrap().device, DevicePref::Cuda(1));
+        assert_eq!(
+            load(Some(file.path()), &[]).unwrap().device,
+            DevicePref::Cuda(1)
+        );
         let message = error_of(r#"{"device": "gpu"}"#, &[]);
-        assert!(message.contains("device: \"gpu\" is not a device"), "{message}");
+        assert!(
+            message.contains("device: \"gpu\" is not a device"),
+            "{message}"
+        );
     }
 
     #[test]

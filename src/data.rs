@@ -60,7 +60,10 @@ impl TextTokenizer {
             )));
         }
         let inner = Tokenizer::from_file(path).map_err(|err| {
-            DataError(format!("{}: not a valid tokenizer.json: {err}", path.display()))
+            DataError(format!(
+                "{}: not a valid tokenizer.json: {err}",
+                path.display()
+            ))
         })?;
         let eot_id = inner.token_to_id(END_OF_TEXT).ok_or_else(|| {
             DataError(format!(
@@ -69,7 +72,11 @@ impl TextTokenizer {
             ))
         })?;
         let vocab_size = inner.get_vocab_size(true) as u32;
-        Ok(Self { inner, eot_id, vocab_size })
+        Ok(Self {
+            inner,
+            eot_id,
+            vocab_size,
+        })
     }
 
     /// Token ids of `text`, without special tokens added.
@@ -134,7 +141,11 @@ pub fn load_examples(
                 tokens.len() - prompt_len - 1,
             )));
         }
-        examples.push(Example { tokens, prompt_len, origin: format!("{name}:{line_no}") });
+        examples.push(Example {
+            tokens,
+            prompt_len,
+            origin: format!("{name}:{line_no}"),
+        });
     }
     if examples.is_empty() {
         let why = if skipped_overlong > 0 {
@@ -146,7 +157,10 @@ pub fn load_examples(
             "{name}: {why}; it needs lines of {{\"prompt\": \"...\", \"completion\": \"...\"}}"
         )));
     }
-    Ok(Dataset { examples, skipped_overlong })
+    Ok(Dataset {
+        examples,
+        skipped_overlong,
+    })
 }
 
 /// Options of `trainui tokenizer`.
@@ -188,7 +202,9 @@ pub fn train_tokenizer(options: &TokenizerTraining) -> Result<u32, DataError> {
         }
     }
     if texts.is_empty() {
-        return Err(DataError("the data files hold no examples to train a tokenizer on".into()));
+        return Err(DataError(
+            "the data files hold no examples to train a tokenizer on".into(),
+        ));
     }
 
     let mut trainer = BpeTrainerBuilder::new()
@@ -255,8 +271,12 @@ mod tests {
 
     #[test]
     fn examples_end_with_end_of_text_and_know_their_prompt() {
-        let data = load("{\"prompt\": \"12+30=\", \"completion\": \"42\"}\n", 32, Overlong::Error)
-            .unwrap();
+        let data = load(
+            "{\"prompt\": \"12+30=\", \"completion\": \"42\"}\n",
+            32,
+            Overlong::Error,
+        )
+        .unwrap();
         let example = &data.examples[0];
         assert_eq!(example.tokens.last(), Some(&demo_tokenizer().eot_id));
         assert_eq!(example.prompt_len, 6);
@@ -274,7 +294,10 @@ mod tests {
     #[test]
     fn an_empty_file_is_an_error() {
         let message = load("\n", 32, Overlong::Error).unwrap_err().to_string();
-        assert!(message.contains("train.jsonl: the file has no examples"), "{message}");
+        assert!(
+            message.contains("train.jsonl: the file has no examples"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -68,7 +68,11 @@ pub enum Event {
     /// The run moved to another state.
     State { step: u64, state: RunState },
     /// A command was received and acted on.
-    CommandAck { step: u64, command: Command, message: String },
+    CommandAck {
+        step: u64,
+        command: Command,
+        message: String,
+    },
     /// Something the operator should know that does not stop the run.
     Warning { step: u64, message: String },
     /// The run ended: `state` is `finished` (max_steps reached) or `stopped`.
@@ -222,7 +226,10 @@ mod tests {
 
     #[test]
     fn events_serialise_with_a_type_tag() {
-        let event = Event::State { step: 3, state: RunState::Paused };
+        let event = Event::State {
+            step: 3,
+            state: RunState::Paused,
+        };
         let json = serde_json::to_string(&event).unwrap();
         assert_eq!(json, r#"{"type":"state","step":3,"state":"paused"}"#);
         assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);

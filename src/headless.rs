@@ -21,18 +21,29 @@ impl Style {
     #[must_use]
     pub fn detect(plain: bool, stdout_is_terminal: bool) -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self { color: stdout_is_terminal && !plain && !no_color }
+        Self {
+            color: stdout_is_terminal && !plain && !no_color,
+        }
     }
 
     fn paint(self, code: &str, text: &str) -> String {
-        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
     }
 }
 
 /// Formats `event` as a line, or `None` for events that print nothing.
 #[must_use]
 pub fn format(event: &Event, style: Style) -> Option<Line> {
-    let plain = |text: String| Some(Line { colored: text.clone(), text });
+    let plain = |text: String| {
+        Some(Line {
+            colored: text.clone(),
+            text,
+        })
+    };
     match event {
         Event::Started(info) => plain(format!(
             "run {} | device {} | {} parameters | vocab {} | {} train / {} val examples{}",
@@ -58,21 +69,31 @@ pub fn format(event: &Event, style: Style) -> Option<Line> {
             duration(m.elapsed_secs),
             duration(m.eta_secs),
         )),
-        Event::State { step, state } => {
-            matches!(state, RunState::Paused | RunState::Stopping | RunState::Stalled)
-                .then(|| plain(format!("state {} at step {step}", state.as_str())))
-                .flatten()
-        }
-        Event::CommandAck { command, message, .. } => {
-            plain(format!("command {}: {message}", serde_name(command)))
-        }
+        Event::State { step, state } => matches!(
+            state,
+            RunState::Paused | RunState::Stopping | RunState::Stalled
+        )
+        .then(|| plain(format!("state {} at step {step}", state.as_str())))
+        .flatten(),
+        Event::CommandAck {
+            command, message, ..
+        } => plain(format!("command {}: {message}", serde_name(command))),
         Event::Warning { step, message } => {
             let text = format!("WARNING at step {step}: {message}");
-            Some(Line { colored: style.paint("33", &text), text })
+            Some(Line {
+                colored: style.paint("33", &text),
+                text,
+            })
         }
         Event::Finished(summary) => {
-            let how = if summary.state == RunState::Stopped { "stopped" } else { "finished" };
-            let loss = summary.loss.map_or_else(|| "-".to_owned(), |loss| format!("{loss:.4}"));
+            let how = if summary.state == RunState::Stopped {
+                "stopped"
+            } else {
+                "finished"
+            };
+            let loss = summary
+                .loss
+                .map_or_else(|| "-".to_owned(), |loss| format!("{loss:.4}"));
             plain(format!(
                 "{how} at step {}/{} | final loss {loss} | elapsed {}",
                 summary.step,
@@ -82,7 +103,10 @@ pub fn format(event: &Event, style: Style) -> Option<Line> {
         }
         Event::Failed { step, message } => {
             let text = format!("FAILED at step {step}: {message}");
-            Some(Line { colored: style.paint("1;31", &text), text })
+            Some(Line {
+                colored: style.paint("1;31", &text),
+                text,
+            })
         }
     }
 }
@@ -100,7 +124,7 @@ pub fn thousands(value: u64) -> String {
     let digits = value.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -111,7 +135,11 @@ pub fn thousands(value: u64) -> String {
 /// Seconds as `H:MM:SS`.
 #[must_use]
 pub fn duration(secs: f64) -> String {
-    let total = if secs.is_finite() { secs.max(0.0).round() as u64 } else { 0 };
+    let total = if secs.is_finite() {
+        secs.max(0.0).round() as u64
+    } else {
+        0
+    };
     format!("{}:{:02}:{:02}", total / 3600, total / 60 % 60, total % 60)
 }
 
@@ -140,7 +168,10 @@ mod tests {
 
     #[test]
     fn colour_is_only_on_the_terminal_line() {
-        let event = Event::Failed { step: 3, message: "boom".into() };
+        let event = Event::Failed {
+            step: 3,
+            message: "boom".into(),
+        };
         let line = format(&event, Style { color: true }).unwrap();
         assert_eq!(line.text, "FAILED at step 3: boom");
         assert!(line.colored.starts_with("\x1b[1;31m"));

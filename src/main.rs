@@ -19,7 +19,11 @@ use crate::events::{Command, RunState, RunStatus};
 use crate::rundir::RunDir;
 
 #[derive(Parser)]
-#[command(name = "trainui", version, about = "Train language models on libtorch; watch and steer the run")]
+#[command(
+    name = "trainui",
+    version,
+    about = "Train language models on libtorch; watch and steer the run"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -112,8 +116,8 @@ fn main() -> ExitCode {
 }
 
 fn train(args: &TrainArgs) -> Result<(), Failure> {
-    let mut config =
-        config::load(args.config.as_deref(), &args.overrides).map_err(|e| Failure::User(e.to_string()))?;
+    let mut config = config::load(args.config.as_deref(), &args.overrides)
+        .map_err(|e| Failure::User(e.to_string()))?;
     if let Some(run_dir) = &args.run_dir {
         config.run_dir.clone_from(run_dir);
     }
@@ -136,8 +140,8 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
     }
     trainer::resolve_device(config.device).map_err(Failure::User)?;
 
-    let tokenizer =
-        data::TextTokenizer::load(&config.data.tokenizer).map_err(|e| Failure::User(e.to_string()))?;
+    let tokenizer = data::TextTokenizer::load(&config.data.tokenizer)
+        .map_err(|e| Failure::User(e.to_string()))?;
     let block_size = config.model.block_size as usize;
     let load = |path: &Path| {
         data::load_examples(path, &tokenizer, block_size, config.data.overlong)
@@ -146,12 +150,16 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
     let train_set = load(&config.data.train_file)?;
     let val_set = load(&config.data.val_file)?;
 
-    let run_name = run_dir
-        .file_name()
-        .map_or_else(|| run_dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let run_name = run_dir.file_name().map_or_else(
+        || run_dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let status = RunStatus::new(run_name.clone(), config.train.max_steps);
     let mut run = RunDir::open(&run_dir, &config, status).map_err(|e| {
-        Failure::Runtime(format!("{}: cannot write the run directory: {e}", run_dir.display()))
+        Failure::Runtime(format!(
+            "{}: cannot write the run directory: {e}",
+            run_dir.display()
+        ))
     })?;
 
     let handle = trainer::spawn(trainer::TrainSetup {
@@ -171,7 +179,10 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
         if let Err(err) = run.record(&event) {
             // A full disk must not stop training; say so once.
             if write_error.is_none() {
-                eprintln!("warning: {}: cannot write the run directory: {err}", run_dir.display());
+                eprintln!(
+                    "warning: {}: cannot write the run directory: {err}",
+                    run_dir.display()
+                );
             }
             write_error = Some(err);
         }
@@ -184,7 +195,10 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
     match run.status().state {
         RunState::Finished | RunState::Stopped => Ok(()),
         RunState::Failed => Err(Failure::Runtime(
-            run.status().last_message.clone().unwrap_or_else(|| "the trainer failed".into()),
+            run.status()
+                .last_message
+                .clone()
+                .unwrap_or_else(|| "the trainer failed".into()),
         )),
         other => Err(Failure::Runtime(format!(
             "the trainer ended without a final state (last state: {})",
@@ -220,7 +234,10 @@ fn status(args: &StatusArgs) -> Result<(), Failure> {
     if args.json {
         let path = args.run_dir.join(rundir::STATUS_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            Failure::User(format!("{}: cannot read the status file: {e}", path.display()))
+            Failure::User(format!(
+                "{}: cannot read the status file: {e}",
+                path.display()
+            ))
         })?;
         print!("{text}");
         return Ok(());
@@ -241,7 +258,11 @@ fn describe_status(status: &RunStatus, alive: bool) -> String {
     };
     let mut out = String::new();
     let process = if alive { "running" } else { "not running" };
-    let _ = writeln!(out, "run        {} (pid {}, {process})", status.run_name, status.pid);
+    let _ = writeln!(
+        out,
+        "run        {} (pid {}, {process})",
+        status.run_name, status.pid
+    );
     let _ = writeln!(out, "state      {}", status.state.as_str());
     if !alive && !status.state.is_final() {
         let _ = writeln!(
@@ -250,7 +271,11 @@ fn describe_status(status: &RunStatus, alive: bool) -> String {
         );
     }
     let percent = 100.0 * status.current_step as f64 / status.max_steps.max(1) as f64;
-    let _ = writeln!(out, "step       {} / {} ({percent:.1}%)", status.current_step, status.max_steps);
+    let _ = writeln!(
+        out,
+        "step       {} / {} ({percent:.1}%)",
+        status.current_step, status.max_steps
+    );
     let _ = writeln!(
         out,
         "loss       {}  (val {})",
@@ -260,18 +285,24 @@ fn describe_status(status: &RunStatus, alive: bool) -> String {
     let _ = writeln!(
         out,
         "lr         {}",
-        status.learning_rate.map_or_else(|| "-".to_owned(), |lr| format!("{lr:.2e}"))
+        status
+            .learning_rate
+            .map_or_else(|| "-".to_owned(), |lr| format!("{lr:.2e}"))
     );
     let _ = writeln!(
         out,
         "speed      {} tok/s",
-        status.tokens_per_sec.map_or_else(|| "-".to_owned(), |t| headless::thousands(t as u64))
+        status
+            .tokens_per_sec
+            .map_or_else(|| "-".to_owned(), |t| headless::thousands(t as u64))
     );
     let _ = writeln!(
         out,
         "time       elapsed {}, eta {}",
         headless::duration(status.elapsed_secs),
-        status.eta_secs.map_or_else(|| "-".to_owned(), headless::duration)
+        status
+            .eta_secs
+            .map_or_else(|| "-".to_owned(), headless::duration)
     );
     let _ = writeln!(
         out,
@@ -297,8 +328,11 @@ fn tokenizer(args: TokenizerArgs) -> Result<(), Failure> {
             args.vocab_size
         )));
     }
-    let options =
-        data::TokenizerTraining { data: args.data, vocab_size: args.vocab_size, out: args.out };
+    let options = data::TokenizerTraining {
+        data: args.data,
+        vocab_size: args.vocab_size,
+        out: args.out,
+    };
     let size = data::train_tokenizer(&options).map_err(|e| Failure::User(e.to_string()))?;
     println!("wrote {} ({size} tokens)", options.out.display());
     Ok(())

@@ -46,14 +46,22 @@ impl RunDir {
     pub fn open(root: &Path, config: &Config, status: RunStatus) -> io::Result<Self> {
         fs::create_dir_all(root.join("status"))?;
         let append = |name: &str| {
-            OpenOptions::new().create(true).append(true).open(root.join(name)).map(BufWriter::new)
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(root.join(name))
+                .map(BufWriter::new)
         };
         let events = append(EVENTS_FILE)?;
         let log = append(LOG_FILE)?;
-        let config_json =
-            serde_json::to_vec_pretty(config).expect("a validated config serialises");
+        let config_json = serde_json::to_vec_pretty(config).expect("a validated config serialises");
         write_atomically(&root.join(CONFIG_FILE), &config_json)?;
-        let mut run_dir = Self { root: root.to_owned(), events, log, status };
+        let mut run_dir = Self {
+            root: root.to_owned(),
+            events,
+            log,
+            status,
+        };
         run_dir.write_status()?;
         Ok(run_dir)
     }
@@ -61,7 +69,11 @@ impl RunDir {
     /// Appends the event to events.jsonl and, when it changes what the status
     /// file shows, rewrites that too.
     pub fn record(&mut self, event: &Event) -> io::Result<()> {
-        let record = EventRecord { v: SCHEMA_VERSION, time: now_rfc3339(), event };
+        let record = EventRecord {
+            v: SCHEMA_VERSION,
+            time: now_rfc3339(),
+            event,
+        };
         serde_json::to_writer(&mut self.events, &record)?;
         self.events.write_all(b"\n")?;
         self.events.flush()?;
@@ -111,7 +123,10 @@ pub fn now_rfc3339() -> String {
 pub fn read_status(root: &Path) -> Result<RunStatus, String> {
     let path = root.join(STATUS_FILE);
     let text = fs::read_to_string(&path).map_err(|err| {
-        format!("{}: cannot read the status file: {err}; is this a trainui run directory?", path.display())
+        format!(
+            "{}: cannot read the status file: {err}; is this a trainui run directory?",
+            path.display()
+        )
     })?;
     serde_json::from_str(&text)
         .map_err(|err| format!("{}: not a trainui status file: {err}", path.display()))
@@ -139,13 +154,23 @@ mod tests {
     #[test]
     fn events_and_status_are_written() {
         let dir = tempfile::tempdir().unwrap();
-        let mut run = RunDir::open(dir.path(), &Config::default(), RunStatus::new("t".into(), 9))
-            .unwrap();
+        let mut run = RunDir::open(
+            dir.path(),
+            &Config::default(),
+            RunStatus::new("t".into(), 9),
+        )
+        .unwrap();
         run.record(&step(4)).unwrap();
-        run.record(&Event::State { step: 4, state: RunState::Paused }).unwrap();
+        run.record(&Event::State {
+            step: 4,
+            state: RunState::Paused,
+        })
+        .unwrap();
         let events = fs::read_to_string(dir.path().join(EVENTS_FILE)).unwrap();
-        let lines: Vec<serde_json::Value> =
-            events.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = events
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["type"], "step");
         assert_eq!(lines[0]["v"], SCHEMA_VERSION);
@@ -160,8 +185,12 @@ mod tests {
     #[test]
     fn a_concurrent_reader_never_sees_a_partial_status_file() {
         let dir = tempfile::tempdir().unwrap();
-        let mut run = RunDir::open(dir.path(), &Config::default(), RunStatus::new("t".into(), 9))
-            .unwrap();
+        let mut run = RunDir::open(
+            dir.path(),
+            &Config::default(),
+            RunStatus::new("t".into(), 9),
+        )
+        .unwrap();
         let done = Arc::new(AtomicBool::new(false));
         let path = dir.path().join(STATUS_FILE);
         let reader = {

@@ -61,14 +61,24 @@ pub struct Batcher<'a> {
 impl<'a> Batcher<'a> {
     #[must_use]
     pub fn new(examples: &'a [Example], batch_size: usize, seed: u64, device: Device) -> Self {
-        Self { examples, batch_size, seed, device, epoch: None }
+        Self {
+            examples,
+            batch_size,
+            seed,
+            device,
+            epoch: None,
+        }
     }
 
     /// Index into the dataset of the `position`-th example drawn.
     fn example_at(&mut self, position: u64) -> usize {
         let len = self.examples.len() as u64;
         let epoch = position / len;
-        if self.epoch.as_ref().is_none_or(|(cached, _)| *cached != epoch) {
+        if self
+            .epoch
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached != epoch)
+        {
             let mut rng = SplitMix64::new(self.seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407));
             let mut order: Vec<usize> = (0..self.examples.len()).collect();
             for i in (1..order.len()).rev() {
@@ -83,17 +93,26 @@ impl<'a> Batcher<'a> {
     /// The `index`-th micro-batch of the run.
     pub fn batch(&mut self, index: u64) -> Batch {
         let start = index * self.batch_size as u64;
-        let chosen: Vec<usize> =
-            (0..self.batch_size as u64).map(|offset| self.example_at(start + offset)).collect();
+        let chosen: Vec<usize> = (0..self.batch_size as u64)
+            .map(|offset| self.example_at(start + offset))
+            .collect();
         pad(chosen.iter().map(|&i| &self.examples[i]), self.device)
     }
 }
 
 /// Pads examples to the longest one. Inputs are the tokens but the last;
 /// targets are the next tokens, with the prompt and padding ignored.
-pub fn pad<'e>(examples: impl ExactSizeIterator<Item = &'e Example> + Clone, device: Device) -> Batch {
+pub fn pad<'e>(
+    examples: impl ExactSizeIterator<Item = &'e Example> + Clone,
+    device: Device,
+) -> Batch {
     let rows = examples.len();
-    let time = examples.clone().map(|e| e.tokens.len() - 1).max().unwrap_or(1).max(1);
+    let time = examples
+        .clone()
+        .map(|e| e.tokens.len() - 1)
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut input = vec![0i64; rows * time];
     let mut target = vec![IGNORE_INDEX; rows * time];
     let mut tokens = 0;
@@ -121,7 +140,11 @@ mod tests {
     use super::*;
 
     fn example(tokens: &[u32], prompt_len: usize) -> Example {
-        Example { tokens: tokens.to_vec(), prompt_len, origin: String::new() }
+        Example {
+            tokens: tokens.to_vec(),
+            prompt_len,
+            origin: String::new(),
+        }
     }
 
     #[test]
@@ -138,14 +161,19 @@ mod tests {
     #[test]
     fn every_example_is_seen_once_per_epoch_in_a_seeded_order() {
         let examples: Vec<Example> = (0..10).map(|i| example(&[i, 9], 1)).collect();
-        let first_token = |batch: &Batch| -> Vec<i64> { Vec::try_from(batch.input.flatten(0, -1)).unwrap() };
+        let first_token =
+            |batch: &Batch| -> Vec<i64> { Vec::try_from(batch.input.flatten(0, -1)).unwrap() };
         let mut a = Batcher::new(&examples, 5, 7, Device::Cpu);
         let mut epoch: Vec<i64> = first_token(&a.batch(0));
         epoch.extend(first_token(&a.batch(1)));
         let mut sorted = epoch.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..10).collect::<Vec<i64>>());
-        assert_ne!(epoch, (0..10).collect::<Vec<i64>>(), "the order is shuffled");
+        assert_ne!(
+            epoch,
+            (0..10).collect::<Vec<i64>>(),
+            "the order is shuffled"
+        );
 
         // A fresh batcher jumping straight to batch 1 (a resumed run) agrees.
         let mut b = Batcher::new(&examples, 5, 7, Device::Cpu);

@@ -42,7 +42,7 @@ pub struct TrainerHandle {
 /// Checks that the requested device exists and names the one that will be
 /// used, e.g. `cpu` or `cuda:0`.
 pub fn resolve_device(pref: DevicePref) -> Result<String, String> {
-    device_of(pref).map(|device| device_name(device))
+    device_of(pref).map(device_name)
 }
 
 fn device_of(pref: DevicePref) -> Result<Device, String> {
@@ -57,7 +57,9 @@ fn device_of(pref: DevicePref) -> Result<Device, String> {
                      use \"auto\" or \"cpu\""
                 ))
             } else if index as i64 >= count {
-                Err(format!("device: \"{pref}\" does not exist; this machine has {count} GPU(s)"))
+                Err(format!(
+                    "device: \"{pref}\" does not exist; this machine has {count} GPU(s)"
+                ))
             } else {
                 Ok(Device::Cuda(index))
             }
@@ -76,23 +78,29 @@ fn device_name(device: Device) -> String {
 pub fn spawn(setup: TrainSetup) -> std::io::Result<TrainerHandle> {
     let (command_tx, command_rx) = mpsc::channel();
     let (event_tx, event_rx) = mpsc::channel();
-    let thread = thread::Builder::new().name("trainer".into()).spawn(move || {
-        let progress = Arc::new(AtomicU64::new(0));
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-            Trainer::new(setup, &event_tx, Arc::clone(&progress))
-                .and_then(|mut trainer| trainer.run(&command_rx))
-        }));
-        let failure = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(message)) => Some(message),
-            Err(payload) => Some(panic_message(payload.as_ref())),
-        };
-        if let Some(message) = failure {
-            let step = progress.load(Ordering::Relaxed);
-            let _ = event_tx.send(Event::Failed { step, message });
-        }
-    })?;
-    Ok(TrainerHandle { commands: command_tx, events: event_rx, thread })
+    let thread = thread::Builder::new()
+        .name("trainer".into())
+        .spawn(move || {
+            let progress = Arc::new(AtomicU64::new(0));
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+                Trainer::new(setup, &event_tx, Arc::clone(&progress))
+                    .map(|mut trainer| trainer.run(&command_rx))
+            }));
+            let failure = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(message)) => Some(message),
+                Err(payload) => Some(panic_message(payload.as_ref())),
+            };
+            if let Some(message) = failure {
+                let step = progress.load(Ordering::Relaxed);
+                let _ = event_tx.send(Event::Failed { step, message });
+            }
+        })?;
+    Ok(TrainerHandle {
+        commands: command_tx,
+        events: event_rx,
+        thread,
+    })
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -165,14 +173,21 @@ impl<'a> Trainer<'a> {
     }
 
     fn set_state(&self, state: RunState) {
-        self.emit(Event::State { step: self.step, state });
+        self.emit(Event::State {
+            step: self.step,
+            state,
+        });
     }
 
-    fn run(&mut self, commands: &Receiver<Command>) -> Result<(), String> {
+    fn run(&mut self, commands: &Receiver<Command>) {
         let train_cfg = self.config.train.clone();
         let examples = std::mem::take(&mut self.train);
-        let mut batcher =
-            Batcher::new(&examples, train_cfg.batch_size as usize, self.config.seed, self.device);
+        let mut batcher = Batcher::new(
+            &examples,
+            train_cfg.batch_size as usize,
+            self.config.seed,
+            self.device,
+        );
         let accum = u64::from(train_cfg.grad_accum_steps);
         let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
         let mut steps_since_log = 0u64;
@@ -183,7 +198,8 @@ impl<'a> Trainer<'a> {
 
         while self.step < train_cfg.max_steps {
             if self.handle_commands(commands) == Flow::Stop {
-                return self.finish(RunState::Stopped, last_loss);
+                self.finish(RunState::Stopped, last_loss);
+                return;
             }
             let learning_rate = optim::learning_rate(&train_cfg, self.step);
             self.optimizer.zero_grad();
@@ -210,7 +226,7 @@ impl<'a> Trainer<'a> {
             self.progress.store(self.step, Ordering::Relaxed);
             steps_since_log += 1;
 
-            if self.step % train_cfg.log_steps == 0 || self.step == train_cfg.max_steps {
+            if self.step.is_multiple_of(train_cfg.log_steps) || self.step == train_cfg.max_steps {
                 // The only read-back from the device in the loop.
                 let loss = loss_sum.double_value(&[]) / steps_since_log as f64;
                 let _ = loss_sum.zero_();
@@ -232,7 +248,7 @@ impl<'a> Trainer<'a> {
                 last_log = Instant::now();
             }
         }
-        self.finish(RunState::Finished, last_loss)
+        self.finish(RunState::Finished, last_loss);
     }
 
     /// Applies pending commands; while paused, waits for the next one.
@@ -275,10 +291,14 @@ impl<'a> Trainer<'a> {
     }
 
     fn ack(&self, command: Command, message: String) {
-        self.emit(Event::CommandAck { step: self.step, command, message });
+        self.emit(Event::CommandAck {
+            step: self.step,
+            command,
+            message,
+        });
     }
 
-    fn finish(&self, state: RunState, loss: Option<f64>) -> Result<(), String> {
+    fn finish(&self, state: RunState, loss: Option<f64>) {
         self.emit(Event::Finished(Summary {
             step: self.step,
             max_steps: self.config.train.max_steps,
@@ -286,7 +306,6 @@ impl<'a> Trainer<'a> {
             loss,
             elapsed_secs: self.started.elapsed().as_secs_f64(),
         }));
-        Ok(())
     }
 }
 

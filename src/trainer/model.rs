@@ -99,7 +99,11 @@ impl Block {
         .contiguous()
         .view([batch, time, width]);
         let x = x + attended.apply(&self.attn_proj);
-        let mlp = x.apply(&self.ln_2).apply(&self.c_fc).gelu("tanh").apply(&self.mlp_proj);
+        let mlp = x
+            .apply(&self.ln_2)
+            .apply(&self.c_fc)
+            .gelu("tanh")
+            .apply(&self.mlp_proj);
         x + mlp
     }
 }
@@ -109,23 +113,39 @@ impl Gpt {
     pub fn new(root: &nn::Path, shape: GptShape) -> Self {
         let transformer = root / "transformer";
         let embedding = nn::EmbeddingConfig {
-            ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
             ..Default::default()
         };
         let blocks = (0..shape.n_layer)
             .map(|index| Block::new(&(&transformer / "h" / index), &shape))
             .collect();
         Self {
-            wte: nn::embedding(&transformer / "wte", shape.vocab_size, shape.n_embd, embedding),
-            wpe: nn::embedding(&transformer / "wpe", shape.block_size, shape.n_embd, embedding),
+            wte: nn::embedding(
+                &transformer / "wte",
+                shape.vocab_size,
+                shape.n_embd,
+                embedding,
+            ),
+            wpe: nn::embedding(
+                &transformer / "wpe",
+                shape.block_size,
+                shape.n_embd,
+                embedding,
+            ),
             blocks,
-            ln_f: nn::layer_norm(&transformer / "ln_f", vec![shape.n_embd], Default::default()),
+            ln_f: nn::layer_norm(
+                &transformer / "ln_f",
+                vec![shape.n_embd],
+                nn::LayerNormConfig::default(),
+            ),
             shape,
         }
     }
 
     /// Logits `(batch, time, vocab)` for token ids `(batch, time)`, time <= block_size.
-    #[must_use]
     pub fn forward(&self, tokens: &Tensor) -> Tensor {
         let (_, time) = tokens.size2().expect("tokens are (batch, time)");
         let positions = Tensor::arange(time, (Kind::Int64, tokens.device()));

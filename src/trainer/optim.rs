@@ -42,7 +42,11 @@ impl AdamW {
                 param,
             })
             .collect();
-        Self { params, weight_decay, steps: 0 }
+        Self {
+            params,
+            weight_decay,
+            steps: 0,
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -86,7 +90,9 @@ impl AdamW {
                 continue;
             }
             if state.decay && self.weight_decay > 0.0 {
-                let _ = state.param.g_mul_scalar_(1.0 - learning_rate * self.weight_decay);
+                let _ = state
+                    .param
+                    .g_mul_scalar_(1.0 - learning_rate * self.weight_decay);
             }
             let _ = state.exp_avg.lerp_(&grad, 1.0 - BETA1);
             let _ = state.exp_avg_sq.lerp_(&grad.square(), 1.0 - BETA2);
@@ -98,7 +104,10 @@ impl AdamW {
     /// Number of trainable scalars.
     #[must_use]
     pub fn parameter_count(&self) -> u64 {
-        self.params.iter().map(|state| state.param.numel() as u64).sum()
+        self.params
+            .iter()
+            .map(|state| state.param.numel() as u64)
+            .sum()
     }
 }
 
@@ -140,7 +149,9 @@ mod tests {
         // One parameter, one step, gradient g = 2 * p: with bias correction the
         // first Adam step moves each weight by lr * sign(g), after decay.
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let p = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]));
+        let p = vs
+            .root()
+            .var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]));
         let mut optimizer = AdamW::new(&vs, 0.5);
         let loss = (&p * &p).sum(tch::Kind::Float);
         loss.backward();
@@ -155,7 +166,9 @@ mod tests {
     #[test]
     fn clipping_bounds_the_global_norm() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let p = vs.root().var_copy("w", &Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]));
+        let p = vs
+            .root()
+            .var_copy("w", &Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]));
         let optimizer = AdamW::new(&vs, 0.0);
         (&p * &p).sum(tch::Kind::Float).backward(); // grad (6, 8), norm 10
         optimizer.clip_grad_norm(1.0);

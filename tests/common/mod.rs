@@ -14,15 +14,30 @@ pub fn repo() -> &'static Path {
 
 /// `trainui` started from the repository root.
 pub fn trainui() -> Command {
-    let mut command = Command::cargo_bin("trainui").expect("the trainui binary is built");
+    Command::from_std(trainui_std())
+}
+
+fn trainui_std() -> std::process::Command {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin!("trainui"));
     command.current_dir(repo()).env_remove("NO_COLOR");
     command
 }
 
 /// `trainui train --config config/tiny.json --run-dir DIR --no-tui` plus `sets`.
 pub fn tiny_run(run_dir: &Path, sets: &[&str]) -> Command {
-    let mut command = trainui();
-    command.args(["train", "--config", "config/tiny.json", "--no-tui", "--run-dir"]);
+    Command::from_std(tiny_run_std(run_dir, sets))
+}
+
+/// [`tiny_run`] as a plain process, for tests that signal it.
+pub fn tiny_run_std(run_dir: &Path, sets: &[&str]) -> std::process::Command {
+    let mut command = trainui_std();
+    command.args([
+        "train",
+        "--config",
+        "config/tiny.json",
+        "--no-tui",
+        "--run-dir",
+    ]);
     command.arg(run_dir);
     for set in sets {
         command.args(["--set", set]);
@@ -39,11 +54,17 @@ pub fn events(run_dir: &Path) -> Vec<Value> {
 }
 
 pub fn events_of(run_dir: &Path, kind: &str) -> Vec<Value> {
-    events(run_dir).into_iter().filter(|e| e["type"] == kind).collect()
+    events(run_dir)
+        .into_iter()
+        .filter(|e| e["type"] == kind)
+        .collect()
 }
 
 pub fn step_losses(run_dir: &Path) -> Vec<f64> {
-    events_of(run_dir, "step").iter().map(|e| e["loss"].as_f64().expect("loss is a number")).collect()
+    events_of(run_dir, "step")
+        .iter()
+        .map(|e| e["loss"].as_f64().expect("loss is a number"))
+        .collect()
 }
 
 pub fn status(run_dir: &Path) -> Value {
@@ -55,12 +76,25 @@ pub fn status(run_dir: &Path) -> Value {
 /// Asserts a user mistake: exit code 2, every needle in stderr, no panic.
 pub fn assert_user_error(output: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "exit code; stderr:\n{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "exit code; stderr:\n{stderr}"
+    );
     for needle in needles {
-        assert!(stderr.contains(needle), "stderr lacks {needle:?}:\n{stderr}");
+        assert!(
+            stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{stderr}"
+        );
     }
-    assert!(!stderr.contains("panicked"), "a user mistake must not panic:\n{stderr}");
-    assert!(!stderr.contains("RUST_BACKTRACE"), "no backtrace hint:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "a user mistake must not panic:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("RUST_BACKTRACE"),
+        "no backtrace hint:\n{stderr}"
+    );
 }
 
 pub fn temp_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
