@@ -209,7 +209,7 @@ impl Default for ModelConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            max_steps: 2000,
+            max_steps: 3000,
             batch_size: 64,
             grad_accum_steps: 1,
             learning_rate: 1e-3,
@@ -217,7 +217,7 @@ impl Default for TrainConfig {
             warmup_steps: 100,
             weight_decay: 0.1,
             grad_clip: 1.0,
-            log_steps: 10,
+            log_steps: 25,
         }
     }
 }
@@ -225,7 +225,7 @@ impl Default for TrainConfig {
 impl Default for EvalConfig {
     fn default() -> Self {
         Self {
-            eval_steps: 200,
+            eval_steps: 250,
             val_batches: 8,
             samples: 4,
             max_new_tokens: 16,
@@ -545,6 +545,14 @@ mod tests {
         let text = serde_json::to_string(&Config::default()).unwrap();
         let file = write_config(&text);
         assert_eq!(load(Some(file.path()), &[]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_demo_config_file_spells_out_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.json");
+        let text = std::fs::read_to_string(path).unwrap();
+        let file: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(file, serde_json::to_value(Config::default()).unwrap());
     }
 
     #[test]

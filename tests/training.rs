@@ -181,3 +181,47 @@ fn sigterm_stops_after_the_current_step_and_leaves_status_stopped() {
     assert_eq!(finished["step"], status["current_step"]);
     assert!(status["current_step"].as_u64().unwrap() < 1_000_000);
 }
+
+#[test]
+fn a_second_sigint_exits_at_once() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // A model big enough that one step takes far longer than the two signals.
+    let mut child = common::tiny_run_std(
+        &run,
+        &[
+            "train.max_steps=1000000",
+            "train.log_steps=1",
+            "model.n_layer=8",
+            "model.n_embd=512",
+            "train.batch_size=64",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let status_path = run.join("status/training_status.json");
+    wait_for("the first step", Duration::from_mins(2), || {
+        std::fs::read_to_string(&status_path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .is_some_and(|status| status["current_step"].as_u64() >= Some(1))
+    });
+    let pid = child.id().to_string();
+    let interrupt = || {
+        let kill = std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status();
+        assert!(kill.unwrap().success());
+    };
+    interrupt();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("stopping after the current step"), "{line}");
+    interrupt();
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(130), "the second SIGINT exits at once");
+}
