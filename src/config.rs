@@ -550,9 +550,12 @@ mod tests {
     #[test]
     fn the_demo_config_file_spells_out_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.json");
-        let text = std::fs::read_to_string(path).unwrap();
-        let file: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(file, serde_json::to_value(Config::default()).unwrap());
+        assert_eq!(load(Some(&path), &[]).unwrap(), Config::default());
+        let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let (mut in_file, mut all) = (Vec::new(), Vec::new());
+        leaf_keys(&file, "", &mut in_file);
+        leaf_keys(&serde_json::to_value(Config::default()).unwrap(), "", &mut all);
+        assert_eq!(in_file, all, "config/default.json lists every key");
     }
 
     #[test]
