@@ -554,7 +554,11 @@ mod tests {
         let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let (mut in_file, mut all) = (Vec::new(), Vec::new());
         leaf_keys(&file, "", &mut in_file);
-        leaf_keys(&serde_json::to_value(Config::default()).unwrap(), "", &mut all);
+        leaf_keys(
+            &serde_json::to_value(Config::default()).unwrap(),
+            "",
+            &mut all,
+        );
         assert_eq!(in_file, all, "config/default.json lists every key");
     }
 
