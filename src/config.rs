@@ -90,6 +90,9 @@ pub struct EvalConfig {
     /// Validation examples generated and compared per evaluation.
     pub samples: u32,
     pub max_new_tokens: u32,
+    /// End-of-text is not generated before this many tokens (as in Hugging
+    /// Face `min_new_tokens`); probes how a model behaves past its natural end.
+    pub min_new_tokens: u32,
     /// Deadline of one generation.
     pub eval_timeout_seconds: f64,
     /// 0 is greedy decoding.
@@ -229,6 +232,7 @@ impl Default for EvalConfig {
             val_batches: 8,
             samples: 4,
             max_new_tokens: 16,
+            min_new_tokens: 0,
             eval_timeout_seconds: 60.0,
             temperature: 0.0,
             timeout_warn_rate: 0.10,
@@ -268,7 +272,7 @@ impl ConfigError {
 /// Reads the config file (or the defaults when `path` is `None`), applies the
 /// `--set KEY=VALUE` overrides in order and validates the result.
 pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
-    let (source, mut value) = match path {
+    let (source, value) = match path {
         Some(path) => {
             let source = path.display().to_string();
             let text = std::fs::read_to_string(path).map_err(|err| {
@@ -285,6 +289,17 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigE
         }
         None => ("built-in defaults".to_owned(), Value::Object(Map::new())),
     };
+    from_value(&source, value, overrides)
+}
+
+/// Like [`load`], for a config already parsed from `source` (e.g. the one
+/// saved in a checkpoint).
+pub fn from_value(
+    source: &str,
+    mut value: Value,
+    overrides: &[String],
+) -> Result<Config, ConfigError> {
+    let source = source.to_owned();
     if !value.is_object() {
         return Err(ConfigError::at(
             &source,

@@ -88,7 +88,6 @@ impl TextTokenizer {
     }
 
     /// Text of `ids`, with special tokens left out.
-    #[cfg(test)]
     pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
         self.inner.decode(ids, true).map_err(|err| err.to_string())
     }

@@ -13,10 +13,17 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
-    /// Finish the current step, then stop with state `stopped`.
+    /// Finish the current step, save a checkpoint, then stop with state `stopped`.
     Stop,
     Pause,
     Resume,
+    /// Run a full evaluation at the next step boundary.
+    EvalNow,
+    /// End the generation in progress as `aborted` (front ends also raise the
+    /// shared abort flag, which the decoder checks before every step).
+    AbortGeneration,
+    /// Save a checkpoint at the next step boundary.
+    Save,
 }
 
 /// What the run is doing, as shown in the status file.
@@ -75,6 +82,31 @@ pub enum Event {
     },
     /// Something the operator should know that does not stop the run.
     Warning { step: u64, message: String },
+    /// A full evaluation began.
+    EvalStarted { step: u64, eval: u64, samples: u32 },
+    /// Validation loss of an evaluation; `None` when no batch could be scored.
+    ValLoss {
+        step: u64,
+        loss: Option<f64>,
+        batches: u32,
+        timed_out: bool,
+    },
+    /// A sample generation began.
+    GenerationStarted(GenerationStart),
+    /// Text generated so far by the running generation (a few per second at most).
+    GenerationProgress {
+        step: u64,
+        sample: u32,
+        text: String,
+        tokens: u64,
+        elapsed_secs: f64,
+    },
+    /// A sample generation ended.
+    Sample(SampleResult),
+    /// A full evaluation ended.
+    EvalFinished(EvalSummary),
+    /// A checkpoint was written completely.
+    Checkpoint { step: u64, path: String },
     /// The run ended: `state` is `finished` (max_steps reached) or `stopped`.
     Finished(Summary),
     /// The trainer hit an error it cannot continue from.
@@ -96,6 +128,113 @@ pub struct RunInfo {
     pub val_examples: u64,
     /// Examples left out for being longer than `model.block_size`.
     pub skipped_overlong: u64,
+    /// The checkpoint this process resumed from.
+    pub resumed_from: Option<String>,
+    /// Evaluations and generations so far (non-zero after a resume).
+    pub evals: u64,
+    pub counters: GenerationCounters,
+}
+
+/// How a generation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GenerationOutcome {
+    /// End-of-text or `max_new_tokens` reached.
+    Completed,
+    /// `eval.eval_timeout_seconds` passed.
+    TimedOut,
+    /// The operator aborted it.
+    Aborted,
+    /// libtorch reported an error.
+    Error { message: String },
+}
+
+/// Generations of the whole run, by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationCounters {
+    pub generations: u64,
+    pub completed: u64,
+    pub timed_out: u64,
+    pub aborted: u64,
+    pub errors: u64,
+}
+
+impl GenerationCounters {
+    pub fn count(&mut self, outcome: &GenerationOutcome) {
+        self.generations += 1;
+        match outcome {
+            GenerationOutcome::Completed => self.completed += 1,
+            GenerationOutcome::TimedOut => self.timed_out += 1,
+            GenerationOutcome::Aborted => self.aborted += 1,
+            GenerationOutcome::Error { .. } => self.errors += 1,
+        }
+    }
+
+    /// Share of generations that timed out.
+    #[must_use]
+    pub fn timeout_rate(&self) -> f64 {
+        if self.generations == 0 {
+            0.0
+        } else {
+            self.timed_out as f64 / self.generations as f64
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationStart {
+    pub step: u64,
+    /// 1-based position in this evaluation, of `of`.
+    pub sample: u32,
+    pub of: u32,
+    /// Index of the example in the validation file, and its `file:line`.
+    pub example: u64,
+    pub origin: String,
+    pub prompt: String,
+    pub golden: String,
+    pub golden_tokens: u64,
+    pub timeout_secs: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleResult {
+    pub step: u64,
+    pub sample: u32,
+    pub of: u32,
+    pub example: u64,
+    pub origin: String,
+    pub prompt: String,
+    pub golden: String,
+    /// Text generated, partial when the generation did not complete.
+    pub output: String,
+    pub golden_tokens: u64,
+    pub output_tokens: u64,
+    pub outcome: GenerationOutcome,
+    /// Completed and equal to the golden completion (surrounding spaces aside).
+    pub exact_match: bool,
+    /// Loss of the model on this example's golden completion.
+    pub loss: Option<f64>,
+    pub elapsed_secs: f64,
+    pub tokens_per_sec: f64,
+    pub timeout_secs: f64,
+    /// Counters of the run after this sample.
+    pub counters: GenerationCounters,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSummary {
+    pub step: u64,
+    pub eval: u64,
+    pub val_loss: Option<f64>,
+    /// Training loss at the latest step event.
+    pub train_loss: Option<f64>,
+    /// `val_loss - train_loss`.
+    pub gap: Option<f64>,
+    pub samples: u32,
+    pub matches: u32,
+    /// `matches / samples` (0 when there were no samples).
+    pub exact_match: f64,
+    pub counters: GenerationCounters,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,9 +278,15 @@ pub struct RunStatus {
     pub device: String,
     pub evals: u64,
     pub generations: u64,
+    pub completed: u64,
     pub timeouts: u64,
     pub aborts: u64,
+    pub errors: u64,
     pub timeout_rate: f64,
+    /// Exact-match rate of the latest evaluation.
+    pub exact_match: Option<f64>,
+    pub last_checkpoint: Option<String>,
+    pub resumed_from: Option<String>,
     pub warnings: u64,
     pub last_message: Option<String>,
     /// RFC 3339 time of the last change.
@@ -167,14 +312,28 @@ impl RunStatus {
             device: String::new(),
             evals: 0,
             generations: 0,
+            completed: 0,
             timeouts: 0,
             aborts: 0,
+            errors: 0,
             timeout_rate: 0.0,
+            exact_match: None,
+            last_checkpoint: None,
+            resumed_from: None,
             warnings: 0,
             last_message: None,
             updated_at: String::new(),
             pid: std::process::id(),
         }
+    }
+
+    fn set_counters(&mut self, counters: &GenerationCounters) {
+        self.generations = counters.generations;
+        self.completed = counters.completed;
+        self.timeouts = counters.timed_out;
+        self.aborts = counters.aborted;
+        self.errors = counters.errors;
+        self.timeout_rate = counters.timeout_rate();
     }
 
     /// Folds one event in.
@@ -186,7 +345,22 @@ impl RunStatus {
                 self.device.clone_from(&info.device);
                 self.current_step = info.start_step;
                 self.max_steps = info.max_steps;
+                self.resumed_from.clone_from(&info.resumed_from);
+                self.evals = info.evals;
+                self.set_counters(&info.counters);
             }
+            Event::EvalStarted { step, eval, .. } => {
+                self.current_step = *step;
+                self.evals = *eval;
+            }
+            Event::ValLoss { loss, .. } => self.val_loss = *loss,
+            Event::GenerationStarted(_) | Event::GenerationProgress { .. } => {}
+            Event::Sample(sample) => self.set_counters(&sample.counters),
+            Event::EvalFinished(summary) => {
+                self.exact_match = Some(summary.exact_match);
+                self.set_counters(&summary.counters);
+            }
+            Event::Checkpoint { path, .. } => self.last_checkpoint = Some(path.clone()),
             Event::Step(metrics) => {
                 self.current_step = metrics.step;
                 self.max_steps = metrics.max_steps;
@@ -209,7 +383,9 @@ impl RunStatus {
                 self.current_step = summary.step;
                 self.state = summary.state;
                 self.elapsed_secs = summary.elapsed_secs;
-                self.eta_secs = Some(0.0).filter(|_| summary.state == RunState::Finished);
+                if summary.state == RunState::Finished {
+                    self.eta_secs = Some(0.0);
+                }
             }
             Event::Failed { step, message } => {
                 self.current_step = *step;

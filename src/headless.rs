@@ -1,13 +1,17 @@
-//! Headless output: one readable, greppable line per event worth printing.
-//! The same lines go to stdout and to RUN_DIR/training_output.log.
+//! Headless output: readable, greppable lines for the events worth printing.
+//! The same lines go to stdout and (always plain) to RUN_DIR/training_output.log.
 
-use crate::events::{Event, RunState};
+use std::fmt::Write;
+
+use crate::events::{EvalSummary, Event, GenerationOutcome, RunState, SampleResult};
 
 /// How lines are decorated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Style {
-    /// ANSI colours for warnings and failures (never in the log file).
+    /// ANSI colours for markers, warnings and failures.
     pub color: bool,
+    /// Emoji before MATCH, TIMEOUT and the like.
+    pub emoji: bool,
 }
 
 /// A printable line: `text` for the log file, `colored` for a terminal.
@@ -16,13 +20,32 @@ pub struct Line {
     pub colored: String,
 }
 
+/// Longest model output printed in full; the events keep all of it.
+const MAX_PRINTED_CHARS: usize = 400;
+
 impl Style {
-    /// Colour only on a terminal, and never with `--plain` or `NO_COLOR`.
+    /// The plain ASCII style of the log file.
+    pub const PLAIN: Self = Self {
+        color: false,
+        emoji: false,
+    };
+
+    /// Colour and emoji only on a terminal, never with `--plain` or
+    /// `NO_COLOR`; emoji only in a UTF-8 locale.
     #[must_use]
     pub fn detect(plain: bool, stdout_is_terminal: bool) -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let locale = set("LC_ALL")
+            .or_else(|| set("LC_CTYPE"))
+            .or_else(|| set("LANG"));
+        let utf8 = locale.is_some_and(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("utf-8") || l.contains("utf8")
+        });
+        let fancy = stdout_is_terminal && !plain && set("NO_COLOR").is_none();
         Self {
-            color: stdout_is_terminal && !plain && !no_color,
+            color: fancy,
+            emoji: fancy && utf8,
         }
     }
 
@@ -33,33 +56,51 @@ impl Style {
             text.to_owned()
         }
     }
+
+    /// `text` with its emoji and colour, as far as this style allows.
+    fn marker(self, emoji: &str, code: &str, text: &str) -> String {
+        let text = if self.emoji {
+            format!("{emoji} {text}")
+        } else {
+            text.to_owned()
+        };
+        self.paint(code, &text)
+    }
 }
 
-/// Formats `event` as a line, or `None` for events that print nothing.
+/// Formats `event`, or `None` for events that print nothing.
 #[must_use]
 pub fn format(event: &Event, style: Style) -> Option<Line> {
-    let plain = |text: String| {
-        Some(Line {
-            colored: text.clone(),
-            text,
-        })
+    let text = format_styled(event, Style::PLAIN)?;
+    let colored = if style == Style::PLAIN {
+        text.clone()
+    } else {
+        format_styled(event, style)?
     };
-    match event {
-        Event::Started(info) => plain(format!(
-            "run {} | device {} | {} parameters | vocab {} | {} train / {} val examples{}",
-            info.run_name,
-            info.device,
-            thousands(info.parameters),
-            info.vocab_size,
-            thousands(info.train_examples),
-            thousands(info.val_examples),
+    Some(Line { text, colored })
+}
+
+fn format_styled(event: &Event, style: Style) -> Option<String> {
+    Some(match event {
+        Event::Started(info) => {
+            let mut line = format!(
+                "run {} | device {} | {} parameters | vocab {} | {} train / {} val examples",
+                info.run_name,
+                info.device,
+                thousands(info.parameters),
+                info.vocab_size,
+                thousands(info.train_examples),
+                thousands(info.val_examples),
+            );
             if info.skipped_overlong > 0 {
-                format!(" | {} overlong skipped", info.skipped_overlong)
-            } else {
-                String::new()
-            },
-        )),
-        Event::Step(m) => plain(format!(
+                let _ = write!(line, " | {} overlong skipped", info.skipped_overlong);
+            }
+            if let Some(from) = &info.resumed_from {
+                let _ = write!(line, "\nresumed from {from} at step {}", info.start_step);
+            }
+            line
+        }
+        Event::Step(m) => format!(
             "step {}/{} | loss {:.4} | lr {:.2e} | {} tok/s | elapsed {} | eta {}",
             m.step,
             m.max_steps,
@@ -68,23 +109,31 @@ pub fn format(event: &Event, style: Style) -> Option<Line> {
             thousands(m.tokens_per_sec.round() as u64),
             duration(m.elapsed_secs),
             duration(m.eta_secs),
-        )),
-        Event::State { step, state } => matches!(
-            state,
-            RunState::Paused | RunState::Stopping | RunState::Stalled
-        )
-        .then(|| plain(format!("state {} at step {step}", state.as_str())))
-        .flatten(),
+        ),
+        Event::State { step, state } => match state {
+            RunState::Paused | RunState::Stopping | RunState::Stalled => {
+                format!("state {} at step {step}", state.as_str())
+            }
+            _ => return None,
+        },
         Event::CommandAck {
             command, message, ..
-        } => plain(format!("command {}: {message}", serde_name(command))),
-        Event::Warning { step, message } => {
-            let text = format!("WARNING at step {step}: {message}");
-            Some(Line {
-                colored: style.paint("33", &text),
-                text,
-            })
+        } => {
+            format!("command {}: {message}", serde_name(command))
         }
+        Event::Warning { step, message } => {
+            style.marker("⚠️ ", "33", &format!("WARNING at step {step}: {message}"))
+        }
+        Event::EvalStarted { step, .. } => {
+            let rule = "=".repeat(64);
+            format!("{rule}\nFULL EVAL - Step {step}\n{rule}")
+        }
+        Event::ValLoss { .. } | Event::GenerationStarted(_) | Event::GenerationProgress { .. } => {
+            return None;
+        }
+        Event::Sample(sample) => format_sample(sample, style),
+        Event::EvalFinished(summary) => format_eval_summary(summary),
+        Event::Checkpoint { step, path } => format!("checkpoint saved at step {step}: {path}"),
         Event::Finished(summary) => {
             let how = if summary.state == RunState::Stopped {
                 "stopped"
@@ -94,21 +143,126 @@ pub fn format(event: &Event, style: Style) -> Option<Line> {
             let loss = summary
                 .loss
                 .map_or_else(|| "-".to_owned(), |loss| format!("{loss:.4}"));
-            plain(format!(
+            format!(
                 "{how} at step {}/{} | final loss {loss} | elapsed {}",
                 summary.step,
                 summary.max_steps,
                 duration(summary.elapsed_secs)
-            ))
+            )
         }
         Event::Failed { step, message } => {
-            let text = format!("FAILED at step {step}: {message}");
-            Some(Line {
-                colored: style.paint("1;31", &text),
-                text,
-            })
+            style.marker("💥", "1;31", &format!("FAILED at step {step}: {message}"))
         }
+    })
+}
+
+fn format_sample(s: &SampleResult, style: Style) -> String {
+    let partial = if s.outcome == GenerationOutcome::Completed {
+        ""
+    } else {
+        ", partial"
+    };
+    let whom = format!(
+        "example {}, {}, prompt {:?}",
+        s.example,
+        s.origin,
+        clip(&s.prompt, 60)
+    );
+    let verdict = match &s.outcome {
+        GenerationOutcome::Completed if s.exact_match => style.marker("✅", "32", "MATCH"),
+        GenerationOutcome::Completed => style.marker("❌", "31", "MISMATCH"),
+        GenerationOutcome::TimedOut => style.marker(
+            "⏱️ ",
+            "1;33",
+            &format!(
+                "TIMEOUT: Model generation exceeded {}s at step {} ({whom}; {} tokens so far)",
+                s.timeout_secs, s.step, s.output_tokens
+            ),
+        ),
+        GenerationOutcome::Aborted => style.marker(
+            "🛑",
+            "1;33",
+            &format!(
+                "ABORTED: generation stopped by the operator after {:.1}s at step {} ({whom})",
+                s.elapsed_secs, s.step
+            ),
+        ),
+        GenerationOutcome::Error { message } => style.marker(
+            "💥",
+            "1;31",
+            &format!(
+                "ERROR: generation failed at step {} ({whom}): {message}",
+                s.step
+            ),
+        ),
+    };
+    let loss = s
+        .loss
+        .map_or_else(|| "-".to_owned(), |loss| format!("{loss:.4}"));
+    [
+        format!(
+            "--- Sample {}/{} (example {}, {}) ---",
+            s.sample, s.of, s.example, s.origin
+        ),
+        format!("PROMPT: {}", printable(&s.prompt)),
+        format!(
+            "GOLDEN ({} tokens): {}",
+            s.golden_tokens,
+            printable(&s.golden)
+        ),
+        format!(
+            "MODEL ({} tokens{partial}): {}",
+            s.output_tokens,
+            printable(&s.output)
+        ),
+        verdict,
+        format!("LOSS ON THIS EXAMPLE: {loss}"),
+        format!(
+            "TIME: {:.2}s, {:.1} tokens/s",
+            s.elapsed_secs, s.tokens_per_sec
+        ),
+    ]
+    .join("\n")
+}
+
+fn format_eval_summary(e: &EvalSummary) -> String {
+    let number = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
+    let gap = e.gap.map_or_else(|| "-".to_owned(), |g| format!("{g:+.4}"));
+    let c = &e.counters;
+    format!(
+        "Loss Comparison: Train={} | Val={} | Gap={gap}\n\
+         EXACT MATCH: {}/{} ({:.1}%) | generations {}: {} completed, {} timed out, {} aborted, \
+         {} errors (timeout rate {:.1}%)",
+        number(e.train_loss),
+        number(e.val_loss),
+        e.matches,
+        e.samples,
+        100.0 * e.exact_match,
+        c.generations,
+        c.completed,
+        c.timed_out,
+        c.aborted,
+        c.errors,
+        100.0 * c.timeout_rate(),
+    )
+}
+
+/// Model text on one line (newlines shown as `\n`), cut when very long.
+fn printable(text: &str) -> String {
+    let one_line = text.replace('\n', "\\n").replace('\r', "\\r");
+    let chars = one_line.chars().count();
+    if chars <= MAX_PRINTED_CHARS {
+        return one_line;
     }
+    let more = chars - MAX_PRINTED_CHARS;
+    format!(
+        "{}... ({more} more characters)",
+        clip(&one_line, MAX_PRINTED_CHARS)
+    )
+}
+
+fn clip(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
 }
 
 fn serde_name<T: serde::Serialize>(value: &T) -> String {
@@ -159,7 +313,14 @@ mod tests {
             elapsed_secs: 83.0,
             eta_secs: 3725.0,
         });
-        let line = format(&event, Style { color: true }).unwrap();
+        let line = format(
+            &event,
+            Style {
+                color: true,
+                emoji: true,
+            },
+        )
+        .unwrap();
         assert_eq!(
             line.text,
             "step 120/2000 | loss 1.2346 | lr 3.00e-4 | 12,345 tok/s | elapsed 0:01:23 | eta 1:02:05"
@@ -172,10 +333,17 @@ mod tests {
             step: 3,
             message: "boom".into(),
         };
-        let line = format(&event, Style { color: true }).unwrap();
+        let line = format(
+            &event,
+            Style {
+                color: true,
+                emoji: true,
+            },
+        )
+        .unwrap();
         assert_eq!(line.text, "FAILED at step 3: boom");
         assert!(line.colored.starts_with("\x1b[1;31m"));
-        let line = format(&event, Style { color: false }).unwrap();
+        let line = format(&event, Style::PLAIN).unwrap();
         assert_eq!(line.colored, line.text);
     }
 

@@ -8,15 +8,16 @@ mod headless;
 mod rundir;
 mod trainer;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc::Sender;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::Config;
 use crate::events::{Command, RunState, RunStatus};
 use crate::rundir::RunDir;
+use crate::trainer::Controller;
 
 #[derive(Parser)]
 #[command(
@@ -116,28 +117,8 @@ fn main() -> ExitCode {
 }
 
 fn train(args: &TrainArgs) -> Result<(), Failure> {
-    let mut config = config::load(args.config.as_deref(), &args.overrides)
-        .map_err(|e| Failure::User(e.to_string()))?;
-    if let Some(run_dir) = &args.run_dir {
-        config.run_dir.clone_from(run_dir);
-    }
-    let cwd = std::env::current_dir().map_err(|e| Failure::Runtime(e.to_string()))?;
-    config.resolve_paths(&cwd);
+    let (config, resume_from) = prepare_run(args)?;
     let run_dir = config.run_dir.clone();
-    if let Some(resume) = &args.resume {
-        return Err(Failure::User(format!(
-            "--resume {resume}: no checkpoint found in {}; checkpoints are written by runs \
-             with checkpoint.save_steps set",
-            run_dir.join("checkpoints").display()
-        )));
-    }
-    if run_dir.join(rundir::EVENTS_FILE).exists() {
-        return Err(Failure::User(format!(
-            "{}: this run directory already holds a run; pick another with --run-dir, or \
-             continue it with --resume latest",
-            run_dir.display()
-        )));
-    }
     trainer::resolve_device(config.device).map_err(Failure::User)?;
 
     let tokenizer = data::TextTokenizer::load(&config.data.tokenizer)
@@ -162,19 +143,34 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
         ))
     })?;
 
+    if let Some(path) = &resume_from {
+        let state = trainer::checkpoint::verify(path).map_err(Failure::User)?;
+        if state.vocab_size != tokenizer.vocab_size {
+            return Err(Failure::User(format!(
+                "--resume {}: the checkpoint was trained with a vocabulary of {} tokens, but {} \
+                 has {}; resume with the tokenizer of that run",
+                path.display(),
+                state.vocab_size,
+                config.data.tokenizer.display(),
+                tokenizer.vocab_size
+            )));
+        }
+    }
     let handle = trainer::spawn(trainer::TrainSetup {
         config,
         run_name,
+        tokenizer,
         train: train_set.examples,
         val: val_set.examples,
         skipped_overlong: train_set.skipped_overlong + val_set.skipped_overlong,
-        vocab_size: tokenizer.vocab_size,
+        resume_from,
     })
     .map_err(|e| Failure::Runtime(format!("cannot start the trainer thread: {e}")))?;
-    install_signal_handlers(handle.commands.clone())?;
+    install_signal_handlers(handle.controller.clone())?;
 
     let style = headless::Style::detect(args.plain, std::io::stdout().is_terminal());
     let mut write_error = None;
+    let mut stdout = std::io::stdout();
     for event in &handle.events {
         if let Err(err) = run.record(&event) {
             // A full disk must not stop training; say so once.
@@ -187,7 +183,9 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
             write_error = Some(err);
         }
         if let Some(line) = headless::format(&event, style) {
-            println!("{}", line.colored);
+            // A closed stdout (`| head`, a dead terminal) must not stop the
+            // run: the log file still gets every line.
+            let _ = writeln!(stdout, "{}", line.colored);
             let _ = run.log_line(&line.text);
         }
     }
@@ -207,23 +205,110 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
     }
 }
 
-/// SIGINT/SIGTERM: stop after the current step. A second signal exits at once.
-fn install_signal_handlers(commands: Sender<Command>) -> Result<(), Failure> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+/// The effective config of a `train` invocation and the checkpoint it
+/// resumes from, with every user mistake reported before anything is written.
+fn prepare_run(args: &TrainArgs) -> Result<(Config, Option<PathBuf>), Failure> {
+    let user = |e: config::ConfigError| Failure::User(e.to_string());
+    let mut config = config::load(args.config.as_deref(), &args.overrides).map_err(user)?;
+    let resume_path = args
+        .resume
+        .as_deref()
+        .filter(|r| *r != "latest")
+        .map(PathBuf::from);
+    // The run a checkpoint belongs to: RUN_DIR/checkpoints/checkpoint-N.
+    let owning_run = resume_path.as_ref().and_then(|path| {
+        let checkpoints = path.parent()?;
+        (checkpoints.file_name()? == "checkpoints")
+            .then(|| checkpoints.parent().map(Path::to_path_buf))?
+    });
+    let run_dir = args
+        .run_dir
+        .clone()
+        .or(owning_run)
+        .unwrap_or_else(|| config.run_dir.clone());
+
+    let resume_from = match args.resume.as_deref() {
+        None => {
+            if run_dir.join(rundir::EVENTS_FILE).exists() {
+                return Err(Failure::User(format!(
+                    "{}: this run directory already holds a run; pick another with --run-dir, \
+                     or continue it with --resume latest",
+                    run_dir.display()
+                )));
+            }
+            None
+        }
+        Some(resume) => {
+            let path = if let Some(path) = resume_path {
+                path
+            } else {
+                let (latest, skipped) = trainer::checkpoint::latest(&run_dir);
+                for reason in &skipped {
+                    eprintln!("warning: skipping an incomplete checkpoint: {reason}");
+                }
+                latest.ok_or_else(|| {
+                    Failure::User(format!(
+                        "--resume {resume}: no complete checkpoint in {}",
+                        trainer::checkpoint::checkpoints_dir(&run_dir).display()
+                    ))
+                })?
+            };
+            let state = trainer::checkpoint::verify(&path)
+                .map_err(|reason| Failure::User(format!("--resume {resume}: {reason}")))?;
+            if args.config.is_none() {
+                // Continue with the run's own settings, plus any --set.
+                let saved = serde_json::to_value(&state.config).expect("a config serialises");
+                let source = path
+                    .join(trainer::checkpoint::STATE_FILE)
+                    .display()
+                    .to_string();
+                config = config::from_value(&source, saved, &args.overrides).map_err(user)?;
+            }
+            let mismatch = trainer::checkpoint::shape_mismatch(&state.config.model, &config.model);
+            if !mismatch.is_empty() {
+                return Err(Failure::User(format!(
+                    "--resume {resume}: {}: {}; resume with the model section the checkpoint \
+                     was trained with",
+                    path.display(),
+                    mismatch.join(", ")
+                )));
+            }
+            Some(path)
+        }
+    };
+    config.run_dir = run_dir;
+    let cwd = std::env::current_dir().map_err(|e| Failure::Runtime(e.to_string()))?;
+    config.resolve_paths(&cwd);
+    Ok((config, resume_from))
+}
+
+/// SIGINT/SIGTERM: stop after the current step (a running generation is
+/// aborted); a second one exits at once. SIGUSR1: evaluate now. SIGUSR2:
+/// abort the running generation.
+fn install_signal_handlers(controller: Controller) -> Result<(), Failure> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2])
         .map_err(|e| Failure::Runtime(format!("cannot install signal handlers: {e}")))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut received = 0;
+            let mut stops = 0;
             for signal in signals.forever() {
-                received += 1;
-                if received > 1 {
-                    eprintln!("second signal: exiting now");
-                    std::process::exit(128 + signal);
+                match signal {
+                    SIGUSR1 => controller.send(Command::EvalNow),
+                    SIGUSR2 => controller.send(Command::AbortGeneration),
+                    _ => {
+                        stops += 1;
+                        if stops > 1 {
+                            eprintln!("second signal: exiting now");
+                            std::process::exit(128 + signal);
+                        }
+                        eprintln!(
+                            "stopping after the current step (send the signal again to exit now)"
+                        );
+                        controller.send(Command::Stop);
+                    }
                 }
-                eprintln!("stopping after the current step (send the signal again to exit now)");
-                let _ = commands.send(Command::Stop);
             }
         })
         .map_err(|e| Failure::Runtime(format!("cannot start the signal thread: {e}")))?;
@@ -306,13 +391,26 @@ fn describe_status(status: &RunStatus, alive: bool) -> String {
     );
     let _ = writeln!(
         out,
-        "eval       {} evals, {} generations, {} timeouts, {} aborts (timeout rate {:.1}%)",
+        "eval       {} evals, exact match {}",
         status.evals,
+        status
+            .exact_match
+            .map_or_else(|| "-".to_owned(), |m| format!("{:.1}%", 100.0 * m))
+    );
+    let _ = writeln!(
+        out,
+        "generate   {} generations: {} completed, {} timeouts, {} aborts, {} errors \
+         (timeout rate {:.1}%)",
         status.generations,
+        status.completed,
         status.timeouts,
         status.aborts,
+        status.errors,
         100.0 * status.timeout_rate
     );
+    if let Some(path) = &status.last_checkpoint {
+        let _ = writeln!(out, "checkpoint {path}");
+    }
     if let Some(message) = &status.last_message {
         let _ = writeln!(out, "last       {message}");
     }

@@ -77,6 +77,12 @@ impl RunDir {
         serde_json::to_writer(&mut self.events, &record)?;
         self.events.write_all(b"\n")?;
         self.events.flush()?;
+        if matches!(
+            event,
+            Event::GenerationStarted(_) | Event::GenerationProgress { .. }
+        ) {
+            return Ok(());
+        }
         self.status.apply(event);
         self.write_status()
     }

@@ -8,38 +8,10 @@ use tch::{Device, Tensor};
 
 use crate::data::Example;
 
+use super::rng::{SplitMix64, derive_seed};
+
 /// Target value the loss ignores (prompt tokens and padding).
 pub const IGNORE_INDEX: i64 = -100;
-
-/// SplitMix64: small, fast, and its whole state is one `u64`.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    #[must_use]
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..bound` (bound > 0), by rejection so there is no bias.
-    pub fn below(&mut self, bound: u64) -> u64 {
-        let zone = u64::MAX - u64::MAX % bound;
-        loop {
-            let value = self.next_u64();
-            if value < zone {
-                return value % bound;
-            }
-        }
-    }
-}
 
 /// One micro-batch on the training device.
 pub struct Batch {
@@ -79,7 +51,7 @@ impl<'a> Batcher<'a> {
             .as_ref()
             .is_none_or(|(cached, _)| *cached != epoch)
         {
-            let mut rng = SplitMix64::new(self.seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407));
+            let mut rng = SplitMix64::new(derive_seed(self.seed, &[epoch]));
             let mut order: Vec<usize> = (0..self.examples.len()).collect();
             for i in (1..order.len()).rev() {
                 order.swap(i, rng.below(i as u64 + 1) as usize);

@@ -1,7 +1,10 @@
 //! AdamW on plain tensors (so its moments can be saved and restored exactly),
 //! the learning-rate schedule, and global-norm gradient clipping.
 
-use tch::{Tensor, nn};
+use std::collections::HashMap;
+use std::path::Path;
+
+use tch::{TchError, Tensor, nn};
 
 use crate::config::TrainConfig;
 
@@ -10,6 +13,7 @@ const BETA2: f64 = 0.95;
 const EPSILON: f64 = 1e-8;
 
 struct ParamState {
+    name: String,
     param: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
@@ -35,10 +39,11 @@ impl AdamW {
         let params = named
             .into_iter()
             .filter(|(_, param)| param.requires_grad())
-            .map(|(_, param)| ParamState {
+            .map(|(name, param)| ParamState {
                 exp_avg: param.zeros_like(),
                 exp_avg_sq: param.zeros_like(),
                 decay: param.dim() >= 2,
+                name,
                 param,
             })
             .collect();
@@ -99,6 +104,48 @@ impl AdamW {
             let denom = state.exp_avg_sq.sqrt() / bias_correction2.sqrt() + EPSILON;
             let _ = state.param.addcdiv_(&(&state.exp_avg * -step_size), &denom);
         }
+    }
+
+    /// Writes the moments as safetensors: `<param>.exp_avg`, `<param>.exp_avg_sq`.
+    pub fn save(&self, path: &Path) -> Result<(), TchError> {
+        let mut named = Vec::with_capacity(2 * self.params.len());
+        for state in &self.params {
+            named.push((
+                format!("{}.exp_avg", state.name),
+                state.exp_avg.shallow_clone(),
+            ));
+            named.push((
+                format!("{}.exp_avg_sq", state.name),
+                state.exp_avg_sq.shallow_clone(),
+            ));
+        }
+        Tensor::write_safetensors(&named, path)
+    }
+
+    /// Restores moments written by [`AdamW::save`] and the step count.
+    pub fn load(&mut self, path: &Path, steps: u64) -> Result<(), String> {
+        let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+            .map_err(|err| format!("{}: {err}", path.display()))?
+            .into_iter()
+            .collect();
+        let _no_grad = tch::no_grad_guard();
+        for state in &mut self.params {
+            for (suffix, moment) in [
+                ("exp_avg", &mut state.exp_avg),
+                ("exp_avg_sq", &mut state.exp_avg_sq),
+            ] {
+                let name = format!("{}.{suffix}", state.name);
+                let value = saved
+                    .get(&name)
+                    .ok_or_else(|| format!("{}: no tensor {name}", path.display()))?;
+                moment
+                    .f_copy_(value)
+                    .map_err(|err| format!("{}: {name}: {err}", path.display()))?;
+            }
+        }
+        self.steps =
+            i32::try_from(steps).map_err(|_| format!("optimizer step {steps} is too large"))?;
+        Ok(())
     }
 
     /// Number of trainable scalars.

@@ -102,3 +102,56 @@ pub fn temp_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&path, contents).expect("the temp folder is writable");
     path
 }
+
+/// Polls `what` every 20 ms until it holds; fails after `timeout`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Events of a run that may still be writing: a partial last line is left out.
+pub fn events_so_far(run_dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run_dir.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Waits until the run has written an event of type `kind`.
+pub fn wait_for_event(run_dir: &Path, kind: &str) -> Value {
+    let mut found = None;
+    wait_for(kind, std::time::Duration::from_mins(2), || {
+        found = events_so_far(run_dir)
+            .into_iter()
+            .find(|e| e["type"] == kind);
+        found.is_some()
+    });
+    found.expect("found above")
+}
+
+/// Sends `signal` (e.g. "TERM", "USR1") to a process.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// Waits for a child to exit; fails after `timeout`.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> std::process::ExitStatus {
+    let mut exit = None;
+    wait_for("the process to exit", timeout, || {
+        exit = child.try_wait().expect("try_wait works");
+        exit.is_some()
+    });
+    exit.expect("found above")
+}

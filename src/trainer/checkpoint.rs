@@ -1,0 +1,314 @@
+//! Checkpoints: `RUN_DIR/checkpoints/checkpoint-<step>/` with
+//!
+//! ```text
+//! model.safetensors       weights
+//! optimizer.safetensors   AdamW moments (`<param>.exp_avg`, `<param>.exp_avg_sq`)
+//! trainer_state.json      step, optimizer steps, counters, elapsed time, config
+//! manifest.json           written last: the files above and their sizes
+//! ```
+//!
+//! A checkpoint is written into a hidden temporary folder and renamed into
+//! place, so a crash mid-save never leaves a folder that looks complete; a
+//! folder whose manifest is missing or disagrees with its files is skipped.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ModelConfig};
+use crate::events::GenerationCounters;
+
+pub const MODEL_FILE: &str = "model.safetensors";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "trainer_state.json";
+pub const MANIFEST_FILE: &str = "manifest.json";
+const FORMAT: u32 = 1;
+const PREFIX: &str = "checkpoint-";
+
+/// Everything besides tensors that an exact resume needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub format: u32,
+    /// Optimizer steps completed; the data order and learning rate follow from it.
+    pub step: u64,
+    pub evals: u64,
+    pub counters: GenerationCounters,
+    pub last_loss: Option<f64>,
+    pub elapsed_secs: f64,
+    pub vocab_size: u32,
+    pub config: Config,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    step: u64,
+    /// File name to size in bytes.
+    files: BTreeMap<String, u64>,
+}
+
+/// Folder of the checkpoints of a run.
+#[must_use]
+pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// Writes a checkpoint: `write_tensors` fills the temporary folder with the
+/// tensor files, then the state and the manifest follow and the folder is
+/// renamed into place. Returns the final path.
+pub fn save(
+    run_dir: &Path,
+    state: &TrainerState,
+    write_tensors: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    let dir = checkpoints_dir(run_dir);
+    let target = dir.join(format!("{PREFIX}{}", state.step));
+    if verify(&target).is_ok() {
+        return Ok(target);
+    }
+    let temp = dir.join(format!(
+        ".{PREFIX}{}.tmp-{}",
+        state.step,
+        std::process::id()
+    ));
+    let io =
+        |what: &str, path: &Path, err: std::io::Error| format!("{what} {}: {err}", path.display());
+    if temp.exists() {
+        fs::remove_dir_all(&temp).map_err(|e| io("cannot remove", &temp, e))?;
+    }
+    fs::create_dir_all(&temp).map_err(|e| io("cannot create", &temp, e))?;
+    write_tensors(&temp)?;
+    let state_json = serde_json::to_vec_pretty(state).expect("trainer state serialises");
+    fs::write(temp.join(STATE_FILE), state_json).map_err(|e| io("cannot write", &temp, e))?;
+
+    let mut files = BTreeMap::new();
+    for name in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
+        let path = temp.join(name);
+        let file = File::open(&path).map_err(|e| io("cannot open", &path, e))?;
+        file.sync_all().map_err(|e| io("cannot sync", &path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| io("cannot stat", &path, e))?
+            .len();
+        files.insert(name.to_owned(), size);
+    }
+    let manifest = Manifest {
+        format: FORMAT,
+        step: state.step,
+        files,
+    };
+    let manifest_path = temp.join(MANIFEST_FILE);
+    fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
+    )
+    .map_err(|e| io("cannot write", &manifest_path, e))?;
+    File::open(&manifest_path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io("cannot sync", &manifest_path, e))?;
+
+    if target.exists() {
+        // An incomplete folder of the same step, left by a crash: replace it.
+        fs::remove_dir_all(&target).map_err(|e| io("cannot remove", &target, e))?;
+    }
+    fs::rename(&temp, &target).map_err(|e| io("cannot rename", &temp, e))?;
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("cannot sync", &dir, e))?;
+    Ok(target)
+}
+
+/// Checks that a checkpoint folder is complete and returns its state.
+pub fn verify(path: &Path) -> Result<TrainerState, String> {
+    let read = |name: &str| {
+        fs::read(path.join(name)).map_err(|err| format!("{}: {err}", path.join(name).display()))
+    };
+    let manifest: Manifest = serde_json::from_slice(&read(MANIFEST_FILE)?)
+        .map_err(|err| format!("{}: unreadable manifest: {err}", path.display()))?;
+    if manifest.format != FORMAT {
+        return Err(format!(
+            "{}: checkpoint format {} is not {FORMAT}",
+            path.display(),
+            manifest.format
+        ));
+    }
+    for (name, size) in &manifest.files {
+        let actual = fs::metadata(path.join(name))
+            .map(|m| m.len())
+            .map_err(|err| format!("{}: {err}", path.join(name).display()))?;
+        if actual != *size {
+            return Err(format!(
+                "{}: {actual} bytes where the manifest says {size}: incomplete",
+                path.join(name).display()
+            ));
+        }
+    }
+    for name in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
+        if !manifest.files.contains_key(name) {
+            return Err(format!("{}: the manifest lacks {name}", path.display()));
+        }
+    }
+    serde_json::from_slice(&read(STATE_FILE)?).map_err(|err| {
+        format!(
+            "{}: unreadable trainer state: {err}",
+            path.join(STATE_FILE).display()
+        )
+    })
+}
+
+/// Checkpoint folders of a run, newest first, with their steps.
+fn listed(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = fs::read_dir(checkpoints_dir(run_dir)) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let step = name.to_str()?.strip_prefix(PREFIX)?.parse().ok()?;
+            Some((step, entry.path()))
+        })
+        .collect();
+    found.sort_by_key(|(step, _)| std::cmp::Reverse(*step));
+    found
+}
+
+/// The newest complete checkpoint, and the reasons newer ones were skipped.
+#[must_use]
+pub fn latest(run_dir: &Path) -> (Option<PathBuf>, Vec<String>) {
+    let mut skipped = Vec::new();
+    for (_, path) in listed(run_dir) {
+        match verify(&path) {
+            Ok(_) => return (Some(path), skipped),
+            Err(reason) => skipped.push(reason),
+        }
+    }
+    (None, skipped)
+}
+
+/// Removes the oldest complete checkpoints beyond `keep` (0 keeps all), and
+/// incomplete ones older than the newest complete one. Returns what was removed.
+pub fn prune(run_dir: &Path, keep: u32) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let mut complete = 0u32;
+    for (_, path) in listed(run_dir) {
+        let is_complete = verify(&path).is_ok();
+        let drop = if is_complete {
+            complete += 1;
+            keep > 0 && complete > keep
+        } else {
+            complete > 0
+        };
+        if drop && fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Differences between the model sections of a checkpoint and a config.
+#[must_use]
+pub fn shape_mismatch(saved: &ModelConfig, wanted: &ModelConfig) -> Vec<String> {
+    let pairs = [
+        ("n_layer", saved.n_layer, wanted.n_layer),
+        ("n_head", saved.n_head, wanted.n_head),
+        ("n_embd", saved.n_embd, wanted.n_embd),
+        ("block_size", saved.block_size, wanted.block_size),
+    ];
+    pairs
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(key, a, b)| format!("model.{key} is {a} in the checkpoint but {b} in the config"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: u64) -> TrainerState {
+        TrainerState {
+            format: FORMAT,
+            step,
+            evals: 0,
+            counters: GenerationCounters::default(),
+            last_loss: None,
+            elapsed_secs: 0.0,
+            vocab_size: 10,
+            config: Config::default(),
+        }
+    }
+
+    fn fake_tensors(dir: &Path) -> Result<(), String> {
+        fs::write(dir.join(MODEL_FILE), b"weights").map_err(|e| e.to_string())?;
+        fs::write(dir.join(OPTIMIZER_FILE), b"moments").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn save_verify_and_latest() {
+        let run = tempfile::tempdir().unwrap();
+        let first = save(run.path(), &state(10), fake_tensors).unwrap();
+        let second = save(run.path(), &state(20), fake_tensors).unwrap();
+        assert_eq!(verify(&first).unwrap().step, 10);
+        assert_eq!(latest(run.path()).0, Some(second));
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_complete_looking_folder() {
+        let run = tempfile::tempdir().unwrap();
+        let good = save(run.path(), &state(10), fake_tensors).unwrap();
+        let failed = save(run.path(), &state(20), |_| Err("disk full".into()));
+        assert_eq!(failed.unwrap_err(), "disk full");
+        assert!(!checkpoints_dir(run.path()).join("checkpoint-20").exists());
+        assert_eq!(latest(run.path()).0, Some(good));
+    }
+
+    #[test]
+    fn broken_checkpoints_are_skipped_with_a_reason() {
+        let run = tempfile::tempdir().unwrap();
+        let good = save(run.path(), &state(10), fake_tensors).unwrap();
+        let truncated = save(run.path(), &state(20), fake_tensors).unwrap();
+        fs::write(truncated.join(MODEL_FILE), b"wei").unwrap();
+        let no_manifest = save(run.path(), &state(30), fake_tensors).unwrap();
+        fs::remove_file(no_manifest.join(MANIFEST_FILE)).unwrap();
+        let (found, skipped) = latest(run.path());
+        assert_eq!(found, Some(good));
+        assert_eq!(skipped.len(), 2);
+        assert!(skipped[0].contains("checkpoint-30"), "{skipped:?}");
+        assert!(skipped[1].contains("incomplete"), "{skipped:?}");
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest() {
+        let run = tempfile::tempdir().unwrap();
+        for step in [10, 20, 30, 40] {
+            save(run.path(), &state(step), fake_tensors).unwrap();
+        }
+        let broken_old = checkpoints_dir(run.path()).join("checkpoint-5");
+        fs::create_dir_all(&broken_old).unwrap();
+        let removed = prune(run.path(), 2);
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        let left: Vec<u64> = listed(run.path()).iter().map(|(step, _)| *step).collect();
+        assert_eq!(left, [40, 30]);
+        assert!(prune(run.path(), 0).is_empty(), "0 keeps all");
+    }
+
+    #[test]
+    fn shape_differences_are_named() {
+        let saved = ModelConfig::default();
+        let wanted = ModelConfig {
+            n_layer: saved.n_layer + 1,
+            ..saved.clone()
+        };
+        assert_eq!(
+            shape_mismatch(&saved, &wanted),
+            [format!(
+                "model.n_layer is {} in the checkpoint but {} in the config",
+                saved.n_layer,
+                saved.n_layer + 1
+            )]
+        );
+    }
+}
