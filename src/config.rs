@@ -230,7 +230,7 @@ impl Default for EvalConfig {
         Self {
             eval_steps: 250,
             val_batches: 8,
-            samples: 4,
+            samples: 8,
             max_new_tokens: 16,
             min_new_tokens: 0,
             eval_timeout_seconds: 60.0,

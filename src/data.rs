@@ -31,7 +31,7 @@ pub struct Example {
     pub tokens: Vec<u32>,
     /// Tokens that belong to the prompt; the loss ignores them.
     pub prompt_len: usize,
-    /// Where the example came from, for messages: `file:line`.
+    /// Where the example came from: file name and line.
     pub origin: String,
 }
 
@@ -101,6 +101,9 @@ pub fn load_examples(
     overlong: Overlong,
 ) -> Result<Dataset, DataError> {
     let name = path.display();
+    let file_name = path
+        .file_name()
+        .map_or_else(|| name.to_string(), |n| n.to_string_lossy().into_owned());
     let text = fs::read_to_string(path)
         .map_err(|err| DataError(format!("{name}: cannot read the data file: {err}")))?;
     let mut examples = Vec::new();
@@ -143,7 +146,7 @@ pub fn load_examples(
         examples.push(Example {
             tokens,
             prompt_len,
-            origin: format!("{name}:{line_no}"),
+            origin: format!("{file_name}:{line_no}"),
         });
     }
     if examples.is_empty() {

@@ -218,7 +218,7 @@ fn format_sample(s: &SampleResult, style: Style) -> String {
         verdict,
         format!("LOSS ON THIS EXAMPLE: {loss}"),
         format!(
-            "TIME: {:.2}s, {:.1} tokens/s",
+            "TIME: {:.3}s, {:.1} tokens/s",
             s.elapsed_secs, s.tokens_per_sec
         ),
     ]
@@ -300,7 +300,7 @@ pub fn duration(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::StepMetrics;
+    use crate::events::{SampleResult, StepMetrics};
 
     #[test]
     fn step_lines_are_greppable() {
@@ -354,5 +354,81 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(duration(3599.6), "1:00:00");
+    }
+
+    fn sample(outcome: GenerationOutcome, output: &str) -> Event {
+        Event::Sample(SampleResult {
+            step: 2500,
+            sample: 1,
+            of: 4,
+            example: 17,
+            origin: "val.jsonl:18".into(),
+            prompt: "47+38=".into(),
+            golden: "85".into(),
+            output: output.into(),
+            golden_tokens: 2,
+            output_tokens: output.len() as u64,
+            exact_match: outcome == GenerationOutcome::Completed && output == "85",
+            outcome,
+            loss: Some(0.794_2),
+            elapsed_secs: 60.001,
+            tokens_per_sec: 7.0,
+            timeout_secs: 60.0,
+            counters: crate::events::GenerationCounters::default(),
+        })
+    }
+
+    #[test]
+    fn samples_print_the_incident_markers() {
+        let timed_out = format(
+            &sample(GenerationOutcome::TimedOut, "1111\n2222"),
+            Style::PLAIN,
+        )
+        .unwrap();
+        let lines: Vec<&str> = timed_out.text.lines().collect();
+        assert_eq!(lines[1], "PROMPT: 47+38=");
+        assert_eq!(lines[2], "GOLDEN (2 tokens): 85");
+        assert_eq!(lines[3], "MODEL (9 tokens, partial): 1111\\n2222");
+        assert_eq!(
+            lines[4],
+            "TIMEOUT: Model generation exceeded 60s at step 2500 (example 17, val.jsonl:18, \
+             prompt \"47+38=\"; 9 tokens so far)"
+        );
+        assert_eq!(lines[5], "LOSS ON THIS EXAMPLE: 0.7942");
+
+        let matched = sample(GenerationOutcome::Completed, "85");
+        assert!(
+            format(&matched, Style::PLAIN)
+                .unwrap()
+                .text
+                .contains("\nMATCH\n")
+        );
+        let fancy = format(
+            &matched,
+            Style {
+                color: false,
+                emoji: true,
+            },
+        )
+        .unwrap();
+        assert!(fancy.colored.contains("\n✅ MATCH\n"), "{}", fancy.colored);
+        assert!(fancy.text.is_ascii(), "the log file stays ASCII");
+        let error = GenerationOutcome::Error {
+            message: "index out of range".into(),
+        };
+        let text = format(&sample(error, ""), Style::PLAIN).unwrap().text;
+        assert!(
+            text.contains("ERROR: generation failed at step 2500 (example 17"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn very_long_output_is_cut_in_print() {
+        let long = "7".repeat(MAX_PRINTED_CHARS + 50);
+        let text = format(&sample(GenerationOutcome::TimedOut, &long), Style::PLAIN)
+            .unwrap()
+            .text;
+        assert!(text.contains("... (50 more characters)"), "{text}");
     }
 }
