@@ -7,6 +7,7 @@ mod events;
 mod headless;
 mod rundir;
 mod trainer;
+mod tui;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
-use crate::events::{Command, RunState, RunStatus};
+use crate::events::{Command, Event, RunState, RunStatus};
 use crate::rundir::RunDir;
 use crate::trainer::Controller;
 
@@ -131,12 +132,13 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
     let train_set = load(&config.data.train_file)?;
     let val_set = load(&config.data.val_file)?;
 
+    let timeout_warn_rate = config.eval.timeout_warn_rate;
     let run_name = run_dir.file_name().map_or_else(
         || run_dir.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
     let status = RunStatus::new(run_name.clone(), config.train.max_steps);
-    let mut run = RunDir::open(&run_dir, &config, status).map_err(|e| {
+    let run = RunDir::open(&run_dir, &config, status).map_err(|e| {
         Failure::Runtime(format!(
             "{}: cannot write the run directory: {e}",
             run_dir.display()
@@ -166,29 +168,43 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
         resume_from,
     })
     .map_err(|e| Failure::Runtime(format!("cannot start the trainer thread: {e}")))?;
-    install_signal_handlers(handle.controller.clone())?;
 
-    let style = headless::Style::detect(args.plain, std::io::stdout().is_terminal());
-    let mut write_error = None;
-    let mut stdout = std::io::stdout();
-    for event in &handle.events {
-        if let Err(err) = run.record(&event) {
-            // A full disk must not stop training; say so once.
-            if write_error.is_none() {
-                eprintln!(
-                    "warning: {}: cannot write the run directory: {err}",
-                    run_dir.display()
-                );
-            }
-            write_error = Some(err);
+    let stdout_is_terminal = std::io::stdout().is_terminal();
+    let mut recorder = Recorder {
+        run,
+        write_failed: false,
+    };
+    if args.no_tui || !stdout_is_terminal {
+        if !args.no_tui {
+            eprintln!("stdout is not a terminal: running headless (--no-tui says so explicitly)");
         }
-        if let Some(line) = headless::format(&event, style) {
-            // A closed stdout (`| head`, a dead terminal) must not stop the
-            // run: the log file still gets every line.
-            let _ = writeln!(stdout, "{}", line.colored);
-            let _ = run.log_line(&line.text);
+        install_signal_handlers(handle.controller.clone(), false)?;
+        let style = headless::Style::detect(args.plain, stdout_is_terminal);
+        let mut stdout = std::io::stdout();
+        for event in &handle.events {
+            let (line, failure) = recorder.record(&event, style);
+            if let Some(line) = line {
+                // A closed stdout (`| head`, a dead terminal) must not stop
+                // the run: the log file still gets every line.
+                let _ = writeln!(stdout, "{}", line.colored);
+            }
+            if let Some(failure) = failure {
+                eprintln!("warning: {}: {failure}", run_dir.display());
+            }
+        }
+    } else {
+        install_signal_handlers(handle.controller.clone(), true)?;
+        let exit = run_tui(&handle, &mut recorder, args.plain, timeout_warn_rate)?;
+        if exit == tui::app::Exit::Now && !recorder.run.status().state.is_final() {
+            // Quit at once: the trainer is left mid-step, with the last
+            // checkpoint on disk.
+            std::process::exit(130);
+        }
+        for event in handle.events.try_iter() {
+            let _ = recorder.record(&event, headless::Style::PLAIN);
         }
     }
+    let run = recorder.run;
     let _ = handle.thread.join();
     match run.status().state {
         RunState::Finished | RunState::Stopped => Ok(()),
@@ -285,7 +301,9 @@ fn prepare_run(args: &TrainArgs) -> Result<(Config, Option<PathBuf>), Failure> {
 /// SIGINT/SIGTERM: stop after the current step (a running generation is
 /// aborted); a second one exits at once. SIGUSR1: evaluate now. SIGUSR2:
 /// abort the running generation.
-fn install_signal_handlers(controller: Controller) -> Result<(), Failure> {
+/// With `tui`, nothing is printed and a second signal restores the terminal
+/// before exiting.
+fn install_signal_handlers(controller: Controller, tui: bool) -> Result<(), Failure> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2])
         .map_err(|e| Failure::Runtime(format!("cannot install signal handlers: {e}")))?;
@@ -300,12 +318,19 @@ fn install_signal_handlers(controller: Controller) -> Result<(), Failure> {
                     _ => {
                         stops += 1;
                         if stops > 1 {
-                            eprintln!("second signal: exiting now");
+                            if tui {
+                                ratatui::restore();
+                            } else {
+                                eprintln!("second signal: exiting now");
+                            }
                             std::process::exit(128 + signal);
                         }
-                        eprintln!(
-                            "stopping after the current step (send the signal again to exit now)"
-                        );
+                        if !tui {
+                            eprintln!(
+                                "stopping after the current step (send the signal again to exit \
+                                 now)"
+                            );
+                        }
                         controller.send(Command::Stop);
                     }
                 }
@@ -313,6 +338,89 @@ fn install_signal_handlers(controller: Controller) -> Result<(), Failure> {
         })
         .map_err(|e| Failure::Runtime(format!("cannot start the signal thread: {e}")))?;
     Ok(())
+}
+
+/// Writes every event to the run directory and formats its log line.
+struct Recorder {
+    run: RunDir,
+    /// A write already failed (it is reported once).
+    write_failed: bool,
+}
+
+impl Recorder {
+    /// Records `event` and returns its printable line, if it has one, and
+    /// the first write failure of the run. A full disk must not stop
+    /// training, so a failure is reported, not raised.
+    fn record(
+        &mut self,
+        event: &Event,
+        style: headless::Style,
+    ) -> (Option<headless::Line>, Option<String>) {
+        let line = headless::format(event, style);
+        let written = self.run.record(event).and_then(|()| match &line {
+            Some(line) => self.run.log_line(&line.text),
+            None => Ok(()),
+        });
+        let failure = match written {
+            Err(err) if !self.write_failed => {
+                self.write_failed = true;
+                Some(format!(
+                    "cannot write the run directory ({err}); training goes on"
+                ))
+            }
+            _ => None,
+        };
+        (line, failure)
+    }
+}
+
+/// Runs the TUI on this thread until the user quits.
+fn run_tui(
+    handle: &trainer::TrainerHandle,
+    recorder: &mut Recorder,
+    plain: bool,
+    timeout_warn_rate: f64,
+) -> Result<tui::app::Exit, Failure> {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let status = recorder.run.status();
+    let mut app = tui::app::App::new(
+        status.run_name.clone(),
+        status.max_steps,
+        timeout_warn_rate,
+        !plain && !no_color,
+    );
+    let (system_tx, system_rx) = std::sync::mpsc::channel();
+    tui::system::spawn(system_tx, std::time::Duration::from_secs(1))
+        .map_err(|e| Failure::Runtime(format!("cannot start the system monitor: {e}")))?;
+
+    let _ = color_eyre::install();
+    let mut terminal = ratatui::init();
+    // ratatui's hook restores the terminal on a panic; a trainer panic is
+    // not the UI's: it arrives as a `failed` event and the screen stays up.
+    let ui_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some("trainer") {
+            ui_hook(info);
+        }
+    }));
+    let mut record = |event: &Event| recorder.record(event, headless::Style::PLAIN).1;
+    let controller = handle.controller.clone();
+    let mut send = |command: Command| controller.send(command);
+    let mut channels = tui::Channels {
+        events: &handle.events,
+        system: &system_rx,
+        record: &mut record,
+        send: &mut send,
+    };
+    let result = tui::run(
+        &mut terminal,
+        &mut app,
+        &mut tui::TerminalInput,
+        &mut channels,
+    );
+    ratatui::restore();
+    result.map_err(|e| Failure::Runtime(format!("terminal: {e}")))?;
+    Ok(app.exit.unwrap_or(tui::app::Exit::Done))
 }
 
 fn status(args: &StatusArgs) -> Result<(), Failure> {

@@ -1,0 +1,657 @@
+//! TUI state. It changes only in [`App::update`]: keys become [`Action`]s
+//! first, trainer events and system samples are folded in, and the commands
+//! to send come back as the return value, so all of it is testable without a
+//! terminal.
+
+use std::collections::VecDeque;
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::history::History;
+use super::system::{GpuSample, HostSample, SystemSample};
+use crate::events::{Command, Event, GenerationCounters, GenerationStart, RunState, SampleResult};
+
+/// Points of the loss curves kept at full resolution, and for the whole run.
+const RECENT_POINTS: usize = 500;
+const WHOLE_RUN_POINTS: usize = 1000;
+/// Weight of the newest point in the smoothed loss.
+const EMA_ALPHA: f64 = 0.1;
+const SAMPLES_KEPT: usize = 200;
+const LOG_LINES_KEPT: usize = 200;
+const LOAD_HISTORY: usize = 120;
+
+/// Something that happened to the TUI.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Key(KeyEvent),
+    Trainer(Event),
+    System(SystemSample),
+}
+
+/// What a key means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    EvalNow,
+    AbortGeneration,
+    TogglePause,
+    Save,
+    /// `q` or Ctrl-C: ask to confirm, or quit at once when already asking.
+    Quit,
+    Confirm,
+    Cancel,
+    ToggleHelp,
+    ToggleLogScale,
+    ToggleWindow,
+    FocusNext,
+    ScrollUp,
+    ScrollDown,
+    PageUp,
+    PageDown,
+}
+
+/// Maps a key press to its action.
+#[must_use]
+pub fn action_for(key: KeyEvent) -> Option<Action> {
+    if key.kind == KeyEventKind::Release {
+        return None;
+    }
+    if key.modifiers.contains(KeyModifiers::CONTROL) {
+        return (key.code == KeyCode::Char('c')).then_some(Action::Quit);
+    }
+    Some(match key.code {
+        KeyCode::Char('e') => Action::EvalNow,
+        KeyCode::Char('a') => Action::AbortGeneration,
+        KeyCode::Char('p') => Action::TogglePause,
+        KeyCode::Char('s') => Action::Save,
+        KeyCode::Char('q') => Action::Quit,
+        KeyCode::Char('y') | KeyCode::Enter => Action::Confirm,
+        KeyCode::Char('n') | KeyCode::Esc => Action::Cancel,
+        KeyCode::Char('?' | 'h') => Action::ToggleHelp,
+        KeyCode::Char('l') => Action::ToggleLogScale,
+        KeyCode::Char('z') => Action::ToggleWindow,
+        KeyCode::Tab | KeyCode::BackTab => Action::FocusNext,
+        KeyCode::Up | KeyCode::Char('k') => Action::ScrollUp,
+        KeyCode::Down | KeyCode::Char('j') => Action::ScrollDown,
+        KeyCode::PageUp => Action::PageUp,
+        KeyCode::PageDown => Action::PageDown,
+        _ => return None,
+    })
+}
+
+/// The pane that arrows scroll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Samples,
+    Events,
+}
+
+/// A window drawn over the panes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+    ConfirmQuit,
+}
+
+/// How the loss chart is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChartView {
+    pub log_scale: bool,
+    /// The whole run (decimated) rather than the recent window.
+    pub whole_run: bool,
+}
+
+/// How the TUI should end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The run is over (or was stopped on request): leave normally.
+    Done,
+    /// Leave now, without waiting for the trainer.
+    Now,
+}
+
+/// A generation in progress.
+#[derive(Debug, Clone)]
+pub struct LiveGeneration {
+    pub start: GenerationStart,
+    pub text: String,
+    pub tokens: u64,
+    pub elapsed_secs: f64,
+}
+
+/// A GPU's latest reading with its recent utilisation and memory use.
+#[derive(Debug, Clone)]
+pub struct GpuView {
+    pub latest: GpuSample,
+    pub utilization: VecDeque<u64>,
+    pub memory: VecDeque<u64>,
+}
+
+/// What the panes show.
+#[derive(Debug)]
+pub struct App {
+    pub run_name: String,
+    pub device: String,
+    pub state: RunState,
+    pub step: u64,
+    pub max_steps: u64,
+    pub loss: Option<f64>,
+    pub learning_rate: Option<f64>,
+    pub tokens_per_sec: Option<f64>,
+    pub elapsed_secs: f64,
+    pub eta_secs: Option<f64>,
+    pub loss_history: History,
+    pub smoothed_history: History,
+    smoothed: Option<f64>,
+    pub val_history: History,
+    /// Exact-match rate of each evaluation, percent.
+    pub exact_match_history: VecDeque<u64>,
+    pub evals: u64,
+    pub counters: GenerationCounters,
+    pub timeout_warn_rate: f64,
+    pub live: Option<LiveGeneration>,
+    /// Finished samples, newest first.
+    pub samples: VecDeque<SampleResult>,
+    /// Log lines, newest last.
+    pub log: VecDeque<String>,
+    pub gpus: Vec<GpuView>,
+    pub host: HostSample,
+    pub cpu_history: VecDeque<u64>,
+    pub system_note: Option<String>,
+    pub failure: Option<String>,
+    pub last_warning: Option<String>,
+    // What the user sees of the UI itself.
+    pub color: bool,
+    pub chart: ChartView,
+    pub focus: Focus,
+    /// Samples scrolled past (0 shows the newest).
+    pub sample_scroll: usize,
+    /// Log lines scrolled back from the newest.
+    pub log_scroll: usize,
+    pub overlay: Overlay,
+    /// The run should end once the trainer has stopped.
+    quit_when_stopped: bool,
+    /// The latest command sent or acknowledged, shown in the footer.
+    pub ack: Option<String>,
+    pub exit: Option<Exit>,
+}
+
+impl App {
+    #[must_use]
+    pub fn new(run_name: String, max_steps: u64, timeout_warn_rate: f64, color: bool) -> Self {
+        Self {
+            run_name,
+            device: String::new(),
+            state: RunState::Starting,
+            step: 0,
+            max_steps,
+            loss: None,
+            learning_rate: None,
+            tokens_per_sec: None,
+            elapsed_secs: 0.0,
+            eta_secs: None,
+            loss_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
+            smoothed_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
+            smoothed: None,
+            val_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
+            exact_match_history: VecDeque::new(),
+            evals: 0,
+            counters: GenerationCounters::default(),
+            timeout_warn_rate,
+            live: None,
+            samples: VecDeque::new(),
+            log: VecDeque::new(),
+            gpus: Vec::new(),
+            host: HostSample::default(),
+            cpu_history: VecDeque::new(),
+            system_note: None,
+            failure: None,
+            last_warning: None,
+            color,
+            chart: ChartView {
+                log_scale: false,
+                whole_run: true,
+            },
+            focus: Focus::Samples,
+            sample_scroll: 0,
+            log_scroll: 0,
+            overlay: Overlay::None,
+            quit_when_stopped: false,
+            ack: None,
+            exit: None,
+        }
+    }
+
+    /// Applies `msg`; returns the command to send to the trainer, if any.
+    pub fn update(&mut self, msg: Msg) -> Option<Command> {
+        match msg {
+            Msg::Key(key) => self.act(action_for(key)?),
+            Msg::Trainer(event) => {
+                self.apply(&event);
+                None
+            }
+            Msg::System(sample) => {
+                self.apply_system(sample);
+                None
+            }
+        }
+    }
+
+    /// The timeout rate is past `eval.timeout_warn_rate`.
+    #[must_use]
+    pub fn timeout_warning(&self) -> bool {
+        self.counters.timed_out > 0 && self.counters.timeout_rate() > self.timeout_warn_rate
+    }
+
+    fn act(&mut self, action: Action) -> Option<Command> {
+        if self.overlay == Overlay::ConfirmQuit {
+            return self.act_confirming(action);
+        }
+        if self.overlay == Overlay::Help && action != Action::Quit {
+            // Any key closes the help overlay.
+            self.overlay = Overlay::None;
+            return None;
+        }
+        let running = !self.state.is_final();
+        let command = match action {
+            Action::EvalNow if running => Some(Command::EvalNow),
+            Action::AbortGeneration if running => Some(Command::AbortGeneration),
+            Action::TogglePause if running => Some(if self.state == RunState::Paused {
+                Command::Resume
+            } else {
+                Command::Pause
+            }),
+            Action::Save if running => Some(Command::Save),
+            Action::EvalNow | Action::AbortGeneration | Action::TogglePause | Action::Save => {
+                self.ack = Some(format!(
+                    "the run is {}; press q to quit",
+                    self.state.as_str()
+                ));
+                None
+            }
+            Action::Quit => {
+                if running {
+                    self.overlay = Overlay::ConfirmQuit;
+                } else {
+                    self.exit = Some(Exit::Done);
+                }
+                None
+            }
+            Action::Confirm | Action::Cancel => None,
+            Action::ToggleHelp => {
+                self.overlay = Overlay::Help;
+                None
+            }
+            Action::ToggleLogScale => {
+                self.chart.log_scale = !self.chart.log_scale;
+                None
+            }
+            Action::ToggleWindow => {
+                self.chart.whole_run = !self.chart.whole_run;
+                None
+            }
+            Action::FocusNext => {
+                self.focus = match self.focus {
+                    Focus::Samples => Focus::Events,
+                    Focus::Events => Focus::Samples,
+                };
+                None
+            }
+            Action::ScrollUp => self.scroll(-1),
+            Action::ScrollDown => self.scroll(1),
+            Action::PageUp => self.scroll(-5),
+            Action::PageDown => self.scroll(5),
+        };
+        if let Some(command) = command {
+            self.ack = Some(format!("sent: {}", command_label(command)));
+        }
+        command
+    }
+
+    fn act_confirming(&mut self, action: Action) -> Option<Command> {
+        match action {
+            Action::Confirm => {
+                self.overlay = Overlay::None;
+                self.quit_when_stopped = true;
+                self.ack =
+                    Some("sent: stop (the run saves a checkpoint, then trainui exits)".into());
+                Some(Command::Stop)
+            }
+            Action::Quit => {
+                self.exit = Some(Exit::Now);
+                None
+            }
+            _ => {
+                self.overlay = Overlay::None;
+                self.ack = Some("quit cancelled".into());
+                None
+            }
+        }
+    }
+
+    fn scroll(&mut self, by: isize) -> Option<Command> {
+        let (position, len) = match self.focus {
+            Focus::Samples => (&mut self.sample_scroll, self.samples.len()),
+            Focus::Events => (&mut self.log_scroll, self.log.len()),
+        };
+        // Up shows newer samples (towards the top) but older log lines.
+        let by = if self.focus == Focus::Events { -by } else { by };
+        *position = position
+            .saturating_add_signed(by)
+            .min(len.saturating_sub(1));
+        None
+    }
+
+    /// Folds one trainer event in.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Started(info) => {
+                self.run_name.clone_from(&info.run_name);
+                self.device.clone_from(&info.device);
+                self.step = info.start_step;
+                self.max_steps = info.max_steps;
+                self.evals = info.evals;
+                self.counters = info.counters;
+                if info.resumed_from.is_some() {
+                    // A resumed run repeats the steps after its checkpoint.
+                    let from = info.start_step as f64 + 0.5;
+                    self.loss_history.truncate_from(from);
+                    self.smoothed_history.truncate_from(from);
+                    self.val_history.truncate_from(from);
+                    self.smoothed = self.smoothed_history.last().map(|p| p.1);
+                }
+                self.log_line(match &info.resumed_from {
+                    Some(from) => format!("resumed from {from} at step {}", info.start_step),
+                    None => format!(
+                        "started on {}, {} params",
+                        info.device,
+                        crate::headless::thousands(info.parameters)
+                    ),
+                });
+            }
+            Event::Step(m) => {
+                self.step = m.step;
+                self.max_steps = m.max_steps;
+                self.loss = Some(m.loss);
+                self.learning_rate = Some(m.learning_rate);
+                self.tokens_per_sec = Some(m.tokens_per_sec);
+                self.elapsed_secs = m.elapsed_secs;
+                self.eta_secs = Some(m.eta_secs);
+                let smoothed = self
+                    .smoothed
+                    .map_or(m.loss, |s| s + EMA_ALPHA * (m.loss - s));
+                self.smoothed = Some(smoothed);
+                self.loss_history.push(m.step as f64, m.loss);
+                self.smoothed_history.push(m.step as f64, smoothed);
+            }
+            Event::State { step, state } => {
+                self.step = *step;
+                self.state = *state;
+            }
+            Event::CommandAck {
+                command, message, ..
+            } => {
+                let text = format!("{}: {message}", command_label(*command));
+                self.log_line(text.clone());
+                self.ack = Some(text);
+            }
+            Event::Warning { step, message } => {
+                self.log_line(format!("WARNING at step {step}: {message}"));
+                self.last_warning = Some(message.clone());
+            }
+            Event::EvalStarted { .. }
+            | Event::ValLoss { .. }
+            | Event::GenerationStarted(_)
+            | Event::GenerationProgress { .. }
+            | Event::Sample(_)
+            | Event::EvalFinished(_) => self.apply_eval(event),
+            Event::Checkpoint { step, path } => {
+                self.log_line(format!("checkpoint at step {step}: {path}"));
+            }
+            Event::Finished(summary) => {
+                self.step = summary.step;
+                self.state = summary.state;
+                self.elapsed_secs = summary.elapsed_secs;
+                self.live = None;
+                if summary.state == RunState::Finished {
+                    self.eta_secs = Some(0.0);
+                }
+                self.log_line(format!(
+                    "{} at step {}",
+                    summary.state.as_str(),
+                    summary.step
+                ));
+                if self.quit_when_stopped {
+                    self.exit = Some(Exit::Done);
+                }
+            }
+            Event::Failed { step, message } => {
+                self.step = *step;
+                self.state = RunState::Failed;
+                self.live = None;
+                self.failure = Some(message.clone());
+                self.log_line(format!("FAILED at step {step}: {message}"));
+                if self.quit_when_stopped {
+                    self.exit = Some(Exit::Done);
+                }
+            }
+        }
+    }
+
+    /// Folds in the events of an evaluation.
+    fn apply_eval(&mut self, event: &Event) {
+        match event {
+            Event::EvalStarted {
+                step,
+                eval,
+                samples,
+            } => {
+                self.evals = *eval;
+                self.log_line(format!(
+                    "evaluation {eval} at step {step} ({samples} samples)"
+                ));
+            }
+            Event::ValLoss {
+                step,
+                loss: Some(loss),
+                ..
+            } => {
+                self.val_history.push(*step as f64, *loss);
+            }
+            Event::GenerationStarted(start) => {
+                self.live = Some(LiveGeneration {
+                    start: start.clone(),
+                    text: String::new(),
+                    tokens: 0,
+                    elapsed_secs: 0.0,
+                });
+            }
+            Event::GenerationProgress {
+                sample,
+                text,
+                tokens,
+                elapsed_secs,
+                ..
+            } => {
+                if let Some(live) = self.live.as_mut().filter(|l| l.start.sample == *sample) {
+                    live.text.clone_from(text);
+                    live.tokens = *tokens;
+                    live.elapsed_secs = *elapsed_secs;
+                }
+            }
+            Event::Sample(sample) => {
+                self.live = None;
+                self.counters = sample.counters;
+                if self.samples.len() == SAMPLES_KEPT {
+                    self.samples.pop_back();
+                }
+                self.samples.push_front(sample.clone());
+                if self.sample_scroll > 0 {
+                    // Keep the sample the user is reading in view.
+                    self.sample_scroll = (self.sample_scroll + 1).min(self.samples.len() - 1);
+                }
+            }
+            Event::EvalFinished(summary) => {
+                self.live = None;
+                self.counters = summary.counters;
+                if self.exact_match_history.len() == LOAD_HISTORY {
+                    self.exact_match_history.pop_front();
+                }
+                self.exact_match_history
+                    .push_back((100.0 * summary.exact_match).round() as u64);
+                let val = summary
+                    .val_loss
+                    .map_or_else(|| "-".into(), |v| format!("{v:.4}"));
+                self.log_line(format!(
+                    "eval {} at step {}: val loss {val}, exact match {}/{}",
+                    summary.eval, summary.step, summary.matches, summary.samples
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_system(&mut self, sample: SystemSample) {
+        fn push(history: &mut VecDeque<u64>, value: u64) {
+            if history.len() == LOAD_HISTORY {
+                history.pop_front();
+            }
+            history.push_back(value);
+        }
+        self.gpus.truncate(sample.gpus.len());
+        for (index, gpu) in sample.gpus.into_iter().enumerate() {
+            if index == self.gpus.len() {
+                self.gpus.push(GpuView {
+                    latest: gpu.clone(),
+                    utilization: VecDeque::new(),
+                    memory: VecDeque::new(),
+                });
+            }
+            let view = &mut self.gpus[index];
+            push(&mut view.utilization, u64::from(gpu.utilization));
+            let memory_percent = 100 * gpu.memory_used / gpu.memory_total.max(1);
+            push(&mut view.memory, memory_percent);
+            view.latest = gpu;
+        }
+        if let Some(cpu) = sample.host.cpu {
+            push(&mut self.cpu_history, cpu.round() as u64);
+        }
+        self.host = sample.host;
+        self.system_note = sample.note;
+    }
+
+    fn log_line(&mut self, line: String) {
+        if self.log.len() == LOG_LINES_KEPT {
+            self.log.pop_front();
+        }
+        self.log.push_back(line);
+    }
+}
+
+/// A command as the user would say it.
+#[must_use]
+pub fn command_label(command: Command) -> &'static str {
+    match command {
+        Command::Stop => "stop",
+        Command::Pause => "pause",
+        Command::Resume => "resume",
+        Command::EvalNow => "eval now",
+        Command::AbortGeneration => "abort generation",
+        Command::Save => "save",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(code: KeyCode) -> Msg {
+        Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    fn training_app() -> App {
+        let mut app = App::new("demo".into(), 100, 0.1, true);
+        app.apply(&Event::State {
+            step: 3,
+            state: RunState::Training,
+        });
+        app
+    }
+
+    #[test]
+    fn each_key_sends_its_command() {
+        let mut app = training_app();
+        assert_eq!(app.update(key(KeyCode::Char('e'))), Some(Command::EvalNow));
+        assert_eq!(app.ack.as_deref(), Some("sent: eval now"));
+        assert_eq!(
+            app.update(key(KeyCode::Char('a'))),
+            Some(Command::AbortGeneration)
+        );
+        assert_eq!(app.update(key(KeyCode::Char('s'))), Some(Command::Save));
+        assert_eq!(app.update(key(KeyCode::Char('p'))), Some(Command::Pause));
+        app.apply(&Event::State {
+            step: 3,
+            state: RunState::Paused,
+        });
+        assert_eq!(app.update(key(KeyCode::Char('p'))), Some(Command::Resume));
+    }
+
+    #[test]
+    fn quit_asks_first_then_stops_and_exits_when_the_run_has_stopped() {
+        let mut app = training_app();
+        assert_eq!(app.update(key(KeyCode::Char('q'))), None);
+        assert_eq!(app.overlay, Overlay::ConfirmQuit);
+        assert_eq!(app.update(key(KeyCode::Char('y'))), Some(Command::Stop));
+        assert_eq!(app.exit, None, "waits for the trainer to stop");
+        app.apply(&Event::Finished(crate::events::Summary {
+            step: 4,
+            max_steps: 100,
+            state: RunState::Stopped,
+            loss: None,
+            elapsed_secs: 1.0,
+        }));
+        assert_eq!(app.exit, Some(Exit::Done));
+    }
+
+    #[test]
+    fn a_second_q_or_ctrl_c_quits_at_once_and_n_cancels() {
+        let mut app = training_app();
+        app.update(key(KeyCode::Char('q')));
+        assert_eq!(app.update(key(KeyCode::Char('n'))), None);
+        assert_eq!(app.overlay, Overlay::None);
+        app.update(key(KeyCode::Char('q')));
+        let ctrl_c = Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+        assert_eq!(app.update(ctrl_c), None);
+        assert_eq!(app.exit, Some(Exit::Now));
+    }
+
+    #[test]
+    fn after_the_run_q_quits_and_commands_are_refused() {
+        let mut app = training_app();
+        app.apply(&Event::State {
+            step: 100,
+            state: RunState::Finished,
+        });
+        assert_eq!(app.update(key(KeyCode::Char('e'))), None);
+        assert!(app.ack.as_deref().is_some_and(|a| a.contains("finished")));
+        app.update(key(KeyCode::Char('q')));
+        assert_eq!(app.exit, Some(Exit::Done));
+    }
+
+    #[test]
+    fn view_keys_change_only_the_view() {
+        let mut app = training_app();
+        for (code, check) in [
+            (
+                KeyCode::Char('l'),
+                (|a: &App| a.chart.log_scale) as fn(&App) -> bool,
+            ),
+            (KeyCode::Char('z'), |a: &App| !a.chart.whole_run),
+            (KeyCode::Tab, |a: &App| a.focus == Focus::Events),
+            (KeyCode::Char('?'), |a: &App| a.overlay == Overlay::Help),
+        ] {
+            assert_eq!(app.update(key(code)), None);
+            assert!(check(&app), "{code:?}");
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Run name, state, progress, speed and device.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{LineGauge, Paragraph};
+
+use super::app::App;
+use super::render::{fg, state_style};
+use crate::events::RunState;
+use crate::headless::{duration, thousands};
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+    let [title_area, progress_area] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
+    let dim = fg(app, Color::DarkGray);
+    let eta = match app.state {
+        RunState::Finished => "done".to_owned(),
+        _ => app.eta_secs.map_or_else(|| "-".to_owned(), duration),
+    };
+    let title = Line::from(vec![
+        Span::styled(
+            " trainui ",
+            fg(app, Color::Cyan).add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(app.run_name.clone(), Modifier::BOLD),
+        Span::raw("  "),
+        Span::styled(
+            app.state.as_str().to_uppercase(),
+            state_style(app, app.state),
+        ),
+        Span::styled("  elapsed ", dim),
+        Span::raw(duration(app.elapsed_secs)),
+        Span::styled("  eta ", dim),
+        Span::raw(eta),
+    ]);
+    frame.render_widget(Paragraph::new(title), title_area);
+
+    if let Some(failure) = &app.failure {
+        let line = Line::from(format!(" FAILED: {failure}"))
+            .style(fg(app, Color::Red).add_modifier(Modifier::BOLD));
+        frame.render_widget(Paragraph::new(line), progress_area);
+        return;
+    }
+    let speed = app
+        .tokens_per_sec
+        .map_or_else(|| "-".to_owned(), |t| thousands(t.round() as u64));
+    let lr = app
+        .learning_rate
+        .map_or_else(|| "-".to_owned(), |lr| format!("{lr:.2e}"));
+    let info = format!(
+        "{speed} tok/s · lr {lr} · {} ",
+        if app.device.is_empty() {
+            "-"
+        } else {
+            &app.device
+        }
+    );
+    let [gauge_area, info_area] = Layout::horizontal([
+        Constraint::Fill(1),
+        Constraint::Length(info.chars().count() as u16 + 1),
+    ])
+    .areas(progress_area);
+    let ratio = (app.step as f64 / app.max_steps.max(1) as f64).clamp(0.0, 1.0);
+    let gauge = LineGauge::default()
+        .ratio(ratio)
+        .label(format!(
+            " step {}/{} {:>3.0}%",
+            app.step,
+            app.max_steps,
+            100.0 * ratio
+        ))
+        .filled_style(fg(app, Color::Green))
+        .unfilled_style(dim);
+    frame.render_widget(gauge, gauge_area);
+    frame.render_widget(Paragraph::new(Line::from(info).right_aligned()), info_area);
+}

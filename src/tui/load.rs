@@ -1,0 +1,87 @@
+//! GPU utilisation, memory, temperature and power; or CPU and memory use.
+
+use std::fmt::Write;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Color;
+use ratatui::text::Line;
+use ratatui::widgets::{Paragraph, Sparkline};
+
+use super::app::App;
+use super::render::{fg, pane};
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / GIB)
+}
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+    let block = pane(app, " system ", false);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if app.gpus.is_empty() {
+        render_host(frame, inner, app);
+        return;
+    }
+    // Two rows for each GPU: its readings and a utilisation sparkline.
+    let rows = Layout::vertical(app.gpus.iter().map(|_| Constraint::Length(2))).split(inner);
+    for (gpu, row) in app.gpus.iter().zip(rows.iter()) {
+        let g = &gpu.latest;
+        let mut text = format!(
+            "{} {:>3}% {:.0}/{:.0}G",
+            g.name.trim_start_matches("NVIDIA "),
+            g.utilization,
+            g.memory_used as f64 / GIB,
+            g.memory_total as f64 / GIB,
+        );
+        if let Some(t) = g.temperature {
+            let _ = write!(text, " {t}°C");
+        }
+        if let Some(p) = g.power {
+            let _ = write!(text, " {p:.0}W");
+        }
+        let [line_area, spark_area] =
+            Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(*row);
+        frame.render_widget(Paragraph::new(text), line_area);
+        let data: Vec<u64> = gpu.utilization.iter().copied().collect();
+        let spark = Sparkline::default()
+            .data(&data)
+            .max(100)
+            .style(fg(app, Color::Green));
+        frame.render_widget(spark, spark_area);
+    }
+}
+
+fn render_host(frame: &mut Frame, area: Rect, app: &App) {
+    let host = &app.host;
+    let cpu = host
+        .cpu
+        .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%"));
+    let process = host
+        .process_memory
+        .map_or_else(|| "-".to_owned(), |m| format!("{} GiB", gib(m)));
+    let memory = match (host.memory_used, host.memory_total) {
+        (Some(used), Some(total)) => format!("{}/{} GiB", gib(used), gib(total)),
+        _ => "-".to_owned(),
+    };
+    let lines = vec![
+        Line::from(format!("cpu {cpu:>4}   trainui {process}")),
+        Line::from(format!("memory {memory}")),
+        Line::from(app.system_note.clone().unwrap_or_default()).style(fg(app, Color::DarkGray)),
+    ];
+    let [text_area, spark_area, _] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Length(3),
+        Constraint::Fill(1),
+    ])
+    .areas(area);
+    frame.render_widget(Paragraph::new(lines), text_area);
+    let data: Vec<u64> = app.cpu_history.iter().copied().collect();
+    let spark = Sparkline::default()
+        .data(&data)
+        .max(100)
+        .style(fg(app, Color::Green));
+    frame.render_widget(spark, spark_area);
+}

@@ -1,0 +1,148 @@
+//! The terminal front end: a ratatui app driven by the trainer's events and
+//! the user's keys. The loop never waits on the trainer, handles a key within
+//! a few milliseconds, and redraws only when something changed, at most
+//! [`MAX_FPS`] times a second.
+
+pub mod app;
+mod counters;
+mod eval;
+mod footer;
+mod header;
+pub mod history;
+mod load;
+mod log;
+mod loss;
+pub mod render;
+pub mod system;
+
+use std::io;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use ratatui::Terminal;
+use ratatui::backend::Backend;
+use ratatui::crossterm::event::{self as term_event, Event as TermEvent, KeyEvent};
+
+use crate::events::{Command, Event};
+use app::{App, Msg};
+use system::SystemSample;
+
+pub const MAX_FPS: u32 = 20;
+/// Longest wait for a key when nothing else is happening.
+const IDLE_POLL: Duration = Duration::from_millis(25);
+/// Events folded in before the screen gets a chance to redraw and read keys.
+const EVENTS_PER_TURN: usize = 10_000;
+
+/// Input from the terminal.
+pub enum Input {
+    Key(KeyEvent),
+    /// The terminal changed size (or needs a full redraw).
+    Redraw,
+}
+
+/// Where keys come from: the real terminal, or a script in tests.
+pub trait InputSource {
+    /// The next input, waiting at most `timeout`.
+    fn next(&mut self, timeout: Duration) -> io::Result<Option<Input>>;
+}
+
+/// Keys and resizes from the terminal (crossterm).
+pub struct TerminalInput;
+
+impl InputSource for TerminalInput {
+    fn next(&mut self, timeout: Duration) -> io::Result<Option<Input>> {
+        if !term_event::poll(timeout)? {
+            return Ok(None);
+        }
+        Ok(match term_event::read()? {
+            TermEvent::Key(key) => Some(Input::Key(key)),
+            TermEvent::Resize(..) | TermEvent::FocusGained => Some(Input::Redraw),
+            _ => None,
+        })
+    }
+}
+
+/// The sources and sinks the loop works with.
+pub struct Channels<'a> {
+    pub events: &'a Receiver<Event>,
+    pub system: &'a Receiver<SystemSample>,
+    /// Called with every trainer event before the app sees it (the run
+    /// dir); a message it returns is shown as a warning.
+    pub record: &'a mut dyn FnMut(&Event) -> Option<String>,
+    /// Called with every command a key produced.
+    pub send: &'a mut dyn FnMut(Command),
+}
+
+/// Runs the app until it asks to exit.
+pub fn run<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    input: &mut dyn InputSource,
+    channels: &mut Channels<'_>,
+) -> io::Result<()>
+where
+    B::Error: std::fmt::Display,
+{
+    let backend_error = |err: B::Error| io::Error::other(err.to_string());
+    let frame_time = Duration::from_secs(1) / MAX_FPS;
+    let mut last_draw: Option<Instant> = None;
+    let mut dirty = true;
+    while app.exit.is_none() {
+        for _ in 0..EVENTS_PER_TURN {
+            match channels.events.try_recv() {
+                Ok(event) => {
+                    if let Some(message) = (channels.record)(&event) {
+                        app.apply(&Event::Warning {
+                            step: app.step,
+                            message,
+                        });
+                    }
+                    app.update(Msg::Trainer(event));
+                    dirty = true;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        while let Ok(sample) = channels.system.try_recv() {
+            app.update(Msg::System(sample));
+            dirty = true;
+        }
+        let since_draw = last_draw.map_or(frame_time, |t| t.elapsed());
+        if dirty && since_draw >= frame_time {
+            terminal
+                .draw(|frame| render::render(frame, app))
+                .map_err(backend_error)?;
+            last_draw = Some(Instant::now());
+            dirty = false;
+        }
+        if app.exit.is_some() {
+            break;
+        }
+        let wait = if dirty {
+            frame_time.saturating_sub(since_draw)
+        } else {
+            IDLE_POLL
+        };
+        match input.next(wait.max(Duration::from_millis(1)))? {
+            Some(Input::Key(key)) => {
+                if let Some(command) = app.update(Msg::Key(key)) {
+                    (channels.send)(command);
+                }
+                dirty = true;
+            }
+            Some(Input::Redraw) => {
+                terminal.clear().map_err(backend_error)?;
+                dirty = true;
+            }
+            None => {}
+        }
+    }
+    // The last state is on screen when the loop ends.
+    terminal
+        .draw(|frame| render::render(frame, app))
+        .map_err(backend_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

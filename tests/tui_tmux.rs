@@ -1,0 +1,128 @@
+//! The real binary in a real terminal: tmux runs the TUI, keys are typed with
+//! `send-keys`, and the screen is read with `capture-pane`.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{events_of, repo, wait_for};
+
+/// A tmux server of this test's own.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let output = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux is installed (./dev test installs it)");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "tui"])
+    }
+
+    fn keys(&self, keys: &str) {
+        self.run(&["send-keys", "-t", "tui", keys]);
+    }
+
+    fn wait_for_screen(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let mut screen = String::new();
+        wait_for(what, Duration::from_mins(2), || {
+            screen = self.screen();
+            ready(&screen)
+        });
+        screen
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn the_tui_trains_evaluates_aborts_and_quits_cleanly_in_tmux() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    // Generations that only end by the deadline (two minutes) or an abort.
+    let command = format!(
+        "cd {} && {} --config config/tiny.json --run-dir {} --set train.max_steps=1000000 \
+         --set eval.eval_steps=0 --set eval.samples=1 --set eval.eval_timeout_seconds=120 \
+         --set eval.min_new_tokens=1000000 --set eval.max_new_tokens=1000000; \
+         echo TRAINUI_EXIT=$?; sleep 120",
+        repo().display(),
+        binary.display(),
+        run.display()
+    );
+    let tmux = Tmux {
+        socket: format!("trainui-test-{}", std::process::id()),
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+
+    // The loss chart fills with braille points.
+    let screen = tmux.wait_for_screen("the loss chart", |s| {
+        s.contains("TRAINING")
+            && s.chars()
+                .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+                .count()
+                > 10
+    });
+    assert!(screen.contains("loss · whole run"), "{screen}");
+    assert!(
+        screen.contains("no GPU") || screen.contains('%'),
+        "{screen}"
+    );
+
+    tmux.keys("e");
+    let screen = tmux.wait_for_screen("a generation", |s| s.contains("generating 1/1"));
+    assert!(screen.contains("EVALUATING"), "{screen}");
+    assert!(screen.contains("eval now: evaluating at step"), "{screen}");
+
+    tmux.keys("a");
+    let screen = tmux.wait_for_screen("the aborted sample", |s| s.contains("ABORTED"));
+    assert!(!screen.contains("generating 1/1"), "{screen}");
+    let samples = events_of(&run, "sample");
+    assert_eq!(samples[0]["outcome"]["kind"], "aborted");
+
+    tmux.keys("q");
+    tmux.wait_for_screen("the quit question", |s| {
+        s.contains("Stop training and quit?")
+    });
+    tmux.keys("y");
+    let screen = tmux.wait_for_screen("the exit", |s| s.contains("TRAINUI_EXIT="));
+    assert!(screen.contains("TRAINUI_EXIT=0"), "{screen}");
+    assert!(
+        !screen.contains("TRAINING") && !screen.contains("┌"),
+        "the TUI is gone:\n{screen}"
+    );
+    assert_eq!(
+        tmux.run(&["display-message", "-p", "-t", "tui", "#{alternate_on}"])
+            .trim(),
+        "0"
+    );
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("status/training_status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["state"], "stopped");
+    assert_eq!(status["aborts"], 1);
+}
