@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::watchdog::Phase;
+
 /// Version of the events.jsonl and training_status.json layouts.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -107,6 +109,15 @@ pub enum Event {
     EvalFinished(EvalSummary),
     /// A checkpoint was written completely.
     Checkpoint { step: u64, path: String },
+    /// No heartbeat for `watchdog.stall_timeout_seconds`: the run is stuck.
+    Stalled {
+        step: u64,
+        phase: Phase,
+        silent_secs: f64,
+        timeout_secs: f64,
+    },
+    /// Heartbeats came back after a stall.
+    Recovered { step: u64, phase: Phase },
     /// The run ended: `state` is `finished` (max_steps reached) or `stopped`.
     Finished(Summary),
     /// The trainer hit an error it cannot continue from.
@@ -289,6 +300,9 @@ pub struct RunStatus {
     pub resumed_from: Option<String>,
     pub warnings: u64,
     pub last_message: Option<String>,
+    /// The state a stall interrupted, restored when beats resume.
+    #[serde(skip)]
+    state_before_stall: Option<RunState>,
     /// RFC 3339 time of the last change.
     pub updated_at: String,
     pub pid: u32,
@@ -322,6 +336,7 @@ impl RunStatus {
             resumed_from: None,
             warnings: 0,
             last_message: None,
+            state_before_stall: None,
             updated_at: String::new(),
             pid: std::process::id(),
         }
@@ -361,6 +376,27 @@ impl RunStatus {
                 self.set_counters(&summary.counters);
             }
             Event::Checkpoint { path, .. } => self.last_checkpoint = Some(path.clone()),
+            Event::Stalled {
+                step,
+                phase,
+                silent_secs,
+                ..
+            } => {
+                if self.state != RunState::Stalled {
+                    self.state_before_stall = Some(self.state);
+                }
+                self.state = RunState::Stalled;
+                self.current_step = *step;
+                self.last_message = Some(format!(
+                    "stalled: no progress for {silent_secs:.0}s at step {step} ({})",
+                    phase.as_str()
+                ));
+            }
+            Event::Recovered { .. } => {
+                if let Some(state) = self.state_before_stall.take() {
+                    self.state = state;
+                }
+            }
             Event::Step(metrics) => {
                 self.current_step = metrics.step;
                 self.max_steps = metrics.max_steps;
@@ -372,7 +408,11 @@ impl RunStatus {
             }
             Event::State { step, state } => {
                 self.current_step = *step;
-                self.state = *state;
+                if self.state == RunState::Stalled {
+                    self.state_before_stall = Some(*state);
+                } else {
+                    self.state = *state;
+                }
             }
             Event::CommandAck { message, .. } => self.last_message = Some(message.clone()),
             Event::Warning { message, .. } => {

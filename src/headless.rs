@@ -134,6 +134,26 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
         Event::Sample(sample) => format_sample(sample, style),
         Event::EvalFinished(summary) => format_eval_summary(summary),
         Event::Checkpoint { step, path } => format!("checkpoint saved at step {step}: {path}"),
+        Event::Stalled {
+            step,
+            phase,
+            silent_secs,
+            timeout_secs,
+        } => style.marker(
+            "🧊",
+            "1;35",
+            &format!(
+                "STALLED: no progress for {silent_secs:.0}s (watchdog.stall_timeout_seconds = \
+                 {timeout_secs}) at step {step}, while {}",
+                phase.as_str()
+            ),
+        ),
+        Event::Recovered { step, phase } => {
+            format!(
+                "recovered: progress again at step {step} ({})",
+                phase.as_str()
+            )
+        }
         Event::Finished(summary) => {
             let how = if summary.state == RunState::Stopped {
                 "stopped"

@@ -8,10 +8,14 @@ mod headless;
 mod rundir;
 mod trainer;
 mod tui;
+mod watchdog;
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -19,6 +23,7 @@ use crate::config::Config;
 use crate::events::{Command, Event, RunState, RunStatus};
 use crate::rundir::RunDir;
 use crate::trainer::Controller;
+use crate::watchdog::Watchdog;
 
 #[derive(Parser)]
 #[command(
@@ -58,8 +63,9 @@ struct TrainArgs {
     /// Override a config key, e.g. --set train.max_steps=100 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
-    /// Resume from a checkpoint: `latest` or a checkpoint folder.
-    #[arg(long, value_name = "latest|PATH")]
+    /// Resume from a checkpoint: `latest`, a checkpoint folder, or `auto`
+    /// (the latest if there is one, else start), for supervisors.
+    #[arg(long, value_name = "latest|auto|PATH")]
     resume: Option<String>,
     /// Plain ASCII output without colours.
     #[arg(long)]
@@ -121,18 +127,9 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
     let (config, resume_from) = prepare_run(args)?;
     let run_dir = config.run_dir.clone();
     trainer::resolve_device(config.device).map_err(Failure::User)?;
+    let (tokenizer, train_set, val_set) = load_data(&config, resume_from.as_deref())?;
 
-    let tokenizer = data::TextTokenizer::load(&config.data.tokenizer)
-        .map_err(|e| Failure::User(e.to_string()))?;
-    let block_size = config.model.block_size as usize;
-    let load = |path: &Path| {
-        data::load_examples(path, &tokenizer, block_size, config.data.overlong)
-            .map_err(|e| Failure::User(e.to_string()))
-    };
-    let train_set = load(&config.data.train_file)?;
-    let val_set = load(&config.data.val_file)?;
-
-    let timeout_warn_rate = config.eval.timeout_warn_rate;
+    // Every check is done: only now is anything written.
     let run_name = run_dir.file_name().map_or_else(
         || run_dir.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -144,8 +141,81 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
             run_dir.display()
         ))
     })?;
+    let timeout_warn_rate = config.eval.timeout_warn_rate;
+    let watchdog_config = config.watchdog.clone();
+    let mut handle = trainer::spawn(trainer::TrainSetup {
+        config,
+        run_name,
+        tokenizer,
+        train: train_set.examples,
+        val: val_set.examples,
+        skipped_overlong: train_set.skipped_overlong + val_set.skipped_overlong,
+        resume_from,
+    })
+    .map_err(|e| Failure::Runtime(format!("cannot start the trainer thread: {e}")))?;
 
-    if let Some(path) = &resume_from {
+    let stdout_is_terminal = std::io::stdout().is_terminal();
+    let use_tui = !args.no_tui && stdout_is_terminal;
+    let stall_recorded = Arc::new(AtomicBool::new(false));
+    let event_sender = handle
+        .event_sender
+        .take()
+        .expect("a new handle holds its event sender");
+    Watchdog {
+        heartbeat: Arc::clone(&handle.heartbeat),
+        timeout_millis: Arc::new(AtomicU64::new(
+            (watchdog_config.stall_timeout_seconds * 1000.0).round() as u64,
+        )),
+        on_stall: watchdog_config.on_stall,
+        events: event_sender,
+        stall_recorded: Arc::clone(&stall_recorded),
+        before_exit: if use_tui { ratatui::restore } else { || {} },
+    }
+    .spawn()
+    .map_err(|e| Failure::Runtime(format!("cannot start the watchdog: {e}")))?;
+
+    let mut recorder = Recorder {
+        run,
+        write_failed: false,
+        stall_recorded,
+    };
+    if use_tui {
+        install_signal_handlers(handle.controller.clone(), true)?;
+        let exit = run_tui(&handle, &mut recorder, args.plain, timeout_warn_rate)?;
+        if exit == tui::app::Exit::Restart {
+            return Err(restart_from_latest_checkpoint(&run_dir));
+        }
+        if exit == tui::app::Exit::Now && !recorder.run.status().state.is_final() {
+            // Quit at once: the trainer is left mid-step, with the last
+            // checkpoint on disk.
+            std::process::exit(130);
+        }
+        for event in handle.events.try_iter() {
+            let _ = recorder.record(&event, headless::Style::PLAIN);
+        }
+    } else {
+        if !args.no_tui {
+            eprintln!("stdout is not a terminal: running headless (--no-tui says so explicitly)");
+        }
+        install_signal_handlers(handle.controller.clone(), false)?;
+        run_headless(
+            &handle,
+            &mut recorder,
+            headless::Style::detect(args.plain, stdout_is_terminal),
+        );
+    }
+    let _ = handle.thread.join();
+    outcome(recorder.run.status())
+}
+
+/// The tokenizer and both datasets, checked against the checkpoint to resume.
+fn load_data(
+    config: &Config,
+    resume_from: Option<&Path>,
+) -> Result<(data::TextTokenizer, data::Dataset, data::Dataset), Failure> {
+    let tokenizer = data::TextTokenizer::load(&config.data.tokenizer)
+        .map_err(|e| Failure::User(e.to_string()))?;
+    if let Some(path) = resume_from {
         let state = trainer::checkpoint::verify(path).map_err(Failure::User)?;
         if state.vocab_size != tokenizer.vocab_size {
             return Err(Failure::User(format!(
@@ -158,58 +228,39 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
             )));
         }
     }
-    let handle = trainer::spawn(trainer::TrainSetup {
-        config,
-        run_name,
-        tokenizer,
-        train: train_set.examples,
-        val: val_set.examples,
-        skipped_overlong: train_set.skipped_overlong + val_set.skipped_overlong,
-        resume_from,
-    })
-    .map_err(|e| Failure::Runtime(format!("cannot start the trainer thread: {e}")))?;
-
-    let stdout_is_terminal = std::io::stdout().is_terminal();
-    let mut recorder = Recorder {
-        run,
-        write_failed: false,
+    let block_size = config.model.block_size as usize;
+    let load = |path: &Path| {
+        data::load_examples(path, &tokenizer, block_size, config.data.overlong)
+            .map_err(|e| Failure::User(e.to_string()))
     };
-    if args.no_tui || !stdout_is_terminal {
-        if !args.no_tui {
-            eprintln!("stdout is not a terminal: running headless (--no-tui says so explicitly)");
+    let train_set = load(&config.data.train_file)?;
+    let val_set = load(&config.data.val_file)?;
+    Ok((tokenizer, train_set, val_set))
+}
+
+/// Prints one line per event worth printing until the trainer is done.
+fn run_headless(handle: &trainer::TrainerHandle, recorder: &mut Recorder, style: headless::Style) {
+    let mut stdout = std::io::stdout();
+    for event in &handle.events {
+        let (line, failure) = recorder.record(&event, style);
+        if let Some(line) = line {
+            // A closed stdout (`| head`, a dead terminal) must not stop the
+            // run: the log file still gets every line.
+            let _ = writeln!(stdout, "{}", line.colored);
         }
-        install_signal_handlers(handle.controller.clone(), false)?;
-        let style = headless::Style::detect(args.plain, stdout_is_terminal);
-        let mut stdout = std::io::stdout();
-        for event in &handle.events {
-            let (line, failure) = recorder.record(&event, style);
-            if let Some(line) = line {
-                // A closed stdout (`| head`, a dead terminal) must not stop
-                // the run: the log file still gets every line.
-                let _ = writeln!(stdout, "{}", line.colored);
-            }
-            if let Some(failure) = failure {
-                eprintln!("warning: {}: {failure}", run_dir.display());
-            }
-        }
-    } else {
-        install_signal_handlers(handle.controller.clone(), true)?;
-        let exit = run_tui(&handle, &mut recorder, args.plain, timeout_warn_rate)?;
-        if exit == tui::app::Exit::Now && !recorder.run.status().state.is_final() {
-            // Quit at once: the trainer is left mid-step, with the last
-            // checkpoint on disk.
-            std::process::exit(130);
-        }
-        for event in handle.events.try_iter() {
-            let _ = recorder.record(&event, headless::Style::PLAIN);
+        if let Some(failure) = failure {
+            eprintln!("warning: {failure}");
         }
     }
-    let run = recorder.run;
-    let _ = handle.thread.join();
-    match run.status().state {
+}
+
+/// The exit status of a run that ended: success when it finished or was
+/// stopped on request.
+fn outcome(status: &RunStatus) -> Result<(), Failure> {
+    match status.state {
         RunState::Finished | RunState::Stopped => Ok(()),
         RunState::Failed => Err(Failure::Runtime(
-            run.status()
+            status
                 .last_message
                 .clone()
                 .unwrap_or_else(|| "the trainer failed".into()),
@@ -229,7 +280,7 @@ fn prepare_run(args: &TrainArgs) -> Result<(Config, Option<PathBuf>), Failure> {
     let resume_path = args
         .resume
         .as_deref()
-        .filter(|r| *r != "latest")
+        .filter(|r| !matches!(*r, "latest" | "auto"))
         .map(PathBuf::from);
     // The run a checkpoint belongs to: RUN_DIR/checkpoints/checkpoint-N.
     let owning_run = resume_path.as_ref().and_then(|path| {
@@ -243,7 +294,14 @@ fn prepare_run(args: &TrainArgs) -> Result<(Config, Option<PathBuf>), Failure> {
         .or(owning_run)
         .unwrap_or_else(|| config.run_dir.clone());
 
-    let resume_from = match args.resume.as_deref() {
+    // `auto`: resume if there is a checkpoint, else start (or start over).
+    let resume = match args.resume.as_deref() {
+        Some("auto") if trainer::checkpoint::latest(&run_dir).0.is_none() => None,
+        Some("auto") => Some("latest"),
+        other => other,
+    };
+    let resume_from = match resume {
+        None if args.resume.is_some() => None,
         None => {
             if run_dir.join(rundir::EVENTS_FILE).exists() {
                 return Err(Failure::User(format!(
@@ -340,11 +398,46 @@ fn install_signal_handlers(controller: Controller, tui: bool) -> Result<(), Fail
     Ok(())
 }
 
+/// Replaces this process with the same command resuming from the latest
+/// checkpoint of `run_dir`. Works even when the trainer thread is stuck in a
+/// call that never returns. Returns only if the exec failed.
+fn restart_from_latest_checkpoint(run_dir: &Path) -> Failure {
+    use std::os::unix::process::CommandExt;
+    let args = resume_args(std::env::args_os().skip(1), run_dir);
+    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("trainui"));
+    let err = std::process::Command::new(program).args(args).exec();
+    Failure::Runtime(format!("cannot restart with --resume auto: {err}"))
+}
+
+/// `args` without any `--resume` or `--run-dir`, then `--run-dir RUN_DIR
+/// --resume auto`.
+fn resume_args(args: impl Iterator<Item = OsString>, run_dir: &Path) -> Vec<OsString> {
+    let mut kept = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "--resume" || text == "--run-dir" {
+            args.next();
+        } else if !text.starts_with("--resume=") && !text.starts_with("--run-dir=") {
+            kept.push(arg);
+        }
+    }
+    kept.extend([
+        "--run-dir".into(),
+        run_dir.as_os_str().to_owned(),
+        "--resume".into(),
+        "auto".into(),
+    ]);
+    kept
+}
+
 /// Writes every event to the run directory and formats its log line.
 struct Recorder {
     run: RunDir,
     /// A write already failed (it is reported once).
     write_failed: bool,
+    /// Raised once a `stalled` event is in the status file.
+    stall_recorded: Arc<AtomicBool>,
 }
 
 impl Recorder {
@@ -361,6 +454,9 @@ impl Recorder {
             Some(line) => self.run.log_line(&line.text),
             None => Ok(()),
         });
+        if matches!(event, Event::Stalled { .. }) {
+            self.stall_recorded.store(true, Ordering::Release);
+        }
         let failure = match written {
             Err(err) if !self.write_failed => {
                 self.write_failed = true;
@@ -547,6 +643,32 @@ fn tokenizer(args: TokenizerArgs) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restart_resumes_the_same_run_from_its_latest_checkpoint() {
+        let args = [
+            "train",
+            "--resume",
+            "runs/x/checkpoints/checkpoint-5",
+            "--set",
+            "a=1",
+        ]
+        .map(OsString::from)
+        .into_iter()
+        .chain(["--run-dir=runs/y".into(), "--no-tui".into()]);
+        let got = resume_args(args, Path::new("/abs/runs/x"));
+        let expected = [
+            "train",
+            "--set",
+            "a=1",
+            "--no-tui",
+            "--run-dir",
+            "/abs/runs/x",
+            "--resume",
+            "auto",
+        ];
+        assert_eq!(got, expected.map(OsString::from));
+    }
 
     #[test]
     fn status_summary_flags_a_dead_process() {

@@ -169,6 +169,27 @@ fn pruning_keeps_the_newest_checkpoints() {
 }
 
 #[test]
+fn resume_auto_starts_when_there_is_no_checkpoint_and_resumes_when_there_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let sets = with(&["train.max_steps=4", "checkpoint.save_steps=2"]);
+    tiny_run(&run, &sets)
+        .args(["--resume", "auto"])
+        .assert()
+        .success();
+    assert_eq!(events_of(&run, "started")[0]["start_step"], 0);
+    let sets = with(&["train.max_steps=6", "checkpoint.save_steps=2"]);
+    tiny_run(&run, &sets)
+        .args(["--resume", "auto"])
+        .assert()
+        .success();
+    let started = events_of(&run, "started");
+    assert_eq!(started.len(), 2);
+    assert_eq!(started[1]["start_step"], 4);
+    assert_eq!(status(&run)["current_step"], 6);
+}
+
+#[test]
 fn resume_mistakes_are_clear_user_errors() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");

@@ -10,6 +10,7 @@ use tch::{Device, Kind, TchError, Tensor};
 use super::model::{Gpt, KvCache};
 use super::rng::SplitMix64;
 use crate::events::GenerationOutcome;
+use crate::watchdog::{Heartbeat, Phase};
 
 /// What to generate and the limits it runs under.
 pub struct GenerationRequest<'a> {
@@ -23,6 +24,8 @@ pub struct GenerationRequest<'a> {
     pub deadline: Instant,
     /// Set by the operator; consumed (reset) when it ends a generation.
     pub abort: &'a AtomicBool,
+    /// Beaten before every decoding step.
+    pub heartbeat: &'a Heartbeat,
     /// Seed of the sampling stream (unused when greedy).
     pub seed: u64,
 }
@@ -100,6 +103,7 @@ impl Decoder<'_> {
         // Tokens not yet fed to the model: the whole prompt at first.
         let mut pending = self.context.len();
         loop {
+            request.heartbeat.beat(Phase::Generating);
             if request.abort.swap(false, Ordering::AcqRel) {
                 return Ok(GenerationOutcome::Aborted);
             }
@@ -192,6 +196,8 @@ mod tests {
         (vs, model)
     }
 
+    static HEARTBEAT: std::sync::LazyLock<Heartbeat> = std::sync::LazyLock::new(Heartbeat::default);
+
     fn request(
         abort: &AtomicBool,
         max_new_tokens: u32,
@@ -205,6 +211,7 @@ mod tests {
             eot_id: 0,
             deadline: Instant::now() + timeout,
             abort,
+            heartbeat: &HEARTBEAT,
             seed: 1,
         }
     }

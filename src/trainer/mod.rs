@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use crate::events::{
     Command, EvalSummary, Event, GenerationCounters, GenerationOutcome, GenerationStart, RunInfo,
     RunState, SampleResult, StepMetrics, Summary,
 };
+use crate::watchdog::{Heartbeat, Phase};
 
 use batch::{Batcher, IGNORE_INDEX};
 use checkpoint::TrainerState;
@@ -73,6 +74,11 @@ pub struct TrainerHandle {
     pub controller: Controller,
     pub events: Receiver<Event>,
     pub thread: JoinHandle<()>,
+    /// Beaten by the trainer at every step and decoding step.
+    pub heartbeat: Arc<Heartbeat>,
+    /// For helpers (watchdog, control spool) that add events to the stream.
+    /// Take it, clone it into them and drop it, or `events` never ends.
+    pub event_sender: Option<Sender<Event>>,
 }
 
 /// Checks that the requested device exists and names the one that will be
@@ -119,28 +125,36 @@ pub fn spawn(setup: TrainSetup) -> std::io::Result<TrainerHandle> {
         commands: command_tx,
         abort: Arc::clone(&abort),
     };
+    let heartbeat = Arc::new(Heartbeat::default());
+    heartbeat.beat(Phase::Starting);
+    let event_sender = Some(event_tx.clone());
+    let beats = Arc::clone(&heartbeat);
     let thread = thread::Builder::new()
         .name("trainer".into())
         .spawn(move || {
-            let progress = Arc::new(AtomicU64::new(0));
             let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-                Trainer::new(setup, &event_tx, abort, Arc::clone(&progress))
+                Trainer::new(setup, &event_tx, abort, Arc::clone(&beats))
                     .and_then(|mut trainer| trainer.run(&command_rx))
             }));
+            beats.beat(Phase::Done);
             let failure = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(message)) => Some(message),
                 Err(payload) => Some(panic_message(payload.as_ref())),
             };
             if let Some(message) = failure {
-                let step = progress.load(Ordering::Relaxed);
-                let _ = event_tx.send(Event::Failed { step, message });
+                let _ = event_tx.send(Event::Failed {
+                    step: beats.step(),
+                    message,
+                });
             }
         })?;
     Ok(TrainerHandle {
         controller,
         events: event_rx,
         thread,
+        heartbeat,
+        event_sender,
     })
 }
 
@@ -180,8 +194,10 @@ struct Trainer<'a> {
     aborted_last: bool,
     /// Commands that arrived during an evaluation, handled after it.
     deferred: VecDeque<Command>,
-    /// Completed steps, readable after a panic unwound the trainer.
-    progress: Arc<AtomicU64>,
+    /// Progress for the watchdog (and the step, readable after a panic).
+    heartbeat: Arc<Heartbeat>,
+    /// Test-only fault hook: stop making progress after this step.
+    stall_at_step: Option<u64>,
     started: Instant,
 }
 
@@ -190,7 +206,7 @@ impl<'a> Trainer<'a> {
         setup: TrainSetup,
         events: &'a Sender<Event>,
         abort: Arc<AtomicBool>,
-        progress: Arc<AtomicU64>,
+        heartbeat: Arc<Heartbeat>,
     ) -> Result<Self, String> {
         let config = setup.config;
         let device = device_of(config.device)?;
@@ -235,7 +251,7 @@ impl<'a> Trainer<'a> {
             evals: resumed.map_or(0, |s| s.evals),
             counters: resumed.map_or_else(GenerationCounters::default, |s| s.counters),
         };
-        progress.store(step, Ordering::Relaxed);
+        heartbeat.set_step(step);
         let trainer = Self {
             events,
             abort,
@@ -253,7 +269,8 @@ impl<'a> Trainer<'a> {
             last_saved_step: resumed.map(|s| s.step),
             aborted_last: false,
             deferred: VecDeque::new(),
-            progress,
+            heartbeat,
+            stall_at_step: stall_fault(),
             started: Instant::now()
                 .checked_sub(elapsed)
                 .unwrap_or_else(Instant::now),
@@ -300,6 +317,7 @@ impl<'a> Trainer<'a> {
             let learning_rate = optim::learning_rate(&train_cfg, self.step);
             self.optimizer.zero_grad();
             for micro in 0..accum {
+                self.heartbeat.beat(Phase::Training);
                 let batch = batcher.batch(self.step * accum + micro);
                 let loss = self
                     .batch_loss(&batch.input, &batch.target)
@@ -314,7 +332,11 @@ impl<'a> Trainer<'a> {
             }
             self.optimizer.step(learning_rate);
             self.step += 1;
-            self.progress.store(self.step, Ordering::Relaxed);
+            self.heartbeat.set_step(self.step);
+            self.heartbeat.beat(Phase::Training);
+            if self.stall_at_step == Some(self.step) {
+                hang();
+            }
             steps_since_log += 1;
 
             if self.step.is_multiple_of(train_cfg.log_steps) || self.step == train_cfg.max_steps {
@@ -379,9 +401,12 @@ impl<'a> Trainer<'a> {
             let command = if let Some(command) = self.deferred.pop_front() {
                 command
             } else if state == RunState::Paused {
-                match commands.recv() {
+                // Paused is not stalled: keep beating while waiting.
+                self.heartbeat.beat(Phase::Paused);
+                match commands.recv_timeout(Duration::from_secs(1)) {
                     Ok(command) => command,
-                    Err(_) => return Flow::Stop,
+                    Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return Flow::Stop,
                 }
             } else {
                 match commands.try_recv() {
@@ -565,6 +590,7 @@ impl<'a> Trainer<'a> {
             if Instant::now() >= deadline {
                 return (mean(total, scored), scored, true);
             }
+            self.heartbeat.beat(Phase::Validating);
             let batch = batcher.batch(index);
             match self
                 .batch_loss(&batch.input, &batch.target)
@@ -623,6 +649,7 @@ impl<'a> Trainer<'a> {
             eot_id: self.tokenizer.eot_id,
             deadline: Instant::now() + timeout,
             abort: &self.abort,
+            heartbeat: &self.heartbeat,
             seed: rng::derive_seed(self.config.seed, &[self.evals, u64::from(sample)]),
         };
         let events = self.events;
@@ -695,6 +722,7 @@ impl<'a> Trainer<'a> {
             vocab_size: self.tokenizer.vocab_size,
             config: self.config.clone(),
         };
+        self.heartbeat.beat(Phase::Saving);
         let (vs, optimizer) = (&self.vs, &self.optimizer);
         let saved = checkpoint::save(&self.config.run_dir, &state, |dir| {
             let model_file = dir.join(checkpoint::MODEL_FILE);
@@ -745,6 +773,24 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// `TRAINUI_FAULT=stall_at_step:N` makes the trainer stop making progress
+/// after step N, as if an operation never returned. For testing the stall
+/// watchdog only; without the variable nothing changes.
+fn stall_fault() -> Option<u64> {
+    std::env::var("TRAINUI_FAULT")
+        .ok()?
+        .strip_prefix("stall_at_step:")?
+        .parse()
+        .ok()
+}
+
+/// Never returns and never beats: what a hung libtorch call looks like.
+fn hang() -> ! {
+    loop {
+        thread::park();
+    }
+}
+
 fn mean(total: f64, count: u32) -> Option<f64> {
     (count > 0).then(|| total / f64::from(count))
 }
@@ -780,7 +826,8 @@ mod tests {
     }
 
     fn run_to_end(setup: TrainSetup) -> Vec<Event> {
-        let handle = spawn(setup).unwrap();
+        let mut handle = spawn(setup).unwrap();
+        handle.event_sender = None;
         let events: Vec<Event> = handle.events.iter().collect();
         handle.thread.join().unwrap();
         events
@@ -861,7 +908,8 @@ mod tests {
             &["train.max_steps=1000000", "eval.eval_steps=0"],
             val,
         );
-        let handle = spawn(setup).unwrap();
+        let mut handle = spawn(setup).unwrap();
+        handle.event_sender = None;
         let controller = handle.controller.clone();
         controller.send(Command::Pause);
         controller.send(Command::Save);

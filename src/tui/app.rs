@@ -37,6 +37,8 @@ pub enum Action {
     Save,
     /// `q` or Ctrl-C: ask to confirm, or quit at once when already asking.
     Quit,
+    /// `r` on a stalled run: start again from the latest checkpoint.
+    Restart,
     Confirm,
     Cancel,
     ToggleHelp,
@@ -64,6 +66,7 @@ pub fn action_for(key: KeyEvent) -> Option<Action> {
         KeyCode::Char('p') => Action::TogglePause,
         KeyCode::Char('s') => Action::Save,
         KeyCode::Char('q') => Action::Quit,
+        KeyCode::Char('r') => Action::Restart,
         KeyCode::Char('y') | KeyCode::Enter => Action::Confirm,
         KeyCode::Char('n') | KeyCode::Esc => Action::Cancel,
         KeyCode::Char('?' | 'h') => Action::ToggleHelp,
@@ -108,6 +111,9 @@ pub enum Exit {
     Done,
     /// Leave now, without waiting for the trainer.
     Now,
+    /// Replace this process with one that resumes from the latest checkpoint
+    /// (works even when the trainer is stuck inside libtorch).
+    Restart,
 }
 
 /// A generation in progress.
@@ -159,6 +165,9 @@ pub struct App {
     pub cpu_history: VecDeque<u64>,
     pub system_note: Option<String>,
     pub failure: Option<String>,
+    /// What the watchdog said about a stall in progress.
+    pub stall: Option<String>,
+    state_before_stall: Option<RunState>,
     pub last_warning: Option<String>,
     // What the user sees of the UI itself.
     pub color: bool,
@@ -206,6 +215,8 @@ impl App {
             cpu_history: VecDeque::new(),
             system_note: None,
             failure: None,
+            stall: None,
+            state_before_stall: None,
             last_warning: None,
             color,
             chart: ChartView {
@@ -275,6 +286,14 @@ impl App {
                 } else {
                     self.exit = Some(Exit::Done);
                 }
+                None
+            }
+            Action::Restart if self.state == RunState::Stalled => {
+                self.exit = Some(Exit::Restart);
+                None
+            }
+            Action::Restart => {
+                self.ack = Some("r restarts a stalled run; this one is not stalled".into());
                 None
             }
             Action::Confirm | Action::Cancel => None,
@@ -386,7 +405,11 @@ impl App {
             }
             Event::State { step, state } => {
                 self.step = *step;
-                self.state = *state;
+                if self.state == RunState::Stalled {
+                    self.state_before_stall = Some(*state);
+                } else {
+                    self.state = *state;
+                }
             }
             Event::CommandAck {
                 command, message, ..
@@ -405,6 +428,7 @@ impl App {
             | Event::GenerationProgress { .. }
             | Event::Sample(_)
             | Event::EvalFinished(_) => self.apply_eval(event),
+            Event::Stalled { .. } | Event::Recovered { .. } => self.apply_stall(event),
             Event::Checkpoint { step, path } => {
                 self.log_line(format!("checkpoint at step {step}: {path}"));
             }
@@ -435,6 +459,36 @@ impl App {
                     self.exit = Some(Exit::Done);
                 }
             }
+        }
+    }
+
+    /// Folds in the watchdog's verdicts.
+    fn apply_stall(&mut self, event: &Event) {
+        match event {
+            Event::Stalled {
+                step,
+                phase,
+                silent_secs,
+                ..
+            } => {
+                if self.state != RunState::Stalled {
+                    self.state_before_stall = Some(self.state);
+                }
+                self.state = RunState::Stalled;
+                self.stall = Some(format!(
+                    "no progress for {silent_secs:.0}s at step {step}, while {}",
+                    phase.as_str()
+                ));
+                self.log_line(format!("STALLED at step {step} ({})", phase.as_str()));
+            }
+            Event::Recovered { step, .. } => {
+                self.stall = None;
+                if let Some(state) = self.state_before_stall.take() {
+                    self.state = state;
+                }
+                self.log_line(format!("recovered at step {step}"));
+            }
+            _ => {}
         }
     }
 
@@ -636,6 +690,33 @@ mod tests {
         assert!(app.ack.as_deref().is_some_and(|a| a.contains("finished")));
         app.update(key(KeyCode::Char('q')));
         assert_eq!(app.exit, Some(Exit::Done));
+    }
+
+    #[test]
+    fn a_stall_offers_a_restart_and_recovery_restores_the_state() {
+        let mut app = training_app();
+        assert_eq!(app.update(key(KeyCode::Char('r'))), None);
+        assert_eq!(app.exit, None, "no restart while healthy");
+        app.apply(&Event::Stalled {
+            step: 3,
+            phase: crate::events::Phase::Generating,
+            silent_secs: 31.0,
+            timeout_secs: 30.0,
+        });
+        assert_eq!(app.state, RunState::Stalled);
+        app.apply(&Event::Recovered {
+            step: 3,
+            phase: crate::events::Phase::Training,
+        });
+        assert_eq!(app.state, RunState::Training);
+        app.apply(&Event::Stalled {
+            step: 3,
+            phase: crate::events::Phase::Training,
+            silent_secs: 31.0,
+            timeout_secs: 30.0,
+        });
+        app.update(key(KeyCode::Char('r')));
+        assert_eq!(app.exit, Some(Exit::Restart));
     }
 
     #[test]

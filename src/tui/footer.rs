@@ -16,7 +16,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         "pause"
     };
-    let keys = [
+    let mut keys = vec![
         ("e", "eval"),
         ("a", "abort"),
         ("p", pause),
@@ -24,6 +24,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         ("q", "quit"),
         ("?", "help"),
     ];
+    if app.state == RunState::Stalled {
+        keys.insert(0, ("r", "restart"));
+    }
     let mut spans = vec![Span::raw(" ")];
     for (key, what) in keys {
         spans.push(Span::styled(

@@ -37,6 +37,14 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     ]);
     frame.render_widget(Paragraph::new(title), title_area);
 
+    if let Some(stall) = &app.stall {
+        let line = Line::from(format!(
+            " STALLED: {stall} · r restarts from the latest checkpoint"
+        ))
+        .style(fg(app, Color::Magenta).add_modifier(Modifier::BOLD));
+        frame.render_widget(Paragraph::new(line), progress_area);
+        return;
+    }
     if let Some(failure) = &app.failure {
         let line = Line::from(format!(" FAILED: {failure}"))
             .style(fg(app, Color::Red).add_modifier(Modifier::BOLD));

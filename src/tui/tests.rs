@@ -263,6 +263,18 @@ fn failed() {
 }
 
 #[test]
+fn stalled() {
+    let mut app = training_app();
+    app.apply(&Event::Stalled {
+        step: 1500,
+        phase: crate::events::Phase::Generating,
+        silent_secs: 301.0,
+        timeout_secs: 300.0,
+    });
+    insta::assert_snapshot!(screen(&app, 80, 24));
+}
+
+#[test]
 fn help_overlay() {
     let mut app = training_app();
     app.update(Msg::Key(KeyEvent::new(
