@@ -12,7 +12,7 @@ pub use crate::watchdog::Phase;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Requests to the trainer, acted on at the next step boundary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Finish the current step, save a checkpoint, then stop with state `stopped`.
@@ -26,6 +26,59 @@ pub enum Command {
     AbortGeneration,
     /// Save a checkpoint at the next step boundary.
     Save,
+    /// Apply new values of the keys that can change mid-run.
+    Reconfigure(LiveSettings),
+}
+
+/// The config keys that can change while a run goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LiveSettings {
+    pub log_steps: u64,
+    pub eval_steps: u64,
+    pub val_batches: u32,
+    pub samples: u32,
+    pub max_new_tokens: u32,
+    pub min_new_tokens: u32,
+    pub eval_timeout_seconds: f64,
+    pub temperature: f64,
+    pub timeout_warn_rate: f64,
+    pub save_steps: u64,
+    pub save_total_limit: u32,
+}
+
+impl From<&crate::config::Config> for LiveSettings {
+    fn from(config: &crate::config::Config) -> Self {
+        Self {
+            log_steps: config.train.log_steps,
+            eval_steps: config.eval.eval_steps,
+            val_batches: config.eval.val_batches,
+            samples: config.eval.samples,
+            max_new_tokens: config.eval.max_new_tokens,
+            min_new_tokens: config.eval.min_new_tokens,
+            eval_timeout_seconds: config.eval.eval_timeout_seconds,
+            temperature: config.eval.temperature,
+            timeout_warn_rate: config.eval.timeout_warn_rate,
+            save_steps: config.checkpoint.save_steps,
+            save_total_limit: config.checkpoint.save_total_limit,
+        }
+    }
+}
+
+impl LiveSettings {
+    /// Writes these values into `config`.
+    pub fn apply_to(&self, config: &mut crate::config::Config) {
+        config.train.log_steps = self.log_steps;
+        config.eval.eval_steps = self.eval_steps;
+        config.eval.val_batches = self.val_batches;
+        config.eval.samples = self.samples;
+        config.eval.max_new_tokens = self.max_new_tokens;
+        config.eval.min_new_tokens = self.min_new_tokens;
+        config.eval.eval_timeout_seconds = self.eval_timeout_seconds;
+        config.eval.temperature = self.temperature;
+        config.eval.timeout_warn_rate = self.timeout_warn_rate;
+        config.checkpoint.save_steps = self.save_steps;
+        config.checkpoint.save_total_limit = self.save_total_limit;
+    }
 }
 
 /// What the run is doing, as shown in the status file.
@@ -118,6 +171,14 @@ pub enum Event {
     },
     /// Heartbeats came back after a stall.
     Recovered { step: u64, phase: Phase },
+    /// A request from outside the process (a `ctl` command file, an edit of
+    /// config.json) was accepted or rejected.
+    Control {
+        id: String,
+        command: String,
+        accepted: bool,
+        message: String,
+    },
     /// The run ended: `state` is `finished` (max_steps reached) or `stopped`.
     Finished(Summary),
     /// The trainer hit an error it cannot continue from.
@@ -391,6 +452,15 @@ impl RunStatus {
                     "stalled: no progress for {silent_secs:.0}s at step {step} ({})",
                     phase.as_str()
                 ));
+            }
+            Event::Control {
+                command,
+                accepted,
+                message,
+                ..
+            } => {
+                let verdict = if *accepted { "accepted" } else { "rejected" };
+                self.last_message = Some(format!("{command} {verdict}: {message}"));
             }
             Event::Recovered { .. } => {
                 if let Some(state) = self.state_before_stall.take() {

@@ -148,6 +148,24 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
                 phase.as_str()
             ),
         ),
+        Event::Control {
+            id,
+            command,
+            accepted: true,
+            message,
+        } => {
+            format!("control {command} ({id}): {message}")
+        }
+        Event::Control {
+            id,
+            command,
+            accepted: false,
+            message,
+        } => style.marker(
+            "⚠️ ",
+            "33",
+            &format!("control {command} ({id}) REJECTED: {message}"),
+        ),
         Event::Recovered { step, phase } => {
             format!(
                 "recovered: progress again at step {step} ({})",

@@ -2,6 +2,7 @@
 //! a terminal.
 
 mod config;
+mod control;
 mod data;
 mod events;
 mod headless;
@@ -47,6 +48,22 @@ enum Commands {
     Status(StatusArgs),
     /// Train a byte-level BPE tokenizer.json from JSONL data.
     Tokenizer(TokenizerArgs),
+    /// Send a command to a running job: eval, abort, pause, resume, save,
+    /// stop, or set KEY=VALUE.
+    Ctl(CtlArgs),
+}
+
+#[derive(Args)]
+struct CtlArgs {
+    /// The run directory of the running job.
+    run_dir: PathBuf,
+    /// eval | abort | pause | resume | save | stop | set
+    command: String,
+    /// For `set`: KEY=VALUE, e.g. eval.eval_steps=100.
+    assignment: Option<String>,
+    /// Seconds to wait for the run's answer.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
 }
 
 #[derive(Args, Clone, Default)]
@@ -109,6 +126,7 @@ fn main() -> ExitCode {
         None => train(&cli.train),
         Some(Commands::Status(args)) => status(&args),
         Some(Commands::Tokenizer(args)) => tokenizer(args),
+        Some(Commands::Ctl(args)) => ctl(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,6 +161,7 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
     })?;
     let timeout_warn_rate = config.eval.timeout_warn_rate;
     let watchdog_config = config.watchdog.clone();
+    let live_config = config.clone();
     let mut handle = trainer::spawn(trainer::TrainSetup {
         config,
         run_name,
@@ -161,11 +180,27 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
         .event_sender
         .take()
         .expect("a new handle holds its event sender");
+    let stall_timeout_millis = Arc::new(AtomicU64::new(
+        (watchdog_config.stall_timeout_seconds * 1000.0).round() as u64,
+    ));
+    control::Spool {
+        run_dir: run_dir.clone(),
+        controller: handle.controller.clone(),
+        events: event_sender.clone(),
+        heartbeat: Arc::clone(&handle.heartbeat),
+        config: live_config,
+        stall_timeout_millis: Arc::clone(&stall_timeout_millis),
+    }
+    .spawn()
+    .map_err(|e| {
+        Failure::Runtime(format!(
+            "{}: cannot create the control spool: {e}",
+            run_dir.display()
+        ))
+    })?;
     Watchdog {
         heartbeat: Arc::clone(&handle.heartbeat),
-        timeout_millis: Arc::new(AtomicU64::new(
-            (watchdog_config.stall_timeout_seconds * 1000.0).round() as u64,
-        )),
+        timeout_millis: stall_timeout_millis,
         on_stall: watchdog_config.on_stall,
         events: event_sender,
         stall_recorded: Arc::clone(&stall_recorded),
@@ -517,6 +552,92 @@ fn run_tui(
     ratatui::restore();
     result.map_err(|e| Failure::Runtime(format!("terminal: {e}")))?;
     Ok(app.exit.unwrap_or(tui::app::Exit::Done))
+}
+
+/// Sends a command file to a running job and waits for its answer: first
+/// the spool's (accepted or rejected), then the trainer's acknowledgement.
+fn ctl(args: &CtlArgs) -> Result<(), Failure> {
+    use control::Action;
+    let action = match (args.command.as_str(), &args.assignment) {
+        ("eval", None) => Action::Eval,
+        ("abort", None) => Action::Abort,
+        ("pause", None) => Action::Pause,
+        ("resume", None) => Action::Resume,
+        ("save", None) => Action::Save,
+        ("stop", None) => Action::Stop,
+        ("set", Some(assignment)) => Action::Set {
+            assignment: assignment.clone(),
+        },
+        ("set", None) => return Err(Failure::User("ctl set needs KEY=VALUE".into())),
+        (other, _) => {
+            return Err(Failure::User(format!(
+                "unknown ctl command {other:?}; use eval, abort, pause, resume, save, stop or \
+                 set KEY=VALUE"
+            )));
+        }
+    };
+    let command = action.command();
+    let offset = std::fs::metadata(args.run_dir.join(rundir::EVENTS_FILE)).map_or(0, |m| m.len());
+    let id = control::send(&args.run_dir, action).map_err(Failure::User)?;
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_secs_f64(args.timeout.max(0.1));
+    let mut tail = rundir::EventTail::new(&args.run_dir, offset);
+    let mut answered = false;
+    while std::time::Instant::now() < deadline {
+        for event in tail.read_new(1 << 20) {
+            match event {
+                Event::Control {
+                    id: answer,
+                    accepted,
+                    message,
+                    ..
+                } if answer == id => {
+                    if !accepted {
+                        return Err(Failure::User(format!(
+                            "{}: rejected: {message}",
+                            args.command
+                        )));
+                    }
+                    answered = true;
+                    if command.is_none() {
+                        println!("{}: {message}", args.command);
+                        return Ok(());
+                    }
+                }
+                Event::CommandAck {
+                    command: acked,
+                    message,
+                    ..
+                } if answered && Some(acked) == command => {
+                    println!("{}: {message}", args.command);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if answered {
+        println!(
+            "{}: accepted; the trainer acts at its next step boundary",
+            args.command
+        );
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(control::spool_dir(&args.run_dir).join(format!("{id}.json")));
+    let alive = rundir::read_status(&args.run_dir)
+        .ok()
+        .map(|s| (s.pid, process_alive(s.pid)));
+    let why = match alive {
+        Some((pid, false)) => format!("its process {pid} is not running"),
+        Some((pid, true)) => format!("process {pid} is alive but did not answer"),
+        None => "it has no status file".to_owned(),
+    };
+    Err(Failure::Runtime(format!(
+        "no answer from the run in {} within {}s: {why}; the command was withdrawn",
+        args.run_dir.display(),
+        args.timeout
+    )))
 }
 
 fn status(args: &StatusArgs) -> Result<(), Failure> {

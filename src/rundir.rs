@@ -125,6 +125,66 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
+/// Reads events.jsonl as it grows: whole lines only (a line still being
+/// written waits for its end), garbage lines counted and skipped.
+pub struct EventTail {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+    /// Lines that were not events.
+    pub garbage: u64,
+}
+
+impl EventTail {
+    /// Reads `RUN_DIR/events.jsonl` from byte `offset` on (0: the whole run).
+    #[must_use]
+    pub fn new(run_dir: &Path, offset: u64) -> Self {
+        Self {
+            path: run_dir.join(EVENTS_FILE),
+            offset,
+            partial: Vec::new(),
+            garbage: 0,
+        }
+    }
+
+    /// The events appended since the last call (none while the file does not
+    /// exist yet). At most `max_bytes` are read at a time.
+    pub fn read_new(&mut self, max_bytes: u64) -> Vec<Event> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = File::open(&self.path) else {
+            return Vec::new();
+        };
+        let len = file.metadata().map_or(0, |m| m.len());
+        if len < self.offset {
+            // The file was replaced: start over.
+            self.offset = 0;
+            self.partial.clear();
+        }
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return Vec::new();
+        }
+        let mut chunk = Vec::new();
+        let read = file.take(max_bytes).read_to_end(&mut chunk).unwrap_or(0);
+        self.offset += read as u64;
+        self.partial.extend_from_slice(&chunk);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        let mut events = Vec::new();
+        for line in complete
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        {
+            match serde_json::from_slice::<Event>(line) {
+                Ok(event) => events.push(event),
+                Err(_) => self.garbage += 1,
+            }
+        }
+        events
+    }
+}
+
 /// Reads the status file of a run directory.
 pub fn read_status(root: &Path) -> Result<RunStatus, String> {
     let path = root.join(STATUS_FILE);
@@ -186,6 +246,30 @@ mod tests {
         let config: Config =
             serde_json::from_slice(&fs::read(dir.path().join(CONFIG_FILE)).unwrap()).unwrap();
         assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn the_tail_waits_for_whole_lines_and_skips_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENTS_FILE);
+        let mut tail = EventTail::new(dir.path(), 0);
+        assert!(tail.read_new(1 << 20).is_empty(), "no file yet");
+        let line = |event: &Event| serde_json::to_string(event).unwrap();
+        let first = Event::State {
+            step: 1,
+            state: RunState::Training,
+        };
+        let second = Event::State {
+            step: 2,
+            state: RunState::Paused,
+        };
+        let text = format!("{}\nnot json\n{}", line(&first), line(&second));
+        let (done, half) = text.split_at(text.len() - 5);
+        fs::write(&path, done).unwrap();
+        assert_eq!(tail.read_new(1 << 20), [first]);
+        assert_eq!(tail.garbage, 1);
+        fs::write(&path, format!("{done}{half}\n")).unwrap();
+        assert_eq!(tail.read_new(1 << 20), [second]);
     }
 
     #[test]

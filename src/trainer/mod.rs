@@ -448,6 +448,10 @@ impl<'a> Trainer<'a> {
                     self.save_checkpoint();
                 }
                 Command::AbortGeneration => self.ack_abort(),
+                Command::Reconfigure(settings) => {
+                    settings.apply_to(&mut self.config);
+                    self.ack(command, "new settings in force".into());
+                }
             }
         }
     }

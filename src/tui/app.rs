@@ -429,6 +429,15 @@ impl App {
             | Event::Sample(_)
             | Event::EvalFinished(_) => self.apply_eval(event),
             Event::Stalled { .. } | Event::Recovered { .. } => self.apply_stall(event),
+            Event::Control {
+                command,
+                accepted,
+                message,
+                ..
+            } => {
+                let verdict = if *accepted { "" } else { " REJECTED" };
+                self.log_line(format!("control {command}{verdict}: {message}"));
+            }
             Event::Checkpoint { step, path } => {
                 self.log_line(format!("checkpoint at step {step}: {path}"));
             }
@@ -612,6 +621,7 @@ pub fn command_label(command: Command) -> &'static str {
         Command::EvalNow => "eval now",
         Command::AbortGeneration => "abort generation",
         Command::Save => "save",
+        Command::Reconfigure(_) => "settings",
     }
 }
 
