@@ -9,6 +9,7 @@ mod headless;
 mod rundir;
 mod trainer;
 mod tui;
+mod watch;
 mod watchdog;
 
 use std::ffi::OsString;
@@ -51,6 +52,18 @@ enum Commands {
     /// Send a command to a running job: eval, abort, pause, resume, save,
     /// stop, or set KEY=VALUE.
     Ctl(CtlArgs),
+    /// The TUI of a run started elsewhere (e.g. with --no-tui); quitting it
+    /// leaves the run alone.
+    Watch(WatchArgs),
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// The run directory.
+    run_dir: PathBuf,
+    /// No colours.
+    #[arg(long)]
+    plain: bool,
 }
 
 #[derive(Args)]
@@ -127,6 +140,7 @@ fn main() -> ExitCode {
         Some(Commands::Status(args)) => status(&args),
         Some(Commands::Tokenizer(args)) => tokenizer(args),
         Some(Commands::Ctl(args)) => ctl(&args),
+        Some(Commands::Watch(args)) => watch_run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -536,7 +550,10 @@ fn run_tui(
     }));
     let mut record = |event: &Event| recorder.record(event, headless::Style::PLAIN).1;
     let controller = handle.controller.clone();
-    let mut send = |command: Command| controller.send(command);
+    let mut send = |command: Command| {
+        controller.send(command);
+        None
+    };
     let mut channels = tui::Channels {
         events: &handle.events,
         system: &system_rx,
@@ -638,6 +655,17 @@ fn ctl(args: &CtlArgs) -> Result<(), Failure> {
         args.run_dir.display(),
         args.timeout
     )))
+}
+
+fn watch_run(args: &WatchArgs) -> Result<(), Failure> {
+    if !std::io::stdout().is_terminal() {
+        return Err(Failure::User(
+            "watch needs a terminal; for scripts use `trainui status` or read events.jsonl".into(),
+        ));
+    }
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let _ = color_eyre::install();
+    watch::run(&args.run_dir, !args.plain && !no_color).map_err(Failure::Runtime)
 }
 
 fn status(args: &StatusArgs) -> Result<(), Failure> {

@@ -126,3 +126,70 @@ fn the_tui_trains_evaluates_aborts_and_quits_cleanly_in_tmux() {
     assert_eq!(status["state"], "stopped");
     assert_eq!(status["aborts"], 1);
 }
+
+#[test]
+fn watch_attaches_to_a_headless_run_steers_it_and_leaves_it_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut job = common::tiny_run_std(
+        &run,
+        &[
+            "train.max_steps=1000000",
+            "eval.eval_steps=0",
+            "eval.samples=1",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    common::wait_for_event(&run, "step");
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    let command = format!(
+        "{} watch {}; echo WATCH_EXIT=$?; sleep 120",
+        binary.display(),
+        run.display()
+    );
+    let tmux = Tmux {
+        socket: format!("trainui-watch-{}", std::process::id()),
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+
+    // The history replays and keeps growing.
+    let screen = tmux.wait_for_screen("the replayed chart", |s| {
+        s.contains("TRAINING")
+            && s.chars()
+                .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+                .count()
+                > 10
+    });
+    assert!(screen.contains("loss · whole run"), "{screen}");
+
+    // A key goes through the control spool and the run answers.
+    tmux.keys("e");
+    tmux.wait_for_screen("the evaluation", |s| {
+        s.contains("eval now: evaluating at step")
+    });
+    common::wait_for_event(&run, "eval_finished");
+
+    // Quitting watch leaves the run alone: no question, no stop.
+    tmux.keys("q");
+    let screen = tmux.wait_for_screen("the exit", |s| s.contains("WATCH_EXIT="));
+    assert!(screen.contains("WATCH_EXIT=0"), "{screen}");
+    assert!(job.try_wait().unwrap().is_none(), "the run goes on");
+    common::signal(&job, "TERM");
+    assert_eq!(
+        common::wait_exit(&mut job, Duration::from_mins(1)).code(),
+        Some(0)
+    );
+}

@@ -800,14 +800,24 @@ fn mean(total: f64, count: u32) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{self, Overlong};
     use crate::data;
     use std::path::Path;
 
+    /// The demo's validation examples.
+    pub(crate) fn demo_val() -> Vec<Example> {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tokenizer = TextTokenizer::load(&repo.join("assets/demo/tokenizer.json")).unwrap();
+        let val = repo.join("assets/demo/val.jsonl");
+        data::load_examples(&val, &tokenizer, 32, Overlong::Error)
+            .unwrap()
+            .examples
+    }
+
     /// The tiny config on the demo data, with `sets` applied, in `run_dir`.
-    fn tiny_setup(run_dir: &Path, sets: &[&str], val: Vec<Example>) -> TrainSetup {
+    pub(crate) fn tiny_setup(run_dir: &Path, sets: &[&str], val: Vec<Example>) -> TrainSetup {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut sets: Vec<String> = sets.iter().map(|s| (*s).to_owned()).collect();
         sets.push(format!("run_dir={}", run_dir.display()));
@@ -897,20 +907,10 @@ mod tests {
     #[test]
     fn commands_pause_resume_save_and_stop_the_trainer() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let tokenizer = TextTokenizer::load(&repo.join("assets/demo/tokenizer.json")).unwrap();
-        let val = data::load_examples(
-            &repo.join("assets/demo/val.jsonl"),
-            &tokenizer,
-            32,
-            Overlong::Error,
-        )
-        .unwrap()
-        .examples;
         let setup = tiny_setup(
             dir.path(),
             &["train.max_steps=1000000", "eval.eval_steps=0"],
-            val,
+            demo_val(),
         );
         let mut handle = spawn(setup).unwrap();
         handle.event_sender = None;

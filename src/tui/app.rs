@@ -183,6 +183,9 @@ pub struct App {
     /// The latest command sent or acknowledged, shown in the footer.
     pub ack: Option<String>,
     pub exit: Option<Exit>,
+    /// Watching a run of another process: quitting leaves it alone, and a
+    /// restart is the supervisor's job.
+    pub attached: bool,
 }
 
 impl App {
@@ -230,6 +233,7 @@ impl App {
             quit_when_stopped: false,
             ack: None,
             exit: None,
+            attached: false,
         }
     }
 
@@ -281,11 +285,16 @@ impl App {
                 None
             }
             Action::Quit => {
-                if running {
+                if running && !self.attached {
                     self.overlay = Overlay::ConfirmQuit;
                 } else {
                     self.exit = Some(Exit::Done);
                 }
+                None
+            }
+            Action::Restart if self.attached => {
+                self.ack =
+                    Some("a watched run restarts from its supervisor (--resume auto)".into());
                 None
             }
             Action::Restart if self.state == RunState::Stalled => {

@@ -69,8 +69,9 @@ pub struct Channels<'a> {
     /// Called with every trainer event before the app sees it (the run
     /// dir); a message it returns is shown as a warning.
     pub record: &'a mut dyn FnMut(&Event) -> Option<String>,
-    /// Called with every command a key produced.
-    pub send: &'a mut dyn FnMut(Command),
+    /// Called with every command a key produced; a message it returns (the
+    /// command could not be sent) is shown in the footer.
+    pub send: &'a mut dyn FnMut(Command) -> Option<String>,
 }
 
 /// Runs the app until it asks to exit.
@@ -125,8 +126,8 @@ where
         };
         match input.next(wait.max(Duration::from_millis(1)))? {
             Some(Input::Key(key)) => {
-                if let Some(command) = app.update(Msg::Key(key)) {
-                    (channels.send)(command);
+                if let Some(problem) = app.update(Msg::Key(key)).and_then(&mut *channels.send) {
+                    app.ack = Some(problem);
                 }
                 dirty = true;
             }

@@ -372,6 +372,7 @@ fn the_loop_sends_each_keys_command_and_exits_once_the_run_stopped() {
             };
             event_tx.send(Event::Finished(summary)).unwrap();
         }
+        None
     };
     let mut app = App::new(String::new(), 0, 0.1, false);
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();

@@ -1,0 +1,257 @@
+//! `trainui watch RUN_DIR`: the TUI fed by a run directory instead of an
+//! in-process trainer. It replays events.jsonl, then follows what is
+//! appended; its keys write command files to the run's control spool.
+//! Quitting never affects the run.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::thread;
+use std::time::Duration;
+
+use notify::Watcher;
+
+use crate::config::Config;
+use crate::control::{self, Action};
+use crate::events::{Command, Event};
+use crate::rundir::{self, EventTail};
+use crate::tui;
+use crate::tui::app::App;
+
+/// Events waiting for the screen; the reader waits when it is this far ahead.
+const BACKLOG: usize = 10_000;
+/// Bytes parsed per read, so a long history streams instead of loading whole.
+const CHUNK: u64 = 4 << 20;
+/// Longest wait between looks at the file when no notification arrives.
+const POLL: Duration = Duration::from_millis(500);
+
+/// An app for the run in `run_dir`, configured from its config.json when it
+/// has one yet.
+#[must_use]
+pub fn attached_app(run_dir: &Path, color: bool) -> App {
+    let config: Option<Config> = std::fs::read(run_dir.join(rundir::CONFIG_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let name = run_dir.file_name().map_or_else(
+        || run_dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let (max_steps, warn_rate) = config
+        .map_or((0, Config::default().eval.timeout_warn_rate), |c| {
+            (c.train.max_steps, c.eval.timeout_warn_rate)
+        });
+    let mut app = App::new(name, max_steps, warn_rate, color);
+    app.attached = true;
+    app
+}
+
+/// Reads the run's events on a thread of its own: the history first, then
+/// each append, woken by file notifications or, where none arrive, by polling.
+pub fn follow(run_dir: &Path) -> std::io::Result<Receiver<Event>> {
+    let (events, receiver) = mpsc::sync_channel(BACKLOG);
+    let run_dir = run_dir.to_owned();
+    thread::Builder::new()
+        .name("events-reader".into())
+        .spawn(move || read_forever(&run_dir, &events))?;
+    Ok(receiver)
+}
+
+fn read_forever(run_dir: &Path, events: &SyncSender<Event>) {
+    let (wake, woken) = mpsc::channel();
+    // Notifications are an optimisation: without them, polling still works.
+    let watcher = notify::recommended_watcher(move |_| {
+        let _ = wake.send(());
+    });
+    let _watcher = watcher.ok().and_then(|mut watcher| {
+        watcher
+            .watch(run_dir, notify::RecursiveMode::NonRecursive)
+            .ok()
+            .map(|()| watcher)
+    });
+    let mut tail = EventTail::new(run_dir, 0);
+    loop {
+        loop {
+            let batch = tail.read_new(CHUNK);
+            if batch.is_empty() {
+                break;
+            }
+            for event in batch {
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+        match woken.recv_timeout(POLL) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => thread::sleep(POLL),
+        }
+    }
+}
+
+/// The spool request for a command sent from a key.
+fn action_of(command: Command) -> Option<Action> {
+    Some(match command {
+        Command::EvalNow => Action::Eval,
+        Command::AbortGeneration => Action::Abort,
+        Command::Pause => Action::Pause,
+        Command::Resume => Action::Resume,
+        Command::Save => Action::Save,
+        Command::Stop => Action::Stop,
+        Command::Reconfigure(_) => return None,
+    })
+}
+
+/// Runs the attached TUI until `q`.
+pub fn run(run_dir: &Path, color: bool) -> Result<(), String> {
+    let run_dir: PathBuf = run_dir.to_owned();
+    if !run_dir.is_dir() {
+        return Err(format!("{}: no such run directory", run_dir.display()));
+    }
+    let events = follow(&run_dir).map_err(|e| format!("cannot read the run's events: {e}"))?;
+    let (system_tx, system_rx) = mpsc::channel();
+    tui::system::spawn(system_tx, Duration::from_secs(1))
+        .map_err(|e| format!("cannot start the system monitor: {e}"))?;
+    let mut app = attached_app(&run_dir, color);
+    let mut terminal = ratatui::init();
+    let mut record = |_: &Event| None;
+    let mut send = |command: Command| {
+        let action = action_of(command)?;
+        control::send(&run_dir, action).err()
+    };
+    let mut channels = tui::Channels {
+        events: &events,
+        system: &system_rx,
+        record: &mut record,
+        send: &mut send,
+    };
+    let result = tui::run(
+        &mut terminal,
+        &mut app,
+        &mut tui::TerminalInput,
+        &mut channels,
+    );
+    ratatui::restore();
+    result.map_err(|e| format!("terminal: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{RunState, StepMetrics};
+    use std::io::Write;
+
+    fn step(step: u64) -> Event {
+        Event::Step(StepMetrics {
+            step,
+            max_steps: 100,
+            loss: 1.0,
+            learning_rate: 1e-3,
+            tokens_per_sec: 10.0,
+            elapsed_secs: 1.0,
+            eta_secs: 1.0,
+        })
+    }
+
+    #[test]
+    fn follows_a_run_that_has_not_started_then_appends_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = follow(dir.path()).unwrap();
+        assert!(
+            events.recv_timeout(Duration::from_millis(300)).is_err(),
+            "nothing yet"
+        );
+        let mut file = std::fs::File::create(dir.path().join(rundir::EVENTS_FILE)).unwrap();
+        let line = |e: &Event| serde_json::to_string(e).unwrap();
+        writeln!(file, "{}", line(&step(1))).unwrap();
+        let second = line(&Event::State {
+            step: 1,
+            state: RunState::Paused,
+        });
+        let (head, rest) = second.split_at(10);
+        write!(file, "garbage that is not json\n{head}").unwrap();
+        file.flush().unwrap();
+        let wait = Duration::from_secs(10);
+        assert_eq!(events.recv_timeout(wait).unwrap(), step(1));
+        assert!(
+            events.recv_timeout(Duration::from_millis(700)).is_err(),
+            "half a line waits"
+        );
+        writeln!(file, "{rest}").unwrap();
+        assert_eq!(
+            events.recv_timeout(wait).unwrap(),
+            Event::State {
+                step: 1,
+                state: RunState::Paused
+            }
+        );
+    }
+
+    fn screen(app: &App) -> ratatui::buffer::Buffer {
+        let backend = ratatui::backend::TestBackend::new(100, 30);
+        let mut terminal = ratatui::Terminal::new(backend).unwrap();
+        terminal
+            .draw(|frame| tui::render::render(frame, app))
+            .unwrap();
+        terminal.backend().buffer().clone()
+    }
+
+    #[test]
+    fn watch_shows_the_same_history_as_the_in_process_tui() {
+        use crate::events::RunStatus;
+        use crate::trainer::{
+            self,
+            tests::{demo_val, tiny_setup},
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        let sets = [
+            "train.max_steps=60",
+            "train.log_steps=5",
+            "eval.eval_steps=20",
+            "eval.samples=2",
+        ];
+        let setup = tiny_setup(&run_dir, &sets, demo_val());
+        let status = RunStatus::new("run".into(), 60);
+        let mut run = rundir::RunDir::open(&run_dir, &setup.config, status).unwrap();
+        let mut handle = trainer::spawn(setup).unwrap();
+        handle.event_sender = None;
+        let mut live = App::new("run".into(), 0, 0.1, false);
+        for event in &handle.events {
+            run.record(&event).unwrap();
+            live.apply(&event);
+        }
+        handle.thread.join().unwrap();
+
+        let mut watched = attached_app(&run_dir, false);
+        let events = follow(&run_dir).unwrap();
+        loop {
+            let event = events.recv_timeout(Duration::from_secs(30)).unwrap();
+            watched.apply(&event);
+            if matches!(event, Event::Finished(_)) {
+                break;
+            }
+        }
+        let (live_screen, watched_screen) = (screen(&live), screen(&watched));
+        assert_eq!(live_screen, watched_screen);
+        let text: String = watched_screen
+            .content()
+            .iter()
+            .map(ratatui::buffer::Cell::symbol)
+            .collect();
+        assert!(
+            text.contains("FINISHED") && text.contains("evals 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn keys_become_spool_requests() {
+        assert_eq!(action_of(Command::EvalNow), Some(Action::Eval));
+        assert_eq!(action_of(Command::Stop), Some(Action::Stop));
+        assert_eq!(
+            action_of(Command::Reconfigure(crate::events::LiveSettings::from(
+                &Config::default()
+            ))),
+            None
+        );
+    }
+}
