@@ -193,3 +193,52 @@ fn watch_attaches_to_a_headless_run_steers_it_and_leaves_it_running() {
         Some(0)
     );
 }
+
+#[test]
+fn r_on_a_stalled_run_restarts_it_from_the_latest_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    // The fault hook stalls every process of this run at step 20; the
+    // restarted one resumes from the checkpoint at 10 and stalls again.
+    let command = format!(
+        "cd {} && TRAINUI_FAULT=stall_at_step:20 {} --config config/tiny.json --run-dir {} \
+         --set train.max_steps=1000000 --set eval.eval_steps=0 --set checkpoint.save_steps=10 \
+         --set watchdog.stall_timeout_seconds=1; echo TRAINUI_EXIT=$?; sleep 120",
+        repo().display(),
+        binary.display(),
+        run.display()
+    );
+    let tmux = Tmux {
+        socket: format!("trainui-restart-{}", std::process::id()),
+    };
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+    let screen = tmux.wait_for_screen("the stall banner", |s| s.contains("STALLED: no progress"));
+    assert!(screen.contains("r restart"), "{screen}");
+    tmux.keys("r");
+    wait_for("the restarted process", Duration::from_mins(2), || {
+        events_of(&run, "started").len() == 2
+    });
+    let restarted = &events_of(&run, "started")[1];
+    assert_eq!(restarted["start_step"], 10);
+    assert!(
+        restarted["resumed_from"]
+            .as_str()
+            .unwrap()
+            .ends_with("checkpoint-10")
+    );
+    tmux.wait_for_screen("the new process's screen", |s| {
+        s.contains("STALLED") || s.contains("TRAINING")
+    });
+    tmux.run(&["kill-server"]);
+}
