@@ -534,40 +534,14 @@ fn run_tui(
         timeout_warn_rate,
         !plain && !no_color,
     );
-    let (system_tx, system_rx) = std::sync::mpsc::channel();
-    tui::system::spawn(system_tx, std::time::Duration::from_secs(1))
-        .map_err(|e| Failure::Runtime(format!("cannot start the system monitor: {e}")))?;
-
-    let _ = color_eyre::install();
-    let mut terminal = ratatui::init();
-    // ratatui's hook restores the terminal on a panic; a trainer panic is
-    // not the UI's: it arrives as a `failed` event and the screen stays up.
-    let ui_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().name() != Some("trainer") {
-            ui_hook(info);
-        }
-    }));
     let mut record = |event: &Event| recorder.record(event, headless::Style::PLAIN).1;
     let controller = handle.controller.clone();
     let mut send = |command: Command| {
         controller.send(command);
         None
     };
-    let mut channels = tui::Channels {
-        events: &handle.events,
-        system: &system_rx,
-        record: &mut record,
-        send: &mut send,
-    };
-    let result = tui::run(
-        &mut terminal,
-        &mut app,
-        &mut tui::TerminalInput,
-        &mut channels,
-    );
-    ratatui::restore();
-    result.map_err(|e| Failure::Runtime(format!("terminal: {e}")))?;
+    tui::run_in_terminal(&mut app, &handle.events, &mut record, &mut send)
+        .map_err(Failure::Runtime)?;
     Ok(app.exit.unwrap_or(tui::app::Exit::Done))
 }
 
@@ -664,7 +638,6 @@ fn watch_run(args: &WatchArgs) -> Result<(), Failure> {
         ));
     }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let _ = color_eyre::install();
     watch::run(&args.run_dir, !args.plain && !no_color).map_err(Failure::Runtime)
 }
 

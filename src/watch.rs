@@ -107,30 +107,13 @@ pub fn run(run_dir: &Path, color: bool) -> Result<(), String> {
         return Err(format!("{}: no such run directory", run_dir.display()));
     }
     let events = follow(&run_dir).map_err(|e| format!("cannot read the run's events: {e}"))?;
-    let (system_tx, system_rx) = mpsc::channel();
-    tui::system::spawn(system_tx, Duration::from_secs(1))
-        .map_err(|e| format!("cannot start the system monitor: {e}"))?;
     let mut app = attached_app(&run_dir, color);
-    let mut terminal = ratatui::init();
     let mut record = |_: &Event| None;
     let mut send = |command: Command| {
         let action = action_of(command)?;
         control::send(&run_dir, action).err()
     };
-    let mut channels = tui::Channels {
-        events: &events,
-        system: &system_rx,
-        record: &mut record,
-        send: &mut send,
-    };
-    let result = tui::run(
-        &mut terminal,
-        &mut app,
-        &mut tui::TerminalInput,
-        &mut channels,
-    );
-    ratatui::restore();
-    result.map_err(|e| format!("terminal: {e}"))
+    tui::run_in_terminal(&mut app, &events, &mut record, &mut send)
 }
 
 #[cfg(test)]

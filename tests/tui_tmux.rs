@@ -15,6 +15,25 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A 100x30 session `tui` running `command` on a server of its own.
+    fn start(tag: &str, command: &str) -> Self {
+        let tmux = Self {
+            socket: format!("trainui-{tag}-{}", std::process::id()),
+        };
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "tui",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            command,
+        ]);
+        tmux
+    }
+
     fn run(&self, args: &[&str]) -> String {
         let output = Command::new("tmux")
             .args(["-L", &self.socket])
@@ -48,6 +67,16 @@ impl Drop for Tmux {
     }
 }
 
+/// The TUI is training and its loss chart shows points (braille dots).
+fn chart_filled(screen: &str) -> bool {
+    screen.contains("TRAINING")
+        && screen
+            .chars()
+            .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+            .count()
+            > 10
+}
+
 #[test]
 fn the_tui_trains_evaluates_aborts_and_quits_cleanly_in_tmux() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,29 +92,10 @@ fn the_tui_trains_evaluates_aborts_and_quits_cleanly_in_tmux() {
         binary.display(),
         run.display()
     );
-    let tmux = Tmux {
-        socket: format!("trainui-test-{}", std::process::id()),
-    };
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "tui",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
+    let tmux = Tmux::start("test", &command);
 
     // The loss chart fills with braille points.
-    let screen = tmux.wait_for_screen("the loss chart", |s| {
-        s.contains("TRAINING")
-            && s.chars()
-                .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
-                .count()
-                > 10
-    });
+    let screen = tmux.wait_for_screen("the loss chart", chart_filled);
     assert!(screen.contains("loss · whole run"), "{screen}");
     assert!(
         screen.contains("no GPU") || screen.contains('%'),
@@ -150,29 +160,10 @@ fn watch_attaches_to_a_headless_run_steers_it_and_leaves_it_running() {
         binary.display(),
         run.display()
     );
-    let tmux = Tmux {
-        socket: format!("trainui-watch-{}", std::process::id()),
-    };
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "tui",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
+    let tmux = Tmux::start("watch", &command);
 
     // The history replays and keeps growing.
-    let screen = tmux.wait_for_screen("the replayed chart", |s| {
-        s.contains("TRAINING")
-            && s.chars()
-                .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
-                .count()
-                > 10
-    });
+    let screen = tmux.wait_for_screen("the replayed chart", chart_filled);
     assert!(screen.contains("loss · whole run"), "{screen}");
 
     // A key goes through the control spool and the run answers.
@@ -209,20 +200,7 @@ fn r_on_a_stalled_run_restarts_it_from_the_latest_checkpoint() {
         binary.display(),
         run.display()
     );
-    let tmux = Tmux {
-        socket: format!("trainui-restart-{}", std::process::id()),
-    };
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "tui",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &command,
-    ]);
+    let tmux = Tmux::start("restart", &command);
     let screen = tmux.wait_for_screen("the stall banner", |s| s.contains("STALLED: no progress"));
     assert!(screen.contains("r restart"), "{screen}");
     tmux.keys("r");

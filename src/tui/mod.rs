@@ -145,5 +145,37 @@ where
     Ok(())
 }
 
+/// Takes over the terminal, runs the app until it exits, and gives the
+/// terminal back, also on error and on a panic of the UI thread.
+pub fn run_in_terminal(
+    app: &mut App,
+    events: &Receiver<Event>,
+    record: &mut dyn FnMut(&Event) -> Option<String>,
+    send: &mut dyn FnMut(Command) -> Option<String>,
+) -> Result<(), String> {
+    let (system_tx, system_rx) = std::sync::mpsc::channel();
+    system::spawn(system_tx, Duration::from_secs(1))
+        .map_err(|e| format!("cannot start the system monitor: {e}"))?;
+    let _ = color_eyre::install();
+    let mut terminal = ratatui::init();
+    // ratatui's hook restores the terminal on a panic; a trainer panic is
+    // not the UI's: it arrives as a `failed` event and the screen stays up.
+    let ui_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some("trainer") {
+            ui_hook(info);
+        }
+    }));
+    let mut channels = Channels {
+        events,
+        system: &system_rx,
+        record,
+        send,
+    };
+    let result = run(&mut terminal, app, &mut TerminalInput, &mut channels);
+    ratatui::restore();
+    result.map_err(|e| format!("terminal: {e}"))
+}
+
 #[cfg(test)]
 mod tests;
