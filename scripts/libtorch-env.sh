@@ -39,7 +39,10 @@ trainui_find_libtorch() {
     return 0
   fi
 
-  local home="${XDG_CACHE_HOME:-$HOME/.cache}/trainui/torch-$TRAINUI_TORCH_VERSION"
+  # Without HOME (some CI and service environments), ~ still names the
+  # user's home folder.
+  local cache="${XDG_CACHE_HOME:-${HOME:-$(echo ~)}/.cache}"
+  local home="$cache/trainui/torch-$TRAINUI_TORCH_VERSION"
   if [ ! -f "$home/.complete" ]; then
     echo "trainui: installing torch==$TRAINUI_TORCH_VERSION into $home (about 4.7 GB, once)" >&2
     rm -rf "$home"

@@ -125,12 +125,11 @@ pub struct LiveGeneration {
     pub elapsed_secs: f64,
 }
 
-/// A GPU's latest reading with its recent utilisation and memory use.
+/// A GPU's latest reading with its recent utilisation.
 #[derive(Debug, Clone)]
 pub struct GpuView {
     pub latest: GpuSample,
     pub utilization: VecDeque<u64>,
-    pub memory: VecDeque<u64>,
 }
 
 /// What the panes show.
@@ -596,13 +595,10 @@ impl App {
                 self.gpus.push(GpuView {
                     latest: gpu.clone(),
                     utilization: VecDeque::new(),
-                    memory: VecDeque::new(),
                 });
             }
             let view = &mut self.gpus[index];
             push(&mut view.utilization, u64::from(gpu.utilization));
-            let memory_percent = 100 * gpu.memory_used / gpu.memory_total.max(1);
-            push(&mut view.memory, memory_percent);
             view.latest = gpu;
         }
         if let Some(cpu) = sample.host.cpu {
