@@ -9,7 +9,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::history::History;
 use super::system::{GpuSample, HostSample, SystemSample};
-use crate::events::{Command, Event, GenerationCounters, GenerationStart, RunState, SampleResult};
+use crate::events::{Command, Event, GenerationStart, RunState, RunStatus, SampleResult};
 
 /// Points of the loss curves kept at full resolution, and for the whole run.
 const RECENT_POINTS: usize = 500;
@@ -135,24 +135,14 @@ pub struct GpuView {
 /// What the panes show.
 #[derive(Debug)]
 pub struct App {
-    pub run_name: String,
-    pub device: String,
-    pub state: RunState,
-    pub step: u64,
-    pub max_steps: u64,
-    pub loss: Option<f64>,
-    pub learning_rate: Option<f64>,
-    pub tokens_per_sec: Option<f64>,
-    pub elapsed_secs: f64,
-    pub eta_secs: Option<f64>,
+    /// The run as the status file shows it (the same fold of the events).
+    pub status: RunStatus,
     pub loss_history: History,
     pub smoothed_history: History,
     smoothed: Option<f64>,
     pub val_history: History,
     /// Exact-match rate of each evaluation, percent.
     pub exact_match_history: VecDeque<u64>,
-    pub evals: u64,
-    pub counters: GenerationCounters,
     pub timeout_warn_rate: f64,
     pub live: Option<LiveGeneration>,
     /// Finished samples, newest first.
@@ -166,7 +156,6 @@ pub struct App {
     pub failure: Option<String>,
     /// What the watchdog said about a stall in progress.
     pub stall: Option<String>,
-    state_before_stall: Option<RunState>,
     pub last_warning: Option<String>,
     // What the user sees of the UI itself.
     pub color: bool,
@@ -191,23 +180,12 @@ impl App {
     #[must_use]
     pub fn new(run_name: String, max_steps: u64, timeout_warn_rate: f64, color: bool) -> Self {
         Self {
-            run_name,
-            device: String::new(),
-            state: RunState::Starting,
-            step: 0,
-            max_steps,
-            loss: None,
-            learning_rate: None,
-            tokens_per_sec: None,
-            elapsed_secs: 0.0,
-            eta_secs: None,
+            status: RunStatus::new(run_name, max_steps),
             loss_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
             smoothed_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
             smoothed: None,
             val_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
             exact_match_history: VecDeque::new(),
-            evals: 0,
-            counters: GenerationCounters::default(),
             timeout_warn_rate,
             live: None,
             samples: VecDeque::new(),
@@ -218,7 +196,6 @@ impl App {
             system_note: None,
             failure: None,
             stall: None,
-            state_before_stall: None,
             last_warning: None,
             color,
             chart: ChartView {
@@ -254,7 +231,7 @@ impl App {
     /// The timeout rate is past `eval.timeout_warn_rate`.
     #[must_use]
     pub fn timeout_warning(&self) -> bool {
-        self.counters.timed_out > 0 && self.counters.timeout_rate() > self.timeout_warn_rate
+        self.status.timeouts > 0 && self.status.timeout_rate > self.timeout_warn_rate
     }
 
     fn act(&mut self, action: Action) -> Option<Command> {
@@ -266,11 +243,11 @@ impl App {
             self.overlay = Overlay::None;
             return None;
         }
-        let running = !self.state.is_final();
+        let running = !self.status.state.is_final();
         let command = match action {
             Action::EvalNow if running => Some(Command::EvalNow),
             Action::AbortGeneration if running => Some(Command::AbortGeneration),
-            Action::TogglePause if running => Some(if self.state == RunState::Paused {
+            Action::TogglePause if running => Some(if self.status.state == RunState::Paused {
                 Command::Resume
             } else {
                 Command::Pause
@@ -279,7 +256,7 @@ impl App {
             Action::EvalNow | Action::AbortGeneration | Action::TogglePause | Action::Save => {
                 self.ack = Some(format!(
                     "the run is {}; press q to quit",
-                    self.state.as_str()
+                    self.status.state.as_str()
                 ));
                 None
             }
@@ -296,7 +273,7 @@ impl App {
                     Some("a watched run restarts from its supervisor (--resume auto)".into());
                 None
             }
-            Action::Restart if self.state == RunState::Stalled => {
+            Action::Restart if self.status.state == RunState::Stalled => {
                 self.exit = Some(Exit::Restart);
                 None
             }
@@ -369,16 +346,12 @@ impl App {
         None
     }
 
-    /// Folds one trainer event in.
+    /// Folds one trainer event in: the run status first, then what only
+    /// the screen keeps (curves, samples, the live generation, the log).
     pub fn apply(&mut self, event: &Event) {
+        self.status.apply(event);
         match event {
             Event::Started(info) => {
-                self.run_name.clone_from(&info.run_name);
-                self.device.clone_from(&info.device);
-                self.step = info.start_step;
-                self.max_steps = info.max_steps;
-                self.evals = info.evals;
-                self.counters = info.counters;
                 if info.resumed_from.is_some() {
                     // A resumed run repeats the steps after its checkpoint.
                     let from = info.start_step as f64 + 0.5;
@@ -397,27 +370,12 @@ impl App {
                 });
             }
             Event::Step(m) => {
-                self.step = m.step;
-                self.max_steps = m.max_steps;
-                self.loss = Some(m.loss);
-                self.learning_rate = Some(m.learning_rate);
-                self.tokens_per_sec = Some(m.tokens_per_sec);
-                self.elapsed_secs = m.elapsed_secs;
-                self.eta_secs = Some(m.eta_secs);
                 let smoothed = self
                     .smoothed
                     .map_or(m.loss, |s| s + EMA_ALPHA * (m.loss - s));
                 self.smoothed = Some(smoothed);
                 self.loss_history.push(m.step as f64, m.loss);
                 self.smoothed_history.push(m.step as f64, smoothed);
-            }
-            Event::State { step, state } => {
-                self.step = *step;
-                if self.state == RunState::Stalled {
-                    self.state_before_stall = Some(*state);
-                } else {
-                    self.state = *state;
-                }
             }
             Event::CommandAck {
                 command, message, ..
@@ -430,94 +388,11 @@ impl App {
                 self.log_line(format!("WARNING at step {step}: {message}"));
                 self.last_warning = Some(message.clone());
             }
-            Event::EvalStarted { .. }
-            | Event::ValLoss { .. }
-            | Event::GenerationStarted(_)
-            | Event::GenerationProgress { .. }
-            | Event::Sample(_)
-            | Event::EvalFinished(_) => self.apply_eval(event),
-            Event::Stalled { .. } | Event::Recovered { .. } => self.apply_stall(event),
-            Event::Control {
-                command,
-                accepted,
-                message,
-                ..
-            } => {
-                let verdict = if *accepted { "" } else { " REJECTED" };
-                self.log_line(format!("control {command}{verdict}: {message}"));
-            }
-            Event::Checkpoint { step, path } => {
-                self.log_line(format!("checkpoint at step {step}: {path}"));
-            }
-            Event::Finished(summary) => {
-                self.step = summary.step;
-                self.state = summary.state;
-                self.elapsed_secs = summary.elapsed_secs;
-                self.live = None;
-                if summary.state == RunState::Finished {
-                    self.eta_secs = Some(0.0);
-                }
-                self.log_line(format!(
-                    "{} at step {}",
-                    summary.state.as_str(),
-                    summary.step
-                ));
-                if self.quit_when_stopped {
-                    self.exit = Some(Exit::Done);
-                }
-            }
-            Event::Failed { step, message } => {
-                self.step = *step;
-                self.state = RunState::Failed;
-                self.live = None;
-                self.failure = Some(message.clone());
-                self.log_line(format!("FAILED at step {step}: {message}"));
-                if self.quit_when_stopped {
-                    self.exit = Some(Exit::Done);
-                }
-            }
-        }
-    }
-
-    /// Folds in the watchdog's verdicts.
-    fn apply_stall(&mut self, event: &Event) {
-        match event {
-            Event::Stalled {
-                step,
-                phase,
-                silent_secs,
-                ..
-            } => {
-                if self.state != RunState::Stalled {
-                    self.state_before_stall = Some(self.state);
-                }
-                self.state = RunState::Stalled;
-                self.stall = Some(format!(
-                    "no progress for {silent_secs:.0}s at step {step}, while {}",
-                    phase.as_str()
-                ));
-                self.log_line(format!("STALLED at step {step} ({})", phase.as_str()));
-            }
-            Event::Recovered { step, .. } => {
-                self.stall = None;
-                if let Some(state) = self.state_before_stall.take() {
-                    self.state = state;
-                }
-                self.log_line(format!("recovered at step {step}"));
-            }
-            _ => {}
-        }
-    }
-
-    /// Folds in the events of an evaluation.
-    fn apply_eval(&mut self, event: &Event) {
-        match event {
             Event::EvalStarted {
                 step,
                 eval,
                 samples,
             } => {
-                self.evals = *eval;
                 self.log_line(format!(
                     "evaluation {eval} at step {step} ({samples} samples)"
                 ));
@@ -552,7 +427,6 @@ impl App {
             }
             Event::Sample(sample) => {
                 self.live = None;
-                self.counters = sample.counters;
                 if self.samples.len() == SAMPLES_KEPT {
                     self.samples.pop_back();
                 }
@@ -564,7 +438,6 @@ impl App {
             }
             Event::EvalFinished(summary) => {
                 self.live = None;
-                self.counters = summary.counters;
                 if self.exact_match_history.len() == LOAD_HISTORY {
                     self.exact_match_history.pop_front();
                 }
@@ -578,7 +451,54 @@ impl App {
                     summary.eval, summary.step, summary.matches, summary.samples
                 ));
             }
-            _ => {}
+            Event::Stalled {
+                step,
+                phase,
+                silent_secs,
+                ..
+            } => {
+                self.stall = Some(format!(
+                    "no progress for {silent_secs:.0}s at step {step}, while {}",
+                    phase.as_str()
+                ));
+                self.log_line(format!("STALLED at step {step} ({})", phase.as_str()));
+            }
+            Event::Recovered { step, .. } => {
+                self.stall = None;
+                self.log_line(format!("recovered at step {step}"));
+            }
+            Event::Control {
+                command,
+                accepted,
+                message,
+                ..
+            } => {
+                let verdict = if *accepted { "" } else { " REJECTED" };
+                self.log_line(format!("control {command}{verdict}: {message}"));
+            }
+            Event::Checkpoint { step, path } => {
+                self.log_line(format!("checkpoint at step {step}: {path}"));
+            }
+            Event::Finished(summary) => {
+                self.live = None;
+                self.log_line(format!(
+                    "{} at step {}",
+                    summary.state.as_str(),
+                    summary.step
+                ));
+                if self.quit_when_stopped {
+                    self.exit = Some(Exit::Done);
+                }
+            }
+            Event::Failed { step, message } => {
+                self.live = None;
+                self.failure = Some(message.clone());
+                self.log_line(format!("FAILED at step {step}: {message}"));
+                if self.quit_when_stopped {
+                    self.exit = Some(Exit::Done);
+                }
+            }
+            Event::State { .. } | Event::ValLoss { .. } => {}
         }
     }
 
@@ -718,12 +638,12 @@ mod tests {
             silent_secs: 31.0,
             timeout_secs: 30.0,
         });
-        assert_eq!(app.state, RunState::Stalled);
+        assert_eq!(app.status.state, RunState::Stalled);
         app.apply(&Event::Recovered {
             step: 3,
             phase: crate::events::Phase::Training,
         });
-        assert_eq!(app.state, RunState::Training);
+        assert_eq!(app.status.state, RunState::Training);
         app.apply(&Event::Stalled {
             step: 3,
             phase: crate::events::Phase::Training,

@@ -10,7 +10,7 @@ use super::app::App;
 use super::render::{fg, pane};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let c = &app.counters;
+    let c = &app.status;
     let warn = app.timeout_warning();
     let block = pane(app, " counters ", false);
     let block = if warn {
@@ -25,21 +25,21 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         fg(app, Color::Reset)
     };
-    let timeouts_style = if c.timed_out > 0 {
+    let timeouts_style = if c.timeouts > 0 {
         fg(app, Color::Yellow)
     } else {
         fg(app, Color::Reset)
     };
-    let rate = 100.0 * c.timeout_rate();
+    let rate = 100.0 * c.timeout_rate;
     let limit = 100.0 * app.timeout_warn_rate;
     let lines = vec![
         Line::from(format!(
             "evals {} · gens {} · ok {}",
-            app.evals, c.generations, c.completed
+            c.evals, c.generations, c.completed
         )),
         Line::from(vec![
-            Span::styled(format!("timeout {}", c.timed_out), timeouts_style),
-            Span::raw(format!("  abort {}  err {}", c.aborted, c.errors)),
+            Span::styled(format!("timeout {}", c.timeouts), timeouts_style),
+            Span::raw(format!("  abort {}  err {}", c.aborts, c.errors)),
         ]),
         Line::from(Span::styled(
             if warn {

@@ -11,7 +11,7 @@ use super::render::fg;
 use crate::events::RunState;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let pause = if app.state == RunState::Paused {
+    let pause = if app.status.state == RunState::Paused {
         "resume"
     } else {
         "pause"
@@ -24,7 +24,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         ("q", "quit"),
         ("?", "help"),
     ];
-    if app.state == RunState::Stalled {
+    if app.status.state == RunState::Stalled {
         keys.insert(0, ("r", "restart"));
     }
     let mut spans = vec![Span::raw(" ")];

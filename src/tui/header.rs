@@ -15,23 +15,23 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let [title_area, progress_area] =
         Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
     let dim = fg(app, Color::DarkGray);
-    let eta = match app.state {
+    let eta = match app.status.state {
         RunState::Finished => "done".to_owned(),
-        _ => app.eta_secs.map_or_else(|| "-".to_owned(), duration),
+        _ => app.status.eta_secs.map_or_else(|| "-".to_owned(), duration),
     };
     let title = Line::from(vec![
         Span::styled(
             " trainui ",
             fg(app, Color::Cyan).add_modifier(Modifier::BOLD),
         ),
-        Span::styled(app.run_name.clone(), Modifier::BOLD),
+        Span::styled(app.status.run_name.clone(), Modifier::BOLD),
         Span::raw("  "),
         Span::styled(
-            app.state.as_str().to_uppercase(),
-            state_style(app, app.state),
+            app.status.state.as_str().to_uppercase(),
+            state_style(app, app.status.state),
         ),
         Span::styled("  elapsed ", dim),
-        Span::raw(duration(app.elapsed_secs)),
+        Span::raw(duration(app.status.elapsed_secs)),
         Span::styled("  eta ", dim),
         Span::raw(eta),
     ]);
@@ -52,17 +52,19 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         return;
     }
     let speed = app
+        .status
         .tokens_per_sec
         .map_or_else(|| "-".to_owned(), |t| thousands(t.round() as u64));
     let lr = app
+        .status
         .learning_rate
         .map_or_else(|| "-".to_owned(), |lr| format!("{lr:.2e}"));
     let info = format!(
         "{speed} tok/s · lr {lr} · {} ",
-        if app.device.is_empty() {
+        if app.status.device.is_empty() {
             "-"
         } else {
-            &app.device
+            &app.status.device
         }
     );
     let [gauge_area, info_area] = Layout::horizontal([
@@ -70,13 +72,14 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Length(info.chars().count() as u16 + 1),
     ])
     .areas(progress_area);
-    let ratio = (app.step as f64 / app.max_steps.max(1) as f64).clamp(0.0, 1.0);
+    let ratio =
+        (app.status.current_step as f64 / app.status.max_steps.max(1) as f64).clamp(0.0, 1.0);
     let gauge = LineGauge::default()
         .ratio(ratio)
         .label(format!(
             " step {}/{} {:>3.0}%",
-            app.step,
-            app.max_steps,
+            app.status.current_step,
+            app.status.max_steps,
             100.0 * ratio
         ))
         .filled_style(fg(app, Color::Green))

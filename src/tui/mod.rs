@@ -94,7 +94,7 @@ where
                 Ok(event) => {
                     if let Some(message) = (channels.record)(&event) {
                         app.apply(&Event::Warning {
-                            step: app.step,
+                            step: app.status.current_step,
                             message,
                         });
                     }
