@@ -156,7 +156,12 @@ fn a_full_eval_prints_the_incident_format() {
     let run = dir.path().join("run");
     let output = tiny_run(
         &run,
-        &["train.max_steps=20", "eval.eval_steps=20", "eval.samples=2"],
+        &[
+            "train.max_steps=20",
+            "eval.eval_steps=20",
+            "eval.samples=2",
+            "eval.val_batches=3",
+        ],
     )
     .output()
     .unwrap();
@@ -187,6 +192,11 @@ fn a_full_eval_prints_the_incident_format() {
         summary["train_loss"].as_f64().unwrap(),
     );
     assert!((gap - (val - train)).abs() < 1e-9);
+    assert_eq!(
+        events_of(&run, "val_loss")[0]["batches"],
+        3,
+        "eval.val_batches"
+    );
     let first = &events_of(&run, "sample")[0];
     assert!(
         first["loss"].as_f64().unwrap() > 0.0,

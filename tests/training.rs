@@ -29,11 +29,16 @@ fn runs_n_steps_and_the_run_directory_says_so() {
     assert!(status["loss"].as_f64().unwrap() > 0.0);
     assert_eq!(status["pid"].as_u64().unwrap(), u64::from(output_pid(&run)));
 
-    let steps: Vec<u64> = events_of(&run, "step")
+    let step_events = events_of(&run, "step");
+    let steps: Vec<u64> = step_events
         .iter()
         .map(|e| e["step"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, [4, 8, 12]);
+    // config/tiny.json: learning_rate 0.003 reached after 5 warmup steps, so
+    // the 4th step runs at 4/5 of it.
+    let lr = step_events[0]["learning_rate"].as_f64().unwrap();
+    assert!((lr - 0.003 * 4.0 / 5.0).abs() < 1e-12, "{lr}");
     assert!(
         common::events(&run)
             .iter()
