@@ -127,6 +127,29 @@ fn grad_accumulation_and_no_clipping_still_train() {
         .unwrap();
     assert!(tokens > 0.0);
     assert_eq!(status(&run)["current_step"], 4);
+
+    // Each key changes what is trained: against a baseline with tight
+    // clipping and no accumulation, accumulating three micro-batches and
+    // turning clipping off each give other losses.
+    let losses = |name: &str, sets: &[&str]| {
+        let path = dir.path().join(name);
+        let all: Vec<&str> = ["train.max_steps=4", "train.log_steps=1"]
+            .iter()
+            .chain(sets)
+            .copied()
+            .collect();
+        tiny_run(&path, &all).assert().success();
+        step_losses(&path)
+    };
+    let base = losses("base", &["train.grad_clip=0.1"]);
+    assert_ne!(
+        losses(
+            "accum",
+            &["train.grad_clip=0.1", "train.grad_accum_steps=3"]
+        ),
+        base
+    );
+    assert_ne!(losses("no-clip", &["train.grad_clip=0"]), base);
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
