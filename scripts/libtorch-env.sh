@@ -1,5 +1,7 @@
-# Finds or installs libtorch 2.13.0 and exports LIBTORCH for the build.
-# Sourced by ./dev; every step is idempotent, so sourcing it again is quick.
+# Finds or installs libtorch 2.13.0 and exports LIBTORCH for the build, and
+# TRAINUI_PYTHON, a Python whose torch is that same 2.13.0 (the bench's
+# PyTorch peer runs on it). Sourced by ./dev; every step is idempotent, so
+# sourcing it again is quick.
 #
 # Order of preference:
 #   1. LIBTORCH already set, pointing at a libtorch (or torch wheel) folder;
@@ -68,4 +70,31 @@ trainui_find_libtorch() {
     return 1
   fi
   export LIBTORCH="$found"
+}
+
+# Exports TRAINUI_PYTHON (unless already set): a Python that imports the
+# torch 2.13.0 that LIBTORCH points into.
+trainui_find_python() {
+  if [ -n "${TRAINUI_PYTHON:-}" ]; then
+    return 0
+  fi
+  local venv_python
+  venv_python="$(cd "$LIBTORCH/../../../.." 2>/dev/null && pwd)/bin/python"
+  for candidate in "$venv_python" python3; do
+    if [ -n "$(trainui_python_torch "$candidate" || true)" ]; then
+      TRAINUI_PYTHON="$(command -v "$candidate")"
+      export TRAINUI_PYTHON
+      return 0
+    fi
+  done
+  # A plain target folder (no venv): the system Python with it on its path.
+  PYTHONPATH="$(dirname "$LIBTORCH")${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH
+  if [ -n "$(trainui_python_torch python3 || true)" ]; then
+    TRAINUI_PYTHON="$(command -v python3)"
+    export TRAINUI_PYTHON
+    return 0
+  fi
+  echo "error: no Python here imports the torch in $LIBTORCH; set TRAINUI_PYTHON to one that does" >&2
+  return 1
 }

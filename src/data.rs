@@ -79,6 +79,35 @@ impl TextTokenizer {
         })
     }
 
+    /// A tokenizer whose words are `t0`, `t1`, ... with end-of-text as the
+    /// last of `vocab_size` tokens: for synthetic data (the bench).
+    #[must_use]
+    pub fn numbered(vocab_size: u32) -> Self {
+        let eot_id = vocab_size - 1;
+        let mut vocab: serde_json::Map<String, serde_json::Value> = (0..eot_id)
+            .map(|id| (format!("t{id}"), id.into()))
+            .collect();
+        vocab.insert(END_OF_TEXT.to_owned(), eot_id.into());
+        let json = serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [{
+                "id": eot_id, "content": END_OF_TEXT, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true
+            }],
+            "pre_tokenizer": {"type": "WhitespaceSplit"},
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}
+        });
+        let inner: Tokenizer = json
+            .to_string()
+            .parse()
+            .expect("a word-level tokenizer built here is valid");
+        Self {
+            inner,
+            eot_id,
+            vocab_size,
+        }
+    }
+
     /// Token ids of `text`, without special tokens added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
         self.inner
@@ -311,6 +340,15 @@ mod tests {
         assert!(message.contains("model.block_size = 8"), "{message}");
         let data = load(text, 8, Overlong::Skip).unwrap();
         assert_eq!((data.examples.len(), data.skipped_overlong), (1, 1));
+    }
+
+    #[test]
+    fn the_numbered_tokenizer_round_trips_and_ends_with_end_of_text() {
+        let tokenizer = TextTokenizer::numbered(2048);
+        assert_eq!(tokenizer.vocab_size, 2048);
+        assert_eq!(tokenizer.eot_id, 2047);
+        assert_eq!(tokenizer.encode("t5 t2046 t0").unwrap(), [5, 2046, 0]);
+        assert_eq!(tokenizer.decode(&[5, 2047, 7]).unwrap(), "t5 t7");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! trainui: train a language model on libtorch and see and steer the run from
 //! a terminal.
 
+mod bench;
 mod config;
 mod control;
 mod data;
 mod events;
 mod headless;
+mod recorder;
 mod rundir;
 mod trainer;
 mod tui;
@@ -13,16 +15,17 @@ mod watch;
 mod watchdog;
 
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::events::{Command, Event, RunState, RunStatus};
+use crate::recorder::Recorder;
 use crate::rundir::RunDir;
 use crate::trainer::Controller;
 use crate::watchdog::Watchdog;
@@ -55,6 +58,51 @@ enum Commands {
     /// The TUI of a run started elsewhere (e.g. with --no-tui); quitting it
     /// leaves the run alone.
     Watch(WatchArgs),
+    /// Measure training, generation and UI speed against a PyTorch peer.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The bench model and training settings.
+    #[arg(long, value_name = "PATH", default_value = "config/bench.json")]
+    config: PathBuf,
+    /// Override a config key (repeatable), e.g. --set device=cuda.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// A Python with torch 2.13.0, to run the peer (./dev bench passes the
+    /// one it set up).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TRAINUI_PYTHON",
+        default_value = "python3"
+    )]
+    python: PathBuf,
+    /// The PyTorch peer script.
+    #[arg(long, value_name = "PATH", default_value = "bench/peer_torch.py")]
+    peer: PathBuf,
+    /// Rounds of trainui and the peer, alternating.
+    #[arg(long, default_value_t = 6)]
+    rounds: u32,
+    /// Training steps per run, after 3 warm-up steps.
+    #[arg(long, default_value_t = 30)]
+    steps: u64,
+    /// CPU threads for libtorch, trainui's and the peer's.
+    #[arg(long, default_value_t = 2)]
+    threads: u32,
+    /// Vocabulary of the bench model (its data is random token ids).
+    #[arg(long = "vocab", default_value_t = 2048)]
+    vocab_size: u32,
+    /// Generations ended by an abort, and by a deadline, for the latency figures.
+    #[arg(long, default_value_t = 200)]
+    abort_samples: u32,
+    /// Step events of history behind the TUI frame and memory figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    history_steps: u64,
 }
 
 #[derive(Args)]
@@ -141,6 +189,7 @@ fn main() -> ExitCode {
         Some(Commands::Tokenizer(args)) => tokenizer(args),
         Some(Commands::Ctl(args)) => ctl(&args),
         Some(Commands::Watch(args)) => watch_run(&args),
+        Some(Commands::Bench(args)) => bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,11 +272,7 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
     .spawn()
     .map_err(|e| Failure::Runtime(format!("cannot start the watchdog: {e}")))?;
 
-    let mut recorder = Recorder {
-        run,
-        write_failed: false,
-        stall_recorded,
-    };
+    let mut recorder = Recorder::new(run, stall_recorded);
     if use_tui {
         install_signal_handlers(handle.controller.clone(), true)?;
         let exit = run_tui(&handle, &mut recorder, args.plain, timeout_warn_rate)?;
@@ -247,10 +292,11 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
             eprintln!("stdout is not a terminal: running headless (--no-tui says so explicitly)");
         }
         install_signal_handlers(handle.controller.clone(), false)?;
-        run_headless(
-            &handle,
+        recorder::run_headless(
+            &handle.events,
             &mut recorder,
             headless::Style::detect(args.plain, stdout_is_terminal),
+            &mut std::io::stdout(),
         );
     }
     let _ = handle.thread.join();
@@ -285,22 +331,6 @@ fn load_data(
     let train_set = load(&config.data.train_file)?;
     let val_set = load(&config.data.val_file)?;
     Ok((tokenizer, train_set, val_set))
-}
-
-/// Prints one line per event worth printing until the trainer is done.
-fn run_headless(handle: &trainer::TrainerHandle, recorder: &mut Recorder, style: headless::Style) {
-    let mut stdout = std::io::stdout();
-    for event in &handle.events {
-        let (line, failure) = recorder.record(&event, style);
-        if let Some(line) = line {
-            // A closed stdout (`| head`, a dead terminal) must not stop the
-            // run: the log file still gets every line.
-            let _ = writeln!(stdout, "{}", line.colored);
-        }
-        if let Some(failure) = failure {
-            eprintln!("warning: {failure}");
-        }
-    }
 }
 
 /// The exit status of a run that ended: success when it finished or was
@@ -480,45 +510,6 @@ fn resume_args(args: impl Iterator<Item = OsString>, run_dir: &Path) -> Vec<OsSt
     kept
 }
 
-/// Writes every event to the run directory and formats its log line.
-struct Recorder {
-    run: RunDir,
-    /// A write already failed (it is reported once).
-    write_failed: bool,
-    /// Raised once a `stalled` event is in the status file.
-    stall_recorded: Arc<AtomicBool>,
-}
-
-impl Recorder {
-    /// Records `event` and returns its printable line, if it has one, and
-    /// the first write failure of the run. A full disk must not stop
-    /// training, so a failure is reported, not raised.
-    fn record(
-        &mut self,
-        event: &Event,
-        style: headless::Style,
-    ) -> (Option<headless::Line>, Option<String>) {
-        let line = headless::format(event, style);
-        let written = self.run.record(event).and_then(|()| match &line {
-            Some(line) => self.run.log_line(&line.text),
-            None => Ok(()),
-        });
-        if matches!(event, Event::Stalled { .. }) {
-            self.stall_recorded.store(true, Ordering::Release);
-        }
-        let failure = match written {
-            Err(err) if !self.write_failed => {
-                self.write_failed = true;
-                Some(format!(
-                    "cannot write the run directory ({err}); training goes on"
-                ))
-            }
-            _ => None,
-        };
-        (line, failure)
-    }
-}
-
 /// Runs the TUI on this thread until the user quits.
 fn run_tui(
     handle: &trainer::TrainerHandle,
@@ -543,6 +534,33 @@ fn run_tui(
     tui::run_in_terminal(&mut app, &handle.events, &mut record, &mut send)
         .map_err(Failure::Runtime)?;
     Ok(app.exit.unwrap_or(tui::app::Exit::Done))
+}
+
+/// Runs the bench and prints its table (or JSON). Exits 0 even when a
+/// target is missed: the table says which, and why is for a person to find.
+fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let report = bench::run(&bench::BenchOptions {
+        config: args.config,
+        overrides: args.overrides,
+        python: args.python,
+        peer: args.peer,
+        rounds: args.rounds.max(1),
+        steps: args.steps.max(1),
+        threads: args.threads.max(1),
+        vocab_size: args.vocab_size,
+        abort_samples: args.abort_samples.max(1),
+        history_steps: args.history_steps,
+    })
+    .map_err(Failure::User)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serialises")
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
 }
 
 /// Sends a command file to a running job and waits for its answer: first

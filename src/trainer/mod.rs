@@ -3,6 +3,7 @@
 //! abort flag that the decoder checks before every step.
 
 mod batch;
+pub mod bench;
 pub mod checkpoint;
 mod generate;
 mod model;
@@ -634,6 +635,9 @@ impl<'a> Trainer<'a> {
         };
         let prompt = decode(prompt_tokens);
         let golden = decode(golden_tokens);
+        // Scored before generating, so that nothing stands between a
+        // generation's end and its outcome reaching the event stream.
+        let loss = self.example_loss(example);
         self.emit(Event::GenerationStarted(GenerationStart {
             step: self.step,
             sample,
@@ -677,7 +681,6 @@ impl<'a> Trainer<'a> {
             },
         );
         let output = decode(&generation.tokens);
-        let loss = self.example_loss(example);
         self.counters.count(&generation.outcome);
         self.aborted_last = generation.outcome == GenerationOutcome::Aborted;
         let elapsed = generation.elapsed.as_secs_f64();

@@ -148,16 +148,18 @@ impl Block {
         start: i64,
     ) -> Result<Tensor, TchError> {
         let (batch, time, width) = x.size3()?;
+        // Split, then view each as (batch, head, time, head_dim). (Selecting
+        // from one permuted 5-d view instead costs about a tenth of the
+        // training step in the backward pass.)
+        let heads = |t: &Tensor| {
+            t.f_view([batch, time, shape.n_head, shape.head_dim()])?
+                .f_transpose(1, 2)
+        };
         let qkv = self
             .c_attn
             .forward(&self.ln_1.forward(x)?)?
-            .f_reshape([batch, time, 3, shape.n_head, shape.head_dim()])?
-            .f_permute([2, 0, 3, 1, 4])?;
-        let (q, k, v) = (
-            qkv.f_select(0, 0)?,
-            qkv.f_select(0, 1)?,
-            qkv.f_select(0, 2)?,
-        );
+            .f_split(width, 2)?;
+        let (q, k, v) = (heads(&qkv[0])?, heads(&qkv[1])?, heads(&qkv[2])?);
         let attended = match cache {
             None => Tensor::f_scaled_dot_product_attention(
                 &q,
@@ -282,7 +284,7 @@ impl Gpt {
     }
 
     fn head(&self, x: &Tensor) -> Result<Tensor, TchError> {
-        self.ln_f.forward(x)?.f_matmul(&self.wte.f_transpose(0, 1)?)
+        self.ln_f.forward(x)?.f_linear(&self.wte, None::<Tensor>)
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use tch::nn::OptimizerConfig;
 use tch::{TchError, Tensor, nn};
 
 use crate::config::TrainConfig;
@@ -25,6 +26,10 @@ struct ParamState {
 /// AdamW with decoupled weight decay (Loshchilov & Hutter), betas (0.9, 0.95).
 pub struct AdamW {
     params: Vec<ParamState>,
+    /// Only used to drop gradients between steps: tch reaches libtorch's
+    /// `zero_grad(set_to_none)` only through its C++ optimizers, and an SGD
+    /// that never steps holds no state.
+    gradient_release: nn::Optimizer,
     weight_decay: f64,
     /// Optimizer steps taken so far; bias correction depends on it.
     steps: i32,
@@ -49,15 +54,18 @@ impl AdamW {
             .collect();
         Self {
             params,
+            gradient_release: nn::Sgd::default()
+                .build(vs, 0.0)
+                .expect("an SGD over existing variables builds"),
             weight_decay,
             steps: 0,
         }
     }
 
+    /// Forgets the gradients (rather than filling them with zeros): the next
+    /// backward pass writes fresh ones instead of adding to zeros.
     pub fn zero_grad(&mut self) {
-        for state in &mut self.params {
-            state.param.zero_grad();
-        }
+        self.gradient_release.zero_grad();
     }
 
     /// Scales all gradients so that their global L2 norm is at most `max_norm`.
@@ -101,8 +109,15 @@ impl AdamW {
             }
             let _ = state.exp_avg.lerp_(&grad, 1.0 - BETA1);
             let _ = state.exp_avg_sq.lerp_(&grad.square(), 1.0 - BETA2);
-            let denom = state.exp_avg_sq.sqrt() / bias_correction2.sqrt() + EPSILON;
-            let _ = state.param.addcdiv_(&(&state.exp_avg * -step_size), &denom);
+            if step_size <= 0.0 {
+                continue;
+            }
+            // param -= step_size * exp_avg / (sqrt(exp_avg_sq / bc2) + eps),
+            // written as one division by a scaled denominator, in place.
+            let mut denom = state.exp_avg_sq.sqrt();
+            let _ = denom.g_mul_scalar_(-1.0 / (step_size * bias_correction2.sqrt()));
+            let _ = denom.g_add_scalar_(-EPSILON / step_size);
+            let _ = state.param.addcdiv_(&state.exp_avg, &denom);
         }
     }
 
@@ -208,6 +223,19 @@ mod tests {
         for (g, e) in got.iter().zip(expected) {
             assert!((f64::from(*g) - e).abs() < 1e-5, "{got:?} vs {expected:?}");
         }
+    }
+
+    #[test]
+    fn a_zero_learning_rate_leaves_the_weights_alone() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let p = vs
+            .root()
+            .var_copy("w", &Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]));
+        let mut optimizer = AdamW::new(&vs, 0.1);
+        (&p * &p).sum(tch::Kind::Float).backward(); // the second gradient is 0
+        optimizer.step(0.0);
+        let got: Vec<f32> = Vec::try_from(p.flatten(0, -1)).unwrap();
+        assert_eq!(got, [1.0, 0.0]);
     }
 
     #[test]

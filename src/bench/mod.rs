@@ -1,0 +1,482 @@
+//! `trainui bench`: trainui's speed and responsiveness, measured side by side
+//! with a plain-PyTorch peer in one run. The machine may be shared and noisy,
+//! so trainui and the peer alternate, several rounds, and every figure is a
+//! median (or a percentile) with the ratio trainui/peer beside it.
+//!
+//! Training and generation run the real trainer thread and the real decoder;
+//! the UI figures come from the real app, renderer and run directory.
+
+mod peer;
+mod report;
+mod ui;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+
+use crate::config::{self, Config};
+use crate::data::{Example, TextTokenizer};
+use crate::events::{Command, Event, GenerationOutcome, RunStatus};
+use crate::headless;
+use crate::recorder::{self, Recorder};
+use crate::rundir::{EventTail, RunDir};
+use crate::trainer::{self, bench::BenchModel};
+use crate::tui;
+
+pub use report::Report;
+
+/// Prompt and new tokens of the generation figure.
+const PROMPT_LEN: u32 = 16;
+const NEW_TOKENS: u32 = 256;
+/// Decoding-step positions compared for flatness, and the window of
+/// positions pooled around each.
+const EARLY_POSITION: u32 = 32;
+const LATE_POSITION: u32 = 256;
+const POSITION_WINDOW: u32 = 8;
+/// Training steps left out of each run's figures while caches and the
+/// allocator warm up.
+const WARMUP_STEPS: u64 = 3;
+
+/// What `trainui bench` was asked to do.
+pub struct BenchOptions {
+    pub config: PathBuf,
+    pub overrides: Vec<String>,
+    pub python: PathBuf,
+    pub peer: PathBuf,
+    pub rounds: u32,
+    pub steps: u64,
+    pub threads: u32,
+    pub vocab_size: u32,
+    pub abort_samples: u32,
+    pub history_steps: u64,
+}
+
+/// Runs every measurement and returns the report. Progress goes to stderr.
+pub fn run(options: &BenchOptions) -> Result<Report, String> {
+    let started = Instant::now();
+    let mut config =
+        config::load(Some(&options.config), &options.overrides).map_err(|e| e.to_string())?;
+    if options.vocab_size < 2 {
+        return Err("--vocab must be at least 2".into());
+    }
+    trainer::bench::set_threads(options.threads);
+    let device = trainer::bench::device_label(config.device)?;
+    let work = tempfile_dir()?;
+    let bench_model = BenchModel {
+        model: config.model.clone(),
+        vocab_size: options.vocab_size,
+        seed: config.seed,
+        device: config.device,
+    };
+    config.train.max_steps = WARMUP_STEPS + options.steps;
+    config.train.log_steps = 1;
+    config.eval.eval_steps = 0;
+    config.checkpoint.save_steps = 0;
+    let examples = synthetic_examples(&config, options.vocab_size, 64, 1, 0);
+
+    progress(&format!("matmul rates on {device}"));
+    let matmul_gflops = trainer::bench::matmul_gflops(config.device, 1024, 20)?;
+    let model_matmul_gflops =
+        trainer::bench::model_matmul_gflops(&bench_model, config.train.batch_size, 10)?;
+
+    let weights = work.path().join("weights.safetensors");
+    let logits = work.path().join("logits.safetensors");
+    let parameters = trainer::bench::write_logits_check(&bench_model, &weights, &logits)?;
+    let mut check = Some(peer::LogitsCheck { weights, logits });
+
+    let mut figures = report::Raw::default();
+    for round in 0..options.rounds {
+        let peer_first = round % 2 == 1;
+        for side in if peer_first { [1, 0] } else { [0, 1] } {
+            if side == 0 {
+                progress(&format!("round {}/{}: trainui", round + 1, options.rounds));
+                let fronts = if peer_first {
+                    [Front::Tui, Front::Headless]
+                } else {
+                    [Front::Headless, Front::Tui]
+                };
+                for front in fronts {
+                    let dir = work.path().join(format!("run-{round}-{front:?}"));
+                    let run = train_run(&config, &examples, options.vocab_size, front, &dir)?;
+                    figures.add_train_run(front == Front::Tui, run);
+                }
+                let decode =
+                    trainer::bench::decode_step_secs(&bench_model, PROMPT_LEN, NEW_TOKENS, 2)?;
+                figures.decode.extend(decode);
+            } else {
+                progress(&format!(
+                    "round {}/{}: PyTorch peer",
+                    round + 1,
+                    options.rounds
+                ));
+                let result = peer::run(
+                    &options.python,
+                    &options.peer,
+                    &peer::PeerSpec {
+                        config: &config,
+                        device: &device,
+                        vocab_size: options.vocab_size,
+                        threads: options.threads,
+                        train_steps: WARMUP_STEPS + options.steps,
+                        prompt_len: PROMPT_LEN,
+                        new_tokens: NEW_TOKENS,
+                        gen_repeats: 2,
+                        check: check.take(),
+                    },
+                    work.path(),
+                )?;
+                figures.add_peer_run(result);
+            }
+        }
+    }
+
+    progress("abort latency");
+    let mut eval_config = config.clone();
+    eval_config.train.max_steps = 1_000_000;
+    eval_config.train.log_steps = 1000;
+    eval_config.eval.samples = options.abort_samples;
+    eval_config.eval.val_batches = 1;
+    eval_config.eval.max_new_tokens = 1_000_000;
+    eval_config.eval.min_new_tokens = 1_000_000;
+    let val = synthetic_examples(
+        &config,
+        options.vocab_size,
+        options.abort_samples as usize,
+        PROMPT_LEN as usize,
+        16,
+    );
+    eval_config.eval.eval_timeout_seconds = 600.0;
+    figures.abort_secs = generation_latencies(
+        &eval_config,
+        &examples,
+        &val,
+        options.vocab_size,
+        &work.path().join("abort"),
+        Ending::Abort,
+    )?;
+    progress("timeout overshoot");
+    eval_config.eval.eval_timeout_seconds = 0.05;
+    figures.overshoot_secs = generation_latencies(
+        &eval_config,
+        &examples,
+        &val,
+        options.vocab_size,
+        &work.path().join("timeout"),
+        Ending::Timeout(Duration::from_millis(50)),
+    )?;
+
+    progress("TUI frames and memory");
+    let ui = ui::measure(options.history_steps, 300, &[(120, 40), (200, 60)]);
+
+    Ok(report::build(
+        report::Setup {
+            config: options.config.display().to_string(),
+            device,
+            threads: options.threads,
+            vocab_size: options.vocab_size,
+            model: config.model.clone(),
+            batch_size: config.train.batch_size,
+            rounds: options.rounds,
+            steps_per_run: options.steps,
+            parameters,
+            matmul_gflops,
+            model_matmul_gflops,
+        },
+        figures,
+        ui,
+        started.elapsed(),
+    ))
+}
+
+fn progress(what: &str) {
+    eprintln!("bench: {what}");
+}
+
+fn tempfile_dir() -> Result<TempDir, String> {
+    let base = std::env::temp_dir().join(format!("trainui-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    Ok(TempDir(base))
+}
+
+/// A scratch folder removed when the bench ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `count` random examples of `prompt_len` prompt tokens followed by
+/// completion tokens (the rest of the block when `completion_len` is 0).
+fn synthetic_examples(
+    config: &Config,
+    vocab_size: u32,
+    count: usize,
+    prompt_len: usize,
+    completion_len: usize,
+) -> Vec<Example> {
+    let block = config.model.block_size as usize;
+    let len = if completion_len == 0 {
+        block + 1
+    } else {
+        (prompt_len + completion_len + 1).min(block)
+    };
+    let mut state = config.seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next_token = move || {
+        // xorshift64*: any spread of ids will do.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as u32 % (vocab_size - 1)
+    };
+    (0..count)
+        .map(|i| Example {
+            tokens: (0..len).map(|_| next_token()).collect(),
+            prompt_len,
+            origin: format!("synthetic:{i}"),
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Front {
+    Headless,
+    Tui,
+}
+
+/// One training run as the run directory recorded it.
+pub struct TrainRun {
+    /// Step seconds after warm-up, from the trainer's own step events.
+    pub step_secs: Vec<f64>,
+    pub tokens_per_step: f64,
+    /// Time the recorder spent writing the run directory.
+    pub record_secs: f64,
+}
+
+/// Trains `config.train.max_steps` steps on `examples` with the headless
+/// printer or the TUI (on an off-screen 120x40 terminal) consuming events.
+fn train_run(
+    config: &Config,
+    examples: &[Example],
+    vocab_size: u32,
+    front: Front,
+    dir: &Path,
+) -> Result<TrainRun, String> {
+    let mut config = config.clone();
+    dir.clone_into(&mut config.run_dir);
+    let name = format!("bench-{front:?}");
+    let run = RunDir::open(
+        dir,
+        &config,
+        RunStatus::new(name.clone(), config.train.max_steps),
+    )
+    .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut recorder = Recorder::new(run, Arc::new(AtomicBool::new(false)));
+    let mut handle = trainer::spawn(trainer::TrainSetup {
+        config: config.clone(),
+        run_name: name.clone(),
+        tokenizer: TextTokenizer::numbered(vocab_size),
+        train: examples.to_vec(),
+        val: examples[..4].to_vec(),
+        skipped_overlong: 0,
+        resume_from: None,
+    })
+    .map_err(|e| format!("cannot start the trainer: {e}"))?;
+    drop(handle.event_sender.take());
+    match front {
+        Front::Headless => recorder::run_headless(
+            &handle.events,
+            &mut recorder,
+            headless::Style::PLAIN,
+            &mut std::io::sink(),
+        ),
+        Front::Tui => {
+            let mut app = tui::app::App::new(name, config.train.max_steps, 0.1, true);
+            let (system_tx, system_rx) = std::sync::mpsc::channel();
+            tui::system::spawn(system_tx, Duration::from_secs(1))
+                .map_err(|e| format!("cannot start the system monitor: {e}"))?;
+            let ended = Arc::new(AtomicBool::new(false));
+            let mut input = QuitWhenEnded {
+                ended: Arc::clone(&ended),
+            };
+            let mut record = |event: &Event| {
+                if matches!(event, Event::Finished(_) | Event::Failed { .. }) {
+                    ended.store(true, Ordering::Release);
+                }
+                recorder.record(event, headless::Style::PLAIN).1
+            };
+            let controller = handle.controller.clone();
+            let mut send = |command: Command| {
+                controller.send(command);
+                None
+            };
+            let mut terminal =
+                Terminal::new(TestBackend::new(120, 40)).map_err(|e| e.to_string())?;
+            tui::run(
+                &mut terminal,
+                &mut app,
+                &mut input,
+                &mut tui::Channels {
+                    events: &handle.events,
+                    system: &system_rx,
+                    record: &mut record,
+                    send: &mut send,
+                },
+            )
+            .map_err(|e| format!("TUI: {e}"))?;
+            for event in &handle.events {
+                recorder.record(&event, headless::Style::PLAIN);
+            }
+        }
+    }
+    let _ = handle.thread.join();
+    if let Some(message) = &recorder.run.status().last_message
+        && recorder.run.status().state == crate::events::RunState::Failed
+    {
+        return Err(format!("bench training run failed: {message}"));
+    }
+    let tokens_per_step = f64::from(config.train.batch_size) * f64::from(config.model.block_size);
+    let step_secs = EventTail::new(dir, 0)
+        .read_new(u64::MAX)
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::Step(m) if m.step > WARMUP_STEPS => Some(tokens_per_step / m.tokens_per_sec),
+            _ => None,
+        })
+        .collect();
+    Ok(TrainRun {
+        step_secs,
+        tokens_per_step,
+        record_secs: recorder.busy.as_secs_f64(),
+    })
+}
+
+/// Input for the off-screen TUI: nothing until the run has ended, then `q`.
+struct QuitWhenEnded {
+    ended: Arc<AtomicBool>,
+}
+
+impl tui::InputSource for QuitWhenEnded {
+    fn next(&mut self, timeout: Duration) -> std::io::Result<Option<tui::Input>> {
+        if self.ended.load(Ordering::Acquire) {
+            return Ok(Some(tui::Input::Key(KeyEvent::from(KeyCode::Char('q')))));
+        }
+        thread::sleep(timeout);
+        Ok(None)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    /// Raise the abort flag a little after each generation starts.
+    Abort,
+    /// Let each generation run into its deadline.
+    Timeout(Duration),
+}
+
+/// One evaluation of never-ending generations, each ended by an abort or by
+/// its deadline. Returns, per generation, the seconds from the abort (or the
+/// deadline) to its outcome arriving on the event stream.
+fn generation_latencies(
+    config: &Config,
+    train: &[Example],
+    val: &[Example],
+    vocab_size: u32,
+    dir: &Path,
+    ending: Ending,
+) -> Result<Vec<f64>, String> {
+    let mut config = config.clone();
+    dir.clone_into(&mut config.run_dir);
+    let mut handle = trainer::spawn(trainer::TrainSetup {
+        config,
+        run_name: "bench-latency".into(),
+        tokenizer: TextTokenizer::numbered(vocab_size),
+        train: train.to_vec(),
+        val: val.to_vec(),
+        skipped_overlong: 0,
+        resume_from: None,
+    })
+    .map_err(|e| format!("cannot start the trainer: {e}"))?;
+    drop(handle.event_sender.take());
+    let controller = handle.controller.clone();
+    controller.send(Command::EvalNow);
+    let mut latencies = Vec::new();
+    let mut mark: Option<Instant> = None;
+    loop {
+        let event = match handle.events.recv_timeout(Duration::from_mins(2)) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => {
+                controller.send(Command::Stop);
+                return Err("the latency run made no progress for 2 minutes".into());
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        match event {
+            Event::GenerationStarted(_) => {
+                let began = Instant::now();
+                mark = Some(match ending {
+                    Ending::Abort => {
+                        // 5 to 40 ms into the generation, varied.
+                        let delay = 5 + (latencies.len() as u64 * 7) % 36;
+                        thread::sleep(Duration::from_millis(delay));
+                        let raised = Instant::now();
+                        controller.send(Command::AbortGeneration);
+                        raised
+                    }
+                    Ending::Timeout(timeout) => began + timeout,
+                });
+            }
+            Event::Sample(sample) => {
+                let arrived = Instant::now();
+                let expected = match ending {
+                    Ending::Abort => GenerationOutcome::Aborted,
+                    Ending::Timeout(_) => GenerationOutcome::TimedOut,
+                };
+                if sample.outcome != expected {
+                    controller.send(Command::Stop);
+                    return Err(format!(
+                        "a bench generation ended {:?}, not {expected:?}",
+                        sample.outcome
+                    ));
+                }
+                if let Some(mark) = mark.take() {
+                    latencies.push(arrived.saturating_duration_since(mark).as_secs_f64());
+                }
+            }
+            Event::EvalFinished(_) => controller.send(Command::Stop),
+            Event::Failed { message, .. } => return Err(format!("latency run failed: {message}")),
+            _ => {}
+        }
+    }
+    let _ = handle.thread.join();
+    Ok(latencies)
+}
+
+/// The `q`-quantile of sorted `values` (nearest rank), 0 when empty.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    quantile(&sorted, 0.5)
+}
