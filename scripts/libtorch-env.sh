@@ -98,3 +98,25 @@ trainui_find_python() {
   echo "error: no Python here imports the torch in $LIBTORCH; set TRAINUI_PYTHON to one that does" >&2
   return 1
 }
+
+TRAINUI_TRANSFORMERS_VERSION="5.24.0"
+
+# The tests build tiny Hugging Face checkpoints with transformers itself:
+# installs it (once) for TRAINUI_PYTHON, beside its torch.
+trainui_python_test_deps() {
+  if "$TRAINUI_PYTHON" -c "import transformers" 2>/dev/null; then
+    return 0
+  fi
+  echo "trainui: installing transformers==$TRAINUI_TRANSFORMERS_VERSION for the model-folder tests" >&2
+  local pip=("$TRAINUI_PYTHON" -m pip install --quiet --disable-pip-version-check)
+  if "$TRAINUI_PYTHON" -c "import sys; sys.exit(sys.prefix == sys.base_prefix)"; then
+    "${pip[@]}" "transformers==$TRAINUI_TRANSFORMERS_VERSION"   # a venv
+  elif [ "$(basename "$(dirname "$LIBTORCH")")" = site ]; then
+    "${pip[@]}" --target "$(dirname "$LIBTORCH")" "transformers==$TRAINUI_TRANSFORMERS_VERSION"
+  else
+    "${pip[@]}" --user "transformers==$TRAINUI_TRANSFORMERS_VERSION"
+  fi || {
+    echo "error: pip could not install transformers==$TRAINUI_TRANSFORMERS_VERSION for $TRAINUI_PYTHON" >&2
+    return 1
+  }
+}

@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Dotted keys the config file or `--set` gave (the rest are defaults).
+    #[serde(skip)]
+    pub given: GivenKeys,
     /// Folder for events, status, logs and checkpoints.
     pub run_dir: PathBuf,
     /// Seeds parameter initialisation, data order and sampling.
@@ -58,6 +61,9 @@ pub struct ModelConfig {
     pub n_embd: u32,
     /// Longest sequence (prompt + completion + end-of-text) the model sees.
     pub block_size: u32,
+    /// A Hugging Face model folder (config.json, safetensors weights,
+    /// tokenizer.json) to fine-tune; its config.json decides the sizes.
+    pub init_from: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,9 +177,28 @@ impl fmt::Display for DevicePref {
     }
 }
 
+/// Which keys a config file or `--set` gave. Provenance, not settings: two
+/// configs with the same settings are equal whatever gave them.
+#[derive(Debug, Clone, Default)]
+pub struct GivenKeys(std::collections::BTreeSet<String>);
+
+impl GivenKeys {
+    #[must_use]
+    pub fn contains(&self, key: &str) -> bool {
+        self.0.contains(key)
+    }
+}
+
+impl PartialEq for GivenKeys {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
+            given: GivenKeys::default(),
             run_dir: PathBuf::from("runs/demo"),
             seed: 1337,
             device: DevicePref::Auto,
@@ -205,6 +230,7 @@ impl Default for ModelConfig {
             n_head: 4,
             n_embd: 128,
             block_size: 32,
+            init_from: None,
         }
     }
 }
@@ -332,7 +358,9 @@ pub fn from_value(
         set_sources.push((key.to_owned(), set_source));
     }
 
-    let config: Config = serde_path_to_error::deserialize(&value).map_err(|err| {
+    let mut given = Vec::new();
+    leaf_keys(&value, "", &mut given);
+    let mut config: Config = serde_path_to_error::deserialize(&value).map_err(|err| {
         let key = err.path().to_string();
         let source = set_sources
             .iter()
@@ -344,6 +372,7 @@ pub fn from_value(
     config
         .validate()
         .map_err(|message| ConfigError::at(&source, message))?;
+    config.given = GivenKeys(given.into_iter().collect());
     Ok(config)
 }
 
@@ -531,7 +560,10 @@ impl Config {
             &mut self.data.train_file,
             &mut self.data.val_file,
             &mut self.data.tokenizer,
-        ] {
+        ]
+        .into_iter()
+        .chain(self.model.init_from.as_mut())
+        {
             if path.is_relative() {
                 *path = base.join(&*path);
             }

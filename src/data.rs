@@ -50,6 +50,56 @@ pub struct TextTokenizer {
 }
 
 impl TextTokenizer {
+    /// A model folder's tokenizer, its end-of-text the folder's
+    /// `eos_token_id`, else the first of the usual end-of-text tokens it has.
+    pub fn load_with_eot(path: &Path, eos_token_id: Option<u32>) -> Result<Self, DataError> {
+        if !path.is_file() {
+            return Err(DataError(format!(
+                "{}: tokenizer file not found; a model folder needs the tokenizer.json it was \
+                 trained with",
+                path.display()
+            )));
+        }
+        let inner = Tokenizer::from_file(path).map_err(|err| {
+            DataError(format!(
+                "{}: not a valid tokenizer.json: {err}",
+                path.display()
+            ))
+        })?;
+        let vocab_size = inner.get_vocab_size(true) as u32;
+        let eot_id = eos_token_id
+            .or_else(|| {
+                [
+                    END_OF_TEXT,
+                    "</s>",
+                    "<|end_of_text|>",
+                    "<|im_end|>",
+                    "<eos>",
+                ]
+                .iter()
+                .find_map(|token| inner.token_to_id(token))
+            })
+            .ok_or_else(|| {
+                DataError(format!(
+                    "{}: no end-of-text token: config.json has no eos_token_id and the tokenizer \
+                     has none of {END_OF_TEXT}, </s>, <|end_of_text|>",
+                    path.display()
+                ))
+            })?;
+        Ok(Self {
+            inner,
+            eot_id,
+            vocab_size,
+        })
+    }
+
+    /// Writes the tokenizer as a tokenizer.json.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        self.inner
+            .save(path, false)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     pub fn load(path: &Path) -> Result<Self, DataError> {
         if !path.is_file() {
             return Err(DataError(format!(

@@ -7,6 +7,7 @@ mod control;
 mod data;
 mod events;
 mod headless;
+mod hf;
 mod recorder;
 mod rundir;
 mod trainer;
@@ -60,6 +61,45 @@ enum Commands {
     Watch(WatchArgs),
     /// Measure training, generation and UI speed against a PyTorch peer.
     Bench(BenchArgs),
+    /// Complete a prompt with a model folder or a checkpoint.
+    Generate(GenerateArgs),
+    /// Write a checkpoint as a Hugging Face model folder.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// A Hugging Face model folder or RUN_DIR/checkpoints/checkpoint-N.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: u32,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Deadline of the generation, as in evaluation.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    timeout: f64,
+    /// Seed of the sampling stream (with --temperature above 0).
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Print the prompt and generated token ids and the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// RUN_DIR/checkpoints/checkpoint-N (or a model folder).
+    checkpoint: PathBuf,
+    /// The folder to create.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -190,6 +230,16 @@ fn main() -> ExitCode {
         Some(Commands::Ctl(args)) => ctl(&args),
         Some(Commands::Watch(args)) => watch_run(&args),
         Some(Commands::Bench(args)) => bench(args),
+        Some(Commands::Generate(args)) => generate(&args),
+        Some(Commands::Export(args)) => trainer::inference::export(&args.checkpoint, &args.out)
+            .map(|()| {
+                println!(
+                    "exported {} to {}",
+                    args.checkpoint.display(),
+                    args.out.display()
+                );
+            })
+            .map_err(Failure::User),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,10 +255,17 @@ fn main() -> ExitCode {
 }
 
 fn train(args: &TrainArgs) -> Result<(), Failure> {
-    let (config, resume_from) = prepare_run(args)?;
+    let (mut config, resume_from) = prepare_run(args)?;
     let run_dir = config.run_dir.clone();
     trainer::resolve_device(config.device).map_err(Failure::User)?;
-    let (tokenizer, train_set, val_set) = load_data(&config, resume_from.as_deref())?;
+    // A resumed run has its weights, sizes and tokenizer in the checkpoint.
+    let init_from = if resume_from.is_none() {
+        hf::apply_to_config(&mut config).map_err(Failure::User)?
+    } else {
+        None
+    };
+    let (tokenizer, train_set, val_set) =
+        load_data(&config, resume_from.as_deref(), init_from.as_ref())?;
 
     // Every check is done: only now is anything written.
     let run_name = run_dir.file_name().map_or_else(
@@ -233,6 +290,7 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
         val: val_set.examples,
         skipped_overlong: train_set.skipped_overlong + val_set.skipped_overlong,
         resume_from,
+        init_from,
     })
     .map_err(|e| Failure::Runtime(format!("cannot start the trainer thread: {e}")))?;
 
@@ -307,21 +365,53 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
 fn load_data(
     config: &Config,
     resume_from: Option<&Path>,
+    init_from: Option<&hf::HfFolder>,
 ) -> Result<(data::TextTokenizer, data::Dataset, data::Dataset), Failure> {
-    let tokenizer = data::TextTokenizer::load(&config.data.tokenizer)
-        .map_err(|e| Failure::User(e.to_string()))?;
-    if let Some(path) = resume_from {
-        let state = trainer::checkpoint::verify(path).map_err(Failure::User)?;
-        if state.vocab_size != tokenizer.vocab_size {
-            return Err(Failure::User(format!(
-                "--resume {}: the checkpoint was trained with a vocabulary of {} tokens, but {} \
-                 has {}; resume with the tokenizer of that run",
-                path.display(),
-                state.vocab_size,
-                config.data.tokenizer.display(),
-                tokenizer.vocab_size
-            )));
+    let user = |e: data::DataError| Failure::User(e.to_string());
+    let resumed = resume_from
+        .map(|path| trainer::checkpoint::verify(path).map(|state| (path, state)))
+        .transpose()
+        .map_err(Failure::User)?;
+    let tokenizer = match (&resumed, init_from) {
+        // A checkpoint carries the tokenizer it was trained with.
+        (Some((path, state)), _) if path.join(trainer::checkpoint::TOKENIZER_FILE).is_file() => {
+            data::TextTokenizer::load_with_eot(
+                &path.join(trainer::checkpoint::TOKENIZER_FILE),
+                state.eot_id,
+            )
+            .map_err(user)?
         }
+        (None, Some(folder)) => {
+            let tokenizer =
+                data::TextTokenizer::load_with_eot(&folder.tokenizer(), folder.eos_token_id)
+                    .map_err(user)?;
+            let vocab = folder.architecture.vocab_size();
+            if tokenizer.vocab_size > vocab || tokenizer.eot_id >= vocab {
+                return Err(Failure::User(format!(
+                    "{}: the tokenizer has {} tokens (end-of-text id {}), but {} gives the model a \
+                     vocabulary of {vocab}: ids past it have no embedding; use the tokenizer \
+                     saved with this model",
+                    folder.tokenizer().display(),
+                    tokenizer.vocab_size,
+                    tokenizer.eot_id,
+                    folder.path.join(hf::CONFIG_FILE).display()
+                )));
+            }
+            tokenizer
+        }
+        _ => data::TextTokenizer::load(&config.data.tokenizer).map_err(user)?,
+    };
+    if let Some((path, state)) = resumed
+        && state.vocab_size != tokenizer.vocab_size
+    {
+        return Err(Failure::User(format!(
+            "--resume {}: the checkpoint was trained with a vocabulary of {} tokens, but {} \
+                 has {}; resume with the tokenizer of that run",
+            path.display(),
+            state.vocab_size,
+            config.data.tokenizer.display(),
+            tokenizer.vocab_size
+        )));
     }
     let block_size = config.model.block_size as usize;
     let load = |path: &Path| {
@@ -534,6 +624,47 @@ fn run_tui(
     tui::run_in_terminal(&mut app, &handle.events, &mut record, &mut send)
         .map_err(Failure::Runtime)?;
     Ok(app.exit.unwrap_or(tui::app::Exit::Done))
+}
+
+/// Prints a completion; exits 1 when the generation did not complete.
+fn generate(args: &GenerateArgs) -> Result<(), Failure> {
+    let device: config::DevicePref =
+        serde_json::from_value(serde_json::Value::String(args.device.clone()))
+            .map_err(|e| Failure::User(format!("--device {}: {e}", args.device)))?;
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        return Err(Failure::User(
+            "--timeout must be a number of seconds above 0".into(),
+        ));
+    }
+    let generation = trainer::inference::generate_text(
+        &args.model,
+        device,
+        &trainer::inference::TextRequest {
+            prompt: &args.prompt,
+            max_new_tokens: args.max_new_tokens,
+            temperature: args.temperature,
+            timeout: std::time::Duration::from_secs_f64(args.timeout),
+            seed: args.seed,
+        },
+    )
+    .map_err(Failure::User)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&generation).expect("a generation serialises")
+        );
+    } else {
+        println!("{}", generation.completion);
+    }
+    match &generation.outcome {
+        events::GenerationOutcome::Completed => Ok(()),
+        other => Err(Failure::Runtime(format!(
+            "the generation ended {} after {:.1}s ({} tokens)",
+            serde_json::to_value(other).map_or_else(|_| "early".into(), |v| v["kind"].to_string()),
+            generation.elapsed_secs,
+            generation.token_ids.len()
+        ))),
+    }
 }
 
 /// Runs the bench and prints its table (or JSON). Exits 0 even when a

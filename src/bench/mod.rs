@@ -294,6 +294,7 @@ fn train_run(
         val: examples[..4].to_vec(),
         skipped_overlong: 0,
         resume_from: None,
+        init_from: None,
     })
     .map_err(|e| format!("cannot start the trainer: {e}"))?;
     drop(handle.event_sender.take());
@@ -409,6 +410,7 @@ fn generation_latencies(
         val: val.to_vec(),
         skipped_overlong: 0,
         resume_from: None,
+        init_from: None,
     })
     .map_err(|e| format!("cannot start the trainer: {e}"))?;
     drop(handle.event_sender.take());

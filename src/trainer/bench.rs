@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor, nn};
 
 use super::generate::{GenerationRequest, generate};
-use super::model::{Gpt, GptShape};
+use super::model::{CausalLm, Gpt, GptShape};
 use super::rng::SplitMix64;
 use super::{device_name, device_of};
 use crate::config::{DevicePref, ModelConfig};

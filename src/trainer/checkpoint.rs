@@ -22,6 +22,7 @@ use crate::events::GenerationCounters;
 
 pub const MODEL_FILE: &str = "model.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const STATE_FILE: &str = "trainer_state.json";
 pub const MANIFEST_FILE: &str = "manifest.json";
 const FORMAT: u32 = 1;
@@ -39,6 +40,13 @@ pub struct TrainerState {
     pub elapsed_secs: f64,
     pub vocab_size: u32,
     pub config: Config,
+    /// The model's family and sizes (absent in checkpoints of trainui's
+    /// first format: a GPT-2 of `config.model`'s sizes).
+    #[serde(default)]
+    pub architecture: Option<crate::hf::Architecture>,
+    /// End-of-text id of the tokenizer saved beside the weights.
+    #[serde(default)]
+    pub eot_id: Option<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -238,6 +246,8 @@ mod tests {
             elapsed_secs: 0.0,
             vocab_size: 10,
             config: Config::default(),
+            architecture: None,
+            eot_id: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, TchError, Tensor};
 
-use super::model::{Gpt, KvCache};
+use super::model::{CausalLm, KvCache};
 use super::rng::SplitMix64;
 use crate::events::GenerationOutcome;
 use crate::watchdog::{Heartbeat, Phase};
@@ -49,7 +49,7 @@ pub struct Generation {
 /// Generates a continuation of `request.prompt`. `on_token` sees the tokens so
 /// far after each new one (the caller decides how often to report them).
 pub fn generate(
-    model: &Gpt,
+    model: &dyn CausalLm,
     device: Device,
     request: &GenerationRequest<'_>,
     on_token: &mut dyn FnMut(&[u32], Duration),
@@ -82,7 +82,7 @@ pub fn generate(
 }
 
 struct Decoder<'a> {
-    model: &'a Gpt,
+    model: &'a dyn CausalLm,
     device: Device,
     request: &'a GenerationRequest<'a>,
     rng: SplitMix64,
@@ -99,7 +99,10 @@ impl Decoder<'_> {
         if request.max_new_tokens == 0 {
             return Ok(GenerationOutcome::Completed);
         }
-        let mut cache = self.model.new_cache(1, self.device)?;
+        // Room for the whole generation, up to the model's positions (past
+        // them the window slides).
+        let wanted = self.context.len() as i64 + i64::from(request.max_new_tokens);
+        let mut cache = self.model.new_cache(1, wanted, self.device)?;
         // Tokens not yet fed to the model: the whole prompt at first.
         let mut pending = self.context.len();
         loop {
@@ -179,7 +182,7 @@ impl Decoder<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trainer::model::GptShape;
+    use crate::trainer::model::{Gpt, GptShape};
     use tch::nn;
 
     fn tiny(block_size: i64) -> (nn::VarStore, Gpt) {
@@ -191,6 +194,7 @@ mod tests {
             n_head: 2,
             n_embd: 16,
             block_size,
+            layer_norm_epsilon: 1e-5,
         };
         let model = Gpt::new(&vs.root(), shape);
         (vs, model)

@@ -6,6 +6,9 @@ mod batch;
 pub mod bench;
 pub mod checkpoint;
 mod generate;
+mod hf_weights;
+pub mod inference;
+mod llama;
 mod model;
 mod optim;
 mod rng;
@@ -27,12 +30,14 @@ use crate::events::{
     Command, EvalSummary, Event, GenerationCounters, GenerationOutcome, GenerationStart, RunInfo,
     RunState, SampleResult, StepMetrics, Summary,
 };
+use crate::hf::{Architecture, HfFolder};
 use crate::watchdog::{Heartbeat, Phase};
 
 use batch::{Batcher, IGNORE_INDEX};
 use checkpoint::TrainerState;
 use generate::{GenerationRequest, generate};
-use model::{Gpt, GptShape};
+use llama::Llama;
+use model::{CausalLm, Gpt, GptShape};
 use optim::AdamW;
 
 /// How often a running generation reports its text.
@@ -48,6 +53,9 @@ pub struct TrainSetup {
     pub skipped_overlong: u64,
     /// A verified checkpoint folder to continue from.
     pub resume_from: Option<PathBuf>,
+    /// A Hugging Face model folder whose weights start the run (not read
+    /// when resuming: the checkpoint has them).
+    pub init_from: Option<HfFolder>,
 }
 
 /// Sends commands to the trainer. Cloneable, so that keys, signals and
@@ -117,6 +125,14 @@ fn device_name(device: Device) -> String {
     }
 }
 
+/// Builds the model of `architecture` on `vs` (weights initialised at random).
+fn build_model(vs: &nn::VarStore, architecture: &Architecture) -> Box<dyn CausalLm> {
+    match architecture {
+        Architecture::Gpt2(config) => Box::new(Gpt::new(&vs.root(), GptShape::of(config))),
+        Architecture::Llama(config) => Box::new(Llama::new(&vs.root(), config)),
+    }
+}
+
 /// Starts the trainer on its own thread named `trainer`.
 pub fn spawn(setup: TrainSetup) -> std::io::Result<TrainerHandle> {
     let (command_tx, command_rx) = mpsc::channel();
@@ -180,7 +196,8 @@ struct Trainer<'a> {
     abort: Arc<AtomicBool>,
     device: Device,
     vs: nn::VarStore,
-    model: Gpt,
+    model: Box<dyn CausalLm>,
+    architecture: Architecture,
     optimizer: AdamW,
     tokenizer: TextTokenizer,
     train: Vec<Example>,
@@ -214,12 +231,33 @@ impl<'a> Trainer<'a> {
         tch::manual_seed(config.seed as i64);
         let mut vs = nn::VarStore::new(device);
         let vocab_size = setup.tokenizer.vocab_size;
-        let model = Gpt::new(&vs.root(), GptShape::new(&config.model, vocab_size));
+        let resumed_state = match &setup.resume_from {
+            Some(path) => Some(checkpoint::verify(path)?),
+            None => None,
+        };
+        let architecture = match (&resumed_state, &setup.init_from) {
+            (Some(state), _) => state.architecture.clone(),
+            (None, Some(folder)) => Some(folder.architecture.clone()),
+            (None, None) => None,
+        }
+        .unwrap_or_else(|| Architecture::gpt2(&config.model, vocab_size));
+        let model = build_model(&vs, &architecture);
+        if device.is_cuda()
+            && setup
+                .init_from
+                .as_ref()
+                .and_then(|f| f.torch_dtype.as_deref())
+                == Some("bfloat16")
+        {
+            vs.bfloat16();
+        }
+        if let (None, Some(folder)) = (&resumed_state, &setup.init_from) {
+            hf_weights::load(&vs, &architecture, &folder.weight_files)?;
+        }
         let mut optimizer = AdamW::new(&vs, config.train.weight_decay);
 
         let mut trainer_state = None;
-        if let Some(path) = &setup.resume_from {
-            let state = checkpoint::verify(path)?;
+        if let (Some(path), Some(state)) = (&setup.resume_from, resumed_state) {
             if state.vocab_size != vocab_size {
                 return Err(format!(
                     "{}: the checkpoint has a vocabulary of {} tokens, the tokenizer {}",
@@ -259,6 +297,7 @@ impl<'a> Trainer<'a> {
             device,
             vs,
             model,
+            architecture,
             optimizer,
             tokenizer: setup.tokenizer,
             train: setup.train,
@@ -386,7 +425,7 @@ impl<'a> Trainer<'a> {
     fn batch_loss(&self, input: &Tensor, target: &Tensor) -> Result<Tensor, TchError> {
         let logits = self.model.forward(input)?;
         logits
-            .f_reshape([-1, self.model.shape.vocab_size])?
+            .f_reshape([-1, self.model.vocab_size()])?
             .f_cross_entropy_loss::<Tensor>(
                 &target.f_reshape([-1])?,
                 None,
@@ -664,7 +703,7 @@ impl<'a> Trainer<'a> {
         let step = self.step;
         let mut last_report = Instant::now();
         let generation = generate(
-            &self.model,
+            &*self.model,
             self.device,
             &request,
             &mut |tokens, elapsed| {
@@ -728,10 +767,13 @@ impl<'a> Trainer<'a> {
             elapsed_secs: self.started.elapsed().as_secs_f64(),
             vocab_size: self.tokenizer.vocab_size,
             config: self.config.clone(),
+            architecture: Some(self.architecture.clone()),
+            eot_id: Some(self.tokenizer.eot_id),
         };
         self.heartbeat.beat(Phase::Saving);
-        let (vs, optimizer) = (&self.vs, &self.optimizer);
+        let (vs, optimizer, tokenizer) = (&self.vs, &self.optimizer, &self.tokenizer);
         let saved = checkpoint::save(&self.config.run_dir, &state, |dir| {
+            tokenizer.save(&dir.join(checkpoint::TOKENIZER_FILE))?;
             let model_file = dir.join(checkpoint::MODEL_FILE);
             vs.save(&model_file)
                 .map_err(|e| format!("{}: {e}", model_file.display()))?;
@@ -839,6 +881,7 @@ pub(crate) mod tests {
             val,
             skipped_overlong: 0,
             resume_from: None,
+            init_from: None,
         }
     }
 

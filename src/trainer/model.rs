@@ -17,6 +17,7 @@ pub struct GptShape {
     pub n_head: i64,
     pub n_embd: i64,
     pub block_size: i64,
+    pub layer_norm_epsilon: f64,
 }
 
 impl GptShape {
@@ -28,6 +29,19 @@ impl GptShape {
             n_head: i64::from(model.n_head),
             n_embd: i64::from(model.n_embd),
             block_size: i64::from(model.block_size),
+            layer_norm_epsilon: 1e-5,
+        }
+    }
+
+    #[must_use]
+    pub fn of(config: &crate::hf::Gpt2Config) -> Self {
+        Self {
+            vocab_size: i64::from(config.vocab_size),
+            n_layer: i64::from(config.n_layer),
+            n_head: i64::from(config.n_head),
+            n_embd: i64::from(config.n_embd),
+            block_size: i64::from(config.n_positions),
+            layer_norm_epsilon: config.layer_norm_epsilon,
         }
     }
 
@@ -62,19 +76,27 @@ impl Linear {
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
+    epsilon: f64,
 }
 
 impl LayerNorm {
-    fn new(path: &nn::Path, width: i64) -> Self {
+    fn new(path: &nn::Path, width: i64, epsilon: f64) -> Self {
         Self {
             weight: path.var("weight", &[width], nn::Init::Const(1.0)),
             bias: path.var("bias", &[width], nn::Init::Const(0.0)),
+            epsilon,
         }
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
         let width = self.weight.size()[0];
-        x.f_layer_norm([width], Some(&self.weight), Some(&self.bias), 1e-5, true)
+        x.f_layer_norm(
+            [width],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.epsilon,
+            true,
+        )
     }
 }
 
@@ -96,6 +118,50 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// Zeroed keys and values for `layers` layers of `[batch, heads,
+    /// capacity, head_dim]`.
+    pub fn zeros(
+        layers: i64,
+        size: [i64; 4],
+        kind: Kind,
+        device: Device,
+    ) -> Result<Self, TchError> {
+        let layers = (0..layers)
+            .map(|_| {
+                Ok((
+                    Tensor::f_zeros(size, (kind, device))?,
+                    Tensor::f_zeros(size, (kind, device))?,
+                ))
+            })
+            .collect::<Result<_, TchError>>()?;
+        Ok(Self {
+            layers,
+            len: 0,
+            capacity: size[2],
+        })
+    }
+
+    /// The keys and values of each layer.
+    pub fn layers(&self) -> &[(Tensor, Tensor)] {
+        &self.layers
+    }
+
+    /// Checks that `time` more positions fit; returns the first of them.
+    pub fn reserve(&self, time: i64) -> Result<i64, TchError> {
+        if self.len + time > self.capacity {
+            return Err(TchError::Shape(format!(
+                "{time} new positions do not fit in a cache holding {} of {}",
+                self.len, self.capacity
+            )));
+        }
+        Ok(self.len)
+    }
+
+    /// Records that `time` positions were written.
+    pub fn advance(&mut self, time: i64) {
+        self.len += time;
+    }
+
     /// Positions filled so far.
     #[must_use]
     pub fn len(&self) -> i64 {
@@ -128,10 +194,10 @@ impl Block {
         let attn = path / "attn";
         let mlp = path / "mlp";
         Self {
-            ln_1: LayerNorm::new(&(path / "ln_1"), c),
+            ln_1: LayerNorm::new(&(path / "ln_1"), c, shape.layer_norm_epsilon),
             c_attn: Linear::new(&(&attn / "c_attn"), c, 3 * c, 0.02),
             attn_proj: Linear::new(&(&attn / "c_proj"), c, c, residual_stdev),
-            ln_2: LayerNorm::new(&(path / "ln_2"), c),
+            ln_2: LayerNorm::new(&(path / "ln_2"), c, shape.layer_norm_epsilon),
             c_fc: Linear::new(&(&mlp / "c_fc"), c, 4 * c, 0.02),
             mlp_proj: Linear::new(&(&mlp / "c_proj"), 4 * c, c, residual_stdev),
         }
@@ -220,58 +286,13 @@ impl Gpt {
             wte: (&transformer / "wte").var("weight", &[shape.vocab_size, shape.n_embd], init),
             wpe: (&transformer / "wpe").var("weight", &[shape.block_size, shape.n_embd], init),
             blocks,
-            ln_f: LayerNorm::new(&(&transformer / "ln_f"), shape.n_embd),
+            ln_f: LayerNorm::new(
+                &(&transformer / "ln_f"),
+                shape.n_embd,
+                shape.layer_norm_epsilon,
+            ),
             shape,
         }
-    }
-
-    /// Logits `(batch, time, vocab)` for token ids `(batch, time)`, with
-    /// `time <= block_size`, attending causally.
-    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor, TchError> {
-        let mut x = self.embed(tokens, 0)?;
-        for block in &self.blocks {
-            x = block.forward(&x, &self.shape, None, 0)?;
-        }
-        self.head(&x)
-    }
-
-    /// An empty cache for `batch` sequences on `device`.
-    pub fn new_cache(&self, batch: i64, device: Device) -> Result<KvCache, TchError> {
-        let s = &self.shape;
-        let size = [batch, s.n_head, s.block_size, s.head_dim()];
-        let kind = self.wte.kind();
-        let layers = (0..s.n_layer)
-            .map(|_| {
-                Ok((
-                    Tensor::f_zeros(size, (kind, device))?,
-                    Tensor::f_zeros(size, (kind, device))?,
-                ))
-            })
-            .collect::<Result<_, TchError>>()?;
-        Ok(KvCache {
-            layers,
-            len: 0,
-            capacity: s.block_size,
-        })
-    }
-
-    /// Logits of the last position for `tokens` `(batch, time)` that follow the
-    /// cached positions. The cache must have room for them.
-    pub fn forward_cached(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor, TchError> {
-        let (_, time) = tokens.size2()?;
-        let start = cache.len;
-        if start + time > cache.capacity {
-            return Err(TchError::Shape(format!(
-                "{time} new positions do not fit in a cache holding {start} of {}",
-                cache.capacity
-            )));
-        }
-        let mut x = self.embed(tokens, start)?;
-        for (block, layer) in self.blocks.iter().zip(&cache.layers) {
-            x = block.forward(&x, &self.shape, Some(layer), start)?;
-        }
-        cache.len = start + time;
-        self.head(&x.f_select(1, time - 1)?)
     }
 
     fn embed(&self, tokens: &Tensor, start: i64) -> Result<Tensor, TchError> {
@@ -288,6 +309,58 @@ impl Gpt {
     }
 }
 
+/// A decoder-only language model: what training and generation need.
+pub trait CausalLm {
+    /// Logits `(batch, time, vocab)` for token ids `(batch, time)` from
+    /// position 0, attending causally.
+    fn forward(&self, tokens: &Tensor) -> Result<Tensor, TchError>;
+
+    /// An empty cache for `batch` sequences of up to `capacity` positions.
+    fn new_cache(&self, batch: i64, capacity: i64, device: Device) -> Result<KvCache, TchError>;
+
+    /// Logits `(batch, vocab)` of the last position for `tokens` that follow
+    /// the cached positions. The cache must have room for them.
+    fn forward_cached(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor, TchError>;
+
+    fn vocab_size(&self) -> i64;
+}
+
+impl CausalLm for Gpt {
+    fn forward(&self, tokens: &Tensor) -> Result<Tensor, TchError> {
+        let mut x = self.embed(tokens, 0)?;
+        for block in &self.blocks {
+            x = block.forward(&x, &self.shape, None, 0)?;
+        }
+        self.head(&x)
+    }
+
+    fn new_cache(&self, batch: i64, capacity: i64, device: Device) -> Result<KvCache, TchError> {
+        let s = &self.shape;
+        let capacity = capacity.clamp(1, s.block_size);
+        KvCache::zeros(
+            s.n_layer,
+            [batch, s.n_head, capacity, s.head_dim()],
+            self.wte.kind(),
+            device,
+        )
+    }
+
+    fn forward_cached(&self, tokens: &Tensor, cache: &mut KvCache) -> Result<Tensor, TchError> {
+        let (_, time) = tokens.size2()?;
+        let start = cache.reserve(time)?;
+        let mut x = self.embed(tokens, start)?;
+        for (block, layer) in self.blocks.iter().zip(cache.layers()) {
+            x = block.forward(&x, &self.shape, Some(layer), start)?;
+        }
+        cache.advance(time);
+        self.head(&x.f_select(1, time - 1)?)
+    }
+
+    fn vocab_size(&self) -> i64 {
+        self.shape.vocab_size
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +374,7 @@ mod tests {
             n_head: 2,
             n_embd: 16,
             block_size: 12,
+            layer_norm_epsilon: 1e-5,
         };
         let model = Gpt::new(&vs.root(), shape);
         (vs, model)
@@ -314,7 +388,7 @@ mod tests {
         let full = model
             .forward(&Tensor::from_slice(&tokens).view([1, -1]))
             .unwrap();
-        let mut cache = model.new_cache(1, Device::Cpu).unwrap();
+        let mut cache = model.new_cache(1, 64, Device::Cpu).unwrap();
         // Prefill three positions, then one at a time.
         let mut last = model
             .forward_cached(&Tensor::from_slice(&tokens[..3]).view([1, 3]), &mut cache)
@@ -338,7 +412,7 @@ mod tests {
     fn a_full_cache_refuses_more_positions() {
         let (_vs, model) = tiny();
         let _no_grad = tch::no_grad_guard();
-        let mut cache = model.new_cache(1, Device::Cpu).unwrap();
+        let mut cache = model.new_cache(1, 64, Device::Cpu).unwrap();
         let prompt = Tensor::from_slice(&[1i64; 12]).view([1, 12]);
         let _ = model.forward_cached(&prompt, &mut cache).unwrap();
         let next = Tensor::from_slice(&[1i64]).view([1, 1]);

@@ -1,0 +1,487 @@
+//! Hugging Face model folders (`config.json`, safetensors weights,
+//! `tokenizer.json`): which architecture a folder holds, with every
+//! unsupported setting refused by name. Plain data; the weights themselves
+//! are read by the trainer.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// The model families trainui builds, with the sizes they need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "family", rename_all = "snake_case")]
+pub enum Architecture {
+    /// `GPT2LMHeadModel`: learned positions, LayerNorm, tanh-GELU MLP, tied head.
+    Gpt2(Gpt2Config),
+    /// `LlamaForCausalLM` and its relatives (`Qwen2ForCausalLM`): RMSNorm,
+    /// rotary positions, SwiGLU MLP, grouped-query attention.
+    Llama(LlamaConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gpt2Config {
+    pub vocab_size: u32,
+    pub n_layer: u32,
+    pub n_head: u32,
+    pub n_embd: u32,
+    pub n_positions: u32,
+    pub layer_norm_epsilon: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "the flags of a Hugging Face config, one for one"
+)]
+pub struct LlamaConfig {
+    /// The `architectures` name it was read from (kept for export).
+    pub architecture: String,
+    pub vocab_size: u32,
+    pub hidden_size: u32,
+    pub intermediate_size: u32,
+    pub num_hidden_layers: u32,
+    pub num_attention_heads: u32,
+    pub num_key_value_heads: u32,
+    pub head_dim: u32,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub max_position_embeddings: u32,
+    pub tie_word_embeddings: bool,
+    /// Biases on the q, k and v projections (Llama `attention_bias`, Qwen2).
+    pub qkv_bias: bool,
+    /// A bias on the output projection (Llama `attention_bias`).
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+}
+
+impl Architecture {
+    /// A GPT-2 of trainui's own sizes (a model trained from scratch).
+    #[must_use]
+    pub fn gpt2(model: &crate::config::ModelConfig, vocab_size: u32) -> Self {
+        Self::Gpt2(Gpt2Config {
+            vocab_size,
+            n_layer: model.n_layer,
+            n_head: model.n_head,
+            n_embd: model.n_embd,
+            n_positions: model.block_size,
+            layer_norm_epsilon: 1e-5,
+        })
+    }
+
+    #[must_use]
+    pub fn vocab_size(&self) -> u32 {
+        match self {
+            Self::Gpt2(c) => c.vocab_size,
+            Self::Llama(c) => c.vocab_size,
+        }
+    }
+
+    /// Longest sequence the model's positions allow.
+    #[must_use]
+    pub fn max_positions(&self) -> u32 {
+        match self {
+            Self::Gpt2(c) => c.n_positions,
+            Self::Llama(c) => c.max_position_embeddings,
+        }
+    }
+
+    /// `(n_layer, n_head, n_embd)` in trainui's terms.
+    #[must_use]
+    pub fn sizes(&self) -> (u32, u32, u32) {
+        match self {
+            Self::Gpt2(c) => (c.n_layer, c.n_head, c.n_embd),
+            Self::Llama(c) => (c.num_hidden_layers, c.num_attention_heads, c.hidden_size),
+        }
+    }
+
+    /// The Hugging Face `config.json` that describes this model.
+    #[must_use]
+    pub fn hf_config(&self, eos_token_id: u32) -> Value {
+        match self {
+            Self::Gpt2(c) => serde_json::json!({
+                "architectures": ["GPT2LMHeadModel"],
+                "model_type": "gpt2",
+                "vocab_size": c.vocab_size,
+                "n_layer": c.n_layer,
+                "n_head": c.n_head,
+                "n_embd": c.n_embd,
+                "n_positions": c.n_positions,
+                "n_ctx": c.n_positions,
+                "layer_norm_epsilon": c.layer_norm_epsilon,
+                "activation_function": "gelu_new",
+                "resid_pdrop": 0.0,
+                "embd_pdrop": 0.0,
+                "attn_pdrop": 0.0,
+                "tie_word_embeddings": true,
+                "bos_token_id": eos_token_id,
+                "eos_token_id": eos_token_id,
+                "torch_dtype": "float32",
+            }),
+            Self::Llama(c) => {
+                let qwen = c.architecture == "Qwen2ForCausalLM";
+                let mut config = serde_json::json!({
+                    "architectures": [c.architecture],
+                    "model_type": if qwen { "qwen2" } else { "llama" },
+                    "vocab_size": c.vocab_size,
+                    "hidden_size": c.hidden_size,
+                    "intermediate_size": c.intermediate_size,
+                    "num_hidden_layers": c.num_hidden_layers,
+                    "num_attention_heads": c.num_attention_heads,
+                    "num_key_value_heads": c.num_key_value_heads,
+                    "head_dim": c.head_dim,
+                    "rms_norm_eps": c.rms_norm_eps,
+                    "rope_theta": c.rope_theta,
+                    "max_position_embeddings": c.max_position_embeddings,
+                    "tie_word_embeddings": c.tie_word_embeddings,
+                    "hidden_act": "silu",
+                    "eos_token_id": eos_token_id,
+                    "torch_dtype": "float32",
+                });
+                if !qwen {
+                    config["attention_bias"] = c.o_bias.into();
+                    config["mlp_bias"] = c.mlp_bias.into();
+                }
+                config
+            }
+        }
+    }
+}
+
+/// What a model folder holds.
+#[derive(Debug, Clone)]
+pub struct HfFolder {
+    pub path: PathBuf,
+    pub architecture: Architecture,
+    /// From config.json (or generation_config.json), when it says.
+    pub eos_token_id: Option<u32>,
+    /// `config.json`'s `torch_dtype`, e.g. `bfloat16`.
+    pub torch_dtype: Option<String>,
+    /// Every safetensors file of the weights.
+    pub weight_files: Vec<PathBuf>,
+}
+
+impl HfFolder {
+    #[must_use]
+    pub fn tokenizer(&self) -> PathBuf {
+        self.path.join(TOKENIZER_FILE)
+    }
+}
+
+/// Reads `folder/config.json` and finds the weight files.
+pub fn read_folder(folder: &Path) -> Result<HfFolder, String> {
+    let config_path = folder.join(CONFIG_FILE);
+    let text = fs::read_to_string(&config_path).map_err(|e| {
+        format!(
+            "{}: cannot read the model's config ({e}); model.init_from must name a Hugging Face \
+             model folder with config.json, model.safetensors and tokenizer.json",
+            config_path.display()
+        )
+    })?;
+    let config: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not valid JSON: {e}", config_path.display()))?;
+    let at = |message: String| format!("{}: {message}", config_path.display());
+    let architecture = parse_architecture(&config).map_err(at)?;
+    let eos_token_id = eos_of(&config).or_else(|| {
+        fs::read_to_string(folder.join("generation_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|c| eos_of(&c))
+    });
+    Ok(HfFolder {
+        path: folder.to_owned(),
+        architecture,
+        eos_token_id,
+        torch_dtype: config["torch_dtype"]
+            .as_str()
+            .or_else(|| config["dtype"].as_str())
+            .map(str::to_owned),
+        weight_files: weight_files(folder)?,
+    })
+}
+
+fn eos_of(config: &Value) -> Option<u32> {
+    let eos = &config["eos_token_id"];
+    eos.as_u64()
+        .or_else(|| eos.as_array()?.first()?.as_u64())
+        .and_then(|id| u32::try_from(id).ok())
+}
+
+fn weight_files(folder: &Path) -> Result<Vec<PathBuf>, String> {
+    let single = folder.join(WEIGHTS_FILE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index_path = folder.join(WEIGHTS_INDEX_FILE);
+    if !index_path.is_file() {
+        return Err(format!(
+            "{}: no {WEIGHTS_FILE} or {WEIGHTS_INDEX_FILE}; trainui reads safetensors weights \
+             (save them with save_pretrained(..., safe_serialization=True))",
+            folder.display()
+        ));
+    }
+    let index: Value = fs::read_to_string(&index_path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        .map_err(|e| format!("{}: {e}", index_path.display()))?;
+    let map = index["weight_map"].as_object().ok_or_else(|| {
+        format!(
+            "{}: no \"weight_map\" object naming each tensor's file",
+            index_path.display()
+        )
+    })?;
+    let names: BTreeSet<&str> = map.values().filter_map(Value::as_str).collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let path = folder.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!(
+                    "{}: names {name}, which is not in the folder",
+                    index_path.display()
+                ))
+            }
+        })
+        .collect()
+}
+
+fn parse_architecture(config: &Value) -> Result<Architecture, String> {
+    let name = config["architectures"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .ok_or("no \"architectures\" entry naming the model class")?;
+    let number = |key: &str| -> Result<Option<f64>, String> {
+        match &config[key] {
+            Value::Null => Ok(None),
+            value => value
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("\"{key}\" must be a number, not {value}")),
+        }
+    };
+    let size = |key: &str| -> Result<u32, String> {
+        let value = number(key)?.ok_or_else(|| format!("\"{key}\" is missing"))?;
+        if value >= 1.0 && value.fract() == 0.0 && value <= f64::from(u32::MAX) {
+            Ok(value as u32)
+        } else {
+            Err(format!(
+                "\"{key}\" must be a positive whole number, not {value}"
+            ))
+        }
+    };
+    let flag = |key: &str, default: bool| config[key].as_bool().unwrap_or(default);
+    match name {
+        "GPT2LMHeadModel" => {
+            let activation = config["activation_function"].as_str().unwrap_or("gelu_new");
+            if !matches!(activation, "gelu_new" | "gelu_pytorch_tanh") {
+                return Err(format!(
+                    "activation_function \"{activation}\" is not supported; trainui's GPT-2 uses \
+                     the tanh GELU (\"gelu_new\")"
+                ));
+            }
+            for key in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"] {
+                if flag(key, false) {
+                    return Err(format!("\"{key}\": true is not supported"));
+                }
+            }
+            let n_embd = size("n_embd")?;
+            if let Some(inner) = number("n_inner")?
+                && (inner - f64::from(4 * n_embd)).abs() > 0.5
+            {
+                return Err(format!(
+                    "\"n_inner\" {inner} is not supported; trainui's GPT-2 MLP is 4 x n_embd"
+                ));
+            }
+            let n_head = size("n_head")?;
+            if n_embd % n_head != 0 {
+                return Err(format!(
+                    "n_embd {n_embd} is not a multiple of n_head {n_head}"
+                ));
+            }
+            Ok(Architecture::Gpt2(Gpt2Config {
+                vocab_size: size("vocab_size")?,
+                n_layer: size("n_layer")?,
+                n_head,
+                n_embd,
+                n_positions: size("n_positions")?,
+                layer_norm_epsilon: number("layer_norm_epsilon")?.unwrap_or(1e-5),
+            }))
+        }
+        "LlamaForCausalLM" | "Qwen2ForCausalLM" => {
+            let activation = config["hidden_act"].as_str().unwrap_or("silu");
+            if activation != "silu" {
+                return Err(format!(
+                    "hidden_act \"{activation}\" is not supported; trainui's Llama MLP is SwiGLU \
+                     (\"silu\")"
+                ));
+            }
+            if !config["rope_scaling"].is_null() {
+                return Err(format!(
+                    "rope_scaling {} is not supported; trainui uses plain rotary positions with \
+                     rope_theta",
+                    config["rope_scaling"]
+                ));
+            }
+            // transformers 5 writes {"rope_parameters": {"rope_type", "rope_theta"}}.
+            let rope = &config["rope_parameters"];
+            let rope_type = rope["rope_type"].as_str().unwrap_or("default");
+            if rope_type != "default" {
+                return Err(format!(
+                    "rope_parameters.rope_type \"{rope_type}\" is not supported; trainui uses \
+                     plain rotary positions with rope_theta"
+                ));
+            }
+            let rope_theta = match rope["rope_theta"].as_f64() {
+                Some(theta) => theta,
+                None => number("rope_theta")?.unwrap_or(10_000.0),
+            };
+            let qwen = name == "Qwen2ForCausalLM";
+            if qwen && flag("use_sliding_window", false) {
+                return Err("\"use_sliding_window\": true is not supported".into());
+            }
+            let hidden_size = size("hidden_size")?;
+            let heads = size("num_attention_heads")?;
+            let kv_heads = match number("num_key_value_heads")? {
+                Some(_) => size("num_key_value_heads")?,
+                None => heads,
+            };
+            if heads % kv_heads != 0 {
+                return Err(format!(
+                    "num_attention_heads {heads} is not a multiple of num_key_value_heads \
+                     {kv_heads}"
+                ));
+            }
+            let head_dim = match number("head_dim")? {
+                Some(_) => size("head_dim")?,
+                None if hidden_size % heads == 0 => hidden_size / heads,
+                None => {
+                    return Err(format!(
+                        "hidden_size {hidden_size} is not a multiple of num_attention_heads {heads}"
+                    ));
+                }
+            };
+            let attention_bias = flag("attention_bias", false);
+            Ok(Architecture::Llama(LlamaConfig {
+                architecture: name.to_owned(),
+                vocab_size: size("vocab_size")?,
+                hidden_size,
+                intermediate_size: size("intermediate_size")?,
+                num_hidden_layers: size("num_hidden_layers")?,
+                num_attention_heads: heads,
+                num_key_value_heads: kv_heads,
+                head_dim,
+                rms_norm_eps: number("rms_norm_eps")?.unwrap_or(1e-6),
+                rope_theta,
+                max_position_embeddings: size("max_position_embeddings")?,
+                tie_word_embeddings: flag("tie_word_embeddings", false),
+                qkv_bias: qwen || attention_bias,
+                o_bias: !qwen && attention_bias,
+                mlp_bias: !qwen && flag("mlp_bias", false),
+            }))
+        }
+        other => Err(format!(
+            "architecture \"{other}\" is not supported; trainui loads GPT2LMHeadModel, \
+             LlamaForCausalLM and Qwen2ForCausalLM"
+        )),
+    }
+}
+
+/// Reads `config.model.init_from` and makes the config follow the folder:
+/// the model's sizes and the tokenizer come from it. A size the user gave
+/// too must agree; `model.block_size` may be smaller (it bounds the data).
+pub fn apply_to_config(config: &mut crate::config::Config) -> Result<Option<HfFolder>, String> {
+    let Some(path) = config.model.init_from.clone() else {
+        return Ok(None);
+    };
+    let folder = read_folder(&path)?;
+    let (n_layer, n_head, n_embd) = folder.architecture.sizes();
+    let config_file = path.join(CONFIG_FILE);
+    for (key, ours, theirs) in [
+        ("model.n_layer", config.model.n_layer, n_layer),
+        ("model.n_head", config.model.n_head, n_head),
+        ("model.n_embd", config.model.n_embd, n_embd),
+    ] {
+        if config.given.contains(key) && ours != theirs {
+            return Err(format!(
+                "{key} is {ours}, but {} says {theirs}; with model.init_from the folder decides: \
+                 remove {key} or make it {theirs}",
+                config_file.display()
+            ));
+        }
+    }
+    let positions = folder.architecture.max_positions();
+    if config.given.contains("model.block_size") {
+        if config.model.block_size > positions {
+            return Err(format!(
+                "model.block_size is {}, more than the {positions} positions of {}; lower it",
+                config.model.block_size,
+                config_file.display()
+            ));
+        }
+    } else {
+        config.model.block_size = positions;
+    }
+    let tokenizer = folder.tokenizer();
+    if config.given.contains("data.tokenizer") && config.data.tokenizer != tokenizer {
+        return Err(format!(
+            "data.tokenizer is {}, but model.init_from brings its own ({}); remove data.tokenizer",
+            config.data.tokenizer.display(),
+            tokenizer.display()
+        ));
+    }
+    config.model.n_layer = n_layer;
+    config.model.n_head = n_head;
+    config.model.n_embd = n_embd;
+    config.data.tokenizer = tokenizer;
+    Ok(Some(folder))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Architecture, String> {
+        parse_architecture(&serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn llama_defaults_follow_transformers() {
+        let arch = parse(
+            r#"{"architectures": ["LlamaForCausalLM"], "vocab_size": 100, "hidden_size": 64,
+                "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "max_position_embeddings": 256}"#,
+        )
+        .unwrap();
+        let Architecture::Llama(c) = arch else {
+            panic!("{arch:?}")
+        };
+        assert_eq!((c.head_dim, c.num_key_value_heads), (16, 2));
+        assert!((c.rope_theta - 10_000.0).abs() < f64::EPSILON);
+        assert!(!c.tie_word_embeddings && !c.qkv_bias && !c.o_bias);
+    }
+
+    #[test]
+    fn unsupported_settings_are_refused_by_name() {
+        let error = parse(r#"{"architectures": ["BertModel"]}"#).unwrap_err();
+        assert!(
+            error.contains("architecture \"BertModel\" is not supported"),
+            "{error}"
+        );
+        let error =
+            parse(r#"{"architectures": ["LlamaForCausalLM"], "rope_scaling": {"type": "linear"}}"#)
+                .unwrap_err();
+        assert!(error.contains("rope_scaling"), "{error}");
+        let error = parse(r#"{"architectures": ["GPT2LMHeadModel"], "n_embd": 64}"#).unwrap_err();
+        assert!(error.contains("\"n_head\" is missing"), "{error}");
+    }
+}
