@@ -53,19 +53,10 @@ impl TextTokenizer {
     /// A model folder's tokenizer, its end-of-text the folder's
     /// `eos_token_id`, else the first of the usual end-of-text tokens it has.
     pub fn load_with_eot(path: &Path, eos_token_id: Option<u32>) -> Result<Self, DataError> {
-        if !path.is_file() {
-            return Err(DataError(format!(
-                "{}: tokenizer file not found; a model folder needs the tokenizer.json it was \
-                 trained with",
-                path.display()
-            )));
-        }
-        let inner = Tokenizer::from_file(path).map_err(|err| {
-            DataError(format!(
-                "{}: not a valid tokenizer.json: {err}",
-                path.display()
-            ))
-        })?;
+        let inner = read_tokenizer(
+            path,
+            "a model folder needs the tokenizer.json it was trained with",
+        )?;
         let vocab_size = inner.get_vocab_size(true) as u32;
         let eot_id = eos_token_id
             .or_else(|| {
@@ -101,20 +92,14 @@ impl TextTokenizer {
     }
 
     pub fn load(path: &Path) -> Result<Self, DataError> {
-        if !path.is_file() {
-            return Err(DataError(format!(
-                "{}: tokenizer file not found; set data.tokenizer to a tokenizer.json, or make \
-                 one with `trainui tokenizer --data TRAIN.jsonl --out {}`",
-                path.display(),
+        let inner = read_tokenizer(
+            path,
+            &format!(
+                "set data.tokenizer to a tokenizer.json, or make one with `trainui tokenizer \
+                 --data TRAIN.jsonl --out {}`",
                 path.display()
-            )));
-        }
-        let inner = Tokenizer::from_file(path).map_err(|err| {
-            DataError(format!(
-                "{}: not a valid tokenizer.json: {err}",
-                path.display()
-            ))
-        })?;
+            ),
+        )?;
         let eot_id = inner.token_to_id(END_OF_TEXT).ok_or_else(|| {
             DataError(format!(
                 "{}: the tokenizer has no {END_OF_TEXT} token; retrain it with `trainui tokenizer`",
@@ -170,6 +155,22 @@ impl TextTokenizer {
     pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
         self.inner.decode(ids, true).map_err(|err| err.to_string())
     }
+}
+
+/// Reads a tokenizer.json; `fix` says what to do when there is none.
+fn read_tokenizer(path: &Path, fix: &str) -> Result<Tokenizer, DataError> {
+    if !path.is_file() {
+        return Err(DataError(format!(
+            "{}: tokenizer file not found; {fix}",
+            path.display()
+        )));
+    }
+    Tokenizer::from_file(path).map_err(|err| {
+        DataError(format!(
+            "{}: not a valid tokenizer.json: {err}",
+            path.display()
+        ))
+    })
 }
 
 /// Reads and tokenizes a JSONL file of `{"prompt", "completion"}` objects.

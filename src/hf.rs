@@ -3,7 +3,7 @@
 //! unsupported setting refused by name. Plain data; the weights themselves
 //! are read by the trainer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -444,6 +444,173 @@ pub fn apply_to_config(config: &mut crate::config::Config) -> Result<Option<HfFo
     config.model.n_embd = n_embd;
     config.data.tokenizer = tokenizer;
     Ok(Some(folder))
+}
+
+/// Tensors a folder may hold that are not parameters of the model: GPT-2's
+/// attention-mask buffers, rotary frequency buffers, a tied head.
+#[must_use]
+pub fn ignorable(architecture: &Architecture, name: &str) -> bool {
+    let tied_head = match architecture {
+        Architecture::Gpt2(_) => true,
+        Architecture::Llama(c) => c.tie_word_embeddings,
+    };
+    name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+        || name.ends_with(".rotary_emb.inv_freq")
+        || (tied_head && name == "lm_head.weight")
+}
+
+/// Every parameter of `architecture` with its shape as Hugging Face stores
+/// it (GPT-2's Conv1D weights as `(in, out)`).
+#[must_use]
+pub fn expected_tensors(architecture: &Architecture) -> BTreeMap<String, Vec<i64>> {
+    let mut tensors = BTreeMap::new();
+    let mut add = |name: String, shape: &[u32]| {
+        tensors.insert(name, shape.iter().map(|&d| i64::from(d)).collect());
+    };
+    match architecture {
+        Architecture::Gpt2(c) => {
+            let width = c.n_embd;
+            add("transformer.wte.weight".into(), &[c.vocab_size, width]);
+            add("transformer.wpe.weight".into(), &[c.n_positions, width]);
+            for i in 0..c.n_layer {
+                let layer = format!("transformer.h.{i}");
+                for norm in ["ln_1", "ln_2"] {
+                    add(format!("{layer}.{norm}.weight"), &[width]);
+                    add(format!("{layer}.{norm}.bias"), &[width]);
+                }
+                for (name, inputs, outputs) in [
+                    ("attn.c_attn", width, 3 * width),
+                    ("attn.c_proj", width, width),
+                    ("mlp.c_fc", width, 4 * width),
+                    ("mlp.c_proj", 4 * width, width),
+                ] {
+                    add(format!("{layer}.{name}.weight"), &[inputs, outputs]);
+                    add(format!("{layer}.{name}.bias"), &[outputs]);
+                }
+            }
+            add("transformer.ln_f.weight".into(), &[width]);
+            add("transformer.ln_f.bias".into(), &[width]);
+        }
+        Architecture::Llama(c) => {
+            let hidden = c.hidden_size;
+            let (q_width, kv_width) = (
+                c.num_attention_heads * c.head_dim,
+                c.num_key_value_heads * c.head_dim,
+            );
+            add("model.embed_tokens.weight".into(), &[c.vocab_size, hidden]);
+            for i in 0..c.num_hidden_layers {
+                let layer = format!("model.layers.{i}");
+                add(format!("{layer}.input_layernorm.weight"), &[hidden]);
+                add(
+                    format!("{layer}.post_attention_layernorm.weight"),
+                    &[hidden],
+                );
+                for (name, inputs, outputs, bias) in [
+                    ("self_attn.q_proj", hidden, q_width, c.qkv_bias),
+                    ("self_attn.k_proj", hidden, kv_width, c.qkv_bias),
+                    ("self_attn.v_proj", hidden, kv_width, c.qkv_bias),
+                    ("self_attn.o_proj", q_width, hidden, c.o_bias),
+                    ("mlp.gate_proj", hidden, c.intermediate_size, c.mlp_bias),
+                    ("mlp.up_proj", hidden, c.intermediate_size, c.mlp_bias),
+                    ("mlp.down_proj", c.intermediate_size, hidden, c.mlp_bias),
+                ] {
+                    add(format!("{layer}.{name}.weight"), &[outputs, inputs]);
+                    if bias {
+                        add(format!("{layer}.{name}.bias"), &[outputs]);
+                    }
+                }
+            }
+            add("model.norm.weight".into(), &[hidden]);
+            if !c.tie_word_embeddings {
+                add("lm_head.weight".into(), &[c.vocab_size, hidden]);
+            }
+        }
+    }
+    tensors
+}
+
+/// The safetensors header (name -> dtype, shape, data_offsets) and where
+/// the data starts.
+pub fn read_safetensors_header(
+    file: &mut std::fs::File,
+) -> Result<(BTreeMap<String, Value>, u64), String> {
+    use std::io::Read;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)
+        .map_err(|e| format!("not a safetensors file: {e}"))?;
+    let length = u64::from_le_bytes(length);
+    if length > 100 << 20 {
+        return Err(format!("not a safetensors file (header of {length} bytes)"));
+    }
+    let mut header = vec![0u8; length as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| format!("not a safetensors file: {e}"))?;
+    let header: BTreeMap<String, Value> = serde_json::from_slice(&header)
+        .map_err(|e| format!("not a safetensors file (header: {e})"))?;
+    Ok((header, 8 + length))
+}
+
+/// The parameter name a stored tensor is for: folders saved from GPT2Model
+/// (not the LM head class) leave out the "transformer." prefix.
+#[must_use]
+pub fn parameter_name(architecture: &Architecture, stored: &str) -> String {
+    if matches!(architecture, Architecture::Gpt2(_)) && !stored.starts_with("transformer.") {
+        format!("transformer.{stored}")
+    } else {
+        stored.to_owned()
+    }
+}
+
+/// Checks the weight files' names and shapes against config.json from their
+/// headers alone, before anything is loaded or written.
+pub fn check_weights(folder: &HfFolder) -> Result<(), String> {
+    let architecture = &folder.architecture;
+    let expected = expected_tensors(architecture);
+    let mut found = BTreeSet::new();
+    for path in &folder.weight_files {
+        let at = |message: String| format!("{}: {message}", path.display());
+        let mut file = fs::File::open(path).map_err(|e| at(e.to_string()))?;
+        let (header, _) = read_safetensors_header(&mut file).map_err(at)?;
+        for (name, info) in header {
+            if name == "__metadata__" || ignorable(architecture, &name) {
+                continue;
+            }
+            let key = parameter_name(architecture, &name);
+            let Some(shape) = expected.get(&key) else {
+                return Err(at(format!(
+                    "tensor {name} is not a parameter of this model (from config.json); the \
+                     folder's config.json and weights do not match"
+                )));
+            };
+            let stored: Vec<i64> = info["shape"]
+                .as_array()
+                .map(|dims| dims.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default();
+            if &stored != shape {
+                return Err(at(format!(
+                    "tensor {name} has shape {stored:?}, but config.json makes it {shape:?}"
+                )));
+            }
+            if !found.insert(key) {
+                return Err(at(format!("tensor {name} appears twice in the weights")));
+            }
+        }
+    }
+    let missing: Vec<&String> = expected.keys().filter(|k| !found.contains(*k)).collect();
+    if let Some(first) = missing.first() {
+        return Err(format!(
+            "{}: tensor {first} is missing from the weights{}; the folder's config.json and \
+             weights do not match",
+            folder.path.display(),
+            if missing.len() > 1 {
+                format!(" (and {} more)", missing.len() - 1)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -264,6 +264,9 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
     } else {
         None
     };
+    if let Some(folder) = &init_from {
+        hf::check_weights(folder).map_err(Failure::User)?;
+    }
     let (tokenizer, train_set, val_set) =
         load_data(&config, resume_from.as_deref(), init_from.as_ref())?;
 

@@ -62,13 +62,18 @@ fn finetune(model: &Path, run_dir: &Path, extra: &[&str]) -> std::process::Outpu
 
 /// A copy of `dir/name` with its config.json changed by `edit`.
 fn edited(dir: &Path, name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    edited_file(dir, name, "config.json", edit)
+}
+
+/// A copy of `dir/name` with its JSON file `file` changed by `edit`.
+fn edited_file(dir: &Path, name: &str, file: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
     let copy = dir.join(format!("{name}-edited-{}", rand_suffix()));
     std::fs::create_dir_all(&copy).unwrap();
     for entry in std::fs::read_dir(dir.join(name)).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
     }
-    let path = copy.join("config.json");
+    let path = copy.join(file);
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     edit(&mut config);
     std::fs::write(&path, config.to_string()).unwrap();
@@ -248,25 +253,27 @@ fn folder_mistakes_are_clear_errors_naming_the_key_or_tensor() {
         &["model.n_layer is 3", "says 2", "remove model.n_layer"],
     );
 
-    let small_vocab = edited(dir.path(), "gpt2", |c| c["vocab_size"] = 100.into());
+    // 40 more tokens than the model's vocabulary of 262.
+    let big_tokenizer = edited_file(dir.path(), "gpt2", "tokenizer.json", |t| {
+        let added = t["added_tokens"].as_array_mut().unwrap();
+        for id in 262..302 {
+            added.push(serde_json::json!({
+                "id": id, "content": format!("<extra_{id}>"), "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": false, "special": true
+            }));
+        }
+    });
     common::assert_user_error(
-        &train(&small_vocab, &[]),
-        &["the tokenizer has 262 tokens", "a vocabulary of 100"],
+        &train(&big_tokenizer, &[]),
+        &["the tokenizer has 302 tokens", "a vocabulary of 262"],
     );
 
-    // Weights that do not fit config.json: the run fails at start, naming
-    // the tensor, and trains nothing.
+    // Weights that do not fit config.json: refused from the weight files'
+    // headers before anything is written.
     let failure = |folder: &Path, needles: &[&str]| {
-        let output = train(folder, &[]);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
-        for needle in needles {
-            assert!(
-                stderr.contains(needle),
-                "stderr lacks {needle:?}:\n{stderr}"
-            );
-        }
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        let run = dir.path().join(format!("run-{}", rand_suffix()));
+        common::assert_user_error(&finetune(folder, &run, &[]), needles);
+        assert!(!run.exists(), "nothing is written for a refused folder");
     };
     let deeper = edited(dir.path(), "llama", |c| c["num_hidden_layers"] = 3.into());
     failure(

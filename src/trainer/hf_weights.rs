@@ -2,7 +2,7 @@
 //! at a time (so the weights are never held twice), and written back in the
 //! same layout by `trainui export`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::hf::Architecture;
+use crate::hf::{Architecture, ignorable, parameter_name, read_safetensors_header};
 
 /// GPT-2's Conv1D weights are stored `(in, out)`; trainui's Linear layers
 /// hold `(out, in)`.
@@ -24,19 +24,6 @@ fn conv1d(architecture: &Architecture, name: &str) -> bool {
         ]
         .iter()
         .any(|suffix| name.ends_with(suffix))
-}
-
-/// Tensors a folder may hold that are not parameters of the model: GPT-2's
-/// attention-mask buffers, rotary frequency buffers, a tied head.
-fn ignorable(architecture: &Architecture, name: &str) -> bool {
-    let tied_head = match architecture {
-        Architecture::Gpt2(_) => true,
-        Architecture::Llama(c) => c.tie_word_embeddings,
-    };
-    name.ends_with(".attn.bias")
-        || name.ends_with(".attn.masked_bias")
-        || name.ends_with(".rotary_emb.inv_freq")
-        || (tied_head && name == "lm_head.weight")
 }
 
 fn kind_of(dtype: &str) -> Option<Kind> {
@@ -62,18 +49,12 @@ pub fn load(
     for path in files {
         let at = |message: String| format!("{}: {message}", path.display());
         let mut file = File::open(path).map_err(|e| at(e.to_string()))?;
-        let (header, data_start) = read_header(&mut file).map_err(at)?;
+        let (header, data_start) = read_safetensors_header(&mut file).map_err(at)?;
         for (name, info) in header {
             if name == "__metadata__" || ignorable(architecture, &name) {
                 continue;
             }
-            // Folders saved from GPT2Model (not the LM head class) leave
-            // out the "transformer." prefix.
-            let key = if variables.contains_key(&name) {
-                name.clone()
-            } else {
-                format!("transformer.{name}")
-            };
+            let key = parameter_name(architecture, &name);
             let Some(variable) = variables.get(&key) else {
                 return Err(at(format!(
                     "tensor {name} is not a parameter of this {} model (from config.json); the \
@@ -156,23 +137,6 @@ fn family(architecture: &Architecture) -> &'static str {
         Architecture::Gpt2(_) => "GPT-2",
         Architecture::Llama(_) => "Llama",
     }
-}
-
-/// The safetensors header (name -> dtype, shape, offsets) and where the data starts.
-fn read_header(file: &mut File) -> Result<(BTreeMap<String, Value>, u64), String> {
-    let mut length = [0u8; 8];
-    file.read_exact(&mut length)
-        .map_err(|e| format!("not a safetensors file: {e}"))?;
-    let length = u64::from_le_bytes(length);
-    if length > 100 << 20 {
-        return Err(format!("not a safetensors file (header of {length} bytes)"));
-    }
-    let mut header = vec![0u8; length as usize];
-    file.read_exact(&mut header)
-        .map_err(|e| format!("not a safetensors file: {e}"))?;
-    let header: BTreeMap<String, Value> = serde_json::from_slice(&header)
-        .map_err(|e| format!("not a safetensors file (header: {e})"))?;
-    Ok((header, 8 + length))
 }
 
 /// Writes the variables of `vs` as `out/model.safetensors` in the Hugging

@@ -33,6 +33,7 @@ fn load(source: &Path, device: DevicePref) -> Result<Loaded, String> {
     let mut vs = nn::VarStore::new(device);
     if source.join(hf::CONFIG_FILE).is_file() {
         let folder = hf::read_folder(source)?;
+        hf::check_weights(&folder)?;
         let tokenizer = TextTokenizer::load_with_eot(&folder.tokenizer(), folder.eos_token_id)
             .map_err(|e| e.to_string())?;
         let model = build_model(&vs, &folder.architecture);
@@ -323,6 +324,11 @@ mod tests {
     }
 
     #[test]
+    fn qwen2_with_attention_biases_and_a_tied_head_matches_transformers() {
+        check_against_transformers("qwen2", "qwen2");
+    }
+
+    #[test]
     fn sharded_weights_load_through_their_index() {
         let (dir, _) = &*MODELS;
         let shards = std::fs::read_dir(dir.path().join("llama-sharded"))
@@ -343,7 +349,7 @@ mod tests {
     fn an_export_loads_in_transformers_with_the_same_logits() {
         let (dir, _) = &*MODELS;
         let out = tempfile::tempdir().unwrap();
-        for name in ["gpt2", "llama"] {
+        for name in ["gpt2", "llama", "qwen2"] {
             let source = dir.path().join(name);
             let exported = out.path().join(name);
             export(&source, &exported).unwrap();

@@ -4,9 +4,10 @@ what transformers computes with them: the reference the Rust tests compare
 trainui against.
 
     tiny_models.py make OUT_DIR TOKENIZER_JSON
-        writes OUT_DIR/gpt2 and OUT_DIR/llama (grouped-query attention,
+        writes OUT_DIR/gpt2, OUT_DIR/llama (grouped-query attention,
         untied head, a vocabulary padded past the tokenizer's; also in
-        shards as OUT_DIR/llama-sharded) and
+        shards as OUT_DIR/llama-sharded) and OUT_DIR/qwen2 (q, k, v biases,
+        one key/value head, tied head), and
         OUT_DIR/reference.json: per model and prompt, the last-position
         logits and 32 greedy tokens with and without the KV cache.
     tiny_models.py greedy MODEL_DIR IDS_JSON N
@@ -81,6 +82,14 @@ def make(out_dir, tokenizer_json):
                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                 max_position_embeddings=64, rope_theta=5000.0, rms_norm_eps=1e-5,
                 tie_word_embeddings=False, bos_token_id=eos, eos_token_id=eos,
+            )
+        ),
+        "qwen2": transformers.Qwen2ForCausalLM(
+            transformers.Qwen2Config(
+                vocab_size=vocab, hidden_size=32, intermediate_size=48,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                max_position_embeddings=64, rms_norm_eps=1e-6,
+                tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos,
             )
         ),
     }
