@@ -291,3 +291,15 @@ fn folder_mistakes_are_clear_errors_naming_the_key_or_tensor() {
         &["has shape [32, 48], but config.json makes it [32, 40]"],
     );
 }
+
+#[test]
+fn generate_names_a_missing_model_folder() {
+    let output = common::trainui()
+        .args(["generate", "--model", "no/such/model", "--prompt", "1+1="])
+        .output()
+        .unwrap();
+    common::assert_user_error(
+        &output,
+        &["no/such/model: no such folder", "Hugging Face model folder"],
+    );
+}

@@ -29,6 +29,13 @@ struct Loaded {
 
 /// A checkpoint folder (it has a trainui manifest) or a Hugging Face folder.
 fn load(source: &Path, device: DevicePref) -> Result<Loaded, String> {
+    if !source.is_dir() {
+        return Err(format!(
+            "{}: no such folder; --model takes a Hugging Face model folder or \
+             RUN_DIR/checkpoints/checkpoint-N",
+            source.display()
+        ));
+    }
     let device = device_of(device)?;
     let mut vs = nn::VarStore::new(device);
     if source.join(hf::CONFIG_FILE).is_file() {
