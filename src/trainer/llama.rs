@@ -2,7 +2,9 @@
 //! `rope_theta`, SwiGLU MLP, grouped-query attention, optionally tied
 //! embeddings. Parameter names follow Hugging Face (`model.layers.0...`), in
 //! `nn.Linear`'s `(out, in)` layout, so loading and exporting copy tensors
-//! one for one.
+//! one for one. A Llama is only ever built to receive weights (from a model
+//! folder or a checkpoint, which must supply every tensor), so its
+//! variables start as zeros rather than drawing random numbers for nothing.
 
 use tch::{Device, Kind, TchError, Tensor, nn};
 
@@ -18,14 +20,7 @@ impl Projection {
     fn new(path: &nn::Path, in_dim: u32, out_dim: u32, bias: bool) -> Self {
         let (in_dim, out_dim) = (i64::from(in_dim), i64::from(out_dim));
         Self {
-            weight: path.var(
-                "weight",
-                &[out_dim, in_dim],
-                nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            ),
+            weight: path.var("weight", &[out_dim, in_dim], nn::Init::Const(0.0)),
             bias: bias.then(|| path.var("bias", &[out_dim], nn::Init::Const(0.0))),
         }
     }
@@ -122,10 +117,7 @@ impl Llama {
             })
             .collect();
         let embedding = [i64::from(c.vocab_size), i64::from(c.hidden_size)];
-        let init = nn::Init::Randn {
-            mean: 0.0,
-            stdev: 0.02,
-        };
+        let init = nn::Init::Const(0.0);
         let half = i64::from(c.head_dim / 2);
         let exponents =
             Tensor::arange(half, (Kind::Float, root.device())) * 2.0 / f64::from(c.head_dim);
