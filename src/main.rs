@@ -76,6 +76,10 @@ struct GenerateArgs {
     prompt: String,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: u32,
+    /// End-of-text is not generated before this many tokens (as Hugging
+    /// Face's min_new_tokens).
+    #[arg(long, default_value_t = 0)]
+    min_new_tokens: u32,
     /// 0 is greedy.
     #[arg(long, default_value_t = 0.0)]
     temperature: f64,
@@ -645,6 +649,7 @@ fn generate(args: &GenerateArgs) -> Result<(), Failure> {
         &trainer::inference::TextRequest {
             prompt: &args.prompt,
             max_new_tokens: args.max_new_tokens,
+            min_new_tokens: args.min_new_tokens,
             temperature: args.temperature,
             timeout: std::time::Duration::from_secs_f64(args.timeout),
             seed: args.seed,

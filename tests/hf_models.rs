@@ -135,26 +135,15 @@ fn a_llama_folder_fine_tunes_resumes_exports_and_generates_as_transformers_does(
         "{}",
         String::from_utf8_lossy(&export.stderr)
     );
-    let generated = common::trainui()
-        .args(["generate", "--model", checkpoint.to_str().unwrap()])
-        .args([
-            "--prompt",
-            "rev 498455=",
-            "--max-new-tokens",
-            "16",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let generation: Value = serde_json::from_slice(&generated.stdout).unwrap();
+    // End-of-text held back on both sides: 16 real tokens to compare.
+    let generation = generate_json(&checkpoint, "rev 498455=", 16);
     assert_eq!(generation["prompt"], "rev 498455=");
-    let prompt_ids = generation["prompt_ids"].to_string();
     let theirs = Command::new(python())
         .arg(common::repo().join("tests/hf/tiny_models.py"))
         .arg("greedy")
         .arg(&exported)
-        .arg(&prompt_ids)
-        .arg("16")
+        .arg(generation["prompt_ids"].to_string())
+        .args(["16", "16"])
         .output()
         .unwrap();
     assert!(
@@ -163,22 +152,40 @@ fn a_llama_folder_fine_tunes_resumes_exports_and_generates_as_transformers_does(
         String::from_utf8_lossy(&theirs.stderr)
     );
     let theirs: Value = serde_json::from_slice(&theirs.stdout).unwrap();
+    assert_eq!(theirs.as_array().unwrap().len(), 16, "{theirs}");
     assert_eq!(generation["token_ids"], theirs, "{generation}");
-    // (Logits of exported folders against transformers: the unit tests in
-    // src/trainer/inference.rs.) trainui reads its own export back too.
-    let again = common::trainui()
-        .args(["generate", "--model", exported.to_str().unwrap()])
+    // trainui reads its own export back too. (Logits of exported folders
+    // against transformers: the unit tests in src/trainer/inference.rs.)
+    let again = generate_json(&exported, "rev 498455=", 16);
+    assert_eq!(again["token_ids"], generation["token_ids"]);
+}
+
+/// `trainui generate --json` with end-of-text held back for all `tokens`.
+fn generate_json(model: &Path, prompt: &str, tokens: u32) -> Value {
+    let tokens = tokens.to_string();
+    let output = common::trainui()
         .args([
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
             "--prompt",
-            "rev 498455=",
+            prompt,
+        ])
+        .args([
             "--max-new-tokens",
-            "16",
+            &tokens,
+            "--min-new-tokens",
+            &tokens,
             "--json",
         ])
         .output()
         .unwrap();
-    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
-    assert_eq!(again["token_ids"], generation["token_ids"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[test]

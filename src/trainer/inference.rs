@@ -90,6 +90,8 @@ fn load(source: &Path, device: DevicePref) -> Result<Loaded, String> {
 pub struct TextRequest<'a> {
     pub prompt: &'a str,
     pub max_new_tokens: u32,
+    /// End-of-text is not picked before this many tokens.
+    pub min_new_tokens: u32,
     pub temperature: f64,
     pub timeout: Duration,
     pub seed: u64,
@@ -126,7 +128,7 @@ pub fn generate_text(
         &GenerationRequest {
             prompt: &prompt_ids,
             max_new_tokens: request.max_new_tokens,
-            min_new_tokens: 0,
+            min_new_tokens: request.min_new_tokens,
             temperature: request.temperature,
             eot_id: loaded.tokenizer.eot_id,
             deadline: Instant::now() + request.timeout,

@@ -10,8 +10,9 @@ trainui against.
         one key/value head, tied head), and
         OUT_DIR/reference.json: per model and prompt, the last-position
         logits and 32 greedy tokens with and without the KV cache.
-    tiny_models.py greedy MODEL_DIR IDS_JSON N
-        prints the greedy continuation (token ids) of a prompt.
+    tiny_models.py greedy MODEL_DIR IDS_JSON N [MIN]
+        prints the greedy continuation (token ids) of a prompt, with
+        end-of-text held back for the first MIN tokens.
     tiny_models.py logits MODEL_DIR IDS_JSON
         prints the last-position logits of a prompt.
 """
@@ -42,11 +43,12 @@ def randomise(model):
                 p.copy_(0.2 * noise)
 
 
-def greedy(model, ids, n, use_cache):
+def greedy(model, ids, n, use_cache, min_new_tokens=0):
     out = model.generate(
         torch.tensor([ids]),
         attention_mask=torch.ones(1, len(ids), dtype=torch.long),
         max_new_tokens=n,
+        min_new_tokens=min_new_tokens,
         do_sample=False,
         use_cache=use_cache,
         pad_token_id=model.config.eos_token_id,
@@ -127,7 +129,8 @@ def main():
     model.eval()
     ids = json.loads(sys.argv[3])
     if command == "greedy":
-        print(json.dumps(greedy(model, ids, int(sys.argv[4]), True)))
+        least = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+        print(json.dumps(greedy(model, ids, int(sys.argv[4]), True, least)))
     elif command == "logits":
         print(json.dumps(last_logits(model, ids)))
     else:
