@@ -169,6 +169,12 @@ pub struct HfFolder {
 }
 
 impl HfFolder {
+    /// The folder's config asks for bfloat16 weights.
+    #[must_use]
+    pub fn wants_bf16(&self) -> bool {
+        self.torch_dtype.as_deref() == Some("bfloat16")
+    }
+
     #[must_use]
     pub fn tokenizer(&self) -> PathBuf {
         self.path.join(TOKENIZER_FILE)

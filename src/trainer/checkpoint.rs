@@ -47,6 +47,10 @@ pub struct TrainerState {
     /// End-of-text id of the tokenizer saved beside the weights.
     #[serde(default)]
     pub eot_id: Option<u32>,
+    /// The weights were trained in bfloat16 (a bf16 model folder on CUDA);
+    /// a resumed run on CUDA stays in bfloat16.
+    #[serde(default)]
+    pub bf16: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -248,6 +252,7 @@ mod tests {
             config: Config::default(),
             architecture: None,
             eot_id: None,
+            bf16: false,
         }
     }
 

@@ -12,7 +12,7 @@ use super::checkpoint;
 use super::generate::{GenerationRequest, generate};
 use super::hf_weights;
 use super::model::CausalLm;
-use super::{build_model, device_of};
+use super::{build_model, device_of, use_bf16};
 use crate::config::DevicePref;
 use crate::data::TextTokenizer;
 use crate::events::GenerationOutcome;
@@ -44,9 +44,7 @@ fn load(source: &Path, device: DevicePref) -> Result<Loaded, String> {
         let tokenizer = TextTokenizer::load_with_eot(&folder.tokenizer(), folder.eos_token_id)
             .map_err(|e| e.to_string())?;
         let model = build_model(&vs, &folder.architecture);
-        if device.is_cuda() && folder.torch_dtype.as_deref() == Some("bfloat16") {
-            vs.bfloat16();
-        }
+        use_bf16(&mut vs, folder.wants_bf16());
         hf_weights::load(&vs, &folder.architecture, &folder.weight_files)?;
         return Ok(Loaded {
             vs,
@@ -74,6 +72,7 @@ fn load(source: &Path, device: DevicePref) -> Result<Loaded, String> {
         .clone()
         .unwrap_or_else(|| Architecture::gpt2(&state.config.model, state.vocab_size));
     let model = build_model(&vs, &architecture);
+    use_bf16(&mut vs, state.bf16);
     let model_file = source.join(checkpoint::MODEL_FILE);
     vs.load(&model_file)
         .map_err(|e| format!("{}: {e}", model_file.display()))?;

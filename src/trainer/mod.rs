@@ -133,6 +133,16 @@ fn build_model(vs: &nn::VarStore, architecture: &Architecture) -> Box<dyn Causal
     }
 }
 
+/// Turns `vs` to bfloat16 when `wanted` and it lives on a GPU (on the CPU
+/// bfloat16 is slower than float32, so it stays float32). Returns whether it did.
+fn use_bf16(vs: &mut nn::VarStore, wanted: bool) -> bool {
+    let on = wanted && vs.device().is_cuda();
+    if on {
+        vs.bfloat16();
+    }
+    on
+}
+
 /// Starts the trainer on its own thread named `trainer`.
 pub fn spawn(setup: TrainSetup) -> std::io::Result<TrainerHandle> {
     let (command_tx, command_rx) = mpsc::channel();
@@ -198,6 +208,8 @@ struct Trainer<'a> {
     vs: nn::VarStore,
     model: Box<dyn CausalLm>,
     architecture: Architecture,
+    /// The weights are bfloat16 (see [`use_bf16`]).
+    bf16: bool,
     optimizer: AdamW,
     tokenizer: TextTokenizer,
     train: Vec<Example>,
@@ -242,15 +254,14 @@ impl<'a> Trainer<'a> {
         }
         .unwrap_or_else(|| Architecture::gpt2(&config.model, vocab_size));
         let model = build_model(&vs, &architecture);
-        if device.is_cuda()
-            && setup
-                .init_from
-                .as_ref()
-                .and_then(|f| f.torch_dtype.as_deref())
-                == Some("bfloat16")
-        {
-            vs.bfloat16();
-        }
+        let bf16 = use_bf16(
+            &mut vs,
+            match (&resumed_state, &setup.init_from) {
+                (Some(state), _) => state.bf16,
+                (None, Some(folder)) => folder.wants_bf16(),
+                (None, None) => false,
+            },
+        );
         if let (None, Some(folder)) = (&resumed_state, &setup.init_from) {
             hf_weights::load(&vs, &architecture, &folder.weight_files)?;
         }
@@ -298,6 +309,7 @@ impl<'a> Trainer<'a> {
             vs,
             model,
             architecture,
+            bf16,
             optimizer,
             tokenizer: setup.tokenizer,
             train: setup.train,
@@ -769,6 +781,7 @@ impl<'a> Trainer<'a> {
             config: self.config.clone(),
             architecture: Some(self.architecture.clone()),
             eot_id: Some(self.tokenizer.eot_id),
+            bf16: self.bf16,
         };
         self.heartbeat.beat(Phase::Saving);
         let (vs, optimizer, tokenizer) = (&self.vs, &self.optimizer, &self.tokenizer);
@@ -883,6 +896,15 @@ pub(crate) mod tests {
             resume_from: None,
             init_from: None,
         }
+    }
+
+    #[test]
+    fn bfloat16_is_only_used_on_a_gpu() {
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let weight = vs.root().zeros("w", &[2]);
+        assert!(!use_bf16(&mut vs, true), "a CPU model stays float32");
+        assert_eq!(weight.kind(), Kind::Float);
+        assert!(!use_bf16(&mut vs, false));
     }
 
     fn run_to_end(setup: TrainSetup) -> Vec<Event> {
