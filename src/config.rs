@@ -5,11 +5,17 @@
 //! keys are errors (a key that silently does nothing is how a timeout setting
 //! once went unused for months), with the nearest valid key suggested.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::events::LiveSettings;
 
 /// Everything a training run is configured by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +106,7 @@ pub struct EvalConfig {
     /// Face `min_new_tokens`); probes how a model behaves past its natural end.
     pub min_new_tokens: u32,
     /// Deadline of one generation.
-    pub eval_timeout_seconds: f64,
+    pub eval_timeout_seconds: Seconds,
     /// 0 is greedy decoding.
     pub temperature: f64,
     /// Share of timed-out generations above which a warning is raised.
@@ -120,7 +126,7 @@ pub struct CheckpointConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct WatchdogConfig {
     /// A run with no progress for this long is marked stalled.
-    pub stall_timeout_seconds: f64,
+    pub stall_timeout_seconds: Seconds,
     pub on_stall: OnStall,
 }
 
@@ -161,6 +167,14 @@ impl TryFrom<String> for DevicePref {
     }
 }
 
+impl FromStr for DevicePref {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        Self::try_from(text.to_owned())
+    }
+}
+
 impl From<DevicePref> for String {
     fn from(device: DevicePref) -> Self {
         device.to_string()
@@ -174,6 +188,68 @@ impl fmt::Display for DevicePref {
             Self::Cpu => f.write_str("cpu"),
             Self::Cuda(index) => write!(f, "cuda:{index}"),
         }
+    }
+}
+
+/// A number of seconds from the user, for a deadline or a timeout. Every
+/// duration a user gives (config keys, `--timeout`) is checked once, here:
+/// finite, above 0, and at most [`Seconds::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Seconds(f64);
+
+impl Seconds {
+    /// One year: a longer wait is no deadline at all.
+    pub const MAX: f64 = 365.0 * 24.0 * 3600.0;
+
+    /// The seconds as a number.
+    #[must_use]
+    pub fn get(self) -> f64 {
+        self.0
+    }
+
+    #[must_use]
+    pub fn duration(self) -> Duration {
+        Duration::from_secs_f64(self.0)
+    }
+}
+
+impl TryFrom<f64> for Seconds {
+    type Error = String;
+
+    fn try_from(secs: f64) -> std::result::Result<Self, String> {
+        if secs.is_finite() && secs > 0.0 && secs <= Self::MAX {
+            Ok(Self(secs))
+        } else {
+            Err(format!(
+                "must be a number of seconds greater than 0 and at most {} (one year) (got {secs})",
+                Self::MAX
+            ))
+        }
+    }
+}
+
+impl From<Seconds> for f64 {
+    fn from(secs: Seconds) -> Self {
+        secs.0
+    }
+}
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let secs: f64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+        Self::try_from(secs)
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -259,7 +335,7 @@ impl Default for EvalConfig {
             samples: 8,
             max_new_tokens: 16,
             min_new_tokens: 0,
-            eval_timeout_seconds: 60.0,
+            eval_timeout_seconds: Seconds(60.0),
             temperature: 0.0,
             timeout_warn_rate: 0.10,
         }
@@ -278,34 +354,27 @@ impl Default for CheckpointConfig {
 impl Default for WatchdogConfig {
     fn default() -> Self {
         Self {
-            stall_timeout_seconds: 300.0,
+            stall_timeout_seconds: Seconds(300.0),
             on_stall: OnStall::Warn,
         }
     }
 }
 
-/// A configuration mistake, worded for the person who made it.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
-
-impl ConfigError {
-    fn at(source: &str, message: impl fmt::Display) -> Self {
-        Self(format!("{source}: {message}"))
-    }
+/// A configuration mistake at `source`, worded for the person who made it.
+fn mistake(source: &str, message: impl fmt::Display) -> Error {
+    Error::Config(format!("{source}: {message}"))
 }
 
 /// Reads the config file (or the defaults when `path` is `None`), applies the
 /// `--set KEY=VALUE` overrides in order and validates the result.
-pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigError> {
+pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
     let (source, value) = match path {
         Some(path) => {
             let source = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|err| {
-                ConfigError::at(&source, format!("cannot read the config file: {err}"))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| mistake(&source, format!("cannot read the config file: {err}")))?;
             let value: Value = serde_json::from_str(&text).map_err(|err| {
-                ConfigError(format!(
+                Error::Config(format!(
                     "{source}:{}:{}: invalid JSON: {err}",
                     err.line(),
                     err.column()
@@ -320,14 +389,10 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config, ConfigE
 
 /// Like [`load`], for a config already parsed from `source` (e.g. the one
 /// saved in a checkpoint).
-pub fn from_value(
-    source: &str,
-    mut value: Value,
-    overrides: &[String],
-) -> Result<Config, ConfigError> {
+pub fn from_value(source: &str, value: Value, overrides: &[String]) -> Result<Config> {
     let source = source.to_owned();
     if !value.is_object() {
-        return Err(ConfigError::at(
+        return Err(mistake(
             &source,
             "the config must be a JSON object ({ ... })",
         ));
@@ -335,49 +400,154 @@ pub fn from_value(
     let known = serde_json::to_value(Config::default()).expect("the default config serialises");
     check_keys(&value, &known, "", &source)?;
 
-    let mut set_sources = Vec::new();
+    let mut assignments = Vec::new();
     for assignment in overrides {
         let set_source = format!("--set {assignment}");
-        let (key, raw) = assignment.split_once('=').ok_or_else(|| {
-            ConfigError::at(
-                &set_source,
-                "expected KEY=VALUE, e.g. --set train.max_steps=100",
-            )
-        })?;
-        let key = key.trim();
-        if lookup(&known, key).is_none() {
-            return Err(ConfigError::at(
-                &set_source,
-                unknown_key_message(key, &known),
-            ));
-        }
-        // A value that parses as JSON is taken as such (numbers, booleans);
-        // anything else is a string, so `--set device=cpu` needs no quotes.
-        let parsed = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
-        insert(&mut value, key, parsed);
-        set_sources.push((key.to_owned(), set_source));
+        let (key, parsed) = parse_assignment(assignment).map_err(|e| mistake(&set_source, e))?;
+        assignments.push((key, parsed, set_source));
     }
+    build(&source, value, &known, &assignments)
+}
 
-    let mut given = Vec::new();
-    leaf_keys(&value, "", &mut given);
+/// `KEY=VALUE` as a dotted key and a JSON value: a value that parses as JSON
+/// is taken as such (numbers, booleans); anything else is a string, so
+/// `device=cpu` needs no quotes.
+pub fn parse_assignment(assignment: &str) -> std::result::Result<(String, Value), String> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or("expected KEY=VALUE, e.g. --set train.max_steps=100")?;
+    let parsed = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    Ok((key.trim().to_owned(), parsed))
+}
+
+/// `value` with `assignments` (key, value, the source to name in a message)
+/// written into it, deserialised and validated; the keys it holds are the
+/// config's given keys.
+fn build(
+    source: &str,
+    mut value: Value,
+    known: &Value,
+    assignments: &[(String, Value, String)],
+) -> Result<Config> {
+    for (key, new, set_source) in assignments {
+        if lookup(known, key).is_none() {
+            return Err(mistake(set_source, unknown_key_message(key, known)));
+        }
+        insert(&mut value, key, new.clone());
+    }
     let mut config: Config = serde_path_to_error::deserialize(&value).map_err(|err| {
         let key = err.path().to_string();
-        let source = set_sources
+        let source = assignments
             .iter()
             .rev()
-            .find(|(set_key, _)| *set_key == key)
-            .map_or(source.as_str(), |(_, set_source)| set_source.as_str());
-        ConfigError::at(source, format!("{key}: {}", err.inner()))
+            .find(|(set_key, ..)| *set_key == key)
+            .map_or(source, |(.., set_source)| set_source.as_str());
+        mistake(source, format!("{key}: {}", err.inner()))
     })?;
     config
         .validate()
-        .map_err(|message| ConfigError::at(&source, message))?;
+        .map_err(|message| mistake(source, message))?;
+    let mut given = Vec::new();
+    leaf_keys(&value, "", &mut given);
     config.given = GivenKeys(given.into_iter().collect());
     Ok(config)
 }
 
+/// The live settings of `config`: the fields of [`LiveSettings`], read from
+/// the config keys of the same names.
+#[must_use]
+pub fn live_settings(config: &Config) -> LiveSettings {
+    serde_json::to_value(config)
+        .and_then(serde_json::from_value)
+        .expect("every field of LiveSettings is a config key")
+}
+
+/// The dotted keys that can change while a run goes on.
+#[must_use]
+pub fn live_keys() -> Vec<String> {
+    let live = serde_json::to_value(live_settings(&Config::default()))
+        .expect("the live settings serialise");
+    let mut keys = Vec::new();
+    leaf_keys(&live, "", &mut keys);
+    keys.retain(|key| !lookup(&live, key).is_some_and(Value::is_object));
+    keys
+}
+
+/// `config` with `changes` (dotted keys to values) made, when they pass the
+/// config's checks and touch only live keys; also each change as
+/// `key = value`, empty when nothing changed. `source` names the request in
+/// messages (e.g. `set`).
+pub fn change_live(
+    config: &Config,
+    changes: &BTreeMap<String, Value>,
+    source: &str,
+) -> Result<(Config, Vec<String>)> {
+    let known = serde_json::to_value(Config::default()).expect("the default config serialises");
+    let before = serde_json::to_value(config).expect("a config serialises");
+    let assignments: Vec<(String, Value, String)> = changes
+        .iter()
+        .map(|(key, value)| {
+            (
+                key.clone(),
+                value.clone(),
+                format!("{source} {key}={value}"),
+            )
+        })
+        .collect();
+    let mut result = build(source, before.clone(), &known, &assignments)?;
+    result.given = config.given.clone();
+    let after = serde_json::to_value(&result).expect("a config serialises");
+    let differences = differing_keys(&before, &after, "");
+    let live = live_keys();
+    let refused: Vec<&str> = differences
+        .iter()
+        .map(String::as_str)
+        .filter(|key| !live.iter().any(|l| l == key))
+        .collect();
+    if !refused.is_empty() {
+        return Err(Error::Config(format!(
+            "{} cannot change while the run goes on; stop it and start again with --resume \
+             latest and --set",
+            refused.join(", ")
+        )));
+    }
+    let applied = differences
+        .iter()
+        .map(|key| format!("{key} = {}", lookup(&after, key).unwrap_or(&Value::Null)))
+        .collect();
+    Ok((result, applied))
+}
+
+/// Dotted keys whose values differ between two configs (as JSON).
+#[must_use]
+pub fn differing_keys(before: &Value, after: &Value, prefix: &str) -> Vec<String> {
+    match (before, after) {
+        (Value::Object(a), Value::Object(b)) => a
+            .iter()
+            .flat_map(|(key, value)| {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                differing_keys(value, b.get(key).unwrap_or(&Value::Null), &path)
+            })
+            .collect(),
+        (a, b) if a == b => Vec::new(),
+        _ => vec![prefix.to_owned()],
+    }
+}
+
+/// The value of a dotted key.
+#[must_use]
+pub fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted
+        .split('.')
+        .try_fold(value, |node, part| node.get(part))
+}
+
 /// Reports the first key of `value` that the defaults do not have.
-fn check_keys(value: &Value, known: &Value, prefix: &str, source: &str) -> Result<(), ConfigError> {
+fn check_keys(value: &Value, known: &Value, prefix: &str, source: &str) -> Result<()> {
     let (Value::Object(entries), Value::Object(known_entries)) =
         (value, lookup_prefix(known, prefix))
     else {
@@ -390,7 +560,7 @@ fn check_keys(value: &Value, known: &Value, prefix: &str, source: &str) -> Resul
             format!("{prefix}.{key}")
         };
         if !known_entries.contains_key(key) {
-            return Err(ConfigError::at(source, unknown_key_message(&path, known)));
+            return Err(mistake(source, unknown_key_message(&path, known)));
         }
         check_keys(child, known, &path, source)?;
     }
@@ -403,12 +573,6 @@ fn lookup_prefix<'a>(known: &'a Value, prefix: &str) -> &'a Value {
     } else {
         lookup(known, prefix).unwrap_or(&Value::Null)
     }
-}
-
-fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted
-        .split('.')
-        .try_fold(value, |node, part| node.get(part))
 }
 
 fn insert(value: &mut Value, dotted: &str, new: Value) {
@@ -538,7 +702,6 @@ impl Config {
         let eval = &self.eval;
         at_least("eval.val_batches", eval.val_batches, 1)?;
         at_least("eval.max_new_tokens", eval.max_new_tokens, 1)?;
-        positive("eval.eval_timeout_seconds", eval.eval_timeout_seconds)?;
         non_negative("eval.temperature", eval.temperature)?;
         if !(0.0..=1.0).contains(&eval.timeout_warn_rate) {
             return Err(format!(
@@ -546,10 +709,6 @@ impl Config {
                 eval.timeout_warn_rate
             ));
         }
-        positive(
-            "watchdog.stall_timeout_seconds",
-            self.watchdog.stall_timeout_seconds,
-        )?;
         Ok(())
     }
 
@@ -678,7 +837,128 @@ mod tests {
         let message = error_of(r#"{"model": {"n_embd": 100, "n_head": 3}}"#, &[]);
         assert!(message.contains("model.n_embd (100) must be a multiple of model.n_head (3)"));
         let message = error_of("{}", &["eval.eval_timeout_seconds=0"]);
-        assert!(message.contains("eval.eval_timeout_seconds must be a number greater than 0"));
+        assert!(
+            message.contains(
+                "--set eval.eval_timeout_seconds=0: eval.eval_timeout_seconds: must be a number of \
+                 seconds greater than 0"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn durations_have_an_upper_bound_that_says_what_it_is() {
+        for (key, value) in [
+            ("eval.eval_timeout_seconds", "1e30"),
+            ("watchdog.stall_timeout_seconds", "1e300"),
+            ("eval.eval_timeout_seconds", "31536000.5"),
+        ] {
+            let message = error_of("{}", &[&format!("{key}={value}")]);
+            assert!(
+                message.contains(&format!(
+                    "{key}: must be a number of seconds greater than 0 and \
+                     at most 31536000 (one year)"
+                )),
+                "{message}"
+            );
+        }
+        let year = load(None, &["eval.eval_timeout_seconds=31536000".into()]).unwrap();
+        assert_eq!(
+            year.eval.eval_timeout_seconds.duration().as_secs(),
+            31_536_000
+        );
+        assert!("inf".parse::<Seconds>().is_err());
+        assert!("NaN".parse::<Seconds>().is_err());
+        assert!("-1".parse::<Seconds>().is_err());
+        assert!(("2.5".parse::<Seconds>().unwrap().get() - 2.5).abs() < f64::EPSILON);
+        assert!(
+            "soon"
+                .parse::<Seconds>()
+                .unwrap_err()
+                .contains("not a number of seconds")
+        );
+    }
+
+    #[test]
+    fn the_live_keys_are_the_fields_of_the_live_settings() {
+        assert_eq!(
+            live_keys(),
+            [
+                "checkpoint.save_steps",
+                "checkpoint.save_total_limit",
+                "eval.eval_steps",
+                "eval.eval_timeout_seconds",
+                "eval.max_new_tokens",
+                "eval.min_new_tokens",
+                "eval.samples",
+                "eval.temperature",
+                "eval.timeout_warn_rate",
+                "eval.val_batches",
+                "train.log_steps",
+                "watchdog.stall_timeout_seconds",
+            ]
+        );
+        let known = serde_json::to_value(Config::default()).unwrap();
+        for key in live_keys() {
+            assert!(lookup(&known, &key).is_some(), "{key} is a config key");
+        }
+        let mut config = Config::default();
+        config.eval.timeout_warn_rate = 0.25;
+        config.train.log_steps = 7;
+        let live = live_settings(&config);
+        assert_eq!(
+            (live.eval.timeout_warn_rate, live.train.log_steps),
+            (0.25, 7)
+        );
+    }
+
+    #[test]
+    fn live_changes_pass_the_config_checks_and_touch_only_live_keys() {
+        let config = Config::default();
+        let change = |pairs: &[(&str, Value)]| {
+            let changes = pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect();
+            change_live(&config, &changes, "set")
+        };
+        let (result, applied) = change(&[("eval.timeout_warn_rate", 0.5.into())]).unwrap();
+        assert!((result.eval.timeout_warn_rate - 0.5).abs() < f64::EPSILON);
+        assert_eq!(applied, ["eval.timeout_warn_rate = 0.5"]);
+        let (_, applied) = change(&[("eval.samples", 8.into())]).unwrap();
+        assert!(applied.is_empty(), "8 is the value in force: no change");
+
+        let refused = change(&[("model.n_embd", 64.into())]).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("model.n_embd cannot change while the run goes on"),
+            "{refused}"
+        );
+        let out_of_range = change(&[("eval.timeout_warn_rate", 1.5.into())]).unwrap_err();
+        assert!(
+            out_of_range
+                .to_string()
+                .contains("eval.timeout_warn_rate must be between 0 and 1"),
+            "{out_of_range}"
+        );
+        let huge = change(&[("eval.eval_timeout_seconds", 1e30.into())]).unwrap_err();
+        assert!(huge.to_string().contains("at most 31536000"), "{huge}");
+        let unknown = change(&[("eval.sample", 4.into())]).unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("did you mean \"eval.samples\""),
+            "{unknown}"
+        );
+        assert_eq!(unknown.exit_code(), 2);
+    }
+
+    #[test]
+    fn differing_keys_are_dotted() {
+        let a = serde_json::json!({"eval": {"eval_steps": 1, "samples": 2}, "seed": 3});
+        let b = serde_json::json!({"eval": {"eval_steps": 5, "samples": 2}, "seed": 4});
+        assert_eq!(differing_keys(&a, &b, ""), ["eval.eval_steps", "seed"]);
     }
 
     #[test]

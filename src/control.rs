@@ -2,16 +2,20 @@
 //! where `trainui ctl` (and `watch`) drop small JSON command files, and
 //! live changes of RUN_DIR/config.json.
 //!
-//! Every request is answered with a `control` event in events.jsonl: accepted
-//! (then the trainer's own `command_ack` follows) or rejected, with the
-//! reason. A bad file never stops the run.
+//! A command file is `{"v": 2, "id": ..., "created_unix": ..., "command":
+//! COMMAND}`, COMMAND being a serialised [`Command`] (`"eval_now"`, `{"set":
+//! {"eval.eval_steps": 100}}`); files of version 1 (`"command": "eval"`, or
+//! `"set"` with an `"assignment"`) are still read. Every request is answered
+//! with a `control` event in events.jsonl: accepted (then the trainer's own
+//! `command_ack` follows) or rejected, with the reason. A bad file never
+//! stops the run.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,90 +23,32 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::channel::Controller;
 use crate::config::{self, Config};
-use crate::events::{Command, Event, LiveSettings};
+use crate::error::{Error, Result};
+use crate::events::{Command, CommandKind, Event, Phase};
 use crate::rundir;
-use crate::trainer::Controller;
-use crate::watchdog::{Heartbeat, Phase};
+use crate::watchdog::Heartbeat;
 
 pub const SPOOL_DIR: &str = "control";
+/// Version of the command files `send` writes.
+pub const REQUEST_VERSION: u32 = 2;
 /// Largest command file read; anything bigger is rejected unread.
 pub const MAX_REQUEST_BYTES: u64 = 4096;
 /// Requests older than this are stale (left by a `ctl` that gave up).
 pub const STALE_AFTER: Duration = Duration::from_mins(1);
 const POLL: Duration = Duration::from_millis(100);
 
-/// Keys that can change while a run goes on.
-pub const LIVE_KEYS: [&str; 12] = [
-    "train.log_steps",
-    "eval.eval_steps",
-    "eval.val_batches",
-    "eval.samples",
-    "eval.max_new_tokens",
-    "eval.min_new_tokens",
-    "eval.eval_timeout_seconds",
-    "eval.temperature",
-    "eval.timeout_warn_rate",
-    "checkpoint.save_steps",
-    "checkpoint.save_total_limit",
-    "watchdog.stall_timeout_seconds",
-];
-
 /// One command file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Request {
-    /// Format version, 1.
+    /// Format version, [`REQUEST_VERSION`].
     pub v: u32,
     /// Chosen by the sender; the answering event carries it.
     pub id: String,
     /// Seconds since the Unix epoch when it was written.
     pub created_unix: f64,
-    #[serde(flatten)]
-    pub action: Action,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
-pub enum Action {
-    Eval,
-    Abort,
-    Pause,
-    Resume,
-    Save,
-    Stop,
-    /// `KEY=VALUE`, as with `--set`.
-    Set {
-        assignment: String,
-    },
-}
-
-impl Action {
-    #[must_use]
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Eval => "eval",
-            Self::Abort => "abort",
-            Self::Pause => "pause",
-            Self::Resume => "resume",
-            Self::Save => "save",
-            Self::Stop => "stop",
-            Self::Set { .. } => "set",
-        }
-    }
-
-    /// The trainer command this becomes (`set` is handled here).
-    #[must_use]
-    pub fn command(&self) -> Option<Command> {
-        Some(match self {
-            Self::Eval => Command::EvalNow,
-            Self::Abort => Command::AbortGeneration,
-            Self::Pause => Command::Pause,
-            Self::Resume => Command::Resume,
-            Self::Save => Command::Save,
-            Self::Stop => Command::Stop,
-            Self::Set { .. } => return None,
-        })
-    }
+    pub command: Command,
 }
 
 #[must_use]
@@ -119,31 +65,36 @@ pub fn unix_now() -> f64 {
 
 /// Writes a request atomically (a hidden temporary name, then a rename), so
 /// the run never reads half a file. Returns the request's id.
-pub fn send(run_dir: &Path, action: Action) -> Result<String, String> {
+pub fn send(run_dir: &Path, command: &Command) -> Result<String> {
     let dir = spool_dir(run_dir);
     if !dir.is_dir() {
-        return Err(format!(
+        return Err(Error::Usage(format!(
             "{}: no control folder; is {} a trainui run directory, and has its run started?",
             dir.display(),
             run_dir.display()
-        ));
+        )));
     }
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let id = format!("{nanos}-{}-{}", std::process::id(), action.name());
+    let id = format!("{nanos}-{}-{}", std::process::id(), command.word());
     let request = Request {
-        v: 1,
+        v: REQUEST_VERSION,
         id: id.clone(),
         created_unix: unix_now(),
-        action,
+        command: command.clone(),
     };
     let json = serde_json::to_vec(&request).expect("a request serialises");
     let temp = dir.join(format!(".{id}.tmp"));
-    fs::write(&temp, json).map_err(|e| format!("{}: {e}", temp.display()))?;
-    fs::rename(&temp, dir.join(format!("{id}.json")))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    fs::write(&temp, json).map_err(Error::io("cannot write a command file", &temp))?;
+    let path = dir.join(format!("{id}.json"));
+    fs::rename(&temp, &path).map_err(Error::io("cannot place a command file", &path))?;
     Ok(id)
+}
+
+/// Removes a request no run has read (`ctl` gave up waiting).
+pub fn withdraw(run_dir: &Path, id: &str) {
+    let _ = fs::remove_file(spool_dir(run_dir).join(format!("{id}.json")));
 }
 
 /// What the run needs to answer requests.
@@ -151,26 +102,28 @@ pub struct Spool {
     pub run_dir: PathBuf,
     pub controller: Controller,
     pub events: Sender<Event>,
+    /// The trainer's heartbeat: the spool serves until the trainer is done.
     pub heartbeat: Arc<Heartbeat>,
-    /// The config in force; live changes update it.
+    /// The config in force, kept in step with the trainer's: both apply the
+    /// same checked changes in the same order.
     pub config: Config,
-    /// The watchdog's timeout, which a live change can move.
-    pub stall_timeout_millis: Arc<AtomicU64>,
 }
 
 impl Spool {
     /// Creates the spool (owner-only) and serves it on its own thread until
     /// the trainer is done.
-    pub fn spawn(self) -> std::io::Result<()> {
+    pub fn spawn(self) -> Result<()> {
         let dir = spool_dir(&self.run_dir);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&dir)?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+            .create(&dir)
+            .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)))
+            .map_err(Error::io("cannot create the control spool", &dir))?;
         thread::Builder::new()
             .name("control".into())
-            .spawn(move || self.serve())?;
+            .spawn(move || self.serve())
+            .map_err(|e| Error::Failed(format!("cannot start the control thread: {e}")))?;
         Ok(())
     }
 
@@ -208,79 +161,46 @@ impl Spool {
             Ok(request) => request,
             Err(reason) => return self.reply(&name, "?", false, reason),
         };
+        let word = request.command.word();
         let age = unix_now() - request.created_unix;
         if age > STALE_AFTER.as_secs_f64() {
             return self.reply(
                 &request.id,
-                request.action.name(),
+                word,
                 false,
                 format!("stale: written {age:.0}s ago; send it again"),
             );
         }
-        match &request.action {
-            Action::Set { assignment } => {
-                let outcome = self.change(std::slice::from_ref(assignment));
-                let (accepted, message) = match outcome {
-                    Ok(message) => {
-                        self.write_config();
-                        (true, message)
-                    }
-                    Err(message) => (false, message),
-                };
-                self.reply(&request.id, "set", accepted, message);
+        let message = match &request.command {
+            Command::Set(changes) => match self.change(changes, "set") {
+                Ok(message) => message,
+                Err(err) => return self.reply(&request.id, word, false, err.to_string()),
+            },
+            command => {
+                self.controller.send(command.clone());
+                "sent to the trainer".to_owned()
             }
-            action => {
-                let command = action.command().expect("only set has no command");
-                self.reply(
-                    &request.id,
-                    action.name(),
-                    true,
-                    "sent to the trainer".into(),
-                );
-                self.controller.send(command);
-            }
-        }
+        };
+        self.reply(&request.id, word, true, message);
     }
 
-    /// Applies `--set`-style assignments to the config in force if they are
-    /// valid and touch only live keys.
-    fn change(&mut self, assignments: &[String]) -> Result<String, String> {
-        let current = serde_json::to_value(&self.config).expect("a config serialises");
-        let changed = config::from_value("the running config", current, assignments)
-            .map_err(|e| e.to_string())?;
-        self.adopt(changed)
-    }
-
-    fn adopt(&mut self, changed: Config) -> Result<String, String> {
-        let before = serde_json::to_value(&self.config).expect("a config serialises");
-        let after = serde_json::to_value(&changed).expect("a config serialises");
-        let differences = differing_keys(&before, &after, "");
-        if differences.is_empty() {
+    /// Makes `changes` to the config in force if they pass its checks and
+    /// touch only live keys; the trainer then makes the same changes.
+    fn change(&mut self, changes: &BTreeMap<String, Value>, source: &str) -> Result<String> {
+        let (result, applied) = config::change_live(&self.config, changes, source)?;
+        if applied.is_empty() {
             return Ok("no change".into());
         }
-        let refused: Vec<&String> = differences
-            .iter()
-            .filter(|key| !LIVE_KEYS.contains(&key.as_str()))
-            .collect();
-        if !refused.is_empty() {
-            let names: Vec<&str> = refused.iter().map(|k| k.as_str()).collect();
-            return Err(format!(
-                "{} cannot change while the run goes on; stop it and start again with \
-                 --resume latest and --set",
-                names.join(", ")
-            ));
+        self.config = result;
+        let json = serde_json::to_vec_pretty(&self.config).expect("a config serialises");
+        let path = self.run_dir.join(rundir::CONFIG_FILE);
+        if let Err(err) = rundir::write_atomically(&path, &json) {
+            let _ = self.events.send(Event::Warning {
+                step: self.heartbeat.step(),
+                message: format!("{}: cannot record the change: {err}", path.display()),
+            });
         }
-        self.config = changed;
-        let settings = LiveSettings::from(&self.config);
-        self.stall_timeout_millis.store(
-            (self.config.watchdog.stall_timeout_seconds * 1000.0).round() as u64,
-            Ordering::Relaxed,
-        );
-        self.controller.send(Command::Reconfigure(settings));
-        let applied: Vec<String> = differences
-            .iter()
-            .map(|key| format!("{key} = {}", lookup(&after, key).unwrap_or(&Value::Null)))
-            .collect();
+        self.controller.send(Command::Set(changes.clone()));
         Ok(format!("applied {}", applied.join(", ")))
     }
 
@@ -288,29 +208,38 @@ impl Spool {
     fn reread_config(&mut self, path: &Path) {
         let source = path.display().to_string();
         let edited = fs::read_to_string(path)
-            .map_err(|e| format!("{source}: {e}"))
+            .map_err(|e| Error::Config(format!("{source}: {e}")))
             .and_then(|text| {
-                serde_json::from_str(&text)
-                    .map_err(|e| format!("{source}:{}:{}: invalid JSON: {e}", e.line(), e.column()))
+                serde_json::from_str(&text).map_err(|e| {
+                    Error::Config(format!(
+                        "{source}:{}:{}: invalid JSON: {e}",
+                        e.line(),
+                        e.column()
+                    ))
+                })
             })
-            .and_then(|value| config::from_value(&source, value, &[]).map_err(|e| e.to_string()));
+            .and_then(|value| config::from_value(&source, value, &[]));
         let outcome = edited.and_then(|mut edited| {
             // Relative data paths mean what they meant at start.
             if let Ok(cwd) = std::env::current_dir() {
                 edited.resolve_paths(&cwd);
             }
-            self.adopt(edited)
+            let before = serde_json::to_value(&self.config).expect("a config serialises");
+            let after = serde_json::to_value(&edited).expect("a config serialises");
+            let changes = config::differing_keys(&before, &after, "")
+                .into_iter()
+                .map(|key| {
+                    let value = config::lookup(&after, &key).cloned().unwrap_or(Value::Null);
+                    (key, value)
+                })
+                .collect();
+            self.change(&changes, &source)
         });
         match outcome {
             Ok(message) if message == "no change" => {}
             Ok(message) => self.reply("config.json", "edit", true, message),
-            Err(message) => self.reply("config.json", "edit", false, message),
+            Err(err) => self.reply("config.json", "edit", false, err.to_string()),
         }
-    }
-
-    fn write_config(&self) {
-        let json = serde_json::to_vec_pretty(&self.config).expect("a config serialises");
-        let _ = rundir::write_atomically(&self.run_dir.join(rundir::CONFIG_FILE), &json);
     }
 }
 
@@ -334,7 +263,7 @@ fn pending(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Reads a request file, refusing links, non-files and anything large.
-fn read_request(path: &Path) -> Result<Request, String> {
+fn read_request(path: &Path) -> std::result::Result<Request, String> {
     let meta = fs::symlink_metadata(path).map_err(|e| format!("unreadable: {e}"))?;
     if meta.file_type().is_symlink() {
         return Err("refused: a symbolic link".into());
@@ -355,12 +284,57 @@ fn read_request(path: &Path) -> Result<Request, String> {
     fs::File::open(path)
         .and_then(|f| f.take(MAX_REQUEST_BYTES).read_to_string(&mut text))
         .map_err(|e| format!("unreadable: {e}"))?;
-    let request: Request =
-        serde_json::from_str(&text).map_err(|e| format!("not a command: {e}"))?;
-    if request.v != 1 {
-        return Err(format!("unknown request version {}", request.v));
+    parse_request(&text)
+}
+
+/// A command file of version 1: the command is its `ctl` word, and `set`
+/// carries an `assignment` (`KEY=VALUE`).
+#[derive(Deserialize)]
+struct RequestV1 {
+    id: String,
+    created_unix: f64,
+    command: String,
+    assignment: Option<String>,
+}
+
+/// A request of the current version, or of version 1.
+fn parse_request(text: &str) -> std::result::Result<Request, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not a command: {e}"))?;
+    match value.get("v").and_then(Value::as_u64) {
+        Some(1) => {}
+        Some(v) if v == u64::from(REQUEST_VERSION) => {
+            return serde_json::from_value(value).map_err(|e| format!("not a command: {e}"));
+        }
+        Some(v) => return Err(format!("unknown request version {v}")),
+        None => return Err("not a command: no version \"v\"".into()),
     }
-    Ok(request)
+    let old: RequestV1 =
+        serde_json::from_value(value).map_err(|e| format!("not a command: {e}"))?;
+    let kind = CommandKind::from_word(&old.command).ok_or_else(|| {
+        format!(
+            "unknown command {:?}; the commands are {}",
+            old.command,
+            CommandKind::all()
+                .iter()
+                .map(|kind| kind.word())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let command = match (kind, old.assignment) {
+        (CommandKind::Set, Some(assignment)) => {
+            let (key, value) = config::parse_assignment(&assignment)?;
+            Command::Set(BTreeMap::from([(key, value)]))
+        }
+        (CommandKind::Set, None) => return Err("set without an assignment".into()),
+        (kind, _) => kind.command().ok_or("not a command")?,
+    };
+    Ok(Request {
+        v: REQUEST_VERSION,
+        id: old.id,
+        created_unix: old.created_unix,
+        command,
+    })
 }
 
 /// Modification time and size, to notice edits.
@@ -369,51 +343,47 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted
-        .split('.')
-        .try_fold(value, |node, part| node.get(part))
-}
-
-/// Dotted keys whose values differ between two configs.
-fn differing_keys(before: &Value, after: &Value, prefix: &str) -> Vec<String> {
-    match (before, after) {
-        (Value::Object(a), Value::Object(b)) => a
-            .iter()
-            .flat_map(|(key, value)| {
-                let path = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                differing_keys(value, b.get(key).unwrap_or(&Value::Null), &path)
-            })
-            .collect(),
-        (a, b) if a == b => Vec::new(),
-        _ => vec![prefix.to_owned()],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn requests_round_trip_as_small_json() {
+    fn requests_carry_the_serialised_command() {
         let request = Request {
-            v: 1,
+            v: REQUEST_VERSION,
             id: "x".into(),
             created_unix: 1.5,
-            action: Action::Set {
-                assignment: "eval.eval_steps=100".into(),
-            },
+            command: Command::Set(BTreeMap::from([("eval.eval_steps".into(), 100.into())])),
         };
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(
             json,
-            r#"{"v":1,"id":"x","created_unix":1.5,"command":"set","assignment":"eval.eval_steps=100"}"#
+            r#"{"v":2,"id":"x","created_unix":1.5,"command":{"set":{"eval.eval_steps":100}}}"#
         );
-        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), request);
+        assert_eq!(parse_request(&json).unwrap(), request);
+        let eval = r#"{"v":2,"id":"e","created_unix":1.5,"command":"eval_now"}"#;
+        assert_eq!(parse_request(eval).unwrap().command, Command::EvalNow);
+    }
+
+    #[test]
+    fn version_1_files_are_still_read() {
+        let set = r#"{"v":1,"id":"x","created_unix":1.5,"command":"set","assignment":"eval.eval_steps=100"}"#;
+        let request = parse_request(set).unwrap();
+        assert_eq!(
+            request.command,
+            Command::Set(BTreeMap::from([("eval.eval_steps".into(), 100.into())]))
+        );
+        assert_eq!(request.id, "x");
+        for kind in CommandKind::all() {
+            let Some(command) = kind.command() else {
+                continue;
+            };
+            let text = format!(
+                r#"{{"v":1,"id":"x","created_unix":1,"command":"{}"}}"#,
+                kind.word()
+            );
+            assert_eq!(parse_request(&text).unwrap().command, command);
+        }
     }
 
     #[test]
@@ -435,7 +405,28 @@ mod tests {
         assert!(
             read_request(&unknown)
                 .unwrap_err()
+                .starts_with("unknown command \"dance\"; the commands are stop, pause")
+        );
+        let unknown = dir.path().join("b2.json");
+        fs::write(
+            &unknown,
+            r#"{"v":2,"id":"b","created_unix":1,"command":"dance"}"#,
+        )
+        .unwrap();
+        assert!(
+            read_request(&unknown)
+                .unwrap_err()
                 .contains("unknown variant `dance`")
+        );
+        let future = dir.path().join("f.json");
+        fs::write(
+            &future,
+            r#"{"v":9,"id":"b","created_unix":1,"command":"stop"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            read_request(&future).unwrap_err(),
+            "unknown request version 9"
         );
         let big = dir.path().join("c.json");
         fs::write(&big, vec![b' '; 5000]).unwrap();
@@ -449,12 +440,5 @@ mod tests {
             read_request(&folder).unwrap_err(),
             "refused: not a regular file"
         );
-    }
-
-    #[test]
-    fn differing_keys_are_dotted() {
-        let a = serde_json::json!({"eval": {"eval_steps": 1, "samples": 2}, "seed": 3});
-        let b = serde_json::json!({"eval": {"eval_steps": 5, "samples": 2}, "seed": 4});
-        assert_eq!(differing_keys(&a, &b, ""), ["eval.eval_steps", "seed"]);
     }
 }

@@ -8,14 +8,10 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::config::Overlong;
+use crate::error::{Error, Result};
 
 /// The token that ends every completion.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
-
-/// A data or tokenizer problem, worded as `file:line: what, and the fix`.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DataError(String);
 
 /// One line of a data file.
 #[derive(Debug, Deserialize)]
@@ -52,7 +48,7 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// A model folder's tokenizer, its end-of-text the folder's
     /// `eos_token_id`, else the first of the usual end-of-text tokens it has.
-    pub fn load_with_eot(path: &Path, eos_token_id: Option<u32>) -> Result<Self, DataError> {
+    pub fn load_with_eot(path: &Path, eos_token_id: Option<u32>) -> Result<Self> {
         let inner = read_tokenizer(
             path,
             "a model folder needs the tokenizer.json it was trained with",
@@ -71,7 +67,7 @@ impl TextTokenizer {
                 .find_map(|token| inner.token_to_id(token))
             })
             .ok_or_else(|| {
-                DataError(format!(
+                Error::Input(format!(
                     "{}: no end-of-text token: config.json has no eos_token_id and the tokenizer \
                      has none of {END_OF_TEXT}, </s>, <|end_of_text|>",
                     path.display()
@@ -85,13 +81,16 @@ impl TextTokenizer {
     }
 
     /// Writes the tokenizer as a tokenizer.json.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        self.inner
-            .save(path, false)
-            .map_err(|e| format!("{}: {e}", path.display()))
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.inner.save(path, false).map_err(|e| {
+            Error::Failed(format!(
+                "{}: cannot write the tokenizer: {e}",
+                path.display()
+            ))
+        })
     }
 
-    pub fn load(path: &Path) -> Result<Self, DataError> {
+    pub fn load(path: &Path) -> Result<Self> {
         let inner = read_tokenizer(
             path,
             &format!(
@@ -101,7 +100,7 @@ impl TextTokenizer {
             ),
         )?;
         let eot_id = inner.token_to_id(END_OF_TEXT).ok_or_else(|| {
-            DataError(format!(
+            Error::Input(format!(
                 "{}: the tokenizer has no {END_OF_TEXT} token; retrain it with `trainui tokenizer`",
                 path.display()
             ))
@@ -144,29 +143,31 @@ impl TextTokenizer {
     }
 
     /// Token ids of `text`, without special tokens added.
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         self.inner
             .encode(text, false)
             .map(|encoding| encoding.get_ids().to_vec())
-            .map_err(|err| err.to_string())
+            .map_err(|err| Error::Failed(format!("cannot tokenize {text:?}: {err}")))
     }
 
     /// Text of `ids`, with special tokens left out.
-    pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
-        self.inner.decode(ids, true).map_err(|err| err.to_string())
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|err| Error::Failed(format!("cannot decode tokens: {err}")))
     }
 }
 
 /// Reads a tokenizer.json; `fix` says what to do when there is none.
-fn read_tokenizer(path: &Path, fix: &str) -> Result<Tokenizer, DataError> {
+fn read_tokenizer(path: &Path, fix: &str) -> Result<Tokenizer> {
     if !path.is_file() {
-        return Err(DataError(format!(
+        return Err(Error::Input(format!(
             "{}: tokenizer file not found; {fix}",
             path.display()
         )));
     }
     Tokenizer::from_file(path).map_err(|err| {
-        DataError(format!(
+        Error::Input(format!(
             "{}: not a valid tokenizer.json: {err}",
             path.display()
         ))
@@ -179,13 +180,13 @@ pub fn load_examples(
     tokenizer: &TextTokenizer,
     block_size: usize,
     overlong: Overlong,
-) -> Result<Dataset, DataError> {
+) -> Result<Dataset> {
     let name = path.display();
     let file_name = path
         .file_name()
         .map_or_else(|| name.to_string(), |n| n.to_string_lossy().into_owned());
     let text = fs::read_to_string(path)
-        .map_err(|err| DataError(format!("{name}: cannot read the data file: {err}")))?;
+        .map_err(|err| Error::Input(format!("{name}: cannot read the data file: {err}")))?;
     let mut examples = Vec::new();
     let mut skipped_overlong = 0;
     for (index, line) in text.lines().enumerate() {
@@ -194,19 +195,21 @@ pub fn load_examples(
             continue;
         }
         let record: Record = serde_json::from_str(line).map_err(|err| {
-            DataError(format!(
+            Error::Input(format!(
                 "{name}:{line_no}: expected {{\"prompt\": \"...\", \"completion\": \"...\"}}: {err}"
             ))
         })?;
         let encode = |text: &str| {
             tokenizer
                 .encode(text)
-                .map_err(|err| DataError(format!("{name}:{line_no}: cannot tokenize: {err}")))
+                .map_err(|err| Error::Input(format!("{name}:{line_no}: cannot tokenize: {err}")))
         };
         let mut tokens = encode(&record.prompt)?;
         let prompt_len = tokens.len();
         if prompt_len == 0 {
-            return Err(DataError(format!("{name}:{line_no}: the prompt is empty")));
+            return Err(Error::Input(format!(
+                "{name}:{line_no}: the prompt is empty"
+            )));
         }
         tokens.extend(encode(&record.completion)?);
         tokens.push(tokenizer.eot_id);
@@ -215,7 +218,7 @@ pub fn load_examples(
                 skipped_overlong += 1;
                 continue;
             }
-            return Err(DataError(format!(
+            return Err(Error::Input(format!(
                 "{name}:{line_no}: example is {} tokens (prompt {prompt_len}, completion {}, \
                  end-of-text 1), more than model.block_size = {block_size}; shorten it, raise \
                  model.block_size, or set data.overlong to \"skip\"",
@@ -235,7 +238,7 @@ pub fn load_examples(
         } else {
             "the file has no examples".to_owned()
         };
-        return Err(DataError(format!(
+        return Err(Error::Input(format!(
             "{name}: {why}; it needs lines of {{\"prompt\": \"...\", \"completion\": \"...\"}}"
         )));
     }
@@ -254,7 +257,7 @@ pub struct TokenizerTraining {
 
 /// Trains a byte-level BPE tokenizer on the prompts and completions of JSONL
 /// files. Digits are always single tokens, so numbers tokenize by the digit.
-pub fn train_tokenizer(options: &TokenizerTraining) -> Result<u32, DataError> {
+pub fn train_tokenizer(options: &TokenizerTraining) -> Result<u32> {
     use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::pre_tokenizers::digits::Digits;
@@ -264,17 +267,24 @@ pub fn train_tokenizer(options: &TokenizerTraining) -> Result<u32, DataError> {
         TokenizerBuilder,
     };
 
+    if options.vocab_size < 257 {
+        return Err(Error::Usage(format!(
+            "--vocab-size {}: a byte-level tokenizer needs at least 257 (256 bytes and \
+             end-of-text)",
+            options.vocab_size
+        )));
+    }
     let mut texts = Vec::new();
     for path in &options.data {
         let name = path.display();
         let text = fs::read_to_string(path)
-            .map_err(|err| DataError(format!("{name}: cannot read the data file: {err}")))?;
+            .map_err(|err| Error::Input(format!("{name}: cannot read the data file: {err}")))?;
         for (index, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             let record: Record = serde_json::from_str(line).map_err(|err| {
-                DataError(format!(
+                Error::Input(format!(
                     "{name}:{}: expected {{\"prompt\": \"...\", \"completion\": \"...\"}}: {err}",
                     index + 1
                 ))
@@ -284,7 +294,7 @@ pub fn train_tokenizer(options: &TokenizerTraining) -> Result<u32, DataError> {
         }
     }
     if texts.is_empty() {
-        return Err(DataError(
+        return Err(Error::Input(
             "the data files hold no examples to train a tokenizer on".into(),
         ));
     }
@@ -311,19 +321,18 @@ pub fn train_tokenizer(options: &TokenizerTraining) -> Result<u32, DataError> {
     .with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(pre_tokenizer)))
     .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())))
     .build()
-    .map_err(|err| DataError(format!("cannot build the tokenizer: {err}")))?;
+    .map_err(|err| Error::Failed(format!("cannot build the tokenizer: {err}")))?;
     tokenizer
         .train(&mut trainer, texts.iter())
-        .map_err(|err| DataError(format!("tokenizer training failed: {err}")))?;
+        .map_err(|err| Error::Failed(format!("tokenizer training failed: {err}")))?;
     let json = tokenizer
         .to_string(true)
-        .map_err(|err| DataError(format!("cannot serialise the tokenizer: {err}")))?;
+        .map_err(|err| Error::Failed(format!("cannot serialise the tokenizer: {err}")))?;
     if let Some(parent) = options.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent)
-            .map_err(|err| DataError(format!("{}: {err}", parent.display())))?;
+        fs::create_dir_all(parent).map_err(Error::io("cannot create the folder", parent))?;
     }
     crate::rundir::write_atomically(&options.out, json.as_bytes())
-        .map_err(|err| DataError(format!("{}: cannot write: {err}", options.out.display())))?;
+        .map_err(Error::io("cannot write the tokenizer", &options.out))?;
     Ok(tokenizer.get_vocab_size(true) as u32)
 }
 
@@ -336,7 +345,7 @@ mod tests {
         TextTokenizer::load(&root.join("assets/demo/tokenizer.json")).unwrap()
     }
 
-    fn load(text: &str, block_size: usize, overlong: Overlong) -> Result<Dataset, DataError> {
+    fn load(text: &str, block_size: usize, overlong: Overlong) -> Result<Dataset> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("train.jsonl");
         fs::write(&path, text).unwrap();

@@ -1,18 +1,27 @@
-//! The two enums that cross the trainer thread boundary, and the run status
-//! folded from the event stream.
+//! The contract between the trainer thread and everything else: the
+//! [`Command`]s it takes, the [`Event`]s it reports, and the [`RunStatus`]
+//! folded from them.
 //!
-//! Both enums are plain serde data: the same events drive the headless
-//! printer, the run directory (events.jsonl, status file) and the TUI.
+//! All of it is plain serde data, and this file imports nothing from the
+//! rest of the crate, so it can be read, versioned and mirrored on its own:
+//! the same events drive the headless printer, the run directory
+//! (events.jsonl, status file), the TUI and `trainui watch`, and the same
+//! commands come from keys, signals and the control spool.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-pub use crate::watchdog::Phase;
-
-/// Version of the events.jsonl and training_status.json layouts.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the events.jsonl, training_status.json and control-file
+/// layouts. 2 added the live `settings` (in `started`, a `settings` event and
+/// the status file) and made a settings change the command `{"set": {KEY:
+/// VALUE}}` (it was `{"reconfigure": {...}}`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Requests to the trainer, acted on at the next step boundary.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::EnumDiscriminants)]
+#[strum_discriminants(name(CommandKind), derive(Hash, strum::VariantArray))]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
     /// Finish the current step, save a checkpoint, then stop with state `stopped`.
@@ -21,19 +30,99 @@ pub enum Command {
     Resume,
     /// Run a full evaluation at the next step boundary.
     EvalNow,
-    /// End the generation in progress as `aborted` (front ends also raise the
-    /// shared abort flag, which the decoder checks before every step).
+    /// End the generation in progress as `aborted` (the sender also raises
+    /// the shared abort flag, which the decoder checks before every step).
     AbortGeneration,
     /// Save a checkpoint at the next step boundary.
     Save,
-    /// Apply new values of the keys that can change mid-run.
-    Reconfigure(LiveSettings),
+    /// Change settings that can change while the run goes on: dotted keys
+    /// (`eval.eval_steps`, see [`LiveSettings`]) to values, as `--set` takes them.
+    Set(BTreeMap<String, Value>),
 }
 
-/// The config keys that can change while a run goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+impl Command {
+    /// The word `trainui ctl` takes for this command.
+    #[must_use]
+    pub fn word(&self) -> &'static str {
+        CommandKind::from(self).word()
+    }
+}
+
+impl CommandKind {
+    /// The word `trainui ctl` takes, and front ends show.
+    #[must_use]
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::EvalNow => "eval",
+            Self::AbortGeneration => "abort",
+            Self::Save => "save",
+            Self::Set => "set",
+        }
+    }
+
+    /// What the command does, in a few words.
+    #[must_use]
+    pub fn about(self) -> &'static str {
+        match self {
+            Self::Stop => "stop at the next step boundary, save a checkpoint, end the run",
+            Self::Pause => "pause training",
+            Self::Resume => "resume a paused run",
+            Self::EvalNow => "evaluate now (at the next step boundary)",
+            Self::AbortGeneration => "abort the generation in progress",
+            Self::Save => "save a checkpoint now",
+            Self::Set => "change a live setting, KEY=VALUE",
+        }
+    }
+
+    /// Every command, in the order `ctl` and the help list them.
+    #[must_use]
+    pub fn all() -> &'static [Self] {
+        <Self as strum::VariantArray>::VARIANTS
+    }
+
+    /// The command a word names.
+    #[must_use]
+    pub fn from_word(word: &str) -> Option<Self> {
+        Self::all().iter().copied().find(|kind| kind.word() == word)
+    }
+
+    /// The command itself, for the kinds that take no arguments.
+    #[must_use]
+    pub fn command(self) -> Option<Command> {
+        Some(match self {
+            Self::Stop => Command::Stop,
+            Self::Pause => Command::Pause,
+            Self::Resume => Command::Resume,
+            Self::EvalNow => Command::EvalNow,
+            Self::AbortGeneration => Command::AbortGeneration,
+            Self::Save => Command::Save,
+            Self::Set => return None,
+        })
+    }
+}
+
+/// The settings that can change while a run goes on, by config section and
+/// under their config names. This is the one list of live keys: the keys
+/// `ctl set` and config.json edits may change, and the conversions from and
+/// to the config, are derived from its fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveSettings {
+    pub train: LiveTrain,
+    pub eval: LiveEval,
+    pub checkpoint: LiveCheckpoint,
+    pub watchdog: LiveWatchdog,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveTrain {
     pub log_steps: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveEval {
     pub eval_steps: u64,
     pub val_batches: u32,
     pub samples: u32,
@@ -41,44 +130,20 @@ pub struct LiveSettings {
     pub min_new_tokens: u32,
     pub eval_timeout_seconds: f64,
     pub temperature: f64,
+    /// Share of timed-out generations above which the run warns (and the
+    /// TUI shows the rate in red).
     pub timeout_warn_rate: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveCheckpoint {
     pub save_steps: u64,
     pub save_total_limit: u32,
 }
 
-impl From<&crate::config::Config> for LiveSettings {
-    fn from(config: &crate::config::Config) -> Self {
-        Self {
-            log_steps: config.train.log_steps,
-            eval_steps: config.eval.eval_steps,
-            val_batches: config.eval.val_batches,
-            samples: config.eval.samples,
-            max_new_tokens: config.eval.max_new_tokens,
-            min_new_tokens: config.eval.min_new_tokens,
-            eval_timeout_seconds: config.eval.eval_timeout_seconds,
-            temperature: config.eval.temperature,
-            timeout_warn_rate: config.eval.timeout_warn_rate,
-            save_steps: config.checkpoint.save_steps,
-            save_total_limit: config.checkpoint.save_total_limit,
-        }
-    }
-}
-
-impl LiveSettings {
-    /// Writes these values into `config`.
-    pub fn apply_to(&self, config: &mut crate::config::Config) {
-        config.train.log_steps = self.log_steps;
-        config.eval.eval_steps = self.eval_steps;
-        config.eval.val_batches = self.val_batches;
-        config.eval.samples = self.samples;
-        config.eval.max_new_tokens = self.max_new_tokens;
-        config.eval.min_new_tokens = self.min_new_tokens;
-        config.eval.eval_timeout_seconds = self.eval_timeout_seconds;
-        config.eval.temperature = self.temperature;
-        config.eval.timeout_warn_rate = self.timeout_warn_rate;
-        config.checkpoint.save_steps = self.save_steps;
-        config.checkpoint.save_total_limit = self.save_total_limit;
-    }
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveWatchdog {
+    pub stall_timeout_seconds: f64,
 }
 
 /// What the run is doing, as shown in the status file.
@@ -119,6 +184,45 @@ impl RunState {
     }
 }
 
+/// What the trainer was doing at its latest heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Starting,
+    Training,
+    Validating,
+    Generating,
+    Saving,
+    Paused,
+    /// The trainer is done; nothing more to watch.
+    Done,
+}
+
+impl Phase {
+    pub const ALL: [Self; 7] = [
+        Self::Starting,
+        Self::Training,
+        Self::Validating,
+        Self::Generating,
+        Self::Saving,
+        Self::Paused,
+        Self::Done,
+    ];
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Training => "training",
+            Self::Validating => "validation loss",
+            Self::Generating => "generating",
+            Self::Saving => "saving a checkpoint",
+            Self::Paused => "paused",
+            Self::Done => "done",
+        }
+    }
+}
+
 /// Everything the trainer reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -135,6 +239,9 @@ pub enum Event {
         command: Command,
         message: String,
     },
+    /// The live settings in force changed (a `set` command, an edit of
+    /// config.json).
+    Settings { step: u64, settings: LiveSettings },
     /// Something the operator should know that does not stop the run.
     Warning { step: u64, message: String },
     /// A full evaluation began.
@@ -205,6 +312,9 @@ pub struct RunInfo {
     /// Evaluations and generations so far (non-zero after a resume).
     pub evals: u64,
     pub counters: GenerationCounters,
+    /// The live settings at the start (absent in runs of schema 1).
+    #[serde(default)]
+    pub settings: Option<LiveSettings>,
 }
 
 /// How a generation ended.
@@ -361,6 +471,8 @@ pub struct RunStatus {
     pub resumed_from: Option<String>,
     pub warnings: u64,
     pub last_message: Option<String>,
+    /// The live settings in force (null until the run has started).
+    pub settings: Option<LiveSettings>,
     /// The state a stall interrupted, restored when beats resume.
     #[serde(skip)]
     state_before_stall: Option<RunState>,
@@ -397,10 +509,19 @@ impl RunStatus {
             resumed_from: None,
             warnings: 0,
             last_message: None,
+            settings: None,
             state_before_stall: None,
             updated_at: String::new(),
             pid: std::process::id(),
         }
+    }
+
+    /// The timeout rate is above the warning threshold in force.
+    #[must_use]
+    pub fn timeout_warning(&self) -> bool {
+        self.settings
+            .as_ref()
+            .is_some_and(|s| self.timeouts > 0 && self.timeout_rate > s.eval.timeout_warn_rate)
     }
 
     fn set_counters(&mut self, counters: &GenerationCounters) {
@@ -424,7 +545,11 @@ impl RunStatus {
                 self.resumed_from.clone_from(&info.resumed_from);
                 self.evals = info.evals;
                 self.set_counters(&info.counters);
+                if info.settings.is_some() {
+                    self.settings.clone_from(&info.settings);
+                }
             }
+            Event::Settings { settings, .. } => self.settings = Some(settings.clone()),
             Event::EvalStarted { step, eval, .. } => {
                 self.current_step = *step;
                 self.evals = *eval;
@@ -506,6 +631,25 @@ impl RunStatus {
     }
 }
 
+/// Events for tests, with plain values where the test does not care.
+#[cfg(test)]
+pub(crate) mod examples {
+    use super::*;
+
+    /// A step event at `step` of `max_steps` with `loss`; one second a step.
+    pub(crate) fn step(step: u64, max_steps: u64, loss: f64) -> Event {
+        Event::Step(StepMetrics {
+            step,
+            max_steps,
+            loss,
+            learning_rate: 1e-3,
+            tokens_per_sec: 1000.0,
+            elapsed_secs: step as f64,
+            eta_secs: max_steps.saturating_sub(step) as f64,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,15 +668,7 @@ mod tests {
     #[test]
     fn status_follows_steps_and_the_end_of_the_run() {
         let mut status = RunStatus::new("demo".into(), 10);
-        status.apply(&Event::Step(StepMetrics {
-            step: 5,
-            max_steps: 10,
-            loss: 2.5,
-            learning_rate: 1e-3,
-            tokens_per_sec: 100.0,
-            elapsed_secs: 1.0,
-            eta_secs: 1.0,
-        }));
+        status.apply(&examples::step(5, 10, 2.5));
         assert_eq!((status.current_step, status.loss), (5, Some(2.5)));
         status.apply(&Event::Finished(Summary {
             step: 6,
@@ -543,5 +679,70 @@ mod tests {
         }));
         assert_eq!((status.current_step, status.state), (6, RunState::Stopped));
         assert!(status.state.is_final());
+    }
+
+    #[test]
+    fn commands_serialise_as_events_and_control_files_name_them() {
+        let set = Command::Set(BTreeMap::from([("eval.eval_steps".into(), 100.into())]));
+        assert_eq!(
+            serde_json::to_string(&set).unwrap(),
+            r#"{"set":{"eval.eval_steps":100}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Command::EvalNow).unwrap(),
+            r#""eval_now""#
+        );
+        assert_eq!(set.word(), "set");
+        for &kind in CommandKind::all() {
+            if let Some(command) = kind.command() {
+                assert_eq!(CommandKind::from(&command), kind);
+                assert_eq!(command.word(), kind.word());
+            }
+        }
+    }
+
+    #[test]
+    fn the_status_follows_the_settings_in_force() {
+        let settings = LiveSettings {
+            train: LiveTrain { log_steps: 25 },
+            eval: LiveEval {
+                eval_steps: 250,
+                val_batches: 8,
+                samples: 8,
+                max_new_tokens: 16,
+                min_new_tokens: 0,
+                eval_timeout_seconds: 60.0,
+                temperature: 0.0,
+                timeout_warn_rate: 0.1,
+            },
+            checkpoint: LiveCheckpoint {
+                save_steps: 500,
+                save_total_limit: 3,
+            },
+            watchdog: LiveWatchdog {
+                stall_timeout_seconds: 300.0,
+            },
+        };
+        let mut status = RunStatus::new("demo".into(), 10);
+        status.timeouts = 1;
+        status.timeout_rate = 0.25;
+        assert!(
+            !status.timeout_warning(),
+            "no threshold before the run starts"
+        );
+        status.apply(&Event::Settings {
+            step: 1,
+            settings: settings.clone(),
+        });
+        assert!(status.timeout_warning(), "25% is above 10%");
+        let mut raised = settings;
+        raised.eval.timeout_warn_rate = 0.5;
+        status.apply(&Event::Settings {
+            step: 2,
+            settings: raised,
+        });
+        assert!(!status.timeout_warning(), "25% is below 50%");
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["settings"]["eval"]["timeout_warn_rate"], 0.5);
     }
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error::{Error, Result};
+
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
@@ -164,8 +166,9 @@ pub struct HfFolder {
     pub eos_token_id: Option<u32>,
     /// `config.json`'s `torch_dtype`, e.g. `bfloat16`.
     pub torch_dtype: Option<String>,
-    /// Every safetensors file of the weights.
-    pub weight_files: Vec<PathBuf>,
+    /// Every safetensors file of the weights with the tensors it holds,
+    /// checked against config.json.
+    pub weights: Vec<WeightFile>,
 }
 
 impl HfFolder {
@@ -181,8 +184,14 @@ impl HfFolder {
     }
 }
 
-/// Reads `folder/config.json` and finds the weight files.
-pub fn read_folder(folder: &Path) -> Result<HfFolder, String> {
+/// Reads `folder/config.json`, finds the weight files and checks their
+/// tensors against it from their headers, before anything is loaded or
+/// written.
+pub fn read_folder(folder: &Path) -> Result<HfFolder> {
+    read_folder_of(folder).map_err(Error::Input)
+}
+
+fn read_folder_of(folder: &Path) -> std::result::Result<HfFolder, String> {
     let config_path = folder.join(CONFIG_FILE);
     let text = fs::read_to_string(&config_path).map_err(|e| {
         format!(
@@ -201,6 +210,7 @@ pub fn read_folder(folder: &Path) -> Result<HfFolder, String> {
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .and_then(|c| eos_of(&c))
     });
+    let weights = check_weights(folder, &architecture, &weight_files(folder)?)?;
     Ok(HfFolder {
         path: folder.to_owned(),
         architecture,
@@ -209,7 +219,7 @@ pub fn read_folder(folder: &Path) -> Result<HfFolder, String> {
             .as_str()
             .or_else(|| config["dtype"].as_str())
             .map(str::to_owned),
-        weight_files: weight_files(folder)?,
+        weights,
     })
 }
 
@@ -220,7 +230,7 @@ fn eos_of(config: &Value) -> Option<u32> {
         .and_then(|id| u32::try_from(id).ok())
 }
 
-fn weight_files(folder: &Path) -> Result<Vec<PathBuf>, String> {
+fn weight_files(folder: &Path) -> std::result::Result<Vec<PathBuf>, String> {
     let single = folder.join(WEIGHTS_FILE);
     if single.is_file() {
         return Ok(vec![single]);
@@ -260,13 +270,13 @@ fn weight_files(folder: &Path) -> Result<Vec<PathBuf>, String> {
         .collect()
 }
 
-fn parse_architecture(config: &Value) -> Result<Architecture, String> {
+fn parse_architecture(config: &Value) -> std::result::Result<Architecture, String> {
     let name = config["architectures"]
         .as_array()
         .and_then(|a| a.first())
         .and_then(Value::as_str)
         .ok_or("no \"architectures\" entry naming the model class")?;
-    let number = |key: &str| -> Result<Option<f64>, String> {
+    let number = |key: &str| -> std::result::Result<Option<f64>, String> {
         match &config[key] {
             Value::Null => Ok(None),
             value => value
@@ -275,7 +285,7 @@ fn parse_architecture(config: &Value) -> Result<Architecture, String> {
                 .ok_or_else(|| format!("\"{key}\" must be a number, not {value}")),
         }
     };
-    let size = |key: &str| -> Result<u32, String> {
+    let size = |key: &str| -> std::result::Result<u32, String> {
         let value = number(key)?.ok_or_else(|| format!("\"{key}\" is missing"))?;
         if value >= 1.0 && value.fract() == 0.0 && value <= f64::from(u32::MAX) {
             Ok(value as u32)
@@ -405,7 +415,7 @@ fn parse_architecture(config: &Value) -> Result<Architecture, String> {
 /// Reads `config.model.init_from` and makes the config follow the folder:
 /// the model's sizes and the tokenizer come from it. A size the user gave
 /// too must agree; `model.block_size` may be smaller (it bounds the data).
-pub fn apply_to_config(config: &mut crate::config::Config) -> Result<Option<HfFolder>, String> {
+pub fn apply_to_config(config: &mut crate::config::Config) -> Result<Option<HfFolder>> {
     let Some(path) = config.model.init_from.clone() else {
         return Ok(None);
     };
@@ -418,32 +428,32 @@ pub fn apply_to_config(config: &mut crate::config::Config) -> Result<Option<HfFo
         ("model.n_embd", config.model.n_embd, n_embd),
     ] {
         if config.given.contains(key) && ours != theirs {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "{key} is {ours}, but {} says {theirs}; with model.init_from the folder decides: \
                  remove {key} or make it {theirs}",
                 config_file.display()
-            ));
+            )));
         }
     }
     let positions = folder.architecture.max_positions();
     if config.given.contains("model.block_size") {
         if config.model.block_size > positions {
-            return Err(format!(
+            return Err(Error::Config(format!(
                 "model.block_size is {}, more than the {positions} positions of {}; lower it",
                 config.model.block_size,
                 config_file.display()
-            ));
+            )));
         }
     } else {
         config.model.block_size = positions;
     }
     let tokenizer = folder.tokenizer();
     if config.given.contains("data.tokenizer") && config.data.tokenizer != tokenizer {
-        return Err(format!(
+        return Err(Error::Config(format!(
             "data.tokenizer is {}, but model.init_from brings its own ({}); remove data.tokenizer",
             config.data.tokenizer.display(),
             tokenizer.display()
-        ));
+        )));
     }
     config.model.n_layer = n_layer;
     config.model.n_head = n_head;
@@ -536,12 +546,141 @@ pub fn expected_tensors(architecture: &Architecture) -> BTreeMap<String, Vec<i64
     tensors
 }
 
-/// The safetensors header (name -> dtype, shape, data_offsets) and where
-/// the data starts.
-pub fn read_safetensors_header(
-    file: &mut std::fs::File,
-) -> Result<(BTreeMap<String, Value>, u64), String> {
+/// One safetensors file of a folder's weights, with the tensors it holds.
+#[derive(Debug, Clone)]
+pub struct WeightFile {
+    pub path: PathBuf,
+    pub tensors: Vec<StoredTensor>,
+}
+
+/// A tensor as its file's header describes it.
+#[derive(Debug, Clone)]
+pub struct StoredTensor {
+    /// Its name in the file.
+    pub name: String,
+    /// The model parameter it holds (see [`parameter_name`]).
+    pub parameter: String,
+    /// The safetensors dtype: `F32`, `F16`, `BF16` or `F64`.
+    pub dtype: String,
+    /// Its shape as stored (GPT-2's Conv1D weights as `(in, out)`).
+    pub shape: Vec<i64>,
+    /// Where its bytes start in the file, and how many there are.
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Bytes per element of the float dtypes a model's weights may have.
+fn element_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "F64" => 8,
+        "F32" => 4,
+        "F16" | "BF16" => 2,
+        _ => return None,
+    })
+}
+
+/// Reads the headers of `files` and checks every tensor against the
+/// parameters `architecture` has: each stored once, with its shape, a float
+/// dtype and data offsets that fit it, and none missing. The one reader of
+/// safetensors headers, for checking a folder and for loading it.
+fn check_weights(
+    folder: &Path,
+    architecture: &Architecture,
+    files: &[PathBuf],
+) -> std::result::Result<Vec<WeightFile>, String> {
+    let expected = expected_tensors(architecture);
+    let mut found = BTreeSet::new();
+    let mut weights = Vec::new();
+    for path in files {
+        let at = |message: String| format!("{}: {message}", path.display());
+        let (header, data_start) = read_header(path).map_err(at)?;
+        let file_len = fs::metadata(path).map_err(|e| at(e.to_string()))?.len();
+        let mut tensors = Vec::new();
+        for (name, info) in header {
+            if name == "__metadata__" || ignorable(architecture, &name) {
+                continue;
+            }
+            let parameter = parameter_name(architecture, &name);
+            let Some(shape) = expected.get(&parameter) else {
+                return Err(at(format!(
+                    "tensor {name} is not a parameter of this model (from config.json); the \
+                     folder's config.json and weights do not match"
+                )));
+            };
+            let dtype = info["dtype"].as_str().unwrap_or("?").to_owned();
+            let size = element_size(&dtype)
+                .ok_or_else(|| at(format!("tensor {name} has dtype {dtype}, not a float type")))?;
+            let stored: Vec<i64> = info["shape"]
+                .as_array()
+                .map(|dims| dims.iter().filter_map(Value::as_i64).collect())
+                .unwrap_or_default();
+            if &stored != shape {
+                return Err(at(format!(
+                    "tensor {name} has shape {stored:?}, but config.json makes it {shape:?}"
+                )));
+            }
+            let offsets: Vec<u64> = info["data_offsets"]
+                .as_array()
+                .map(|o| o.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
+            let elements: u64 = shape.iter().map(|&d| d as u64).product();
+            let len = match offsets[..] {
+                [begin, end] => end
+                    .checked_sub(begin)
+                    .filter(|&len| len == elements * size)
+                    .map(|len| (data_start + begin, len)),
+                _ => None,
+            };
+            let Some((offset, len)) = len else {
+                return Err(at(format!(
+                    "tensor {name}: data_offsets disagree with its shape and dtype"
+                )));
+            };
+            if offset + len > file_len {
+                return Err(at(format!(
+                    "tensor {name} ends at byte {}, past the end of the file ({file_len} bytes): \
+                     the file is truncated",
+                    offset + len
+                )));
+            }
+            if !found.insert(parameter.clone()) {
+                return Err(at(format!("tensor {name} appears twice in the weights")));
+            }
+            tensors.push(StoredTensor {
+                name,
+                parameter,
+                dtype,
+                shape: stored,
+                offset,
+                len,
+            });
+        }
+        weights.push(WeightFile {
+            path: path.clone(),
+            tensors,
+        });
+    }
+    let missing: Vec<&String> = expected.keys().filter(|k| !found.contains(*k)).collect();
+    if let Some(first) = missing.first() {
+        return Err(format!(
+            "{}: tensor {first} is missing from the weights{}; the folder's config.json and \
+             weights do not match",
+            folder.display(),
+            if missing.len() > 1 {
+                format!(" (and {} more)", missing.len() - 1)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(weights)
+}
+
+/// A safetensors header (name -> dtype, shape, data_offsets) and where the
+/// data starts.
+fn read_header(path: &Path) -> std::result::Result<(BTreeMap<String, Value>, u64), String> {
     use std::io::Read;
+    let mut file = fs::File::open(path).map_err(|e| e.to_string())?;
     let mut length = [0u8; 8];
     file.read_exact(&mut length)
         .map_err(|e| format!("not a safetensors file: {e}"))?;
@@ -566,57 +705,6 @@ pub fn parameter_name(architecture: &Architecture, stored: &str) -> String {
     } else {
         stored.to_owned()
     }
-}
-
-/// Checks the weight files' names and shapes against config.json from their
-/// headers alone, before anything is loaded or written.
-pub fn check_weights(folder: &HfFolder) -> Result<(), String> {
-    let architecture = &folder.architecture;
-    let expected = expected_tensors(architecture);
-    let mut found = BTreeSet::new();
-    for path in &folder.weight_files {
-        let at = |message: String| format!("{}: {message}", path.display());
-        let mut file = fs::File::open(path).map_err(|e| at(e.to_string()))?;
-        let (header, _) = read_safetensors_header(&mut file).map_err(at)?;
-        for (name, info) in header {
-            if name == "__metadata__" || ignorable(architecture, &name) {
-                continue;
-            }
-            let key = parameter_name(architecture, &name);
-            let Some(shape) = expected.get(&key) else {
-                return Err(at(format!(
-                    "tensor {name} is not a parameter of this model (from config.json); the \
-                     folder's config.json and weights do not match"
-                )));
-            };
-            let stored: Vec<i64> = info["shape"]
-                .as_array()
-                .map(|dims| dims.iter().filter_map(Value::as_i64).collect())
-                .unwrap_or_default();
-            if &stored != shape {
-                return Err(at(format!(
-                    "tensor {name} has shape {stored:?}, but config.json makes it {shape:?}"
-                )));
-            }
-            if !found.insert(key) {
-                return Err(at(format!("tensor {name} appears twice in the weights")));
-            }
-        }
-    }
-    let missing: Vec<&String> = expected.keys().filter(|k| !found.contains(*k)).collect();
-    if let Some(first) = missing.first() {
-        return Err(format!(
-            "{}: tensor {first} is missing from the weights{}; the folder's config.json and \
-             weights do not match",
-            folder.path.display(),
-            if missing.len() > 1 {
-                format!(" (and {} more)", missing.len() - 1)
-            } else {
-                String::new()
-            }
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,14 +1,12 @@
 //! The run's own record: every event goes to the run directory, with its log
 //! line, whichever front end (headless or TUI) is consuming the stream.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use crate::events::Event;
-use crate::headless;
+use crate::lines;
 use crate::rundir::RunDir;
 
 /// Writes every event to the run directory and formats its log line.
@@ -40,10 +38,10 @@ impl Recorder {
     pub fn record(
         &mut self,
         event: &Event,
-        style: headless::Style,
-    ) -> (Option<headless::Line>, Option<String>) {
+        style: lines::Style,
+    ) -> (Option<lines::Line>, Option<String>) {
         let started = Instant::now();
-        let line = headless::format(event, style);
+        let line = lines::format(event, style);
         let written = self.run.record(event).and_then(|()| match &line {
             Some(line) => self.run.log_line(&line.text),
             None => Ok(()),
@@ -62,26 +60,5 @@ impl Recorder {
         };
         self.busy += started.elapsed();
         (line, failure)
-    }
-}
-
-/// Headless mode: records every event and prints one line per event worth
-/// printing to `out`, until the trainer is done.
-pub fn run_headless(
-    events: &Receiver<Event>,
-    recorder: &mut Recorder,
-    style: headless::Style,
-    out: &mut dyn Write,
-) {
-    for event in events {
-        let (line, failure) = recorder.record(&event, style);
-        if let Some(line) = line {
-            // A closed stdout (`| head`, a dead terminal) must not stop the
-            // run: the log file still gets every line.
-            let _ = writeln!(out, "{}", line.colored);
-        }
-        if let Some(failure) = failure {
-            eprintln!("warning: {failure}");
-        }
     }
 }

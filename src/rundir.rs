@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::events::{Event, RunStatus, SCHEMA_VERSION};
 
 pub const EVENTS_FILE: &str = "events.jsonl";
@@ -43,26 +44,35 @@ pub struct RunDir {
 impl RunDir {
     /// Opens the run directory for writing, creating it if needed. Earlier
     /// events and log lines are kept: a resumed run appends to them.
-    pub fn open(root: &Path, config: &Config, status: RunStatus) -> io::Result<Self> {
-        fs::create_dir_all(root.join("status"))?;
+    pub fn open(root: &Path, config: &Config, status: RunStatus) -> Result<Self> {
+        let status_dir = root.join("status");
+        fs::create_dir_all(&status_dir)
+            .map_err(Error::io("cannot create the run directory", &status_dir))?;
         let append = |name: &str| {
+            let path = root.join(name);
             OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(root.join(name))
+                .open(&path)
                 .map(BufWriter::new)
+                .map_err(Error::io("cannot open for appending", &path))
         };
         let events = append(EVENTS_FILE)?;
         let log = append(LOG_FILE)?;
         let config_json = serde_json::to_vec_pretty(config).expect("a validated config serialises");
-        write_atomically(&root.join(CONFIG_FILE), &config_json)?;
+        let config_path = root.join(CONFIG_FILE);
+        write_atomically(&config_path, &config_json)
+            .map_err(Error::io("cannot write the config", &config_path))?;
         let mut run_dir = Self {
             root: root.to_owned(),
             events,
             log,
             status,
         };
-        run_dir.write_status()?;
+        let status_path = root.join(STATUS_FILE);
+        run_dir
+            .write_status()
+            .map_err(Error::io("cannot write the status file", &status_path))?;
         Ok(run_dir)
     }
 
@@ -186,35 +196,31 @@ impl EventTail {
 }
 
 /// Reads the status file of a run directory.
-pub fn read_status(root: &Path) -> Result<RunStatus, String> {
+pub fn read_status(root: &Path) -> Result<RunStatus> {
     let path = root.join(STATUS_FILE);
     let text = fs::read_to_string(&path).map_err(|err| {
-        format!(
+        Error::Usage(format!(
             "{}: cannot read the status file: {err}; is this a trainui run directory?",
             path.display()
-        )
+        ))
     })?;
-    serde_json::from_str(&text)
-        .map_err(|err| format!("{}: not a trainui status file: {err}", path.display()))
+    serde_json::from_str(&text).map_err(|err| {
+        Error::Input(format!(
+            "{}: not a trainui status file: {err}",
+            path.display()
+        ))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{RunState, StepMetrics};
+    use crate::events::RunState;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     fn step(step: u64) -> Event {
-        Event::Step(StepMetrics {
-            step,
-            max_steps: 1_000_000,
-            loss: 1.0 / (step as f64 + 1.0),
-            learning_rate: 1e-3,
-            tokens_per_sec: 1000.0,
-            elapsed_secs: step as f64,
-            eta_secs: 1.0,
-        })
+        crate::events::examples::step(step, 1_000_000, 1.0 / (step as f64 + 1.0))
     }
 
     #[test]

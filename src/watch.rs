@@ -3,6 +3,7 @@
 //! appended; its keys write command files to the run's control spool.
 //! Quitting never affects the run.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread;
@@ -10,8 +11,9 @@ use std::time::Duration;
 
 use notify::Watcher;
 
-use crate::config::Config;
-use crate::control::{self, Action};
+use crate::config::{self, Config};
+use crate::control;
+use crate::error::{Error, Result};
 use crate::events::{Command, Event};
 use crate::rundir::{self, EventTail};
 use crate::tui;
@@ -25,7 +27,8 @@ const CHUNK: u64 = 4 << 20;
 const POLL: Duration = Duration::from_millis(500);
 
 /// An app for the run in `run_dir`, configured from its config.json when it
-/// has one yet.
+/// has one yet (a run of schema 1 has its live settings only there; later
+/// runs bring them in their events).
 #[must_use]
 pub fn attached_app(run_dir: &Path, color: bool) -> App {
     let config: Option<Config> = std::fs::read(run_dir.join(rundir::CONFIG_FILE))
@@ -35,11 +38,12 @@ pub fn attached_app(run_dir: &Path, color: bool) -> App {
         || run_dir.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let (max_steps, warn_rate) = config
-        .map_or((0, Config::default().eval.timeout_warn_rate), |c| {
-            (c.train.max_steps, c.eval.timeout_warn_rate)
-        });
-    let mut app = App::new(name, max_steps, warn_rate, color);
+    let mut app = App::new(
+        name,
+        config.as_ref().map_or(0, |c| c.train.max_steps),
+        color,
+    );
+    app.status.settings = config.as_ref().map(config::live_settings);
     app.attached = true;
     app
 }
@@ -87,51 +91,46 @@ fn read_forever(run_dir: &Path, events: &SyncSender<Event>) {
     }
 }
 
-/// The spool request for a command sent from a key.
-fn action_of(command: Command) -> Option<Action> {
-    Some(match command {
-        Command::EvalNow => Action::Eval,
-        Command::AbortGeneration => Action::Abort,
-        Command::Pause => Action::Pause,
-        Command::Resume => Action::Resume,
-        Command::Save => Action::Save,
-        Command::Stop => Action::Stop,
-        Command::Reconfigure(_) => return None,
-    })
-}
-
-/// Runs the attached TUI until `q`.
-pub fn run(run_dir: &Path, color: bool) -> Result<(), String> {
+/// Runs the attached TUI until `q`; its keys become command files in the
+/// run's control spool. `plain` (or NO_COLOR) turns colours off.
+pub fn run(run_dir: &Path, plain: bool) -> Result<()> {
+    if !std::io::stdout().is_terminal() {
+        return Err(Error::Usage(
+            "watch needs a terminal; for scripts use `trainui status` or read events.jsonl".into(),
+        ));
+    }
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let color = !plain && !no_color;
     let run_dir: PathBuf = run_dir.to_owned();
     if !run_dir.is_dir() {
-        return Err(format!("{}: no such run directory", run_dir.display()));
+        return Err(Error::Usage(format!(
+            "{}: no such run directory",
+            run_dir.display()
+        )));
     }
-    let events = follow(&run_dir).map_err(|e| format!("cannot read the run's events: {e}"))?;
+    let events = follow(&run_dir)
+        .map_err(|e| Error::Failed(format!("cannot read the run's events: {e}")))?;
     let mut app = attached_app(&run_dir, color);
     let mut record = |_: &Event| None;
     let mut send = |command: Command| {
-        let action = action_of(command)?;
-        control::send(&run_dir, action).err()
+        control::send(&run_dir, &command)
+            .err()
+            .map(|e| e.to_string())
     };
-    tui::run_in_terminal(&mut app, &events, &mut record, &mut send)
+    tui::in_terminal(|terminal| {
+        let input = &mut tui::TerminalInput;
+        tui::run_sampled(terminal, &mut app, input, &events, &mut record, &mut send)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{RunState, StepMetrics};
+    use crate::events::RunState;
     use std::io::Write;
 
     fn step(step: u64) -> Event {
-        Event::Step(StepMetrics {
-            step,
-            max_steps: 100,
-            loss: 1.0,
-            learning_rate: 1e-3,
-            tokens_per_sec: 10.0,
-            elapsed_secs: 1.0,
-            eta_secs: 1.0,
-        })
+        crate::events::examples::step(step, 100, 1.0)
     }
 
     #[test]
@@ -195,9 +194,15 @@ mod tests {
         let setup = tiny_setup(&run_dir, &sets, demo_val());
         let status = RunStatus::new("run".into(), 60);
         let mut run = rundir::RunDir::open(&run_dir, &setup.config, status).unwrap();
-        let mut handle = trainer::spawn(setup).unwrap();
-        handle.event_sender = None;
-        let mut live = App::new("run".into(), 0, 0.1, false);
+        let handle = trainer::spawn(setup, crate::channel::Wiring::default()).unwrap();
+        // A live change (`ctl set`) reaches both through the event stream.
+        handle
+            .controller
+            .send(Command::Set(std::collections::BTreeMap::from([(
+                "eval.timeout_warn_rate".to_owned(),
+                0.5.into(),
+            )])));
+        let mut live = App::new("run".into(), 0, false);
         for event in &handle.events {
             run.record(&event).unwrap();
             live.apply(&event);
@@ -224,17 +229,8 @@ mod tests {
             text.contains("FINISHED") && text.contains("evals 3"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn keys_become_spool_requests() {
-        assert_eq!(action_of(Command::EvalNow), Some(Action::Eval));
-        assert_eq!(action_of(Command::Stop), Some(Action::Stop));
-        assert_eq!(
-            action_of(Command::Reconfigure(crate::events::LiveSettings::from(
-                &Config::default()
-            ))),
-            None
-        );
+        assert!(text.contains("(warn 50%)"), "{text}");
+        let settings = watched.status.settings.as_ref().unwrap();
+        assert!((settings.eval.timeout_warn_rate - 0.5).abs() < f64::EPSILON);
     }
 }

@@ -8,61 +8,24 @@ use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::OnStall;
-use crate::events::Event;
+use crate::error::{Error, Result};
+use crate::events::{Event, Phase};
 
 /// Exit status of a process that ended itself because its run stalled, so
 /// that a supervisor restarts it with `--resume auto` (EX_TEMPFAIL).
 pub const STALL_EXIT_CODE: i32 = 75;
 
-/// What the trainer was doing at its latest beat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Starting,
-    Training,
-    Validating,
-    Generating,
-    Saving,
-    Paused,
-    /// The trainer is done; nothing more to watch.
-    Done,
-}
-
-impl Phase {
-    const ALL: [Self; 7] = [
-        Self::Starting,
-        Self::Training,
-        Self::Validating,
-        Self::Generating,
-        Self::Saving,
-        Self::Paused,
-        Self::Done,
-    ];
-
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Training => "training",
-            Self::Validating => "validation loss",
-            Self::Generating => "generating",
-            Self::Saving => "saving a checkpoint",
-            Self::Paused => "paused",
-            Self::Done => "done",
-        }
-    }
-}
-
-/// The trainer's pulse: when it last made progress, where, and at which step.
+/// The trainer's pulse: when it last made progress, where, and at which
+/// step; and how long a silence the watchdog allows
+/// (`watchdog.stall_timeout_seconds`, which can change mid-run).
 #[derive(Debug)]
 pub struct Heartbeat {
     epoch: Instant,
     last_millis: AtomicU64,
     phase: AtomicU8,
     step: AtomicU64,
+    stall_timeout_millis: AtomicU64,
 }
 
 impl Default for Heartbeat {
@@ -72,6 +35,7 @@ impl Default for Heartbeat {
             last_millis: AtomicU64::new(0),
             phase: AtomicU8::new(0),
             step: AtomicU64::new(0),
+            stall_timeout_millis: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -98,6 +62,17 @@ impl Heartbeat {
         Phase::ALL[usize::from(self.phase.load(Ordering::Relaxed)).min(Phase::ALL.len() - 1)]
     }
 
+    pub fn set_stall_timeout(&self, timeout: Duration) {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.stall_timeout_millis.store(millis, Ordering::Relaxed);
+    }
+
+    /// The silence after which the run counts as stalled (never, until set).
+    #[must_use]
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.stall_timeout_millis.load(Ordering::Relaxed))
+    }
+
     /// Time since the latest beat.
     #[must_use]
     pub fn silence(&self) -> Duration {
@@ -106,11 +81,10 @@ impl Heartbeat {
     }
 }
 
-/// How the watchdog is set up; the timeout can change while it runs.
+/// How the watchdog is set up; the timeout is the heartbeat's, which can
+/// change while it runs.
 pub struct Watchdog {
     pub heartbeat: Arc<Heartbeat>,
-    /// `watchdog.stall_timeout_seconds`, in milliseconds.
-    pub timeout_millis: Arc<AtomicU64>,
     pub on_stall: OnStall,
     pub events: Sender<Event>,
     /// Set once the `stalled` event is in the status file, so that an exit
@@ -122,18 +96,21 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Watches on its own thread until the trainer is done.
-    pub fn spawn(self) -> std::io::Result<()> {
+    pub fn spawn(self) -> Result<()> {
         thread::Builder::new()
             .name("watchdog".into())
-            .spawn(move || self.watch())?;
+            .spawn(move || self.watch())
+            .map_err(|e| Error::Failed(format!("cannot start the watchdog: {e}")))?;
         Ok(())
     }
 
     fn watch(&self) {
         let mut stalled = false;
         loop {
-            let timeout = Duration::from_millis(self.timeout_millis.load(Ordering::Relaxed));
-            thread::sleep((timeout / 10).clamp(Duration::from_millis(20), Duration::from_secs(1)));
+            let timeout = self.heartbeat.stall_timeout();
+            thread::sleep(
+                (timeout / 10).clamp(Duration::from_millis(20), Duration::from_millis(250)),
+            );
             let phase = self.heartbeat.phase();
             if phase == Phase::Done {
                 return;
@@ -183,11 +160,11 @@ mod tests {
     fn silence_marks_a_stall_and_beats_clear_it() {
         let heartbeat = Arc::new(Heartbeat::default());
         heartbeat.set_step(7);
+        heartbeat.set_stall_timeout(Duration::from_millis(200));
         heartbeat.beat(Phase::Generating);
         let (tx, rx) = mpsc::channel();
         Watchdog {
             heartbeat: Arc::clone(&heartbeat),
-            timeout_millis: Arc::new(AtomicU64::new(200)),
             on_stall: OnStall::Warn,
             events: tx,
             stall_recorded: Arc::new(AtomicBool::new(false)),

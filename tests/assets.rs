@@ -40,11 +40,7 @@ fn demo_tokenizer_is_what_trainui_tokenizer_writes() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let made: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let shipped: serde_json::Value =
         serde_json::from_slice(&std::fs::read(repo().join("assets/demo/tokenizer.json")).unwrap())

@@ -32,11 +32,7 @@ fn the_bench_compares_trainui_with_the_pytorch_peer_on_the_same_function() {
         ])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["setup"]["parameters"], report["peer_parameters"]);
     assert!(report["setup"]["parameters"].as_u64().unwrap() > 3_000_000);

@@ -120,11 +120,7 @@ fn resume_latest_skips_broken_checkpoints() {
     .args(["--resume", "latest"])
     .output()
     .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("skipping an incomplete checkpoint") && stderr.contains("checkpoint-20"),

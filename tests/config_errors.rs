@@ -157,11 +157,7 @@ fn overlong_example_names_its_line_unless_skipping_is_configured() {
     )
     .output()
     .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let started = &common::events_of(&dir.path().join("b"), "started")[0];
     assert_eq!(started["skipped_overlong"], 1);
     assert_eq!(started["train_examples"], 1);

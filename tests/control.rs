@@ -30,11 +30,7 @@ fn ctl(run: &Path, args: &[&str]) -> Output {
 }
 
 fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(output);
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
@@ -133,7 +129,7 @@ fn garbage_and_unknown_command_files_are_rejected_and_the_run_finishes() {
         .collect();
     for reason in [
         "not a command",
-        "unknown variant `dance`",
+        "unknown command \"dance\"",
         "stale",
         "10000 bytes",
         "symbolic link",
@@ -147,6 +143,55 @@ fn garbage_and_unknown_command_files_are_rejected_and_the_run_finishes() {
         std::fs::read_dir(&spool).unwrap().count(),
         0,
         "answered files are removed"
+    );
+}
+
+#[test]
+fn live_settings_reach_the_status_file_and_take_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut child = start(&run, &[]);
+    wait_for_event(&run, "step");
+    let settings = |status: &serde_json::Value| status["settings"].clone();
+    assert_eq!(settings(&status(&run))["eval"]["timeout_warn_rate"], 0.1);
+
+    // The warning threshold, which the TUI and `status` show, follows a set.
+    assert_eq!(
+        ok(&ctl(&run, &["set", "eval.timeout_warn_rate=0.5"])),
+        "set: applied eval.timeout_warn_rate = 0.5\n"
+    );
+    wait_for("the settings event", Duration::from_mins(1), || {
+        settings(&status(&run))["eval"]["timeout_warn_rate"] == 0.5
+    });
+    let summary = ok(&trainui().arg("status").arg(&run).output().unwrap());
+    assert!(summary.contains("warns above 50.0%"), "{summary}");
+
+    // train.log_steps: step events every 10 steps, then every 3.
+    ok(&ctl(&run, &["set", "train.log_steps=3"]));
+    let changed_at = events_so_far(&run)
+        .iter()
+        .find(|e| e["type"] == "settings" && e["settings"]["train"]["log_steps"] == 3)
+        .map(|e| e["step"].as_u64().unwrap())
+        .expect("a settings event");
+    wait_for("steps logged every 3", Duration::from_mins(1), || {
+        events_so_far(&run)
+            .iter()
+            .filter(|e| e["type"] == "step" && e["step"].as_u64().unwrap() > changed_at)
+            .count()
+            >= 3
+    });
+    let after: Vec<u64> = events_so_far(&run)
+        .iter()
+        .filter(|e| e["type"] == "step" && e["step"].as_u64().unwrap() > changed_at)
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert!(after.iter().all(|step| step % 3 == 0), "{after:?}");
+    assert!(after.iter().any(|step| step % 10 != 0), "{after:?}");
+
+    ok(&ctl(&run, &["stop"]));
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_mins(1)).code(),
+        Some(0)
     );
 }
 
@@ -201,6 +246,13 @@ fn live_changes_take_effect_and_model_changes_are_refused() {
     assert!(
         String::from_utf8_lossy(&refused.stderr)
             .contains("model.n_embd cannot change while the run goes on")
+    );
+    let refused = ctl(&run, &["set", "eval.eval_timeout_seconds=1e30"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("at most 31536000 (one year)"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
     );
 
     ok(&ctl(&run, &["stop"]));

@@ -25,11 +25,7 @@ fn a_generation_that_never_ends_times_out_and_training_goes_on() {
     ];
     sets.extend(NEVER_ENDING);
     let output = tiny_run(&run, &sets).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
 
     let samples = events_of(&run, "sample");
     assert_eq!(samples.len(), 4, "two evals of two samples");
@@ -165,7 +161,7 @@ fn a_full_eval_prints_the_incident_format() {
     )
     .output()
     .unwrap();
-    assert!(output.status.success());
+    common::assert_success(&output);
     let stdout = String::from_utf8(output.stdout).unwrap();
     for needle in [
         "FULL EVAL - Step 20",

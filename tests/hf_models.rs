@@ -26,11 +26,7 @@ fn make_models(dir: &Path) {
         .arg(common::repo().join("assets/demo/tokenizer.json"))
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
 }
 
 fn finetune(model: &Path, run_dir: &Path, extra: &[&str]) -> std::process::Output {
@@ -92,11 +88,7 @@ fn a_llama_folder_fine_tunes_resumes_exports_and_generates_as_transformers_does(
     make_models(dir.path());
     let run = dir.path().join("run");
     let output = finetune(&dir.path().join("llama"), &run, &[]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let losses = common::step_losses(&run);
     assert_eq!(losses.len(), 6, "{losses:?}");
     assert!(
@@ -113,11 +105,7 @@ fn a_llama_folder_fine_tunes_resumes_exports_and_generates_as_transformers_does(
         .args(["--resume", "latest", "--set", "train.max_steps=35"])
         .output()
         .unwrap();
-    assert!(
-        resumed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&resumed.stderr)
-    );
+    common::assert_success(&resumed);
     assert_eq!(common::status(&run)["current_step"], 35);
 
     // Export it, and compare transformers' greedy tokens with trainui generate.
@@ -130,11 +118,7 @@ fn a_llama_folder_fine_tunes_resumes_exports_and_generates_as_transformers_does(
         .arg(&exported)
         .output()
         .unwrap();
-    assert!(
-        export.status.success(),
-        "{}",
-        String::from_utf8_lossy(&export.stderr)
-    );
+    common::assert_success(&export);
     // End-of-text held back on both sides: 16 real tokens to compare.
     let generation = generate_json(&checkpoint, "rev 498455=", 16);
     assert_eq!(generation["prompt"], "rev 498455=");
@@ -146,11 +130,7 @@ fn a_llama_folder_fine_tunes_resumes_exports_and_generates_as_transformers_does(
         .args(["16", "16"])
         .output()
         .unwrap();
-    assert!(
-        theirs.status.success(),
-        "{}",
-        String::from_utf8_lossy(&theirs.stderr)
-    );
+    common::assert_success(&theirs);
     let theirs: Value = serde_json::from_slice(&theirs.stdout).unwrap();
     assert_eq!(theirs.as_array().unwrap().len(), 16, "{theirs}");
     assert_eq!(generation["token_ids"], theirs, "{generation}");
@@ -180,11 +160,7 @@ fn generate_json(model: &Path, prompt: &str, tokens: u32) -> Value {
         ])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
@@ -198,11 +174,7 @@ fn generate_reads_a_model_folder_and_reports_a_timeout_as_in_evaluation() {
         .args(["--prompt", "7+8=", "--max-new-tokens", "5", "--json"])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let generation: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(generation["outcome"]["kind"], "completed");
     assert!(generation["token_ids"].as_array().unwrap().len() <= 5);
@@ -224,7 +196,11 @@ fn generate_reads_a_model_folder_and_reports_a_timeout_as_in_evaluation() {
     assert_eq!(output.status.code(), Some(1));
     let generation: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(generation["outcome"]["kind"], "timed_out");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("timed_out"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the generation timed out (--timeout 0.000001s)"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -296,6 +272,14 @@ fn folder_mistakes_are_clear_errors_naming_the_key_or_tensor() {
     failure(
         &narrower,
         &["has shape [32, 48], but config.json makes it [32, 40]"],
+    );
+    let truncated = edited(dir.path(), "llama", |_| {});
+    let weights = truncated.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() - 100]).unwrap();
+    failure(
+        &truncated,
+        &["model.safetensors: tensor", "the file is truncated"],
     );
 }
 

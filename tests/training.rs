@@ -5,9 +5,9 @@ mod common;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{events_of, status, step_losses, tiny_run, trainui};
+use common::{events_of, status, step_losses, tiny_run, trainui, wait_for};
 
 #[test]
 fn runs_n_steps_and_the_run_directory_says_so() {
@@ -16,11 +16,7 @@ fn runs_n_steps_and_the_run_directory_says_so() {
     let output = tiny_run(&run, &["train.max_steps=12", "train.log_steps=4"])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
 
     let status = status(&run);
     assert_eq!(status["current_step"], 12);
@@ -42,7 +38,7 @@ fn runs_n_steps_and_the_run_directory_says_so() {
     assert!(
         common::events(&run)
             .iter()
-            .all(|e| e["v"] == 1 && e["time"].is_string())
+            .all(|e| e["v"] == 2 && e["time"].is_string())
     );
 
     let config: serde_json::Value =
@@ -107,57 +103,67 @@ fn same_seed_gives_the_same_losses() {
     assert_ne!(a, c, "another seed gives other losses");
 }
 
-#[test]
-fn grad_accumulation_and_no_clipping_still_train() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    tiny_run(
-        &run,
-        &[
-            "train.max_steps=4",
-            "train.log_steps=1",
-            "train.grad_accum_steps=3",
-            "train.grad_clip=0",
-        ],
-    )
-    .assert()
-    .success();
-    let tokens = events_of(&run, "step")[0]["tokens_per_sec"]
-        .as_f64()
-        .unwrap();
-    assert!(tokens > 0.0);
-    assert_eq!(status(&run)["current_step"], 4);
-
-    // Each key changes what is trained: against a baseline with tight
-    // clipping and no accumulation, accumulating three micro-batches and
-    // turning clipping off each give other losses.
-    let losses = |name: &str, sets: &[&str]| {
-        let path = dir.path().join(name);
-        let all: Vec<&str> = ["train.max_steps=4", "train.log_steps=1"]
-            .iter()
-            .chain(sets)
-            .copied()
-            .collect();
-        tiny_run(&path, &all).assert().success();
-        step_losses(&path)
-    };
-    let base = losses("base", &["train.grad_clip=0.1"]);
-    assert_ne!(
-        losses(
-            "accum",
-            &["train.grad_clip=0.1", "train.grad_accum_steps=3"]
-        ),
-        base
-    );
-    assert_ne!(losses("no-clip", &["train.grad_clip=0"]), base);
+/// The logged losses of a 6-step tiny run with `sets`, one per step.
+fn six_step_losses(dir: &Path, name: &str, sets: &[&str]) -> Vec<f64> {
+    let path = dir.join(name);
+    let all: Vec<&str> = [
+        "train.max_steps=6",
+        "train.log_steps=1",
+        "eval.eval_steps=0",
+    ]
+    .iter()
+    .chain(sets)
+    .copied()
+    .collect();
+    tiny_run(&path, &all).assert().success();
+    step_losses(&path)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+#[test]
+fn accumulating_k_micro_batches_of_b_trains_as_one_batch_of_k_times_b() {
+    let dir = tempfile::tempdir().unwrap();
+    let accumulated = six_step_losses(
+        dir.path(),
+        "accum",
+        &["train.batch_size=4", "train.grad_accum_steps=4"],
+    );
+    let whole = six_step_losses(
+        dir.path(),
+        "whole",
+        &["train.batch_size=16", "train.grad_accum_steps=1"],
+    );
+    assert_eq!(accumulated.len(), 6);
+    assert_eq!(accumulated.len(), whole.len());
+    for (step, (a, w)) in accumulated.iter().zip(&whole).enumerate() {
+        assert!(
+            (a - w).abs() < 1e-5,
+            "step {}: {a} accumulated, {w} in one batch\n{accumulated:?}\n{whole:?}",
+            step + 1
+        );
     }
+    // The same micro-batches without accumulation are another run.
+    let small = six_step_losses(dir.path(), "small", &["train.batch_size=4"]);
+    assert!((small[0] - whole[0]).abs() > 1e-4, "{small:?} {whole:?}");
+}
+
+#[test]
+fn grad_clip_rescales_only_gradients_above_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = six_step_losses(dir.path(), "off", &["train.grad_clip=0"]);
+    // A limit no gradient reaches leaves every step as it is.
+    let far = six_step_losses(dir.path(), "far", &["train.grad_clip=1e9"]);
+    assert_eq!(far, off);
+    // A limit every gradient passes changes the updates, from the second
+    // step's loss on (the first is computed before any update).
+    let tight = six_step_losses(dir.path(), "tight", &["train.grad_clip=1e-4"]);
+    assert!((tight[0] - off[0]).abs() < 1e-12, "{tight:?} {off:?}");
+    let moved = tight
+        .iter()
+        .zip(&off)
+        .skip(1)
+        .map(|(t, o)| (t - o).abs())
+        .fold(0.0, f64::max);
+    assert!(moved > 1e-4, "{tight:?} {off:?}");
 }
 
 #[test]
@@ -184,22 +190,8 @@ fn sigterm_stops_after_the_current_step_and_leaves_status_stopped() {
     });
     assert!(reads > 1);
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let start = Instant::now();
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            start.elapsed() < Duration::from_mins(2),
-            "the run did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    common::signal(&child, "TERM");
+    let exit = common::wait_exit(&mut child, Duration::from_mins(2));
     assert_eq!(exit.code(), Some(0), "SIGTERM is a requested stop");
 
     let status = status(&run);
@@ -237,19 +229,12 @@ fn a_second_sigint_exits_at_once() {
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
             .is_some_and(|status| status["current_step"].as_u64() >= Some(1))
     });
-    let pid = child.id().to_string();
-    let interrupt = || {
-        let kill = std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status();
-        assert!(kill.unwrap().success());
-    };
-    interrupt();
+    common::signal(&child, "INT");
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
     assert!(line.contains("stopping after the current step"), "{line}");
-    interrupt();
+    common::signal(&child, "INT");
     let exit = child.wait().unwrap();
     assert_eq!(exit.code(), Some(130), "the second SIGINT exits at once");
 }

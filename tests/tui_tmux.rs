@@ -105,7 +105,7 @@ fn the_tui_trains_evaluates_aborts_and_quits_cleanly_in_tmux() {
     tmux.keys("e");
     let screen = tmux.wait_for_screen("a generation", |s| s.contains("generating 1/1"));
     assert!(screen.contains("EVALUATING"), "{screen}");
-    assert!(screen.contains("eval now: evaluating at step"), "{screen}");
+    assert!(screen.contains("eval: evaluating at step"), "{screen}");
 
     tmux.keys("a");
     let screen = tmux.wait_for_screen("the aborted sample", |s| s.contains("ABORTED"));
@@ -168,9 +168,7 @@ fn watch_attaches_to_a_headless_run_steers_it_and_leaves_it_running() {
 
     // A key goes through the control spool and the run answers.
     tmux.keys("e");
-    tmux.wait_for_screen("the evaluation", |s| {
-        s.contains("eval now: evaluating at step")
-    });
+    tmux.wait_for_screen("the evaluation", |s| s.contains("eval: evaluating at step"));
     common::wait_for_event(&run, "eval_finished");
 
     // Quitting watch leaves the run alone: no question, no stop.

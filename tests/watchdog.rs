@@ -94,11 +94,7 @@ fn on_stall_exit_ends_with_75_and_resume_latest_finishes_the_run() {
         .args(["--resume", "latest"])
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let status = status(&run);
     assert_eq!(
         (status["state"].as_str(), status["current_step"].as_u64()),

@@ -7,12 +7,12 @@
 //! the UI figures come from the real app, renderer and run directory.
 
 mod peer;
+mod plan;
 mod report;
 mod ui;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,28 +21,20 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
-use crate::config::{self, Config};
+use crate::channel::Wiring;
+use crate::config::{self, Config, Seconds};
 use crate::data::{Example, TextTokenizer};
-use crate::events::{Command, Event, GenerationOutcome, RunStatus};
-use crate::headless;
-use crate::recorder::{self, Recorder};
-use crate::rundir::{EventTail, RunDir};
-use crate::trainer::{self, bench::BenchModel};
+use crate::error::{Error, Result};
+use crate::events::{Command, Event, GenerationOutcome, Phase};
+use crate::lines::Style;
+use crate::rundir::EventTail;
+use crate::session::{Front, Options, Session};
+use crate::trainer::{self, TrainSetup, bench::BenchModel};
 use crate::tui;
+use crate::watchdog::Heartbeat;
+use plan::{NEW_TOKENS, PROMPT_LEN, TrainRun, WARMUP_STEPS};
 
 pub use report::Report;
-
-/// Prompt and new tokens of the generation figure.
-const PROMPT_LEN: u32 = 16;
-const NEW_TOKENS: u32 = 256;
-/// Decoding-step positions compared for flatness, and the window of
-/// positions pooled around each.
-const EARLY_POSITION: u32 = 32;
-const LATE_POSITION: u32 = 256;
-const POSITION_WINDOW: u32 = 8;
-/// Training steps left out of each run's figures while caches and the
-/// allocator warm up.
-const WARMUP_STEPS: u64 = 3;
 
 /// What `trainui bench` was asked to do.
 pub struct BenchOptions {
@@ -59,12 +51,11 @@ pub struct BenchOptions {
 }
 
 /// Runs every measurement and returns the report. Progress goes to stderr.
-pub fn run(options: &BenchOptions) -> Result<Report, String> {
+pub fn run(options: &BenchOptions) -> Result<Report> {
     let started = Instant::now();
-    let mut config =
-        config::load(Some(&options.config), &options.overrides).map_err(|e| e.to_string())?;
+    let mut config = config::load(Some(&options.config), &options.overrides)?;
     if options.vocab_size < 2 {
-        return Err("--vocab must be at least 2".into());
+        return Err(Error::Usage("--vocab must be at least 2".into()));
     }
     trainer::bench::set_threads(options.threads);
     let device = trainer::bench::device_label(config.device)?;
@@ -152,7 +143,7 @@ pub fn run(options: &BenchOptions) -> Result<Report, String> {
         PROMPT_LEN as usize,
         16,
     );
-    eval_config.eval.eval_timeout_seconds = 600.0;
+    eval_config.eval.eval_timeout_seconds = Seconds::try_from(600.0).map_err(Error::Failed)?;
     figures.abort_secs = generation_latencies(
         &eval_config,
         &examples,
@@ -162,7 +153,7 @@ pub fn run(options: &BenchOptions) -> Result<Report, String> {
         Ending::Abort,
     )?;
     progress("timeout overshoot");
-    eval_config.eval.eval_timeout_seconds = 0.05;
+    eval_config.eval.eval_timeout_seconds = Seconds::try_from(0.05).map_err(Error::Failed)?;
     figures.overshoot_secs = generation_latencies(
         &eval_config,
         &examples,
@@ -199,9 +190,9 @@ fn progress(what: &str) {
     eprintln!("bench: {what}");
 }
 
-fn tempfile_dir() -> Result<TempDir, String> {
+fn tempfile_dir() -> Result<TempDir> {
     let base = std::env::temp_dir().join(format!("trainui-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+    std::fs::create_dir_all(&base).map_err(Error::io("cannot create the bench's folder", &base))?;
     Ok(TempDir(base))
 }
 
@@ -252,42 +243,23 @@ fn synthetic_examples(
         .collect()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Front {
-    Headless,
-    Tui,
-}
-
-/// One training run as the run directory recorded it.
-pub struct TrainRun {
-    /// Step seconds after warm-up, from the trainer's own step events.
-    pub step_secs: Vec<f64>,
-    pub tokens_per_step: f64,
-    /// Time the recorder spent writing the run directory.
-    pub record_secs: f64,
-}
-
-/// Trains `config.train.max_steps` steps on `examples` with the headless
-/// printer or the TUI (on an off-screen 120x40 terminal) consuming events.
+/// Trains `config.train.max_steps` steps on `examples` through the same
+/// session as `trainui train`, with the headless printer or the TUI (on an
+/// off-screen 120x40 terminal) consuming events.
 fn train_run(
     config: &Config,
     examples: &[Example],
     vocab_size: u32,
     front: Front,
     dir: &Path,
-) -> Result<TrainRun, String> {
+) -> Result<TrainRun> {
     let mut config = config.clone();
     dir.clone_into(&mut config.run_dir);
     let name = format!("bench-{front:?}");
-    let run = RunDir::open(
-        dir,
-        &config,
-        RunStatus::new(name.clone(), config.train.max_steps),
-    )
-    .map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut recorder = Recorder::new(run, Arc::new(AtomicBool::new(false)));
-    let mut handle = trainer::spawn(trainer::TrainSetup {
-        config: config.clone(),
+    let max_steps = config.train.max_steps;
+    let tokens_per_step = f64::from(config.train.batch_size) * f64::from(config.model.block_size);
+    let setup = TrainSetup {
+        config,
         run_name: name.clone(),
         tokenizer: TextTokenizer::numbered(vocab_size),
         train: examples.to_vec(),
@@ -295,62 +267,28 @@ fn train_run(
         skipped_overlong: 0,
         resume_from: None,
         init_from: None,
-    })
-    .map_err(|e| format!("cannot start the trainer: {e}"))?;
-    drop(handle.event_sender.take());
+    };
+    let mut session = Session::start(
+        setup,
+        Options {
+            front,
+            signals: false,
+        },
+    )?;
     match front {
-        Front::Headless => recorder::run_headless(
-            &handle.events,
-            &mut recorder,
-            headless::Style::PLAIN,
-            &mut std::io::sink(),
-        ),
+        Front::Headless => session.run_headless(Style::PLAIN, &mut std::io::sink()),
         Front::Tui => {
-            let mut app = tui::app::App::new(name, config.train.max_steps, 0.1, true);
-            let (system_tx, system_rx) = std::sync::mpsc::channel();
-            tui::system::spawn(system_tx, Duration::from_secs(1))
-                .map_err(|e| format!("cannot start the system monitor: {e}"))?;
-            let ended = Arc::new(AtomicBool::new(false));
-            let mut input = QuitWhenEnded {
-                ended: Arc::clone(&ended),
-            };
-            let mut record = |event: &Event| {
-                if matches!(event, Event::Finished(_) | Event::Failed { .. }) {
-                    ended.store(true, Ordering::Release);
-                }
-                recorder.record(event, headless::Style::PLAIN).1
-            };
-            let controller = handle.controller.clone();
-            let mut send = |command: Command| {
-                controller.send(command);
-                None
-            };
-            let mut terminal =
-                Terminal::new(TestBackend::new(120, 40)).map_err(|e| e.to_string())?;
-            tui::run(
-                &mut terminal,
-                &mut app,
-                &mut input,
-                &mut tui::Channels {
-                    events: &handle.events,
-                    system: &system_rx,
-                    record: &mut record,
-                    send: &mut send,
-                },
-            )
-            .map_err(|e| format!("TUI: {e}"))?;
-            for event in &handle.events {
-                recorder.record(&event, headless::Style::PLAIN);
-            }
+            let mut app = tui::app::App::new(name, max_steps, true);
+            let mut terminal = Terminal::new(TestBackend::new(120, 40))
+                .map_err(|e| Error::Failed(e.to_string()))?;
+            let mut input = QuitWhenEnded(session.heartbeat());
+            session.run_tui(&mut terminal, &mut input, &mut app)?;
         }
     }
-    let _ = handle.thread.join();
-    if let Some(message) = &recorder.run.status().last_message
-        && recorder.run.status().state == crate::events::RunState::Failed
-    {
-        return Err(format!("bench training run failed: {message}"));
-    }
-    let tokens_per_step = f64::from(config.train.batch_size) * f64::from(config.model.block_size);
+    let record_secs = session.record_secs();
+    session
+        .finish(true)
+        .map_err(|e| Error::Failed(format!("bench training run failed: {e}")))?;
     let step_secs = EventTail::new(dir, 0)
         .read_new(u64::MAX)
         .into_iter()
@@ -362,18 +300,17 @@ fn train_run(
     Ok(TrainRun {
         step_secs,
         tokens_per_step,
-        record_secs: recorder.busy.as_secs_f64(),
+        record_secs,
     })
 }
 
-/// Input for the off-screen TUI: nothing until the run has ended, then `q`.
-struct QuitWhenEnded {
-    ended: Arc<AtomicBool>,
-}
+/// Input for the off-screen TUI: nothing while the trainer works, then `q`
+/// (and `q` again, should the quit dialog come first).
+struct QuitWhenEnded(Arc<Heartbeat>);
 
 impl tui::InputSource for QuitWhenEnded {
     fn next(&mut self, timeout: Duration) -> std::io::Result<Option<tui::Input>> {
-        if self.ended.load(Ordering::Acquire) {
+        if self.0.phase() == Phase::Done {
             return Ok(Some(tui::Input::Key(KeyEvent::from(KeyCode::Char('q')))));
         }
         thread::sleep(timeout);
@@ -399,10 +336,10 @@ fn generation_latencies(
     vocab_size: u32,
     dir: &Path,
     ending: Ending,
-) -> Result<Vec<f64>, String> {
+) -> Result<Vec<f64>> {
     let mut config = config.clone();
     dir.clone_into(&mut config.run_dir);
-    let mut handle = trainer::spawn(trainer::TrainSetup {
+    let setup = TrainSetup {
         config,
         run_name: "bench-latency".into(),
         tokenizer: TextTokenizer::numbered(vocab_size),
@@ -411,9 +348,8 @@ fn generation_latencies(
         skipped_overlong: 0,
         resume_from: None,
         init_from: None,
-    })
-    .map_err(|e| format!("cannot start the trainer: {e}"))?;
-    drop(handle.event_sender.take());
+    };
+    let handle = trainer::spawn(setup, Wiring::default())?;
     let controller = handle.controller.clone();
     controller.send(Command::EvalNow);
     let mut latencies = Vec::new();
@@ -423,7 +359,9 @@ fn generation_latencies(
             Ok(event) => event,
             Err(RecvTimeoutError::Timeout) => {
                 controller.send(Command::Stop);
-                return Err("the latency run made no progress for 2 minutes".into());
+                return Err(Error::Failed(
+                    "the latency run made no progress for 2 minutes".into(),
+                ));
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
@@ -450,35 +388,22 @@ fn generation_latencies(
                 };
                 if sample.outcome != expected {
                     controller.send(Command::Stop);
-                    return Err(format!(
+                    return Err(Error::Failed(format!(
                         "a bench generation ended {:?}, not {expected:?}",
                         sample.outcome
-                    ));
+                    )));
                 }
                 if let Some(mark) = mark.take() {
                     latencies.push(arrived.saturating_duration_since(mark).as_secs_f64());
                 }
             }
             Event::EvalFinished(_) => controller.send(Command::Stop),
-            Event::Failed { message, .. } => return Err(format!("latency run failed: {message}")),
+            Event::Failed { message, .. } => {
+                return Err(Error::Failed(format!("latency run failed: {message}")));
+            }
             _ => {}
         }
     }
     let _ = handle.thread.join();
     Ok(latencies)
-}
-
-/// The `q`-quantile of sorted `values` (nearest rank), 0 when empty.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    quantile(&sorted, 0.5)
 }

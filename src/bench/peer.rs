@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use serde::Deserialize;
 
 use crate::config::Config;
+use crate::error::{Error, Result};
 
 /// Where the peer's weights and logits check comes from.
 pub struct LogitsCheck {
@@ -45,12 +46,7 @@ pub struct PeerResult {
 }
 
 /// Runs `script` with `python` on `spec` (written to `work/peer-spec.json`).
-pub fn run(
-    python: &Path,
-    script: &Path,
-    spec: &PeerSpec<'_>,
-    work: &Path,
-) -> Result<PeerResult, String> {
+pub fn run(python: &Path, script: &Path, spec: &PeerSpec<'_>, work: &Path) -> Result<PeerResult> {
     let c = spec.config;
     let json = serde_json::json!({
         "seed": c.seed,
@@ -79,7 +75,7 @@ pub fn run(
     });
     let spec_path = work.join("peer-spec.json");
     std::fs::write(&spec_path, json.to_string())
-        .map_err(|e| format!("{}: {e}", spec_path.display()))?;
+        .map_err(Error::io("cannot write the peer's spec", &spec_path))?;
     let output = Command::new(python)
         .arg(script)
         .arg("--spec")
@@ -87,25 +83,25 @@ pub fn run(
         .stdin(Stdio::null())
         .output()
         .map_err(|e| {
-            format!(
+            Error::Usage(format!(
                 "cannot run the PyTorch peer with {}: {e}; pass --python with a Python that has \
                  torch 2.13.0 (./dev bench finds it)",
                 python.display()
-            )
+            ))
         })?;
     if !output.status.success() {
-        return Err(format!(
+        return Err(Error::Failed(format!(
             "the PyTorch peer ({} {}) failed ({}):\n{}",
             python.display(),
             script.display(),
             output.status,
             String::from_utf8_lossy(&output.stderr).trim_end()
-        ));
+        )));
     }
     serde_json::from_slice(&output.stdout).map_err(|e| {
-        format!(
+        Error::Failed(format!(
             "the PyTorch peer printed something other than its result ({e}):\n{}",
             String::from_utf8_lossy(&output.stdout).trim_end()
-        )
+        ))
     })
 }

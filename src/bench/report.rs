@@ -7,11 +7,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::peer::PeerResult;
-use super::ui::UiFigures;
-use super::{
-    EARLY_POSITION, LATE_POSITION, NEW_TOKENS, POSITION_WINDOW, PROMPT_LEN, TrainRun, median,
-    quantile,
+use super::plan::{
+    EARLY_POSITION, LATE_POSITION, NEW_TOKENS, POSITION_WINDOW, PROMPT_LEN, TrainRun, WARMUP_STEPS,
+    median, quantile,
 };
+use super::ui::UiFigures;
 use crate::config::ModelConfig;
 
 /// Largest difference allowed between trainui's and the peer's logits.
@@ -63,13 +63,13 @@ impl Raw {
             self.tui_steps.extend(run.step_secs);
         } else {
             self.record_secs += run.record_secs;
-            self.recorded_steps += run.step_secs.len() + super::WARMUP_STEPS as usize;
+            self.recorded_steps += run.step_secs.len() + WARMUP_STEPS as usize;
             self.headless_steps.extend(run.step_secs);
         }
     }
 
     pub fn add_peer_run(&mut self, result: PeerResult) {
-        let warmup = super::WARMUP_STEPS as usize;
+        let warmup = WARMUP_STEPS as usize;
         self.peer_steps
             .extend(result.step_secs.iter().skip(warmup).copied());
         self.peer_tokens_per_step = result.tokens_per_step as f64;
@@ -355,7 +355,7 @@ fn ms(value: f64) -> String {
 }
 
 fn rate(value: f64) -> String {
-    crate::headless::thousands(value.round() as u64)
+    crate::lines::thousands(value.round() as u64)
 }
 
 impl Report {
@@ -384,9 +384,7 @@ impl Report {
             out,
             "{} rounds, trainui and the PyTorch peer alternating; {} training steps per run \
              after {} warm-up",
-            s.rounds,
-            s.steps_per_run,
-            super::WARMUP_STEPS,
+            s.rounds, s.steps_per_run, WARMUP_STEPS,
         );
         let _ = writeln!(
             out,
@@ -495,7 +493,7 @@ impl Report {
             [
                 format!(
                     "memory growth, {} step events (MiB)",
-                    crate::headless::thousands(u.figures.history_steps)
+                    crate::lines::thousands(u.figures.history_steps)
                 ),
                 format!(
                     "{:.2}",

@@ -6,13 +6,14 @@ use std::time::Instant;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
+use super::plan::quantile;
 use crate::events::{
     Event, GenerationCounters, GenerationOutcome, GenerationStart, RunInfo, RunState, SampleResult,
     StepMetrics,
 };
 use crate::tui::app::{App, Msg};
 use crate::tui::render;
-use crate::tui::system::{HostSample, SystemSample};
+use crate::tui::sampler::{HostSample, SystemSample};
 
 /// Frame times of one terminal size, milliseconds.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -131,7 +132,7 @@ fn evaluation_events(at: u64) -> Vec<Event> {
 /// full layout at each size (a new step event arrives between draws, as in
 /// a live run).
 pub fn measure(history_steps: u64, frames: usize, sizes: &[(u16, u16)]) -> UiFigures {
-    let mut app = App::new("bench".into(), 2_000_000, 0.1, true);
+    let mut app = App::new("bench".into(), 2_000_000, true);
     app.apply(&Event::Started(RunInfo {
         run_name: "bench".into(),
         pid: std::process::id(),
@@ -146,6 +147,9 @@ pub fn measure(history_steps: u64, frames: usize, sizes: &[(u16, u16)]) -> UiFig
         resumed_from: None,
         evals: 0,
         counters: GenerationCounters::default(),
+        settings: Some(crate::config::live_settings(
+            &crate::config::Config::default(),
+        )),
     }));
     app.apply(&Event::State {
         step: 0,
@@ -192,8 +196,8 @@ pub fn measure(history_steps: u64, frames: usize, sizes: &[(u16, u16)]) -> UiFig
             FrameTimes {
                 width,
                 height,
-                median_ms: super::quantile(&times, 0.5),
-                p99_ms: super::quantile(&times, 0.99),
+                median_ms: quantile(&times, 0.5),
+                p99_ms: quantile(&times, 0.99),
             }
         })
         .collect();

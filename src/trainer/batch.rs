@@ -19,6 +19,8 @@ pub struct Batch {
     pub target: Tensor,
     /// Tokens that are not padding.
     pub tokens: u64,
+    /// Target positions the loss counts (completion and end-of-text).
+    pub targets: u64,
 }
 
 /// Draws micro-batches from a dataset in a reproducible shuffled order.
@@ -87,7 +89,7 @@ pub fn pad<'e>(
         .max(1);
     let mut input = vec![0i64; rows * time];
     let mut target = vec![IGNORE_INDEX; rows * time];
-    let mut tokens = 0;
+    let (mut tokens, mut targets) = (0, 0);
     for (row, example) in examples.enumerate() {
         let len = example.tokens.len() - 1;
         let base = row * time;
@@ -95,6 +97,7 @@ pub fn pad<'e>(
             input[base + t] = i64::from(example.tokens[t]);
             if t + 1 >= example.prompt_len {
                 target[base + t] = i64::from(example.tokens[t + 1]);
+                targets += 1;
             }
         }
         tokens += len as u64;
@@ -104,6 +107,7 @@ pub fn pad<'e>(
         input: Tensor::from_slice(&input).view(shape).to_device(device),
         target: Tensor::from_slice(&target).view(shape).to_device(device),
         tokens,
+        targets,
     }
 }
 
@@ -128,6 +132,7 @@ mod tests {
         assert_eq!(input, [5, 6, 7, 1, 2, 0]);
         assert_eq!(target, [-100, 7, 9, 2, 9, -100]);
         assert_eq!(batch.tokens, 5);
+        assert_eq!(batch.targets, 4, "the target positions that are not -100");
     }
 
     #[test]

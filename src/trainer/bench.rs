@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use tch::{Device, Kind, Tensor, nn};
 
+use super::device::{device_name, device_of};
 use super::generate::{GenerationRequest, generate};
 use super::model::{CausalLm, Gpt, GptShape};
 use super::rng::SplitMix64;
-use super::{device_name, device_of};
 use crate::config::{DevicePref, ModelConfig};
+use crate::error::{Error, Result};
 use crate::events::GenerationOutcome;
 use crate::watchdog::Heartbeat;
 
@@ -26,7 +27,7 @@ pub struct BenchModel {
 }
 
 impl BenchModel {
-    fn build(&self, block_size: u32) -> Result<(nn::VarStore, Gpt, Device), String> {
+    fn build(&self, block_size: u32) -> Result<(nn::VarStore, Gpt, Device)> {
         let device = device_of(self.device)?;
         tch::manual_seed(self.seed as i64);
         let vs = nn::VarStore::new(device);
@@ -45,7 +46,7 @@ pub fn set_threads(threads: u32) {
 }
 
 /// The name of the device `pref` resolves to, e.g. `cpu` or `cuda:0`.
-pub fn device_label(pref: DevicePref) -> Result<String, String> {
+pub fn device_label(pref: DevicePref) -> Result<String> {
     device_of(pref).map(device_name)
 }
 
@@ -70,7 +71,7 @@ fn synchronize(device: Device) {
 
 /// fp32 matmul rate in GFLOP/s on `pref`: the median over `repeats` timings
 /// of multiplying two `size` x `size` matrices.
-pub fn matmul_gflops(pref: DevicePref, size: i64, repeats: usize) -> Result<f64, String> {
+pub fn matmul_gflops(pref: DevicePref, size: i64, repeats: usize) -> Result<f64> {
     on_own_thread(|| {
         let device = device_of(pref)?;
         let _no_grad = tch::no_grad_guard();
@@ -99,7 +100,7 @@ pub fn matmul_gflops(pref: DevicePref, size: i64, repeats: usize) -> Result<f64,
 /// for every Linear layer and the tied output head, at `batch x block`
 /// rows, the forward product and the two of its backward pass (input and
 /// weight gradients). The median of `repeats` timings of the whole set.
-pub fn model_matmul_gflops(bench: &BenchModel, batch: u32, repeats: usize) -> Result<f64, String> {
+pub fn model_matmul_gflops(bench: &BenchModel, batch: u32, repeats: usize) -> Result<f64> {
     on_own_thread(|| {
         let device = device_of(bench.device)?;
         let _no_grad = tch::no_grad_guard();
@@ -154,7 +155,7 @@ pub fn decode_step_secs(
     prompt_len: u32,
     new_tokens: u32,
     repeats: u32,
-) -> Result<Vec<Vec<f64>>, String> {
+) -> Result<Vec<Vec<f64>>> {
     on_own_thread(|| {
         let (_vs, model, device) = bench.build(prompt_len + new_tokens)?;
         let mut rng = SplitMix64::new(bench.seed.wrapping_add(1));
@@ -183,7 +184,10 @@ pub fn decode_step_secs(
                 ends.push(elapsed.as_secs_f64());
             });
             if generation.outcome != GenerationOutcome::Completed {
-                return Err(format!("bench generation ended {:?}", generation.outcome));
+                return Err(Error::Failed(format!(
+                    "bench generation ended {:?}",
+                    generation.outcome
+                )));
             }
             let mut previous = 0.0;
             runs.push(
@@ -203,7 +207,7 @@ pub fn decode_step_secs(
 /// Writes the bench model's initial weights (safetensors, Hugging Face GPT-2
 /// names) to `weights`, and to `check` a batch of token ids with the logits
 /// trainui computes for them. Returns the number of parameters.
-pub fn write_logits_check(bench: &BenchModel, weights: &Path, check: &Path) -> Result<u64, String> {
+pub fn write_logits_check(bench: &BenchModel, weights: &Path, check: &Path) -> Result<u64> {
     on_own_thread(|| {
         let (vs, model, device) = bench.build(bench.model.block_size)?;
         let _no_grad = tch::no_grad_guard();
@@ -212,12 +216,16 @@ pub fn write_logits_check(bench: &BenchModel, weights: &Path, check: &Path) -> R
             [2, i64::from(bench.model.block_size)],
             (Kind::Int64, device),
         );
-        let logits = model.forward(&tokens).map_err(|e| e.to_string())?;
-        vs.save(weights)
-            .map_err(|e| format!("{}: {e}", weights.display()))?;
+        let logits = model
+            .forward(&tokens)
+            .map_err(|e| Error::Torch(e.to_string()))?;
+        let torch = |path: &Path, e: tch::TchError| {
+            Error::Torch(format!("{}: cannot write: {e}", path.display()))
+        };
+        vs.save(weights).map_err(|e| torch(weights, e))?;
         let cpu = |t: &Tensor| t.to_device(Device::Cpu).contiguous();
         Tensor::write_safetensors(&[("tokens", cpu(&tokens)), ("logits", cpu(&logits))], check)
-            .map_err(|e| format!("{}: {e}", check.display()))?;
+            .map_err(|e| torch(check, e))?;
         Ok(vs
             .trainable_variables()
             .iter()

@@ -10,7 +10,8 @@ use tch::{Device, Kind, TchError, Tensor};
 use super::model::{CausalLm, KvCache};
 use super::rng::SplitMix64;
 use crate::events::GenerationOutcome;
-use crate::watchdog::{Heartbeat, Phase};
+use crate::events::Phase;
+use crate::watchdog::Heartbeat;
 
 /// What to generate and the limits it runs under.
 pub struct GenerationRequest<'a> {

@@ -2,15 +2,15 @@
 //! at a time (so the weights are never held twice), and written back in the
 //! same layout by `trainui export`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use serde_json::Value;
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::hf::{Architecture, ignorable, parameter_name, read_safetensors_header};
+use crate::error::{Error, Result};
+use crate::hf::{Architecture, WeightFile};
 
 /// GPT-2's Conv1D weights are stored `(in, out)`; trainui's Linear layers
 /// hold `(out, in)`.
@@ -26,108 +26,58 @@ fn conv1d(architecture: &Architecture, name: &str) -> bool {
         .any(|suffix| name.ends_with(suffix))
 }
 
-fn kind_of(dtype: &str) -> Option<Kind> {
-    Some(match dtype {
-        "F32" => Kind::Float,
+fn kind_of(dtype: &str) -> Kind {
+    match dtype {
         "F16" => Kind::Half,
         "BF16" => Kind::BFloat16,
         "F64" => Kind::Double,
-        _ => return None,
-    })
+        _ => Kind::Float,
+    }
 }
 
-/// Copies every tensor of `files` into the variables of `vs`, checking names
-/// and shapes; every parameter must be found exactly once.
-pub fn load(
-    vs: &nn::VarStore,
-    architecture: &Architecture,
-    files: &[std::path::PathBuf],
-) -> Result<(), String> {
+/// Copies the tensors of `weights` (checked by [`crate::hf::read_folder`]
+/// against the architecture) into the variables of `vs`.
+pub fn load(vs: &nn::VarStore, architecture: &Architecture, weights: &[WeightFile]) -> Result<()> {
     let variables = vs.variables();
-    let mut loaded = BTreeSet::new();
+    let mut loaded = 0;
     let _no_grad = tch::no_grad_guard();
-    for path in files {
-        let at = |message: String| format!("{}: {message}", path.display());
-        let mut file = File::open(path).map_err(|e| at(e.to_string()))?;
-        let (header, data_start) = read_safetensors_header(&mut file).map_err(at)?;
-        for (name, info) in header {
-            if name == "__metadata__" || ignorable(architecture, &name) {
-                continue;
-            }
-            let key = parameter_name(architecture, &name);
-            let Some(variable) = variables.get(&key) else {
-                return Err(at(format!(
-                    "tensor {name} is not a parameter of this {} model (from config.json); the \
-                     folder's config.json and weights do not match",
-                    family(architecture)
+    for weight_file in weights {
+        let path = &weight_file.path;
+        let mut file = File::open(path).map_err(Error::io("cannot open the weights", path))?;
+        for stored in &weight_file.tensors {
+            let Some(variable) = variables.get(&stored.parameter) else {
+                return Err(Error::Failed(format!(
+                    "{}: tensor {} has no {} parameter {} to load into",
+                    path.display(),
+                    stored.name,
+                    family(architecture),
+                    stored.parameter
                 )));
             };
-            let dtype = info["dtype"].as_str().unwrap_or("?");
-            let kind = kind_of(dtype)
-                .ok_or_else(|| at(format!("tensor {name} has dtype {dtype}, not a float type")))?;
-            let shape: Vec<i64> = info["shape"]
-                .as_array()
-                .map(|dims| dims.iter().filter_map(Value::as_i64).collect())
-                .unwrap_or_default();
-            let transposed = conv1d(architecture, &key);
-            let mut expected = variable.size();
-            if transposed {
-                expected.reverse();
-            }
-            if shape != expected {
-                return Err(at(format!(
-                    "tensor {name} has shape {shape:?}, but config.json makes it {expected:?}"
-                )));
-            }
-            let offsets: Vec<u64> = info["data_offsets"]
-                .as_array()
-                .map(|o| o.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default();
-            let [begin, end] = offsets[..] else {
-                return Err(at(format!("tensor {name} has no data_offsets")));
-            };
-            let length = end.checked_sub(begin).filter(|&n| {
-                n == shape.iter().product::<i64>() as u64 * kind.elt_size_in_bytes() as u64
-            });
-            let Some(length) = length else {
-                return Err(at(format!(
-                    "tensor {name}: data_offsets disagree with its shape"
-                )));
-            };
-            let mut bytes = vec![0u8; length as usize];
-            file.seek(SeekFrom::Start(data_start + begin))
+            let mut bytes = vec![0u8; stored.len as usize];
+            file.seek(SeekFrom::Start(stored.offset))
                 .and_then(|_| file.read_exact(&mut bytes))
-                .map_err(|e| at(format!("tensor {name}: {e}")))?;
+                .map_err(Error::io("cannot read the weights", path))?;
+            let torch = |e: tch::TchError| {
+                Error::Torch(format!("{}: tensor {}: {e}", path.display(), stored.name))
+            };
             let mut tensor =
-                Tensor::f_from_data_size(&bytes, &shape, kind).map_err(|e| at(e.to_string()))?;
+                Tensor::f_from_data_size(&bytes, &stored.shape, kind_of(&stored.dtype))
+                    .map_err(torch)?;
             drop(bytes);
-            if transposed {
+            if conv1d(architecture, &stored.parameter) {
                 tensor = tensor.tr();
             }
-            let mut variable = variable.shallow_clone();
-            variable
-                .f_copy_(&tensor)
-                .map_err(|e| at(format!("tensor {name}: {e}")))?;
-            if !loaded.insert(key) {
-                return Err(at(format!("tensor {name} appears twice in the weights")));
-            }
+            variable.shallow_clone().f_copy_(&tensor).map_err(torch)?;
+            loaded += 1;
         }
     }
-    let missing: Vec<&String> = variables.keys().filter(|k| !loaded.contains(*k)).collect();
-    if let Some(first) = missing.iter().min() {
-        let folder = files
-            .first()
-            .and_then(|f| f.parent())
-            .map_or_else(String::new, |p| p.display().to_string());
-        return Err(format!(
-            "{folder}: tensor {first} is missing from the weights{}; the folder's config.json \
-             and weights do not match",
-            if missing.len() > 1 {
-                format!(" (and {} more)", missing.len() - 1)
-            } else {
-                String::new()
-            }
-        ));
+    if loaded != variables.len() {
+        return Err(Error::Failed(format!(
+            "loaded {loaded} tensors into a {} model of {} parameters",
+            family(architecture),
+            variables.len()
+        )));
     }
     Ok(())
 }
@@ -141,7 +91,7 @@ fn family(architecture: &Architecture) -> &'static str {
 
 /// Writes the variables of `vs` as `out/model.safetensors` in the Hugging
 /// Face layout of `architecture` (float32, on the CPU).
-pub fn export(vs: &nn::VarStore, architecture: &Architecture, out: &Path) -> Result<(), String> {
+pub fn export(vs: &nn::VarStore, architecture: &Architecture, out: &Path) -> Result<()> {
     let variables: HashMap<String, Tensor> = vs.variables();
     let mut names: Vec<&String> = variables.keys().collect();
     names.sort();
@@ -159,5 +109,6 @@ pub fn export(vs: &nn::VarStore, architecture: &Architecture, out: &Path) -> Res
         })
         .collect();
     let path = out.join(crate::hf::WEIGHTS_FILE);
-    Tensor::write_safetensors(&tensors, &path).map_err(|e| format!("{}: {e}", path.display()))
+    Tensor::write_safetensors(&tensors, &path)
+        .map_err(|e| Error::Torch(format!("{}: cannot write the weights: {e}", path.display())))
 }

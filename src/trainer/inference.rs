@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tch::nn;
 
-use super::checkpoint;
+use super::device::{build_model, device_of, use_bf16};
 use super::generate::{GenerationRequest, generate};
 use super::hf_weights;
 use super::model::CausalLm;
-use super::{build_model, device_of, use_bf16};
+use crate::checkpoint;
 use crate::config::DevicePref;
 use crate::data::TextTokenizer;
+use crate::error::{Error, Result};
 use crate::events::GenerationOutcome;
 use crate::hf::{self, Architecture};
 use crate::watchdog::Heartbeat;
@@ -28,24 +29,22 @@ struct Loaded {
 }
 
 /// A checkpoint folder (it has a trainui manifest) or a Hugging Face folder.
-fn load(source: &Path, device: DevicePref) -> Result<Loaded, String> {
+fn load(source: &Path, device: DevicePref) -> Result<Loaded> {
     if !source.is_dir() {
-        return Err(format!(
+        return Err(Error::Usage(format!(
             "{}: no such folder; --model takes a Hugging Face model folder or \
              RUN_DIR/checkpoints/checkpoint-N",
             source.display()
-        ));
+        )));
     }
     let device = device_of(device)?;
     let mut vs = nn::VarStore::new(device);
     if source.join(hf::CONFIG_FILE).is_file() {
         let folder = hf::read_folder(source)?;
-        hf::check_weights(&folder)?;
-        let tokenizer = TextTokenizer::load_with_eot(&folder.tokenizer(), folder.eos_token_id)
-            .map_err(|e| e.to_string())?;
+        let tokenizer = TextTokenizer::load_with_eot(&folder.tokenizer(), folder.eos_token_id)?;
         let model = build_model(&vs, &folder.architecture);
         use_bf16(&mut vs, folder.wants_bf16());
-        hf_weights::load(&vs, &folder.architecture, &folder.weight_files)?;
+        hf_weights::load(&vs, &folder.architecture, &folder.weights)?;
         return Ok(Loaded {
             vs,
             model,
@@ -55,18 +54,17 @@ fn load(source: &Path, device: DevicePref) -> Result<Loaded, String> {
         });
     }
     let state = checkpoint::verify(source).map_err(|e| {
-        format!(
+        Error::Input(format!(
             "{e}\n{}: neither a Hugging Face model folder (config.json) nor a trainui checkpoint",
             source.display()
-        )
+        ))
     })?;
     let saved_tokenizer = source.join(checkpoint::TOKENIZER_FILE);
     let tokenizer = if saved_tokenizer.is_file() {
         TextTokenizer::load_with_eot(&saved_tokenizer, state.eot_id)
     } else {
         TextTokenizer::load(&state.config.data.tokenizer)
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     let architecture = state
         .architecture
         .clone()
@@ -75,7 +73,7 @@ fn load(source: &Path, device: DevicePref) -> Result<Loaded, String> {
     use_bf16(&mut vs, state.bf16);
     let model_file = source.join(checkpoint::MODEL_FILE);
     vs.load(&model_file)
-        .map_err(|e| format!("{}: {e}", model_file.display()))?;
+        .map_err(|e| Error::Torch(format!("{}: {e}", model_file.display())))?;
     Ok(Loaded {
         vs,
         model,
@@ -113,11 +111,11 @@ pub fn generate_text(
     source: &Path,
     device: DevicePref,
     request: &TextRequest<'_>,
-) -> Result<TextGeneration, String> {
+) -> Result<TextGeneration> {
     let loaded = load(source, device)?;
     let prompt_ids = loaded.tokenizer.encode(request.prompt)?;
     if prompt_ids.is_empty() {
-        return Err("the prompt is empty once tokenized".into());
+        return Err(Error::Usage("--prompt is empty once tokenized".into()));
     }
     let abort = AtomicBool::new(false);
     let heartbeat = Heartbeat::default();
@@ -150,30 +148,29 @@ pub fn generate_text(
 /// Writes the model at `source` (a checkpoint, or a model folder) to `out`
 /// as a Hugging Face folder: config.json, model.safetensors, tokenizer.json.
 /// `out` must not exist; it appears whole or not at all.
-pub fn export(source: &Path, out: &Path) -> Result<(), String> {
+pub fn export(source: &Path, out: &Path) -> Result<()> {
     if out.exists() {
-        return Err(format!(
+        return Err(Error::Usage(format!(
             "{}: already exists; export writes a new folder",
             out.display()
-        ));
+        )));
     }
-    let loaded = load(source, DevicePref::Cpu)?;
     let name = out
         .file_name()
-        .ok_or_else(|| format!("{}: not a folder name", out.display()))?;
+        .ok_or_else(|| Error::Usage(format!("--out {}: not a folder name", out.display())))?;
+    let loaded = load(source, DevicePref::Cpu)?;
     let mut temp_name = name.to_os_string();
     temp_name.push(format!(".tmp.{}", std::process::id()));
     let temp = out.with_file_name(temp_name);
     let written = (|| {
-        std::fs::create_dir_all(&temp).map_err(|e| format!("{}: {e}", temp.display()))?;
+        std::fs::create_dir_all(&temp).map_err(Error::io("cannot create the folder", &temp))?;
         hf_weights::export(&loaded.vs, &loaded.architecture, &temp)?;
         let config = loaded.architecture.hf_config(loaded.tokenizer.eot_id);
         let config_path = temp.join(hf::CONFIG_FILE);
         let text = serde_json::to_string_pretty(&config).expect("a JSON value serialises");
-        std::fs::write(&config_path, text)
-            .map_err(|e| format!("{}: {e}", config_path.display()))?;
+        std::fs::write(&config_path, text).map_err(Error::io("cannot write", &config_path))?;
         loaded.tokenizer.save(&temp.join(hf::TOKENIZER_FILE))?;
-        std::fs::rename(&temp, out).map_err(|e| format!("{}: {e}", out.display()))
+        std::fs::rename(&temp, out).map_err(Error::io("cannot rename into place", out))
     })();
     if written.is_err() {
         let _ = std::fs::remove_dir_all(&temp);

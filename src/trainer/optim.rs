@@ -8,6 +8,7 @@ use tch::nn::OptimizerConfig;
 use tch::{TchError, Tensor, nn};
 
 use crate::config::TrainConfig;
+use crate::error::{Error, Result};
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.95;
@@ -122,7 +123,7 @@ impl AdamW {
     }
 
     /// Writes the moments as safetensors: `<param>.exp_avg`, `<param>.exp_avg_sq`.
-    pub fn save(&self, path: &Path) -> Result<(), TchError> {
+    pub fn save(&self, path: &Path) -> std::result::Result<(), TchError> {
         let mut named = Vec::with_capacity(2 * self.params.len());
         for state in &self.params {
             named.push((
@@ -138,9 +139,10 @@ impl AdamW {
     }
 
     /// Restores moments written by [`AdamW::save`] and the step count.
-    pub fn load(&mut self, path: &Path, steps: u64) -> Result<(), String> {
+    pub fn load(&mut self, path: &Path, steps: u64) -> Result<()> {
+        let torch = |err: String| Error::Torch(format!("{}: {err}", path.display()));
         let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
-            .map_err(|err| format!("{}: {err}", path.display()))?
+            .map_err(|err| torch(err.to_string()))?
             .into_iter()
             .collect();
         let _no_grad = tch::no_grad_guard();
@@ -152,14 +154,14 @@ impl AdamW {
                 let name = format!("{}.{suffix}", state.name);
                 let value = saved
                     .get(&name)
-                    .ok_or_else(|| format!("{}: no tensor {name}", path.display()))?;
+                    .ok_or_else(|| Error::Input(format!("{}: no tensor {name}", path.display())))?;
                 moment
                     .f_copy_(value)
-                    .map_err(|err| format!("{}: {name}: {err}", path.display()))?;
+                    .map_err(|err| torch(format!("{name}: {err}")))?;
             }
         }
-        self.steps =
-            i32::try_from(steps).map_err(|_| format!("optimizer step {steps} is too large"))?;
+        self.steps = i32::try_from(steps)
+            .map_err(|_| Error::Input(format!("optimizer step {steps} is too large")))?;
         Ok(())
     }
 

@@ -1,14 +1,15 @@
-//! TUI state. It changes only in [`App::update`]: keys become [`Action`]s
-//! first, trainer events and system samples are folded in, and the commands
-//! to send come back as the return value, so all of it is testable without a
-//! terminal.
+//! TUI state. It changes only in [`App::update`]: keys become
+//! [`KeyAction`]s first (see `keys.rs`), trainer events and system samples
+//! are folded in, and the commands to send come back as the return value,
+//! so all of it is testable without a terminal.
 
 use std::collections::VecDeque;
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::KeyEvent;
 
 use super::history::History;
-use super::system::{GpuSample, HostSample, SystemSample};
+use super::keys::{KeyAction, action_for};
+use super::sampler::{GpuSample, HostSample, SystemSample};
 use crate::events::{Command, Event, GenerationStart, RunState, RunStatus, SampleResult};
 
 /// Points of the loss curves kept at full resolution, and for the whole run.
@@ -26,59 +27,6 @@ pub enum Msg {
     Key(KeyEvent),
     Trainer(Event),
     System(SystemSample),
-}
-
-/// What a key means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    EvalNow,
-    AbortGeneration,
-    TogglePause,
-    Save,
-    /// `q` or Ctrl-C: ask to confirm, or quit at once when already asking.
-    Quit,
-    /// `r` on a stalled run: start again from the latest checkpoint.
-    Restart,
-    Confirm,
-    Cancel,
-    ToggleHelp,
-    ToggleLogScale,
-    ToggleWindow,
-    FocusNext,
-    ScrollUp,
-    ScrollDown,
-    PageUp,
-    PageDown,
-}
-
-/// Maps a key press to its action.
-#[must_use]
-pub fn action_for(key: KeyEvent) -> Option<Action> {
-    if key.kind == KeyEventKind::Release {
-        return None;
-    }
-    if key.modifiers.contains(KeyModifiers::CONTROL) {
-        return (key.code == KeyCode::Char('c')).then_some(Action::Quit);
-    }
-    Some(match key.code {
-        KeyCode::Char('e') => Action::EvalNow,
-        KeyCode::Char('a') => Action::AbortGeneration,
-        KeyCode::Char('p') => Action::TogglePause,
-        KeyCode::Char('s') => Action::Save,
-        KeyCode::Char('q') => Action::Quit,
-        KeyCode::Char('r') => Action::Restart,
-        KeyCode::Char('y') | KeyCode::Enter => Action::Confirm,
-        KeyCode::Char('n') | KeyCode::Esc => Action::Cancel,
-        KeyCode::Char('?' | 'h') => Action::ToggleHelp,
-        KeyCode::Char('l') => Action::ToggleLogScale,
-        KeyCode::Char('z') => Action::ToggleWindow,
-        KeyCode::Tab | KeyCode::BackTab => Action::FocusNext,
-        KeyCode::Up | KeyCode::Char('k') => Action::ScrollUp,
-        KeyCode::Down | KeyCode::Char('j') => Action::ScrollDown,
-        KeyCode::PageUp => Action::PageUp,
-        KeyCode::PageDown => Action::PageDown,
-        _ => return None,
-    })
 }
 
 /// The pane that arrows scroll.
@@ -143,7 +91,6 @@ pub struct App {
     pub val_history: History,
     /// Exact-match rate of each evaluation, percent.
     pub exact_match_history: VecDeque<u64>,
-    pub timeout_warn_rate: f64,
     pub live: Option<LiveGeneration>,
     /// Finished samples, newest first.
     pub samples: VecDeque<SampleResult>,
@@ -178,7 +125,7 @@ pub struct App {
 
 impl App {
     #[must_use]
-    pub fn new(run_name: String, max_steps: u64, timeout_warn_rate: f64, color: bool) -> Self {
+    pub fn new(run_name: String, max_steps: u64, color: bool) -> Self {
         Self {
             status: RunStatus::new(run_name, max_steps),
             loss_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
@@ -186,7 +133,6 @@ impl App {
             smoothed: None,
             val_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
             exact_match_history: VecDeque::new(),
-            timeout_warn_rate,
             live: None,
             samples: VecDeque::new(),
             log: VecDeque::new(),
@@ -228,39 +174,36 @@ impl App {
         }
     }
 
-    /// The timeout rate is past `eval.timeout_warn_rate`.
-    #[must_use]
-    pub fn timeout_warning(&self) -> bool {
-        self.status.timeouts > 0 && self.status.timeout_rate > self.timeout_warn_rate
-    }
-
-    fn act(&mut self, action: Action) -> Option<Command> {
+    fn act(&mut self, action: KeyAction) -> Option<Command> {
         if self.overlay == Overlay::ConfirmQuit {
             return self.act_confirming(action);
         }
-        if self.overlay == Overlay::Help && action != Action::Quit {
+        if self.overlay == Overlay::Help && action != KeyAction::Quit {
             // Any key closes the help overlay.
             self.overlay = Overlay::None;
             return None;
         }
         let running = !self.status.state.is_final();
         let command = match action {
-            Action::EvalNow if running => Some(Command::EvalNow),
-            Action::AbortGeneration if running => Some(Command::AbortGeneration),
-            Action::TogglePause if running => Some(if self.status.state == RunState::Paused {
+            KeyAction::EvalNow if running => Some(Command::EvalNow),
+            KeyAction::AbortGeneration if running => Some(Command::AbortGeneration),
+            KeyAction::TogglePause if running => Some(if self.status.state == RunState::Paused {
                 Command::Resume
             } else {
                 Command::Pause
             }),
-            Action::Save if running => Some(Command::Save),
-            Action::EvalNow | Action::AbortGeneration | Action::TogglePause | Action::Save => {
+            KeyAction::Save if running => Some(Command::Save),
+            KeyAction::EvalNow
+            | KeyAction::AbortGeneration
+            | KeyAction::TogglePause
+            | KeyAction::Save => {
                 self.ack = Some(format!(
                     "the run is {}; press q to quit",
                     self.status.state.as_str()
                 ));
                 None
             }
-            Action::Quit => {
+            KeyAction::Quit => {
                 if running && !self.attached {
                     self.overlay = Overlay::ConfirmQuit;
                 } else {
@@ -268,60 +211,60 @@ impl App {
                 }
                 None
             }
-            Action::Restart if self.attached => {
+            KeyAction::Restart if self.attached => {
                 self.ack =
                     Some("a watched run restarts from its supervisor (--resume auto)".into());
                 None
             }
-            Action::Restart if self.status.state == RunState::Stalled => {
+            KeyAction::Restart if self.status.state == RunState::Stalled => {
                 self.exit = Some(Exit::Restart);
                 None
             }
-            Action::Restart => {
+            KeyAction::Restart => {
                 self.ack = Some("r restarts a stalled run; this one is not stalled".into());
                 None
             }
-            Action::Confirm | Action::Cancel => None,
-            Action::ToggleHelp => {
+            KeyAction::Confirm | KeyAction::Cancel => None,
+            KeyAction::ToggleHelp => {
                 self.overlay = Overlay::Help;
                 None
             }
-            Action::ToggleLogScale => {
+            KeyAction::ToggleLogScale => {
                 self.chart.log_scale = !self.chart.log_scale;
                 None
             }
-            Action::ToggleWindow => {
+            KeyAction::ToggleWindow => {
                 self.chart.whole_run = !self.chart.whole_run;
                 None
             }
-            Action::FocusNext => {
+            KeyAction::FocusNext => {
                 self.focus = match self.focus {
                     Focus::Samples => Focus::Events,
                     Focus::Events => Focus::Samples,
                 };
                 None
             }
-            Action::ScrollUp => self.scroll(-1),
-            Action::ScrollDown => self.scroll(1),
-            Action::PageUp => self.scroll(-5),
-            Action::PageDown => self.scroll(5),
+            KeyAction::ScrollUp => self.scroll(-1),
+            KeyAction::ScrollDown => self.scroll(1),
+            KeyAction::PageUp => self.scroll(-5),
+            KeyAction::PageDown => self.scroll(5),
         };
-        if let Some(command) = command {
-            self.ack = Some(format!("sent: {}", command_label(command)));
+        if let Some(command) = &command {
+            self.ack = Some(format!("sent: {}", command.word()));
         }
         command
     }
 
-    fn act_confirming(&mut self, action: Action) -> Option<Command> {
+    fn act_confirming(&mut self, action: KeyAction) -> Option<Command> {
         match action {
-            Action::Confirm => {
+            KeyAction::Confirm => {
                 self.overlay = Overlay::None;
                 self.quit_when_stopped = true;
                 self.ack =
                     Some("sent: stop (the run saves a checkpoint, then trainui exits)".into());
                 Some(Command::Stop)
             }
-            Action::Quit => {
+            KeyAction::Quit => {
                 self.exit = Some(Exit::Now);
                 None
             }
@@ -365,7 +308,7 @@ impl App {
                     None => format!(
                         "started on {}, {} params",
                         info.device,
-                        crate::headless::thousands(info.parameters)
+                        crate::lines::thousands(info.parameters)
                     ),
                 });
             }
@@ -380,7 +323,7 @@ impl App {
             Event::CommandAck {
                 command, message, ..
             } => {
-                let text = format!("{}: {message}", command_label(*command));
+                let text = format!("{}: {message}", command.word());
                 self.log_line(text.clone());
                 self.ack = Some(text);
             }
@@ -498,7 +441,7 @@ impl App {
                     self.exit = Some(Exit::Done);
                 }
             }
-            Event::State { .. } | Event::ValLoss { .. } => {}
+            Event::State { .. } | Event::ValLoss { .. } | Event::Settings { .. } => {}
         }
     }
 
@@ -536,30 +479,17 @@ impl App {
     }
 }
 
-/// A command as the user would say it.
-#[must_use]
-pub fn command_label(command: Command) -> &'static str {
-    match command {
-        Command::Stop => "stop",
-        Command::Pause => "pause",
-        Command::Resume => "resume",
-        Command::EvalNow => "eval now",
-        Command::AbortGeneration => "abort generation",
-        Command::Save => "save",
-        Command::Reconfigure(_) => "settings",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ratatui::crossterm::event::{KeyCode, KeyModifiers};
 
     fn key(code: KeyCode) -> Msg {
         Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
     }
 
     fn training_app() -> App {
-        let mut app = App::new("demo".into(), 100, 0.1, true);
+        let mut app = App::new("demo".into(), 100, true);
         app.apply(&Event::State {
             step: 3,
             state: RunState::Training,
@@ -571,7 +501,7 @@ mod tests {
     fn each_key_sends_its_command() {
         let mut app = training_app();
         assert_eq!(app.update(key(KeyCode::Char('e'))), Some(Command::EvalNow));
-        assert_eq!(app.ack.as_deref(), Some("sent: eval now"));
+        assert_eq!(app.ack.as_deref(), Some("sent: eval"));
         assert_eq!(
             app.update(key(KeyCode::Char('a'))),
             Some(Command::AbortGeneration)

@@ -7,11 +7,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline};
 
 use super::app::App;
-use super::render::{fg, pane};
+use super::theme::{fg, pane};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let c = &app.status;
-    let warn = app.timeout_warning();
+    let warn = c.timeout_warning();
     let block = pane(app, " counters ", false);
     let block = if warn {
         block.border_style(fg(app, Color::Red))
@@ -31,7 +31,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         fg(app, Color::Reset)
     };
     let rate = 100.0 * c.timeout_rate;
-    let limit = 100.0 * app.timeout_warn_rate;
+    let limit = c.settings.as_ref().map_or_else(
+        || "-".to_owned(),
+        |s| format!("{:.0}%", 100.0 * s.eval.timeout_warn_rate),
+    );
     let lines = vec![
         Line::from(format!(
             "evals {} · gens {} · ok {}",
@@ -43,9 +46,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         ]),
         Line::from(Span::styled(
             if warn {
-                format!("timeout rate {rate:.1}% > {limit:.0}% !")
+                format!("timeout rate {rate:.1}% > {limit} !")
             } else {
-                format!("timeout rate {rate:.1}% (warn {limit:.0}%)")
+                format!("timeout rate {rate:.1}% (warn {limit})")
             },
             rate_style,
         )),

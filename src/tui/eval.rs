@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{LineGauge, Paragraph, Wrap};
 
 use super::app::{App, Focus, LiveGeneration};
-use super::render::{fg, pane};
+use super::theme::{fg, pane};
 use crate::events::{GenerationOutcome, SampleResult};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {

@@ -2,37 +2,29 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier};
+use ratatui::style::Color;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::app::App;
-use super::render::fg;
+use super::keys::{KEYS, KeyAction};
+use super::theme::{fg, key};
 use crate::events::RunState;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let pause = if app.status.state == RunState::Paused {
-        "resume"
-    } else {
-        "pause"
-    };
-    let mut keys = vec![
-        ("e", "eval"),
-        ("a", "abort"),
-        ("p", pause),
-        ("s", "save"),
-        ("q", "quit"),
-        ("?", "help"),
-    ];
-    if app.status.state == RunState::Stalled {
-        keys.insert(0, ("r", "restart"));
-    }
+    let state = app.status.state;
     let mut spans = vec![Span::raw(" ")];
-    for (key, what) in keys {
-        spans.push(Span::styled(
-            key,
-            fg(app, Color::Cyan).add_modifier(Modifier::BOLD),
-        ));
+    for binding in KEYS {
+        let Some(mut what) = binding.footer else {
+            continue;
+        };
+        match binding.action() {
+            Some(KeyAction::Restart) if state != RunState::Stalled => continue,
+            Some(KeyAction::TogglePause) if state == RunState::Paused => what = "resume",
+            _ => {}
+        }
+        let name = binding.label.split(' ').next().unwrap_or(binding.label);
+        spans.push(Span::styled(name, key(app)));
         spans.push(Span::raw(format!(" {what}  ")));
     }
     let keys_width: usize = spans.iter().map(Span::width).sum();

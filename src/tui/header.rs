@@ -7,9 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{LineGauge, Paragraph};
 
 use super::app::App;
-use super::render::{fg, state_style};
+use super::theme::{fg, state_style};
 use crate::events::RunState;
-use crate::headless::{duration, thousands};
+use crate::lines::{duration, thousands};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let [title_area, progress_area] =

@@ -8,7 +8,7 @@ use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 
 use super::app::{App, Focus};
-use super::render::{fg, pane};
+use super::theme::{fg, pane};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let block = pane(app, " events ", app.focus == Focus::Events);

@@ -9,7 +9,7 @@ use ratatui::widgets::{Axis, Chart, Dataset, GraphType, Paragraph};
 
 use super::app::App;
 use super::history::{History, thin};
-use super::render::{fg, pane};
+use super::theme::{fg, pane};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let window = if app.chart.whole_run {

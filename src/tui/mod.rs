@@ -3,29 +3,44 @@
 //! a few milliseconds, and redraws only when something changed, at most
 //! [`MAX_FPS`] times a second.
 
+//!
+//! ```text
+//! mod.rs      the loop: events and keys in, frames out
+//! app.rs      the state, changed only by `App::update`
+//! keys.rs     every key: action, command, help line, footer word
+//! render.rs   the layout and the overlays; one file per pane:
+//!             header, loss, system, eval, counters, log (events), footer
+//! theme.rs    colours and borders the panes share
+//! history.rs  bounded loss curves
+//! sampler.rs  the thread that reads GPU or CPU load
+//! ```
+
 pub mod app;
 mod counters;
 mod eval;
 mod footer;
 mod header;
 pub mod history;
-mod load;
+pub mod keys;
 mod log;
 mod loss;
 pub mod render;
-pub mod system;
+pub mod sampler;
+mod system;
+mod theme;
 
 use std::io;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
-use ratatui::Terminal;
 use ratatui::backend::Backend;
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent, KeyEvent};
+use ratatui::{DefaultTerminal, Terminal};
 
+use crate::error::{Error, Result};
 use crate::events::{Command, Event};
 use app::{App, Msg};
-use system::SystemSample;
+use sampler::SystemSample;
 
 pub const MAX_FPS: u32 = 20;
 /// Longest wait for a key when nothing else is happening.
@@ -145,36 +160,50 @@ where
     Ok(())
 }
 
-/// Takes over the terminal, runs the app until it exits, and gives the
-/// terminal back, also on error and on a panic of the UI thread.
-pub fn run_in_terminal(
+/// Runs the app until it asks to exit, with the system sampler feeding it
+/// a reading of the machine every second.
+pub fn run_sampled<B: Backend>(
+    terminal: &mut Terminal<B>,
     app: &mut App,
+    input: &mut dyn InputSource,
     events: &Receiver<Event>,
     record: &mut dyn FnMut(&Event) -> Option<String>,
     send: &mut dyn FnMut(Command) -> Option<String>,
-) -> Result<(), String> {
-    let (system_tx, system_rx) = std::sync::mpsc::channel();
-    system::spawn(system_tx, Duration::from_secs(1))
-        .map_err(|e| format!("cannot start the system monitor: {e}"))?;
-    let _ = color_eyre::install();
+) -> Result<()>
+where
+    B::Error: std::fmt::Display,
+{
+    let (system_sender, system) = std::sync::mpsc::channel();
+    sampler::spawn(system_sender, Duration::from_secs(1))
+        .map_err(|e| Error::Failed(format!("cannot start the system monitor: {e}")))?;
+    let mut channels = Channels {
+        events,
+        system: &system,
+        record,
+        send,
+    };
+    run(terminal, app, input, &mut channels).map_err(|e| Error::Failed(format!("terminal: {e}")))
+}
+
+/// Takes over the terminal for `body` and gives it back, also on error and
+/// on a panic of the UI thread.
+pub fn in_terminal<T>(body: impl FnOnce(&mut DefaultTerminal) -> Result<T>) -> Result<T> {
+    // Readable panic reports, then ratatui's hook, which restores the
+    // terminal first (each process shows one TUI, so this runs once).
+    color_eyre::install()
+        .map_err(|e| Error::Failed(format!("cannot install panic reports: {e}")))?;
     let mut terminal = ratatui::init();
-    // ratatui's hook restores the terminal on a panic; a trainer panic is
-    // not the UI's: it arrives as a `failed` event and the screen stays up.
+    // A trainer panic is not the UI's: it arrives as a `failed` event and
+    // the screen stays up.
     let ui_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if std::thread::current().name() != Some("trainer") {
             ui_hook(info);
         }
     }));
-    let mut channels = Channels {
-        events,
-        system: &system_rx,
-        record,
-        send,
-    };
-    let result = run(&mut terminal, app, &mut TerminalInput, &mut channels);
+    let result = body(&mut terminal);
     ratatui::restore();
-    result.map_err(|e| format!("terminal: {e}"))
+    result
 }
 
 #[cfg(test)]

@@ -2,13 +2,14 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
+use ratatui::style::Color;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Clear, Paragraph, Wrap};
 
 use super::app::{App, Overlay};
-use super::{counters, eval, footer, header, load, log, loss};
-use crate::events::RunState;
+use super::keys::{KEYS, WITHOUT_KEY};
+use super::theme::{fg, key, pane};
+use super::{counters, eval, footer, header, log, loss, system};
 
 /// Smallest screen the layout fits.
 pub const MIN_WIDTH: u16 = 60;
@@ -42,14 +43,14 @@ pub fn render(frame: &mut Frame, app: &App) {
     let [top, bottom] =
         Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
     let columns = [Constraint::Percentage(62), Constraint::Percentage(38)];
-    let [loss_area, load_area] = Layout::horizontal(columns).areas(top);
+    let [loss_area, system_area] = Layout::horizontal(columns).areas(top);
     let [eval_area, side] = Layout::horizontal(columns).areas(bottom);
     let [counters_area, log_area] =
         Layout::vertical([Constraint::Length(6), Constraint::Fill(1)]).areas(side);
 
     header::render(frame, header_area, app);
     loss::render(frame, loss_area, app);
-    load::render(frame, load_area, app);
+    system::render(frame, system_area, app);
     eval::render(frame, eval_area, app);
     counters::render(frame, counters_area, app);
     log::render(frame, log_area, app);
@@ -60,42 +61,6 @@ pub fn render(frame: &mut Frame, app: &App) {
         Overlay::Help => render_help(frame, area, app),
         Overlay::None => {}
     }
-}
-
-/// `color` as a foreground style, or no colour at all under NO_COLOR.
-#[must_use]
-pub fn fg(app: &App, color: Color) -> Style {
-    if app.color {
-        Style::new().fg(color)
-    } else {
-        Style::new()
-    }
-}
-
-/// A bordered pane; the focused one has a highlighted border.
-#[must_use]
-pub fn pane<'a>(app: &App, title: impl Into<Line<'a>>, focused: bool) -> Block<'a> {
-    let block = Block::bordered().title(title);
-    if focused {
-        block.border_style(fg(app, Color::Cyan).add_modifier(Modifier::BOLD))
-    } else {
-        block.border_style(fg(app, Color::DarkGray))
-    }
-}
-
-/// The colour of a run state.
-#[must_use]
-pub fn state_style(app: &App, state: RunState) -> Style {
-    let color = match state {
-        RunState::Starting => Color::Gray,
-        RunState::Training | RunState::Finished => Color::Green,
-        RunState::Evaluating => Color::Cyan,
-        RunState::Paused | RunState::Stopping => Color::Yellow,
-        RunState::Stopped => Color::Blue,
-        RunState::Failed => Color::Red,
-        RunState::Stalled => Color::Magenta,
-    };
-    fg(app, color).add_modifier(Modifier::BOLD)
 }
 
 fn render_too_small(frame: &mut Frame, area: Rect) {
@@ -119,39 +84,36 @@ fn popup(frame: &mut Frame, area: Rect, width: u16, height: u16) -> Rect {
     popup
 }
 
+/// Every key of the table, then the commands no key sends, with how to
+/// send them.
 fn render_help(frame: &mut Frame, area: Rect, app: &App) {
-    let keys = [
-        ("e", "evaluate now (at the next step boundary)"),
-        ("a", "abort the generation in progress"),
-        ("p", "pause / resume training"),
-        ("s", "save a checkpoint now"),
-        ("q", "quit: stop at a step boundary, save, exit"),
-        ("l", "loss chart: log scale on / off"),
-        ("z", "loss chart: whole run / recent window"),
-        ("Tab", "focus samples / events"),
-        ("↑ ↓ PgUp PgDn", "scroll the focused pane"),
-        ("?", "this help"),
-    ];
-    let mut lines: Vec<Line> = keys
+    let row = |name: String, what: &str| {
+        Line::from(vec![
+            Span::styled(format!("{name:>10}  "), key(app)),
+            Span::raw(what.to_owned()),
+        ])
+    };
+    let mut lines: Vec<Line> = KEYS
         .iter()
-        .map(|(key, what)| {
-            Line::from(vec![
-                Span::styled(
-                    format!("{key:>14}  "),
-                    fg(app, Color::Cyan).add_modifier(Modifier::BOLD),
-                ),
-                Span::raw(*what),
-            ])
-        })
+        .map(|binding| row(binding.label.to_owned(), binding.help))
         .collect();
+    for (kind, how) in WITHOUT_KEY {
+        lines.push(row(kind.word().to_owned(), how));
+    }
     lines.push(Line::from(""));
     lines.push(Line::from("any key closes this help").style(fg(app, Color::DarkGray)));
-    let area = popup(frame, area, 62, lines.len() as u16 + 2);
-    frame.render_widget(Paragraph::new(lines).block(pane(app, " keys ", true)), area);
+    let width = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 2;
+    let area = popup(frame, area, width, lines.len() as u16 + 2);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(pane(app, " keys ", true)),
+        area,
+    );
 }
 
 fn render_confirm_quit(frame: &mut Frame, area: Rect, app: &App) {
-    let key = |k: &'static str| Span::styled(k, fg(app, Color::Cyan).add_modifier(Modifier::BOLD));
+    let key = |k: &'static str| Span::styled(k, key(app));
     let lines = vec![
         Line::from("Stop training and quit?"),
         Line::from(""),

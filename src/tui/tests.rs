@@ -8,7 +8,7 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::app::{App, Exit, Msg};
-use super::system::{GpuSample, HostSample, SystemSample};
+use super::sampler::{GpuSample, HostSample, SystemSample};
 use super::*;
 use crate::events::{
     Command, EvalSummary, Event, GenerationCounters, GenerationOutcome, GenerationStart, RunInfo,
@@ -30,6 +30,9 @@ fn started() -> Event {
         resumed_from: None,
         evals: 0,
         counters: GenerationCounters::default(),
+        settings: Some(crate::config::live_settings(
+            &crate::config::Config::default(),
+        )),
     })
 }
 
@@ -99,7 +102,7 @@ fn host() -> SystemSample {
 
 /// A run 1500 steps in, with one evaluation done.
 fn training_app() -> App {
-    let mut app = App::new(String::new(), 0, 0.1, true);
+    let mut app = App::new(String::new(), 0, true);
     app.apply(&started());
     app.apply(&Event::State {
         step: 0,
@@ -218,6 +221,30 @@ fn timeout_rate_warning() {
             .into(),
     });
     insta::assert_snapshot!(screen(&app, 80, 24));
+}
+
+#[test]
+fn the_warning_threshold_follows_the_settings_in_force() {
+    let mut app = training_app();
+    app.apply(&sample(
+        1500,
+        1,
+        GenerationOutcome::TimedOut,
+        "1111111111",
+        counters(3, 1),
+    ));
+    let text = |app: &App| screen(app, 120, 40).to_string();
+    assert!(text(&app).contains("timeout rate 33.3% > 10% !"));
+    // `ctl set eval.timeout_warn_rate=0.5`, as the trainer reports it.
+    let mut settings = crate::config::live_settings(&crate::config::Config::default());
+    settings.eval.timeout_warn_rate = 0.5;
+    app.apply(&Event::Settings {
+        step: 1500,
+        settings,
+    });
+    let after = text(&app);
+    assert!(after.contains("timeout rate 33.3% (warn 50%)"), "{after}");
+    assert!(!app.status.timeout_warning());
 }
 
 #[test]
@@ -361,8 +388,9 @@ fn the_loop_sends_each_keys_command_and_exits_once_the_run_stopped() {
     };
     // The trainer's side: a stop ends the run.
     let mut to_trainer = |command: Command| {
+        let stop = command == Command::Stop;
         commands_sent.push(command);
-        if command == Command::Stop {
+        if stop {
             let summary = Summary {
                 step: 25,
                 max_steps: 3000,
@@ -374,7 +402,7 @@ fn the_loop_sends_each_keys_command_and_exits_once_the_run_stopped() {
         }
         None
     };
-    let mut app = App::new(String::new(), 0, 0.1, false);
+    let mut app = App::new(String::new(), 0, false);
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
     let mut input = keys(&[
         KeyCode::Char('e'),

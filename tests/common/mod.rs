@@ -73,12 +73,31 @@ pub fn status(run_dir: &Path) -> Value {
     serde_json::from_str(&text).expect("the status file is JSON")
 }
 
+/// Asserts that a command succeeded; the message holds its exit code and stderr.
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit code {:?}; stderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Asserts a user mistake: exit code 2, every needle in stderr, no panic.
 pub fn assert_user_error(output: &Output, needles: &[&str]) {
+    assert_error(output, 2, needles);
+}
+
+/// Asserts a failure while running: exit code 1, every needle in stderr, no panic.
+pub fn assert_runtime_error(output: &Output, needles: &[&str]) {
+    assert_error(output, 1, needles);
+}
+
+fn assert_error(output: &Output, code: i32, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         output.status.code(),
-        Some(2),
+        Some(code),
         "exit code; stderr:\n{stderr}"
     );
     for needle in needles {
@@ -89,7 +108,7 @@ pub fn assert_user_error(output: &Output, needles: &[&str]) {
     }
     assert!(
         !stderr.contains("panicked"),
-        "a user mistake must not panic:\n{stderr}"
+        "an error must not panic:\n{stderr}"
     );
     assert!(
         !stderr.contains("RUST_BACKTRACE"),

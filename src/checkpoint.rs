@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ModelConfig};
+use crate::error::{Error, Result};
 use crate::events::GenerationCounters;
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -73,8 +74,8 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
 pub fn save(
     run_dir: &Path,
     state: &TrainerState,
-    write_tensors: impl FnOnce(&Path) -> Result<(), String>,
-) -> Result<PathBuf, String> {
+    write_tensors: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     let dir = checkpoints_dir(run_dir);
     let target = dir.join(format!("{PREFIX}{}", state.step));
     if verify(&target).is_ok() {
@@ -85,24 +86,24 @@ pub fn save(
         state.step,
         std::process::id()
     ));
-    let io =
-        |what: &str, path: &Path, err: std::io::Error| format!("{what} {}: {err}", path.display());
     if temp.exists() {
-        fs::remove_dir_all(&temp).map_err(|e| io("cannot remove", &temp, e))?;
+        fs::remove_dir_all(&temp).map_err(Error::io("cannot remove", &temp))?;
     }
-    fs::create_dir_all(&temp).map_err(|e| io("cannot create", &temp, e))?;
+    fs::create_dir_all(&temp).map_err(Error::io("cannot create", &temp))?;
     write_tensors(&temp)?;
     let state_json = serde_json::to_vec_pretty(state).expect("trainer state serialises");
-    fs::write(temp.join(STATE_FILE), state_json).map_err(|e| io("cannot write", &temp, e))?;
+    let state_path = temp.join(STATE_FILE);
+    fs::write(&state_path, state_json).map_err(Error::io("cannot write", &state_path))?;
 
     let mut files = BTreeMap::new();
     for name in [MODEL_FILE, OPTIMIZER_FILE, STATE_FILE] {
         let path = temp.join(name);
-        let file = File::open(&path).map_err(|e| io("cannot open", &path, e))?;
-        file.sync_all().map_err(|e| io("cannot sync", &path, e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| io("cannot stat", &path, e))?
+        let size = File::open(&path)
+            .and_then(|file| {
+                file.sync_all()?;
+                file.metadata()
+            })
+            .map_err(Error::io("cannot sync", &path))?
             .len();
         files.insert(name.to_owned(), size);
     }
@@ -116,24 +117,30 @@ pub fn save(
         &manifest_path,
         serde_json::to_vec_pretty(&manifest).expect("manifest serialises"),
     )
-    .map_err(|e| io("cannot write", &manifest_path, e))?;
+    .map_err(Error::io("cannot write", &manifest_path))?;
     File::open(&manifest_path)
         .and_then(|f| f.sync_all())
-        .map_err(|e| io("cannot sync", &manifest_path, e))?;
+        .map_err(Error::io("cannot sync", &manifest_path))?;
 
     if target.exists() {
         // An incomplete folder of the same step, left by a crash: replace it.
-        fs::remove_dir_all(&target).map_err(|e| io("cannot remove", &target, e))?;
+        fs::remove_dir_all(&target).map_err(Error::io("cannot remove", &target))?;
     }
-    fs::rename(&temp, &target).map_err(|e| io("cannot rename", &temp, e))?;
+    fs::rename(&temp, &target).map_err(Error::io("cannot rename into place", &temp))?;
     File::open(&dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| io("cannot sync", &dir, e))?;
+        .map_err(Error::io("cannot sync", &dir))?;
     Ok(target)
 }
 
-/// Checks that a checkpoint folder is complete and returns its state.
-pub fn verify(path: &Path) -> Result<TrainerState, String> {
+/// Checks that a checkpoint folder is complete and returns its state. A
+/// folder that is not is an [`Error::Input`]: the user named it, or it is
+/// skipped.
+pub fn verify(path: &Path) -> Result<TrainerState> {
+    verified(path).map_err(Error::Input)
+}
+
+fn verified(path: &Path) -> std::result::Result<TrainerState, String> {
     let read = |name: &str| {
         fs::read(path.join(name)).map_err(|err| format!("{}: {err}", path.join(name).display()))
     };
@@ -192,7 +199,7 @@ fn listed(run_dir: &Path) -> Vec<(u64, PathBuf)> {
 pub fn latest(run_dir: &Path) -> (Option<PathBuf>, Vec<String>) {
     let mut skipped = Vec::new();
     for (_, path) in listed(run_dir) {
-        match verify(&path) {
+        match verified(&path) {
             Ok(_) => return (Some(path), skipped),
             Err(reason) => skipped.push(reason),
         }
@@ -206,7 +213,7 @@ pub fn prune(run_dir: &Path, keep: u32) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let mut complete = 0u32;
     for (_, path) in listed(run_dir) {
-        let is_complete = verify(&path).is_ok();
+        let is_complete = verified(&path).is_ok();
         let drop = if is_complete {
             complete += 1;
             keep > 0 && complete > keep
@@ -256,9 +263,9 @@ mod tests {
         }
     }
 
-    fn fake_tensors(dir: &Path) -> Result<(), String> {
-        fs::write(dir.join(MODEL_FILE), b"weights").map_err(|e| e.to_string())?;
-        fs::write(dir.join(OPTIMIZER_FILE), b"moments").map_err(|e| e.to_string())
+    fn fake_tensors(dir: &Path) -> Result<()> {
+        fs::write(dir.join(MODEL_FILE), b"weights").map_err(Error::io("cannot write", dir))?;
+        fs::write(dir.join(OPTIMIZER_FILE), b"moments").map_err(Error::io("cannot write", dir))
     }
 
     #[test]
@@ -274,8 +281,10 @@ mod tests {
     fn a_failed_save_leaves_no_complete_looking_folder() {
         let run = tempfile::tempdir().unwrap();
         let good = save(run.path(), &state(10), fake_tensors).unwrap();
-        let failed = save(run.path(), &state(20), |_| Err("disk full".into()));
-        assert_eq!(failed.unwrap_err(), "disk full");
+        let failed = save(run.path(), &state(20), |_| {
+            Err(Error::Failed("disk full".into()))
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "disk full");
         assert!(!checkpoints_dir(run.path()).join("checkpoint-20").exists());
         assert_eq!(latest(run.path()).0, Some(good));
     }

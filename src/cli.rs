@@ -1,0 +1,231 @@
+//! The command line: every subcommand and its arguments, as clap parses
+//! them. What each does lives elsewhere (`main.rs` dispatches).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::builder::PossibleValue;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{DevicePref, Seconds};
+use crate::events::CommandKind;
+
+#[derive(Parser)]
+#[command(
+    name = "trainui",
+    version,
+    about = "Train language models on libtorch; watch and steer the run"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Commands>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+#[derive(Subcommand)]
+pub enum Commands {
+    /// Train a model (the default when no subcommand is given).
+    Train(TrainArgs),
+    /// Summarise a run directory's status.
+    Status(StatusArgs),
+    /// Train a byte-level BPE tokenizer.json from JSONL data.
+    Tokenizer(TokenizerArgs),
+    /// Send a command to a running job (its words are listed below), or
+    /// `set KEY=VALUE` to change a live setting.
+    Ctl(CtlArgs),
+    /// The TUI of a run started elsewhere (e.g. with --no-tui); quitting it
+    /// leaves the run alone.
+    Watch(WatchArgs),
+    /// Measure training, generation and UI speed against a PyTorch peer.
+    Bench(BenchArgs),
+    /// Complete a prompt with a model folder or a checkpoint.
+    Generate(GenerateArgs),
+    /// Write a checkpoint as a Hugging Face model folder.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A Hugging Face model folder or RUN_DIR/checkpoints/checkpoint-N.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: u32,
+    /// End-of-text is not generated before this many tokens (as Hugging
+    /// Face's min_new_tokens).
+    #[arg(long, default_value_t = 0)]
+    pub min_new_tokens: u32,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Deadline of the generation, as in evaluation.
+    #[arg(long, value_name = "SECONDS", default_value = "60")]
+    pub timeout: Seconds,
+    /// Seed of the sampling stream (with --temperature above 0).
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: DevicePref,
+    /// Print the prompt and generated token ids and the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// RUN_DIR/checkpoints/checkpoint-N (or a model folder).
+    pub checkpoint: PathBuf,
+    /// The folder to create.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The bench model and training settings.
+    #[arg(long, value_name = "PATH", default_value = "config/bench.json")]
+    pub config: PathBuf,
+    /// Override a config key (repeatable), e.g. --set device=cuda.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// A Python with torch 2.13.0, to run the peer (./dev bench passes the
+    /// one it set up).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TRAINUI_PYTHON",
+        default_value = "python3"
+    )]
+    pub python: PathBuf,
+    /// The PyTorch peer script.
+    #[arg(long, value_name = "PATH", default_value = "bench/peer_torch.py")]
+    pub peer: PathBuf,
+    /// Rounds of trainui and the peer, alternating.
+    #[arg(long, default_value_t = 6)]
+    pub rounds: u32,
+    /// Training steps per run, after 3 warm-up steps.
+    #[arg(long, default_value_t = 30)]
+    pub steps: u64,
+    /// CPU threads for libtorch, trainui's and the peer's.
+    #[arg(long, default_value_t = 2)]
+    pub threads: u32,
+    /// Vocabulary of the bench model (its data is random token ids).
+    #[arg(long = "vocab", default_value_t = 2048)]
+    pub vocab_size: u32,
+    /// Generations ended by an abort, and by a deadline, for the latency figures.
+    #[arg(long, default_value_t = 200)]
+    pub abort_samples: u32,
+    /// Step events of history behind the TUI frame and memory figures.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub history_steps: u64,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// No colours.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+#[derive(Args)]
+pub struct CtlArgs {
+    /// The run directory of the running job.
+    pub run_dir: PathBuf,
+    pub command: CommandKind,
+    /// For `set`: KEY=VALUE (one or more), e.g. eval.eval_steps=100.
+    #[arg(value_name = "KEY=VALUE")]
+    pub assignments: Vec<String>,
+    /// Seconds to wait for the run's answer.
+    #[arg(long, value_name = "SECONDS", default_value = "10")]
+    pub timeout: Seconds,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct TrainArgs {
+    /// Config file (JSON); without it the built-in defaults (the demo) are used.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Run directory; overrides the config's run_dir.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Print log lines instead of showing the TUI.
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Override a config key, e.g. --set train.max_steps=100 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Resume from a checkpoint: `latest`, a checkpoint folder, or `auto`
+    /// (the latest if there is one, else start), for supervisors.
+    #[arg(long, value_name = "latest|auto|PATH")]
+    pub resume: Option<Resume>,
+    /// Plain ASCII output without colours.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Print the status file as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct TokenizerArgs {
+    /// JSONL file(s) of {"prompt", "completion"} to learn from.
+    #[arg(long, required = true, value_name = "FILE")]
+    pub data: Vec<PathBuf>,
+    /// Size of the vocabulary, special tokens included.
+    #[arg(long, default_value_t = 512)]
+    pub vocab_size: usize,
+    /// Where to write tokenizer.json.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+}
+
+/// `--resume`: where a run continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// The newest complete checkpoint of the run directory.
+    Latest,
+    /// The latest checkpoint if there is one, else a fresh start (for
+    /// supervisors, whose first start has no checkpoint).
+    Auto,
+    /// A checkpoint folder.
+    Path(PathBuf),
+}
+
+impl FromStr for Resume {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "latest" => Self::Latest,
+            "auto" => Self::Auto,
+            path => Self::Path(PathBuf::from(path)),
+        })
+    }
+}
+
+/// `trainui ctl`'s command words are the commands' own.
+impl ValueEnum for CommandKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        Self::all()
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.word()).help(self.about()))
+    }
+}

@@ -1,0 +1,91 @@
+//! The one-shot commands: `generate`, `export`, `tokenizer` and `bench`,
+//! each from its arguments to what it prints.
+
+use crate::bench;
+use crate::cli::{BenchArgs, ExportArgs, GenerateArgs, TokenizerArgs};
+use crate::data;
+use crate::error::{Error, Result};
+use crate::events::GenerationOutcome;
+use crate::trainer::inference;
+
+/// Prints a completion; a generation that did not complete is a failure.
+pub fn generate(args: &GenerateArgs) -> Result<()> {
+    let generation = inference::generate_text(
+        &args.model,
+        args.device,
+        &inference::TextRequest {
+            prompt: &args.prompt,
+            max_new_tokens: args.max_new_tokens,
+            min_new_tokens: args.min_new_tokens,
+            temperature: args.temperature,
+            timeout: args.timeout.duration(),
+            seed: args.seed,
+        },
+    )?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&generation).expect("a generation serialises")
+        );
+    } else {
+        println!("{}", generation.completion);
+    }
+    let how = match &generation.outcome {
+        GenerationOutcome::Completed => return Ok(()),
+        GenerationOutcome::TimedOut => format!("timed out (--timeout {}s)", args.timeout),
+        GenerationOutcome::Aborted => "was aborted".to_owned(),
+        GenerationOutcome::Error { message } => format!("failed ({message})"),
+    };
+    Err(Error::Failed(format!(
+        "the generation {how} after {:.1}s and {} tokens",
+        generation.elapsed_secs,
+        generation.token_ids.len()
+    )))
+}
+
+pub fn export(args: &ExportArgs) -> Result<()> {
+    inference::export(&args.checkpoint, &args.out)?;
+    println!(
+        "exported {} to {}",
+        args.checkpoint.display(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub fn tokenizer(args: TokenizerArgs) -> Result<()> {
+    let options = data::TokenizerTraining {
+        data: args.data,
+        vocab_size: args.vocab_size,
+        out: args.out,
+    };
+    let size = data::train_tokenizer(&options)?;
+    println!("wrote {} ({size} tokens)", options.out.display());
+    Ok(())
+}
+
+/// Runs the bench and prints its table (or JSON). Succeeds even when a
+/// target is missed: the table says which, and why is for a person to find.
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let report = bench::run(&bench::BenchOptions {
+        config: args.config,
+        overrides: args.overrides,
+        python: args.python,
+        peer: args.peer,
+        rounds: args.rounds.max(1),
+        steps: args.steps.max(1),
+        threads: args.threads.max(1),
+        vocab_size: args.vocab_size,
+        abort_samples: args.abort_samples.max(1),
+        history_steps: args.history_steps,
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serialises")
+        );
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(())
+}

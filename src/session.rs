@@ -1,0 +1,329 @@
+//! A training session: the trainer thread wired to the run directory, the
+//! control spool, the stall watchdog, the signal handlers and one front end
+//! (headless lines or the TUI). `trainui train` and `trainui bench` both run
+//! through [`Session`].
+//!
+//! ```text
+//!  keys / signals / control files ──► Controller ──► trainer thread
+//!                                                        │ events
+//!  watchdog, spool (their own events) ──────────────────►├──► Recorder: events.jsonl,
+//!                                                        │     status file, log file
+//!                                                        └──► front end: headless lines or TUI
+//! ```
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use ratatui::Terminal;
+use ratatui::backend::Backend;
+
+use crate::channel::{Controller, Wiring};
+use crate::cli::TrainArgs;
+use crate::control::Spool;
+use crate::error::{Error, Result};
+use crate::events::{Command, Event, RunState, RunStatus};
+use crate::lines::Style;
+use crate::recorder::Recorder;
+use crate::rundir::RunDir;
+use crate::trainer::{self, TrainSetup, TrainerHandle};
+use crate::tui::app::{App, Exit};
+use crate::tui::{self, InputSource, TerminalInput};
+use crate::watchdog::{Heartbeat, Watchdog};
+use crate::{headless, setup};
+
+/// Which front end consumes the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    Headless,
+    Tui,
+}
+
+/// What a session runs besides the trainer.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub front: Front,
+    /// SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 steer the run (one session per
+    /// process may take them).
+    pub signals: bool,
+}
+
+/// A trainer with its helpers, its run directory and its record.
+pub struct Session {
+    handle: TrainerHandle,
+    recorder: Recorder,
+}
+
+impl Session {
+    /// Opens the run directory and starts the trainer, the control spool,
+    /// the watchdog and (if asked) the signal handlers.
+    pub fn start(setup: TrainSetup, options: Options) -> Result<Self> {
+        let config = setup.config.clone();
+        let status = RunStatus::new(setup.run_name.clone(), config.train.max_steps);
+        let run = RunDir::open(&config.run_dir, &config, status)?;
+        let wiring = Wiring::default();
+        let stall_recorded = Arc::new(AtomicBool::new(false));
+        let spool = Spool {
+            run_dir: config.run_dir.clone(),
+            controller: wiring.controller.clone(),
+            events: wiring.event_sender(),
+            heartbeat: Arc::clone(&wiring.heartbeat),
+            config: config.clone(),
+        };
+        let watchdog = Watchdog {
+            heartbeat: Arc::clone(&wiring.heartbeat),
+            on_stall: config.watchdog.on_stall,
+            events: wiring.event_sender(),
+            stall_recorded: Arc::clone(&stall_recorded),
+            before_exit: match options.front {
+                Front::Tui => ratatui::restore,
+                Front::Headless => || {},
+            },
+        };
+        let handle = trainer::spawn(setup, wiring)?;
+        spool.spawn()?;
+        watchdog.spawn()?;
+        if options.signals {
+            install_signal_handlers(handle.controller.clone(), options.front)?;
+        }
+        Ok(Self {
+            handle,
+            recorder: Recorder::new(run, stall_recorded),
+        })
+    }
+
+    /// The trainer's heartbeat (its phase says when it is done).
+    #[must_use]
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        Arc::clone(&self.handle.heartbeat)
+    }
+
+    /// The run as the status file shows it.
+    #[must_use]
+    pub fn status(&self) -> &RunStatus {
+        self.recorder.run.status()
+    }
+
+    /// Seconds spent writing the run directory so far.
+    #[must_use]
+    pub fn record_secs(&self) -> f64 {
+        self.recorder.busy.as_secs_f64()
+    }
+
+    /// Headless: records every event and prints its line to `out` until the
+    /// run's events end.
+    pub fn run_headless(&mut self, style: Style, out: &mut dyn Write) {
+        headless::run(&self.handle.events, &mut self.recorder, style, out);
+    }
+
+    /// The TUI on `terminal`, with keys from `input`, until it exits.
+    pub fn run_tui<B: Backend>(
+        &mut self,
+        terminal: &mut Terminal<B>,
+        input: &mut dyn InputSource,
+        app: &mut App,
+    ) -> Result<Exit>
+    where
+        B::Error: std::fmt::Display,
+    {
+        let recorder = &mut self.recorder;
+        let mut record = |event: &Event| recorder.record(event, Style::PLAIN).1;
+        let controller = self.handle.controller.clone();
+        let mut send = |command: Command| {
+            controller.send(command);
+            None
+        };
+        let events = &self.handle.events;
+        tui::run_sampled(terminal, app, input, events, &mut record, &mut send)?;
+        Ok(app.exit.unwrap_or(Exit::Done))
+    }
+
+    /// The TUI in this process's terminal until the user quits.
+    pub fn run_tui_in_terminal(&mut self, app: &mut App) -> Result<Exit> {
+        tui::in_terminal(|terminal| self.run_tui(terminal, &mut TerminalInput, app))
+    }
+
+    /// Records what is left of the event stream (all of it when `wait`,
+    /// else what has arrived), waits for the trainer thread, and turns the
+    /// run's final state into the result: the run finished or was stopped
+    /// on request, or why not.
+    pub fn finish(mut self, wait: bool) -> Result<()> {
+        if wait {
+            for event in &self.handle.events {
+                self.recorder.record(&event, Style::PLAIN);
+            }
+        } else {
+            for event in self.handle.events.try_iter() {
+                self.recorder.record(&event, Style::PLAIN);
+            }
+        }
+        let _ = self.handle.thread.join();
+        let status = self.recorder.run.status();
+        match status.state {
+            RunState::Finished | RunState::Stopped => Ok(()),
+            RunState::Failed => Err(Error::Failed(
+                status
+                    .last_message
+                    .clone()
+                    .unwrap_or_else(|| "the trainer failed".into()),
+            )),
+            other => Err(Error::Failed(format!(
+                "the trainer ended without a final state (last state: {})",
+                other.as_str()
+            ))),
+        }
+    }
+}
+
+/// `trainui train`: checks everything, then trains with the TUI in a
+/// terminal or headless otherwise.
+pub fn train(args: &TrainArgs) -> Result<()> {
+    let setup = setup::prepare(args)?;
+    let run_dir = setup.config.run_dir.clone();
+    let max_steps = setup.config.train.max_steps;
+    let stdout_is_terminal = std::io::stdout().is_terminal();
+    let front = if !args.no_tui && stdout_is_terminal {
+        Front::Tui
+    } else {
+        Front::Headless
+    };
+    if front == Front::Headless && !args.no_tui {
+        eprintln!("stdout is not a terminal: running headless (--no-tui says so explicitly)");
+    }
+    let run_name = setup.run_name.clone();
+    let mut session = Session::start(
+        setup,
+        Options {
+            front,
+            signals: true,
+        },
+    )?;
+    match front {
+        Front::Headless => {
+            let style = Style::detect(args.plain, stdout_is_terminal);
+            session.run_headless(style, &mut std::io::stdout());
+            session.finish(true)
+        }
+        Front::Tui => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            let mut app = App::new(run_name, max_steps, !args.plain && !no_color);
+            match session.run_tui_in_terminal(&mut app)? {
+                Exit::Restart => Err(restart_from_latest_checkpoint(&run_dir)),
+                Exit::Now if !session.status().state.is_final() => {
+                    // Quit at once: the trainer is left mid-step, with the
+                    // last checkpoint on disk.
+                    std::process::exit(130);
+                }
+                Exit::Now | Exit::Done => session.finish(false),
+            }
+        }
+    }
+}
+
+/// SIGINT/SIGTERM: stop after the current step (a running generation is
+/// aborted); a second one exits at once. SIGUSR1: evaluate now. SIGUSR2:
+/// abort the running generation. Under the TUI nothing is printed and a
+/// second signal restores the terminal before exiting.
+fn install_signal_handlers(controller: Controller, front: Front) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2])
+        .map_err(|e| Error::Failed(format!("cannot install signal handlers: {e}")))?;
+    let tui = front == Front::Tui;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stops = 0;
+            for signal in signals.forever() {
+                match signal {
+                    SIGUSR1 => controller.send(Command::EvalNow),
+                    SIGUSR2 => controller.send(Command::AbortGeneration),
+                    _ => {
+                        stops += 1;
+                        if stops > 1 {
+                            if tui {
+                                ratatui::restore();
+                            } else {
+                                eprintln!("second signal: exiting now");
+                            }
+                            std::process::exit(128 + signal);
+                        }
+                        if !tui {
+                            eprintln!(
+                                "stopping after the current step (send the signal again to exit \
+                                 now)"
+                            );
+                        }
+                        controller.send(Command::Stop);
+                    }
+                }
+            }
+        })
+        .map_err(|e| Error::Failed(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
+}
+
+/// Replaces this process with the same command resuming from the latest
+/// checkpoint of `run_dir`. Works even when the trainer thread is stuck in a
+/// call that never returns. Returns only if the exec failed.
+fn restart_from_latest_checkpoint(run_dir: &Path) -> Error {
+    use std::os::unix::process::CommandExt;
+    let args = resume_args(std::env::args_os().skip(1), run_dir);
+    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("trainui"));
+    let err = std::process::Command::new(program).args(args).exec();
+    Error::Failed(format!("cannot restart with --resume auto: {err}"))
+}
+
+/// `args` without any `--resume` or `--run-dir`, then `--run-dir RUN_DIR
+/// --resume auto`.
+fn resume_args(args: impl Iterator<Item = OsString>, run_dir: &Path) -> Vec<OsString> {
+    let mut kept = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "--resume" || text == "--run-dir" {
+            args.next();
+        } else if !text.starts_with("--resume=") && !text.starts_with("--run-dir=") {
+            kept.push(arg);
+        }
+    }
+    kept.extend([
+        "--run-dir".into(),
+        run_dir.as_os_str().to_owned(),
+        "--resume".into(),
+        "auto".into(),
+    ]);
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_resumes_the_same_run_from_its_latest_checkpoint() {
+        let args = [
+            "train",
+            "--resume",
+            "runs/x/checkpoints/checkpoint-5",
+            "--set",
+            "a=1",
+        ]
+        .map(OsString::from)
+        .into_iter()
+        .chain(["--run-dir=runs/y".into(), "--no-tui".into()]);
+        let got = resume_args(args, Path::new("/abs/runs/x"));
+        let expected = [
+            "train",
+            "--set",
+            "a=1",
+            "--no-tui",
+            "--run-dir",
+            "/abs/runs/x",
+            "--resume",
+            "auto",
+        ];
+        assert_eq!(got, expected.map(OsString::from));
+    }
+}

@@ -1,0 +1,213 @@
+//! The seams of the house, checked from the source: the event contract
+//! imports nothing from the crate, only the trainer knows tch, and no two
+//! files import each other, directly or around a circle.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+/// Every source file below `src/`, with its text up to its test module.
+fn sources() -> BTreeMap<PathBuf, String> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && path.file_name().is_some_and(|n| n != "tests.rs")
+            {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap().to_owned();
+                out.insert(path.strip_prefix(src()).unwrap().to_owned(), code);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&src(), &mut out);
+    out
+}
+
+/// The module path of a file: `tui/app.rs` is `["tui", "app"]`.
+fn module_of(file: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = file
+        .with_extension("")
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "main") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The file of a module, if it is one.
+fn file_of(module: &[String], files: &BTreeMap<PathBuf, String>) -> Option<PathBuf> {
+    if module.is_empty() {
+        return Some(PathBuf::from("main.rs"));
+    }
+    let base: PathBuf = module.iter().collect();
+    [base.with_extension("rs"), base.join("mod.rs")]
+        .into_iter()
+        .find(|candidate| files.contains_key(candidate))
+}
+
+/// The paths a file names through `crate::` and `super::`, in `use`
+/// declarations (with their braces expanded) and in code.
+fn referenced_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
+    let mut paths = Vec::new();
+    let mut text = code.to_owned();
+    // Expand `use a::{b, c::{d, e}};` into `a::b, a::c::d, a::c::e`,
+    // innermost braces first.
+    while let Some(open) = text.rfind("::{") {
+        let Some(close) = text[open..].find('}').map(|c| open + c) else {
+            break;
+        };
+        let start = text[..open]
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .map_or(0, |i| i + 1);
+        let prefix = text[start..open].to_owned();
+        let expanded: Vec<String> = text[open + 3..close]
+            .split(',')
+            .map(|item| format!("{prefix}::{}", item.trim()))
+            .collect();
+        text.replace_range(start..=close, &expanded.join(", "));
+    }
+    let tokens = text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'));
+    for token in tokens {
+        let mut parts = token.split("::").filter(|p| !p.is_empty());
+        let Some(first) = parts.next() else { continue };
+        let rest: Vec<String> = parts.map(str::to_owned).collect();
+        let absolute = match first {
+            "crate" => rest,
+            "super" => {
+                let mut parent = module[..module.len().saturating_sub(1)].to_vec();
+                let mut rest = rest.into_iter().peekable();
+                while rest.peek().is_some_and(|p| p == "super") {
+                    rest.next();
+                    parent.pop();
+                }
+                parent.extend(rest);
+                parent
+            }
+            _ => continue,
+        };
+        paths.push(absolute);
+    }
+    paths
+}
+
+/// File to the files it imports from.
+fn imports() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
+    let files = sources();
+    let mut graph = BTreeMap::new();
+    for (file, code) in &files {
+        let module = module_of(file);
+        let mut targets = BTreeSet::new();
+        for path in referenced_paths(code, &module) {
+            // The deepest module the path names.
+            let target = (1..=path.len())
+                .rev()
+                .find_map(|n| file_of(&path[..n], &files));
+            if let Some(target) = target.filter(|t| t != file && t != Path::new("main.rs")) {
+                targets.insert(target);
+            }
+        }
+        graph.insert(file.clone(), targets);
+    }
+    graph
+}
+
+#[test]
+fn the_event_contract_imports_nothing_from_the_crate() {
+    let events = std::fs::read_to_string(src().join("events.rs")).unwrap();
+    let code = events.split("#[cfg(test)]").next().unwrap();
+    assert!(
+        !code.contains("crate::") && !code.contains("super::"),
+        "src/events.rs must stand alone"
+    );
+}
+
+#[test]
+fn only_the_trainer_knows_tch() {
+    for (file, code) in sources() {
+        if file.starts_with("trainer") {
+            continue;
+        }
+        let names_tch = code.match_indices("tch::").any(|(at, _)| {
+            !code[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        });
+        assert!(
+            !names_tch,
+            "src/{} names tch, which only src/trainer/ may",
+            file.display()
+        );
+    }
+}
+
+/// Depth-first search for a path from `node` that comes back to a file on it.
+fn cycle_from(
+    node: &PathBuf,
+    graph: &BTreeMap<PathBuf, BTreeSet<PathBuf>>,
+    path: &mut Vec<PathBuf>,
+    done: &mut BTreeSet<PathBuf>,
+) -> Option<Vec<PathBuf>> {
+    if let Some(at) = path.iter().position(|p| p == node) {
+        let mut cycle = path[at..].to_vec();
+        cycle.push(node.clone());
+        return Some(cycle);
+    }
+    if !done.insert(node.clone()) {
+        return None;
+    }
+    path.push(node.clone());
+    for next in graph.get(node).into_iter().flatten() {
+        if let Some(cycle) = cycle_from(next, graph, path, done) {
+            return Some(cycle);
+        }
+    }
+    path.pop();
+    None
+}
+
+#[test]
+fn no_file_imports_a_file_that_imports_it_back() {
+    let graph = imports();
+    assert!(
+        graph[Path::new("tui/app.rs")].contains(Path::new("tui/keys.rs")),
+        "the scan sees imports: {graph:?}"
+    );
+    let mut done = BTreeSet::new();
+    for file in graph.keys() {
+        let cycle = cycle_from(file, &graph, &mut Vec::new(), &mut done);
+        assert!(
+            cycle.is_none(),
+            "an import circle: {}",
+            cycle
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        );
+    }
+}
+
+#[test]
+fn the_scan_finds_a_circle_where_there_is_one() {
+    let module = module_of(Path::new("tui/render.rs"));
+    let paths = referenced_paths(
+        "use super::{counters, theme::{fg, pane}};\nuse crate::events::Event;\nlet x = super::super::lines::thousands(1);",
+        &module,
+    );
+    let names: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
+    assert!(names.contains(&"tui::counters".to_owned()), "{names:?}");
+    assert!(names.contains(&"events::Event".to_owned()), "{names:?}");
+    assert!(names.contains(&"lines::thousands".to_owned()), "{names:?}");
+}
