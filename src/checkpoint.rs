@@ -52,6 +52,9 @@ pub struct TrainerState {
     /// a resumed run on CUDA stays in bfloat16.
     #[serde(default)]
     pub bf16: bool,
+    /// Steps whose loss or gradient norm was not finite (skipped or warned).
+    #[serde(default)]
+    pub nonfinite_steps: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -70,7 +73,8 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
 
 /// Writes a checkpoint: `write_tensors` fills the temporary folder with the
 /// tensor files, then the state and the manifest follow and the folder is
-/// renamed into place. Returns the final path.
+/// renamed into place, replacing any folder of the same step. Returns the
+/// final path. A failed save removes what it wrote.
 pub fn save(
     run_dir: &Path,
     state: &TrainerState,
@@ -78,9 +82,6 @@ pub fn save(
 ) -> Result<PathBuf> {
     let dir = checkpoints_dir(run_dir);
     let target = dir.join(format!("{PREFIX}{}", state.step));
-    if verify(&target).is_ok() {
-        return Ok(target);
-    }
     let temp = dir.join(format!(
         ".{PREFIX}{}.tmp-{}",
         state.step,
@@ -90,7 +91,26 @@ pub fn save(
         fs::remove_dir_all(&temp).map_err(Error::io("cannot remove", &temp))?;
     }
     fs::create_dir_all(&temp).map_err(Error::io("cannot create", &temp))?;
-    write_tensors(&temp)?;
+    let written = write_into(&temp, state, write_tensors);
+    if written.is_err() {
+        // A failed save leaves nothing behind to fill the disk further.
+        let _ = fs::remove_dir_all(&temp);
+    }
+    written?;
+    if let Err(err) = place(&dir, &temp, &target) {
+        let _ = fs::remove_dir_all(&temp);
+        return Err(err);
+    }
+    Ok(target)
+}
+
+/// The tensors, the state and, last, the manifest, into `temp`.
+fn write_into(
+    temp: &Path,
+    state: &TrainerState,
+    write_tensors: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    write_tensors(temp)?;
     let state_json = serde_json::to_vec_pretty(state).expect("trainer state serialises");
     let state_path = temp.join(STATE_FILE);
     fs::write(&state_path, state_json).map_err(Error::io("cannot write", &state_path))?;
@@ -120,17 +140,55 @@ pub fn save(
     .map_err(Error::io("cannot write", &manifest_path))?;
     File::open(&manifest_path)
         .and_then(|f| f.sync_all())
-        .map_err(Error::io("cannot sync", &manifest_path))?;
+        .map_err(Error::io("cannot sync", &manifest_path))
+}
 
-    if target.exists() {
-        // An incomplete folder of the same step, left by a crash: replace it.
-        fs::remove_dir_all(&target).map_err(Error::io("cannot remove", &target))?;
+/// Renames the finished `temp` folder to `target`. A folder already there
+/// (left by a crash, or by an earlier run that went past this step) is
+/// replaced: moved aside, the new one renamed in, then removed; a crash in
+/// between leaves it aside, and [`remove_unfinished`] puts it back.
+fn place(dir: &Path, temp: &Path, target: &Path) -> Result<()> {
+    let replaced = target.exists().then(|| {
+        let name = target.file_name().unwrap_or_default().to_string_lossy();
+        dir.join(format!(".{name}.replaced-{}", std::process::id()))
+    });
+    if let Some(aside) = &replaced {
+        fs::rename(target, aside).map_err(Error::io("cannot move aside", target))?;
     }
-    fs::rename(&temp, &target).map_err(Error::io("cannot rename into place", &temp))?;
-    File::open(&dir)
+    fs::rename(temp, target).map_err(Error::io("cannot rename into place", temp))?;
+    File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(Error::io("cannot sync", &dir))?;
-    Ok(target)
+        .map_err(Error::io("cannot sync", dir))?;
+    if let Some(aside) = &replaced {
+        fs::remove_dir_all(aside).map_err(Error::io("cannot remove", aside))?;
+    }
+    Ok(())
+}
+
+/// Clears what a process that died while saving left in the checkpoints
+/// folder: unfinished (hidden, temporary) folders are removed, and a
+/// checkpoint moved aside to be replaced goes back where it was when its
+/// replacement never arrived. Only for the process that holds the run's
+/// lock, so that no save is under way.
+pub fn remove_unfinished(run_dir: &Path) {
+    let dir = checkpoints_dir(run_dir);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.filter_map(std::result::Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(hidden) = name.strip_prefix('.').filter(|n| n.starts_with(PREFIX)) else {
+            continue;
+        };
+        let path = entry.path();
+        if let Some((original, _)) = hidden.split_once(".replaced-") {
+            let target = dir.join(original);
+            if !target.exists() && fs::rename(&path, &target).is_ok() {
+                continue;
+            }
+        }
+        let _ = fs::remove_dir_all(&path);
+    }
 }
 
 /// Checks that a checkpoint folder is complete and returns its state. A
@@ -192,6 +250,18 @@ fn listed(run_dir: &Path) -> Vec<(u64, PathBuf)> {
         .collect();
     found.sort_by_key(|(step, _)| std::cmp::Reverse(*step));
     found
+}
+
+/// The complete checkpoints of a run past `step`, oldest first.
+#[must_use]
+pub fn newer_than(run_dir: &Path, step: u64) -> Vec<PathBuf> {
+    let mut newer: Vec<PathBuf> = listed(run_dir)
+        .into_iter()
+        .filter(|(s, path)| *s > step && verified(path).is_ok())
+        .map(|(_, path)| path)
+        .collect();
+    newer.reverse();
+    newer
 }
 
 /// The newest complete checkpoint, and the reasons newer ones were skipped.
@@ -260,6 +330,7 @@ mod tests {
             architecture: None,
             eot_id: None,
             bf16: false,
+            nonfinite_steps: 0,
         }
     }
 
@@ -275,6 +346,41 @@ mod tests {
         let second = save(run.path(), &state(20), fake_tensors).unwrap();
         assert_eq!(verify(&first).unwrap().step, 10);
         assert_eq!(latest(run.path()).0, Some(second));
+    }
+
+    #[test]
+    fn a_save_replaces_a_folder_of_the_same_step_and_a_crash_in_between_is_undone() {
+        let run = tempfile::tempdir().unwrap();
+        let first = save(run.path(), &state(10), fake_tensors).unwrap();
+        let again = save(run.path(), &state(10), |dir| {
+            fs::write(dir.join(MODEL_FILE), b"other weights").unwrap();
+            fs::write(dir.join(OPTIMIZER_FILE), b"other moments").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(fs::read(again.join(MODEL_FILE)).unwrap(), b"other weights");
+        assert!(verify(&again).is_ok());
+        let hidden = fs::read_dir(checkpoints_dir(run.path()))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count();
+        assert_eq!(hidden, 0, "nothing left aside");
+
+        // A crash after moving the old folder aside: it goes back.
+        let aside = checkpoints_dir(run.path()).join(".checkpoint-10.replaced-4242");
+        fs::rename(&again, &aside).unwrap();
+        let temp = checkpoints_dir(run.path()).join(".checkpoint-12.tmp-4242");
+        fs::create_dir(&temp).unwrap();
+        remove_unfinished(run.path());
+        assert!(verify(&again).is_ok(), "moved back");
+        assert!(!aside.exists() && !temp.exists());
     }
 
     #[test]

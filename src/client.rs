@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::cli::{CtlArgs, StatusArgs};
@@ -64,7 +63,7 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
     }
     control::withdraw(&args.run_dir, &id);
     let why = match rundir::read_status(&args.run_dir) {
-        Ok(status) if process_alive(status.pid) => {
+        Ok(status) if rundir::run_alive(&args.run_dir, status.pid) => {
             format!("process {} is alive but did not answer", status.pid)
         }
         Ok(status) => format!("its process {} is not running", status.pid),
@@ -97,7 +96,7 @@ fn command_of(kind: CommandKind, assignments: &[String]) -> Result<Command> {
         .iter()
         .map(|assignment| {
             config::parse_assignment(assignment)
-                .map_err(|e| Error::Usage(format!("ctl {word} {assignment}: {e}")))
+                .map_err(|e| Error::Usage(format!("ctl {word} {e}")))
         })
         .collect::<Result<BTreeMap<_, _>>>()?;
     Ok(Command::Set(changes))
@@ -118,12 +117,9 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         return Ok(());
     }
     let status = rundir::read_status(&args.run_dir)?;
-    print!("{}", describe_status(&status, process_alive(status.pid)));
+    let alive = rundir::run_alive(&args.run_dir, status.pid);
+    print!("{}", describe_status(&status, alive));
     Ok(())
-}
-
-fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn describe_status(status: &RunStatus, alive: bool) -> String {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::events::LiveSettings;
+use crate::events::{LiveSettings, OnNonFinite};
 
 /// Everything a training run is configured by.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +91,9 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// A step event (and a log line) every this many steps.
     pub log_steps: u64,
+    /// A step whose loss or gradient norm is NaN or infinite: `stop` the
+    /// run (failed, nothing saved), `skip` its update, or `warn` and apply it.
+    pub on_nonfinite: OnNonFinite,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -323,6 +326,7 @@ impl Default for TrainConfig {
             weight_decay: 0.1,
             grad_clip: 1.0,
             log_steps: 25,
+            on_nonfinite: OnNonFinite::Stop,
         }
     }
 }
@@ -360,6 +364,21 @@ impl Default for WatchdogConfig {
     }
 }
 
+/// A value that fails a check: the keys it is about, and why.
+struct Invalid {
+    keys: Vec<&'static str>,
+    message: String,
+}
+
+impl Invalid {
+    fn of(key: &'static str, message: String) -> Self {
+        Self {
+            keys: vec![key],
+            message,
+        }
+    }
+}
+
 /// A configuration mistake at `source`, worded for the person who made it.
 fn mistake(source: &str, message: impl fmt::Display) -> Error {
     Error::Config(format!("{source}: {message}"))
@@ -369,22 +388,101 @@ fn mistake(source: &str, message: impl fmt::Display) -> Error {
 /// `--set KEY=VALUE` overrides in order and validates the result.
 pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
     let (source, value) = match path {
-        Some(path) => {
-            let source = path.display().to_string();
-            let text = std::fs::read_to_string(path)
-                .map_err(|err| mistake(&source, format!("cannot read the config file: {err}")))?;
-            let value: Value = serde_json::from_str(&text).map_err(|err| {
-                Error::Config(format!(
-                    "{source}:{}:{}: invalid JSON: {err}",
-                    err.line(),
-                    err.column()
-                ))
-            })?;
-            (source, value)
-        }
+        Some(path) => (path.display().to_string(), read_file(path)?),
         None => ("built-in defaults".to_owned(), Value::Object(Map::new())),
     };
     from_value(&source, value, overrides)
+}
+
+/// A config file as JSON, with its mistakes of form (invalid JSON, a key
+/// given twice) named by line.
+pub fn read_file(path: &Path) -> Result<Value> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| mistake(&source, format!("cannot read the config file: {err}")))?;
+    let value: Value = serde_json::from_str(&text).map_err(|err| {
+        Error::Config(format!(
+            "{source}:{}:{}: invalid JSON: {err}",
+            err.line(),
+            err.column()
+        ))
+    })?;
+    if let Some((key, first, second)) = duplicate_key(&text) {
+        return Err(Error::Config(format!(
+            "{source}:{second}: \"{key}\" is given twice (lines {first} and {second}); \
+             keep one"
+        )));
+    }
+    Ok(value)
+}
+
+/// The first key that an object of the JSON `text` gives twice, dotted, with
+/// the lines of both. JSON parsers keep the last silently; a config must not.
+fn duplicate_key(text: &str) -> Option<(String, usize, usize)> {
+    /// An object being read: its keys so far (with their lines), its dotted
+    /// path, and whether a key comes next.
+    struct Object {
+        keys: std::collections::HashMap<String, usize>,
+        path: String,
+        expect_key: bool,
+    }
+    // `None` for an array.
+    let mut stack: Vec<Option<Object>> = Vec::new();
+    let mut last_key = String::new();
+    let (mut line, mut chars) = (1, text.chars());
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '"' => {
+                let mut string = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => string.extend(chars.next()),
+                        '"' => break,
+                        '\n' => line += 1,
+                        c => string.push(c),
+                    }
+                }
+                if let Some(Some(object)) = stack.last_mut()
+                    && object.expect_key
+                {
+                    object.expect_key = false;
+                    let path = if object.path.is_empty() {
+                        string.clone()
+                    } else {
+                        format!("{}.{string}", object.path)
+                    };
+                    if let Some(first) = object.keys.insert(string.clone(), line) {
+                        return Some((path, first, line));
+                    }
+                    last_key = path;
+                }
+            }
+            '{' => {
+                let path = if stack.is_empty() {
+                    String::new()
+                } else {
+                    last_key.clone()
+                };
+                stack.push(Some(Object {
+                    keys: std::collections::HashMap::new(),
+                    path,
+                    expect_key: true,
+                }));
+            }
+            '[' => stack.push(None),
+            '}' | ']' => {
+                stack.pop();
+            }
+            ',' => {
+                if let Some(Some(object)) = stack.last_mut() {
+                    object.expect_key = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Like [`load`], for a config already parsed from `source` (e.g. the one
@@ -403,7 +501,12 @@ pub fn from_value(source: &str, value: Value, overrides: &[String]) -> Result<Co
     let mut assignments = Vec::new();
     for assignment in overrides {
         let set_source = format!("--set {assignment}");
-        let (key, parsed) = parse_assignment(assignment).map_err(|e| mistake(&set_source, e))?;
+        let (key, parsed) = parse_assignment(assignment).map_err(|_| {
+            mistake(
+                &set_source,
+                "expected KEY=VALUE, e.g. --set train.max_steps=100",
+            )
+        })?;
         assignments.push((key, parsed, set_source));
     }
     build(&source, value, &known, &assignments)
@@ -412,10 +515,12 @@ pub fn from_value(source: &str, value: Value, overrides: &[String]) -> Result<Co
 /// `KEY=VALUE` as a dotted key and a JSON value: a value that parses as JSON
 /// is taken as such (numbers, booleans); anything else is a string, so
 /// `device=cpu` needs no quotes.
-pub fn parse_assignment(assignment: &str) -> std::result::Result<(String, Value), String> {
-    let (key, raw) = assignment
-        .split_once('=')
-        .ok_or("expected KEY=VALUE, e.g. --set train.max_steps=100")?;
+pub fn parse_assignment(assignment: &str) -> Result<(String, Value)> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| {
+        Error::Config(format!(
+            "{assignment}: expected KEY=VALUE, e.g. train.max_steps=100"
+        ))
+    })?;
     let parsed = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
     Ok((key.trim().to_owned(), parsed))
 }
@@ -444,9 +549,15 @@ fn build(
             .map_or(source, |(.., set_source)| set_source.as_str());
         mistake(source, format!("{key}: {}", err.inner()))
     })?;
-    config
-        .validate()
-        .map_err(|message| mistake(source, message))?;
+    config.validate().map_err(|invalid| {
+        // Blame the `--set` that gave one of the values, if one did.
+        let source = assignments
+            .iter()
+            .rev()
+            .find(|(set_key, ..)| invalid.keys.contains(&set_key.as_str()))
+            .map_or(source, |(.., set_source)| set_source.as_str());
+        mistake(source, invalid.message)
+    })?;
     let mut given = Vec::new();
     leaf_keys(&value, "", &mut given);
     config.given = GivenKeys(given.into_iter().collect());
@@ -635,34 +746,58 @@ fn unknown_key_message(key: &str, known: &Value) -> String {
 
 impl Config {
     /// Range and consistency checks that types alone cannot express.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> std::result::Result<(), Invalid> {
         fn at_least<T: PartialOrd + fmt::Display + Copy>(
-            key: &str,
+            key: &'static str,
             value: T,
             min: T,
-        ) -> Result<(), String> {
+        ) -> std::result::Result<(), Invalid> {
             if value < min {
-                return Err(format!("{key} must be at least {min} (got {value})"));
-            }
-            Ok(())
-        }
-        fn positive(key: &str, value: f64) -> Result<(), String> {
-            if !(value.is_finite() && value > 0.0) {
-                return Err(format!(
-                    "{key} must be a number greater than 0 (got {value})"
+                return Err(Invalid::of(
+                    key,
+                    format!("{key} must be at least {min} (got {value})"),
                 ));
             }
             Ok(())
         }
-        fn non_negative(key: &str, value: f64) -> Result<(), String> {
+        fn at_most<T: PartialOrd + fmt::Display + Copy>(
+            key: &'static str,
+            value: T,
+            max: T,
+            why: &str,
+        ) -> std::result::Result<(), Invalid> {
+            if value > max {
+                return Err(Invalid::of(
+                    key,
+                    format!("{key} must be at most {max} (got {value}): {why}"),
+                ));
+            }
+            Ok(())
+        }
+        fn positive(key: &'static str, value: f64) -> std::result::Result<(), Invalid> {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(Invalid::of(
+                    key,
+                    format!("{key} must be a number greater than 0 (got {value})"),
+                ));
+            }
+            Ok(())
+        }
+        fn non_negative(key: &'static str, value: f64) -> std::result::Result<(), Invalid> {
             if !(value.is_finite() && value >= 0.0) {
-                return Err(format!("{key} must be a number of 0 or more (got {value})"));
+                return Err(Invalid::of(
+                    key,
+                    format!("{key} must be a number of 0 or more (got {value})"),
+                ));
             }
             Ok(())
         }
 
         if self.run_dir.as_os_str().is_empty() {
-            return Err("run_dir must not be empty".to_owned());
+            return Err(Invalid::of(
+                "run_dir",
+                "run_dir must not be empty".to_owned(),
+            ));
         }
         for (key, path) in [
             ("data.train_file", &self.data.train_file),
@@ -670,7 +805,7 @@ impl Config {
             ("data.tokenizer", &self.data.tokenizer),
         ] {
             if path.as_os_str().is_empty() {
-                return Err(format!("{key} must name a file"));
+                return Err(Invalid::of(key, format!("{key} must name a file")));
             }
         }
         let model = &self.model;
@@ -678,23 +813,46 @@ impl Config {
         at_least("model.n_head", model.n_head, 1)?;
         at_least("model.n_embd", model.n_embd, 1)?;
         at_least("model.block_size", model.block_size, 2)?;
+        let sizes = "larger than any model trainui can hold";
+        at_most("model.n_layer", model.n_layer, 1024, sizes)?;
+        at_most("model.n_head", model.n_head, 1024, sizes)?;
+        at_most("model.n_embd", model.n_embd, 65_536, sizes)?;
+        at_most("model.block_size", model.block_size, 1 << 20, sizes)?;
         if !model.n_embd.is_multiple_of(model.n_head) {
-            return Err(format!(
-                "model.n_embd ({}) must be a multiple of model.n_head ({})",
-                model.n_embd, model.n_head
-            ));
+            return Err(Invalid {
+                keys: vec!["model.n_embd", "model.n_head"],
+                message: format!(
+                    "model.n_embd ({}) must be a multiple of model.n_head ({})",
+                    model.n_embd, model.n_head
+                ),
+            });
         }
         let train = &self.train;
         at_least("train.max_steps", train.max_steps, 1)?;
         at_least("train.batch_size", train.batch_size, 1)?;
+        at_most(
+            "train.batch_size",
+            train.batch_size,
+            1 << 20,
+            "use train.grad_accum_steps for larger batches",
+        )?;
         at_least("train.grad_accum_steps", train.grad_accum_steps, 1)?;
+        at_most(
+            "train.grad_accum_steps",
+            train.grad_accum_steps,
+            1 << 20,
+            "more micro-batches than a step can hold",
+        )?;
         positive("train.learning_rate", train.learning_rate)?;
         non_negative("train.min_learning_rate", train.min_learning_rate)?;
         if train.min_learning_rate > train.learning_rate {
-            return Err(format!(
-                "train.min_learning_rate ({}) must not exceed train.learning_rate ({})",
-                train.min_learning_rate, train.learning_rate
-            ));
+            return Err(Invalid {
+                keys: vec!["train.min_learning_rate", "train.learning_rate"],
+                message: format!(
+                    "train.min_learning_rate ({}) must not exceed train.learning_rate ({})",
+                    train.min_learning_rate, train.learning_rate
+                ),
+            });
         }
         non_negative("train.weight_decay", train.weight_decay)?;
         non_negative("train.grad_clip", train.grad_clip)?;
@@ -704,11 +862,26 @@ impl Config {
         at_least("eval.max_new_tokens", eval.max_new_tokens, 1)?;
         non_negative("eval.temperature", eval.temperature)?;
         if !(0.0..=1.0).contains(&eval.timeout_warn_rate) {
-            return Err(format!(
-                "eval.timeout_warn_rate must be between 0 and 1 (got {})",
-                eval.timeout_warn_rate
+            return Err(Invalid::of(
+                "eval.timeout_warn_rate",
+                format!(
+                    "eval.timeout_warn_rate must be between 0 and 1 (got {})",
+                    eval.timeout_warn_rate
+                ),
             ));
         }
+        at_least(
+            "watchdog.stall_timeout_seconds",
+            self.watchdog.stall_timeout_seconds.get(),
+            1.0,
+        )
+        .map_err(|invalid| Invalid {
+            message: format!(
+                "{}: the watchdog looks a few times a second, so a shorter silence is no stall",
+                invalid.message
+            ),
+            ..invalid
+        })?;
         Ok(())
     }
 
@@ -973,6 +1146,57 @@ mod tests {
             message.contains("device: \"gpu\" is not a device"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_with_both_lines() {
+        let text =
+            "{\n  \"eval\": {\n    \"samples\": 2,\n    \"samples\": 4\n  },\n  \"seed\": 1\n}";
+        let message = error_of(text, &[]);
+        assert!(
+            message.contains(":4: \"eval.samples\" is given twice (lines 3 and 4)"),
+            "{message}"
+        );
+        assert_eq!(duplicate_key(r#"{"a": {"x": 1}, "b": {"x": 2}}"#), None);
+        assert_eq!(
+            duplicate_key(r#"{"a": [{"x": 1}, {"x": 2}], "s": "x\"y"}"#),
+            None
+        );
+        assert_eq!(
+            duplicate_key(r#"{"a": 1, "b": {"c": [1, {"d": 2}]}, "a": 3}"#),
+            Some(("a".to_owned(), 1, 1))
+        );
+    }
+
+    #[test]
+    fn a_value_from_set_is_blamed_on_the_set() {
+        let message = error_of("{}", &["train.min_learning_rate=1"]);
+        assert!(
+            message.starts_with("--set train.min_learning_rate=1: train.min_learning_rate (1)"),
+            "{message}"
+        );
+        let message = error_of(r#"{"train": {"min_learning_rate": 1}}"#, &[]);
+        assert!(!message.starts_with("--set"), "{message}");
+        assert!(message.contains("must not exceed"), "{message}");
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_before_anything_is_built() {
+        for (set, needle) in [
+            (
+                "train.batch_size=4294967295",
+                "train.batch_size must be at most 1048576",
+            ),
+            ("model.n_embd=1048576", "model.n_embd must be at most 65536"),
+            (
+                "watchdog.stall_timeout_seconds=0.0001",
+                "must be at least 1",
+            ),
+        ] {
+            let message = error_of("{}", &[set]);
+            assert!(message.contains(needle), "{set}: {message}");
+            assert!(message.starts_with(&format!("--set {set}")), "{message}");
+        }
     }
 
     #[test]

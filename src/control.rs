@@ -10,10 +10,10 @@
 //! `command_ack` follows) or rejected, with the reason. A bad file never
 //! stops the run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -97,6 +97,18 @@ pub fn withdraw(run_dir: &Path, id: &str) {
     let _ = fs::remove_file(spool_dir(run_dir).join(format!("{id}.json")));
 }
 
+/// Removes the requests this process sent that no run has read (their ids
+/// hold its pid): for a run whose process is gone.
+pub fn withdraw_own(run_dir: &Path) {
+    let mine = format!("-{}-", std::process::id());
+    for (path, kind) in pending(&spool_dir(run_dir)) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if kind.is_ok() && name.contains(&mine) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
 /// What the run needs to answer requests.
 pub struct Spool {
     pub run_dir: PathBuf,
@@ -110,16 +122,17 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Creates the spool (owner-only) and serves it on its own thread until
-    /// the trainer is done.
+    /// Creates the spool (owner-only) if it is not there, checks it (see
+    /// [`check_spool`]), and serves it on its own thread until the trainer
+    /// is done.
     pub fn spawn(self) -> Result<()> {
         let dir = spool_dir(&self.run_dir);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .and_then(|()| fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)))
-            .map_err(Error::io("cannot create the control spool", &dir))?;
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(err) => return Err(Error::io("cannot create the control spool", &dir)(err)),
+        }
+        check_spool(&self.run_dir)?;
         thread::Builder::new()
             .name("control".into())
             .spawn(move || self.serve())
@@ -130,10 +143,22 @@ impl Spool {
     fn serve(mut self) {
         let config_path = self.run_dir.join(rundir::CONFIG_FILE);
         let mut config_stamp = stamp(&config_path);
+        // Entries that are not command files: reported once, never removed.
+        let mut reported = HashSet::new();
         while self.heartbeat.phase() != Phase::Done {
-            for path in pending(&spool_dir(&self.run_dir)) {
-                self.answer(&path);
-                let _ = fs::remove_file(&path);
+            for (path, kind) in pending(&spool_dir(&self.run_dir)) {
+                match kind {
+                    Ok(()) => {
+                        self.answer(&path);
+                        let _ = fs::remove_file(&path);
+                    }
+                    Err(reason) => {
+                        if reported.insert(path.clone()) {
+                            let name = path.file_name().unwrap_or_default().to_string_lossy();
+                            self.reply(&name, "?", false, format!("{reason}; left in place"));
+                        }
+                    }
+                }
             }
             if stamp(&config_path) != config_stamp {
                 self.reread_config(&config_path);
@@ -171,27 +196,60 @@ impl Spool {
                 format!("stale: written {age:.0}s ago; send it again"),
             );
         }
-        let message = match &request.command {
+        if -age > STALE_AFTER.as_secs_f64() {
+            return self.reply(
+                &request.id,
+                word,
+                false,
+                format!(
+                    "from the future: written {:.0}s ahead of this machine's clock",
+                    -age
+                ),
+            );
+        }
+        // The answer goes out before the command, so that it comes before
+        // the trainer's acknowledgement in events.jsonl (ctl reads them in
+        // that order).
+        match &request.command {
             Command::Set(changes) => match self.change(changes, "set") {
-                Ok(message) => message,
-                Err(err) => return self.reply(&request.id, word, false, err.to_string()),
+                Ok(None) => self.reply(&request.id, word, true, "no change".into()),
+                Ok(Some(applied)) => {
+                    self.record_config();
+                    self.reply(&request.id, word, true, applied);
+                    self.controller.send(request.command.clone());
+                }
+                Err(err) => self.reply(&request.id, word, false, err.to_string()),
             },
             command => {
+                self.reply(&request.id, word, true, "sent to the trainer".into());
                 self.controller.send(command.clone());
-                "sent to the trainer".to_owned()
             }
-        };
-        self.reply(&request.id, word, true, message);
+        }
     }
 
     /// Makes `changes` to the config in force if they pass its checks and
-    /// touch only live keys; the trainer then makes the same changes.
-    fn change(&mut self, changes: &BTreeMap<String, Value>, source: &str) -> Result<String> {
+    /// touch only live keys, and says what now applies (`None`: nothing
+    /// changed). The watchdog's timeout changes at once, even when the
+    /// trainer is stuck; the trainer makes the same changes when it gets
+    /// the command.
+    fn change(
+        &mut self,
+        changes: &BTreeMap<String, Value>,
+        source: &str,
+    ) -> Result<Option<String>> {
         let (result, applied) = config::change_live(&self.config, changes, source)?;
         if applied.is_empty() {
-            return Ok("no change".into());
+            return Ok(None);
         }
         self.config = result;
+        self.heartbeat
+            .set_stall_timeout(self.config.watchdog.stall_timeout_seconds.duration());
+        Ok(Some(format!("applied {}", applied.join(", "))))
+    }
+
+    /// Rewrites RUN_DIR/config.json with the config in force (after a `set`:
+    /// an edit of the file already says it).
+    fn record_config(&self) {
         let json = serde_json::to_vec_pretty(&self.config).expect("a config serialises");
         let path = self.run_dir.join(rundir::CONFIG_FILE);
         if let Err(err) = rundir::write_atomically(&path, &json) {
@@ -200,25 +258,13 @@ impl Spool {
                 message: format!("{}: cannot record the change: {err}", path.display()),
             });
         }
-        self.controller.send(Command::Set(changes.clone()));
-        Ok(format!("applied {}", applied.join(", ")))
     }
 
     /// An edit of RUN_DIR/config.json: live keys apply, others are refused.
     fn reread_config(&mut self, path: &Path) {
         let source = path.display().to_string();
-        let edited = fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("{source}: {e}")))
-            .and_then(|text| {
-                serde_json::from_str(&text).map_err(|e| {
-                    Error::Config(format!(
-                        "{source}:{}:{}: invalid JSON: {e}",
-                        e.line(),
-                        e.column()
-                    ))
-                })
-            })
-            .and_then(|value| config::from_value(&source, value, &[]));
+        let edited =
+            config::read_file(path).and_then(|value| config::from_value(&source, value, &[]));
         let outcome = edited.and_then(|mut edited| {
             // Relative data paths mean what they meant at start.
             if let Ok(cwd) = std::env::current_dir() {
@@ -226,44 +272,61 @@ impl Spool {
             }
             let before = serde_json::to_value(&self.config).expect("a config serialises");
             let after = serde_json::to_value(&edited).expect("a config serialises");
-            let changes = config::differing_keys(&before, &after, "")
+            let changes: BTreeMap<String, Value> = config::differing_keys(&before, &after, "")
                 .into_iter()
                 .map(|key| {
                     let value = config::lookup(&after, &key).cloned().unwrap_or(Value::Null);
                     (key, value)
                 })
                 .collect();
-            self.change(&changes, &source)
+            Ok(self
+                .change(&changes, &source)?
+                .map(|applied| (applied, changes)))
         });
         match outcome {
-            Ok(message) if message == "no change" => {}
-            Ok(message) => self.reply("config.json", "edit", true, message),
+            Ok(None) => {}
+            Ok(Some((applied, changes))) => {
+                self.reply("config.json", "edit", true, applied);
+                self.controller.send(Command::Set(changes));
+            }
             Err(err) => self.reply("config.json", "edit", false, err.to_string()),
         }
     }
 }
 
-/// Request files ready to read: `*.json`, oldest first (temporary files
-/// start with a dot and are skipped).
-fn pending(dir: &Path) -> Vec<PathBuf> {
+/// The entries of the spool, oldest name first, each a command file or the
+/// reason it is not one. Hidden entries (a sender's temporary file, still
+/// being written) are passed over.
+fn pending(dir: &Path) -> Vec<(PathBuf, std::result::Result<(), String>)> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut files: Vec<PathBuf> = entries
+    let mut found: Vec<_> = entries
         .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| !n.starts_with('.'))
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .map(|entry| {
+            let path = entry.path();
+            let kind = command_file(&path);
+            (path, kind)
         })
         .collect();
-    files.sort();
-    files
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
 }
 
-/// Reads a request file, refusing links, non-files and anything large.
-fn read_request(path: &Path) -> std::result::Result<Request, String> {
+/// Whether `path` is a command file the spool may read and then remove: a
+/// regular file (not a link) named like `NAME.json`, NAME of letters,
+/// digits, `-`, `_` and `.`.
+fn command_file(path: &Path) -> std::result::Result<(), String> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let stem = name.strip_suffix(".json").unwrap_or("");
+    if stem.is_empty()
+        || !stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err("refused: not a command file (NAME.json)".into());
+    }
     let meta = fs::symlink_metadata(path).map_err(|e| format!("unreadable: {e}"))?;
     if meta.file_type().is_symlink() {
         return Err("refused: a symbolic link".into());
@@ -271,14 +334,138 @@ fn read_request(path: &Path) -> std::result::Result<Request, String> {
     if !meta.is_file() {
         return Err("refused: not a regular file".into());
     }
+    Ok(())
+}
+
+/// The effective user and group ids of this process (the owner of
+/// `/proc/self`).
+fn effective_ids() -> Result<(u32, u32)> {
+    fs::metadata("/proc/self")
+        .map(|m| (m.uid(), m.gid()))
+        .map_err(Error::io(
+            "cannot read this process's user",
+            Path::new("/proc/self"),
+        ))
+}
+
+/// Whether group `gid` is `uid`'s own: no user but `uid` has it as primary
+/// group or is listed in it (the "user private group" of many Linux
+/// systems, which makes folders group-writable with umask 002). Unreadable
+/// account files count as not private.
+fn private_group(gid: u32, uid: u32) -> bool {
+    let (Ok(passwd), Ok(group)) = (
+        fs::read_to_string("/etc/passwd"),
+        fs::read_to_string("/etc/group"),
+    ) else {
+        return false;
+    };
+    let field = |line: &str, n: usize| line.split(':').nth(n).map(str::to_owned);
+    let mut own_name = None;
+    for line in passwd.lines() {
+        let ids = (field(line, 2), field(line, 3));
+        let (Some(Ok(user)), Some(Ok(primary))) = (
+            ids.0.map(|u| u.parse::<u32>()),
+            ids.1.map(|g| g.parse::<u32>()),
+        ) else {
+            continue;
+        };
+        if user == uid {
+            own_name = field(line, 0);
+        } else if primary == gid {
+            return false;
+        }
+    }
+    group.lines().all(|line| {
+        field(line, 2).and_then(|g| g.parse::<u32>().ok()) != Some(gid)
+            || field(line, 3)
+                .unwrap_or_default()
+                .split(',')
+                .filter(|member| !member.is_empty())
+                .all(|member| Some(member) == own_name.as_deref())
+    })
+}
+
+/// Checks that `RUN_DIR/control`, where commands arrive, is safe to serve:
+/// a real folder (not a link) of this process's user that no other user
+/// can open (mode 0700), or not there yet; and that no other user can swap
+/// it: the run directory and every folder above it belong to this user or
+/// to root and are not writable by others (unless sticky, as /tmp; a group
+/// of this user's own may write).
+/// Anything else is refused before the run writes a file.
+pub fn check_spool(run_dir: &Path) -> Result<()> {
+    let (uid, gid) = effective_ids()?;
+    let dir = spool_dir(run_dir);
+    let refuse = |why: String| {
+        Err(Error::Usage(format!(
+            "{}: {why}; the control folder of a run is made by trainui (mode 0700, \
+             owned by the user who runs it): pick another --run-dir, or move {} away",
+            dir.display(),
+            dir.display()
+        )))
+    };
+    match fs::symlink_metadata(&dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(Error::io("cannot read the control folder", &dir)(err)),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return refuse("is a symbolic link, not a folder of this run".into());
+        }
+        Ok(meta) if !meta.is_dir() => return refuse("is not a folder".into()),
+        Ok(meta) if meta.uid() != uid => {
+            return refuse(format!(
+                "belongs to user {}, not to you ({uid})",
+                meta.uid()
+            ));
+        }
+        Ok(meta) if meta.mode() & 0o077 != 0 => {
+            return refuse(format!(
+                "has mode {:o}: other users can use it",
+                meta.mode() & 0o777
+            ));
+        }
+        Ok(_) => {}
+    }
+    // The nearest folder that exists, and every folder above it.
+    let start = run_dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let real = fs::canonicalize(start).map_err(Error::io("cannot resolve", start))?;
+    for folder in real.ancestors() {
+        let meta = fs::metadata(folder).map_err(Error::io("cannot read", folder))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.uid() != uid && meta.uid() != 0 {
+            return Err(Error::Usage(format!(
+                "{}: belongs to user {}, who could replace {}; run in a folder of your own",
+                folder.display(),
+                meta.uid(),
+                dir.display()
+            )));
+        }
+        let group_can_write =
+            meta.mode() & 0o020 != 0 && !(meta.gid() == gid && private_group(gid, uid));
+        if (meta.mode() & 0o002 != 0 || group_can_write) && !sticky {
+            return Err(Error::Usage(format!(
+                "{}: other users can write to it (mode {:o}) and so replace {}; run in a \
+                 folder only you can write to (chmod go-w {})",
+                folder.display(),
+                meta.mode() & 0o777,
+                dir.display(),
+                folder.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a request file, refusing links, non-files and anything large.
+fn read_request(path: &Path) -> std::result::Result<Request, String> {
+    command_file(path)?;
+    let meta = fs::symlink_metadata(path).map_err(|e| format!("unreadable: {e}"))?;
     if meta.len() > MAX_REQUEST_BYTES {
         return Err(format!(
             "refused: {} bytes, more than {MAX_REQUEST_BYTES}",
             meta.len()
         ));
-    }
-    if path.extension().and_then(|e| e.to_str()) != Some("json") {
-        return Err("refused: command files end in .json".into());
     }
     let mut text = String::new();
     fs::File::open(path)
@@ -323,7 +510,7 @@ fn parse_request(text: &str) -> std::result::Result<Request, String> {
     })?;
     let command = match (kind, old.assignment) {
         (CommandKind::Set, Some(assignment)) => {
-            let (key, value) = config::parse_assignment(&assignment)?;
+            let (key, value) = config::parse_assignment(&assignment).map_err(|e| e.to_string())?;
             Command::Set(BTreeMap::from([(key, value)]))
         }
         (CommandKind::Set, None) => return Err("set without an assignment".into()),

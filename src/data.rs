@@ -13,6 +13,14 @@ use crate::error::{Error, Result};
 /// The token that ends every completion.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
+/// Longest line of a data file read. Tokenizing takes hundreds of bytes of
+/// memory per byte of text, and no example that fits a model's context
+/// comes near this.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Largest vocabulary `trainui tokenizer` trains.
+pub const MAX_VOCAB_SIZE: usize = 1 << 20;
+
 /// One line of a data file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,7 +155,7 @@ impl TextTokenizer {
         self.inner
             .encode(text, false)
             .map(|encoding| encoding.get_ids().to_vec())
-            .map_err(|err| Error::Failed(format!("cannot tokenize {text:?}: {err}")))
+            .map_err(|err| Error::Failed(format!("cannot tokenize {:?}: {err}", clip(text))))
     }
 
     /// Text of `ids`, with special tokens left out.
@@ -155,6 +163,16 @@ impl TextTokenizer {
         self.inner
             .decode(ids, true)
             .map_err(|err| Error::Failed(format!("cannot decode tokens: {err}")))
+    }
+}
+
+/// The start of a long text, for a message.
+fn clip(text: &str) -> String {
+    let start: String = text.chars().take(40).collect();
+    if start.len() < text.len() {
+        format!("{start}...")
+    } else {
+        start
     }
 }
 
@@ -194,6 +212,17 @@ pub fn load_examples(
         if line.trim().is_empty() {
             continue;
         }
+        if line.len() > MAX_LINE_BYTES {
+            if overlong == Overlong::Skip {
+                skipped_overlong += 1;
+                continue;
+            }
+            return Err(Error::Input(format!(
+                "{name}:{line_no}: a line of {} bytes, more than the {MAX_LINE_BYTES} a line of \
+                 data may have; shorten it, or set data.overlong to \"skip\"",
+                line.len()
+            )));
+        }
         let record: Record = serde_json::from_str(line).map_err(|err| {
             Error::Input(format!(
                 "{name}:{line_no}: expected {{\"prompt\": \"...\", \"completion\": \"...\"}}: {err}"
@@ -202,7 +231,7 @@ pub fn load_examples(
         let encode = |text: &str| {
             tokenizer
                 .encode(text)
-                .map_err(|err| Error::Input(format!("{name}:{line_no}: cannot tokenize: {err}")))
+                .map_err(|err| Error::Input(format!("{name}:{line_no}: {err}")))
         };
         let mut tokens = encode(&record.prompt)?;
         let prompt_len = tokens.len();
@@ -274,6 +303,13 @@ pub fn train_tokenizer(options: &TokenizerTraining) -> Result<u32> {
             options.vocab_size
         )));
     }
+    if options.vocab_size > MAX_VOCAB_SIZE {
+        return Err(Error::Usage(format!(
+            "--vocab-size {}: at most {MAX_VOCAB_SIZE} (the largest vocabularies in use hold a \
+             few hundred thousand tokens)",
+            options.vocab_size
+        )));
+    }
     let mut texts = Vec::new();
     for path in &options.data {
         let name = path.display();
@@ -282,6 +318,14 @@ pub fn train_tokenizer(options: &TokenizerTraining) -> Result<u32> {
         for (index, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
+            }
+            if line.len() > MAX_LINE_BYTES {
+                return Err(Error::Input(format!(
+                    "{name}:{}: a line of {} bytes, more than the {MAX_LINE_BYTES} a line of \
+                     data may have",
+                    index + 1,
+                    line.len()
+                )));
             }
             let record: Record = serde_json::from_str(line).map_err(|err| {
                 Error::Input(format!(

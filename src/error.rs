@@ -14,7 +14,9 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// Data, a tokenizer, a model folder or a checkpoint given by the user
-    /// is not usable: the message names the file and the place.
+    /// fails trainui's own checks (missing, incomplete, of another shape):
+    /// the message names the file and the place. (Bytes that pass them but
+    /// that libtorch cannot read are `Torch`.)
     #[error("{0}")]
     Input(String),
     /// Arguments that do not fit together, or a folder that is not what the

@@ -146,6 +146,33 @@ pub struct LiveWatchdog {
     pub stall_timeout_seconds: f64,
 }
 
+/// What a run does with a step whose loss or gradient norm is not finite
+/// (NaN or infinite): `train.on_nonfinite`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// End the run as failed, without saving: the newest checkpoint stays
+    /// the last good one.
+    #[default]
+    Stop,
+    /// Drop the step's update and go on.
+    Skip,
+    /// Apply the update and go on (no checkpoint is written while the
+    /// weights are not finite).
+    Warn,
+}
+
+impl OnNonFinite {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Skip => "skip",
+            Self::Warn => "warn",
+        }
+    }
+}
+
 /// What the run is doing, as shown in the status file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -223,6 +250,68 @@ impl Phase {
     }
 }
 
+/// Losses as JSON: a number, or the text `"NaN"`, `"inf"` or `"-inf"` for
+/// the values JSON has no number for (a diverged run must say so, not
+/// write `null`, which reads as "not known yet").
+mod float_or_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Json {
+        Number(f64),
+        Text(String),
+    }
+
+    fn to_json(value: f64) -> Json {
+        if value.is_finite() {
+            Json::Number(value)
+        } else {
+            Json::Text(value.to_string())
+        }
+    }
+
+    fn from_json<E: serde::de::Error>(json: Json) -> Result<f64, E> {
+        match json {
+            Json::Number(value) => Ok(value),
+            Json::Text(text) => text
+                .parse()
+                .map_err(|_| E::custom(format!("{text:?} is not a number"))),
+        }
+    }
+
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `with` passes a reference
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        to_json(*value).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        from_json(Json::deserialize(deserializer)?)
+    }
+
+    /// The same for an optional value (`null` when not known).
+    pub mod option {
+        use super::{Json, from_json, to_json};
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        #[allow(clippy::ref_option)] // serde's `with` passes a reference
+        pub fn serialize<S: Serializer>(
+            value: &Option<f64>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            value.map(to_json).serialize(serializer)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<f64>, D::Error> {
+            Option::<Json>::deserialize(deserializer)?
+                .map(from_json)
+                .transpose()
+        }
+    }
+}
+
 /// Everything the trainer reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -249,6 +338,7 @@ pub enum Event {
     /// Validation loss of an evaluation; `None` when no batch could be scored.
     ValLoss {
         step: u64,
+        #[serde(default, with = "float_or_text::option")]
         loss: Option<f64>,
         batches: u32,
         timed_out: bool,
@@ -269,6 +359,17 @@ pub enum Event {
     EvalFinished(EvalSummary),
     /// A checkpoint was written completely.
     Checkpoint { step: u64, path: String },
+    /// A step's loss or gradient norm was not finite (the first such step
+    /// of a logging window; `count` says how many there were in the run).
+    NonFinite {
+        step: u64,
+        #[serde(with = "float_or_text")]
+        loss: f64,
+        #[serde(with = "float_or_text")]
+        grad_norm: f64,
+        action: OnNonFinite,
+        count: u64,
+    },
     /// No heartbeat for `watchdog.stall_timeout_seconds`: the run is stuck.
     Stalled {
         step: u64,
@@ -315,6 +416,10 @@ pub struct RunInfo {
     /// The live settings at the start (absent in runs of schema 1).
     #[serde(default)]
     pub settings: Option<LiveSettings>,
+    /// Steps with a non-finite loss or gradient norm so far (non-zero after
+    /// a resume).
+    #[serde(default)]
+    pub nonfinite_steps: u64,
 }
 
 /// How a generation ended.
@@ -395,6 +500,7 @@ pub struct SampleResult {
     /// Completed and equal to the golden completion (surrounding spaces aside).
     pub exact_match: bool,
     /// Loss of the model on this example's golden completion.
+    #[serde(default, with = "float_or_text::option")]
     pub loss: Option<f64>,
     pub elapsed_secs: f64,
     pub tokens_per_sec: f64,
@@ -407,10 +513,13 @@ pub struct SampleResult {
 pub struct EvalSummary {
     pub step: u64,
     pub eval: u64,
+    #[serde(default, with = "float_or_text::option")]
     pub val_loss: Option<f64>,
     /// Training loss at the latest step event.
+    #[serde(default, with = "float_or_text::option")]
     pub train_loss: Option<f64>,
     /// `val_loss - train_loss`.
+    #[serde(default, with = "float_or_text::option")]
     pub gap: Option<f64>,
     pub samples: u32,
     pub matches: u32,
@@ -423,7 +532,9 @@ pub struct EvalSummary {
 pub struct StepMetrics {
     pub step: u64,
     pub max_steps: u64,
-    /// Mean training loss over the steps since the previous step event.
+    /// Mean training loss over the steps since the previous step event
+    /// (those whose update was skipped for a non-finite loss left out).
+    #[serde(with = "float_or_text")]
     pub loss: f64,
     pub learning_rate: f64,
     /// Non-padding tokens trained on per second since the previous event.
@@ -439,6 +550,7 @@ pub struct Summary {
     pub max_steps: u64,
     pub state: RunState,
     /// Training loss at the last step event, if any.
+    #[serde(default, with = "float_or_text::option")]
     pub loss: Option<f64>,
     pub elapsed_secs: f64,
 }
@@ -451,7 +563,9 @@ pub struct RunStatus {
     pub state: RunState,
     pub current_step: u64,
     pub max_steps: u64,
+    #[serde(default, with = "float_or_text::option")]
     pub loss: Option<f64>,
+    #[serde(default, with = "float_or_text::option")]
     pub val_loss: Option<f64>,
     pub learning_rate: Option<f64>,
     pub tokens_per_sec: Option<f64>,
@@ -473,6 +587,9 @@ pub struct RunStatus {
     pub last_message: Option<String>,
     /// The live settings in force (null until the run has started).
     pub settings: Option<LiveSettings>,
+    /// Steps whose loss or gradient norm was not finite.
+    #[serde(default)]
+    pub nonfinite_steps: u64,
     /// The state a stall interrupted, restored when beats resume.
     #[serde(skip)]
     state_before_stall: Option<RunState>,
@@ -510,6 +627,7 @@ impl RunStatus {
             warnings: 0,
             last_message: None,
             settings: None,
+            nonfinite_steps: 0,
             state_before_stall: None,
             updated_at: String::new(),
             pid: std::process::id(),
@@ -548,6 +666,7 @@ impl RunStatus {
                 if info.settings.is_some() {
                     self.settings.clone_from(&info.settings);
                 }
+                self.nonfinite_steps = info.nonfinite_steps;
             }
             Event::Settings { settings, .. } => self.settings = Some(settings.clone()),
             Event::EvalStarted { step, eval, .. } => {
@@ -562,6 +681,20 @@ impl RunStatus {
                 self.set_counters(&summary.counters);
             }
             Event::Checkpoint { path, .. } => self.last_checkpoint = Some(path.clone()),
+            Event::NonFinite {
+                step,
+                loss,
+                grad_norm,
+                action,
+                count,
+            } => {
+                self.nonfinite_steps = *count;
+                self.last_message = Some(format!(
+                    "non-finite at step {step}: loss {loss}, grad norm {grad_norm} \
+                     (train.on_nonfinite = {})",
+                    action.as_str()
+                ));
+            }
             Event::Stalled {
                 step,
                 phase,

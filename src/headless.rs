@@ -6,6 +6,7 @@ use std::sync::mpsc::Receiver;
 
 use crate::events::Event;
 use crate::lines;
+use crate::process;
 use crate::recorder::Recorder;
 
 /// Headless mode: records every event and prints one line per event worth
@@ -24,7 +25,7 @@ pub fn run(
             let _ = writeln!(out, "{}", line.colored);
         }
         if let Some(failure) = failure {
-            eprintln!("warning: {failure}");
+            process::say(format!("warning: {failure}"));
         }
     }
 }

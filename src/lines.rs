@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::events::{EvalSummary, Event, GenerationOutcome, RunState, SampleResult};
+use crate::events::{EvalSummary, Event, GenerationOutcome, OnNonFinite, RunState, SampleResult};
 
 /// How lines are decorated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl Style {
             let l = l.to_ascii_lowercase();
             l.contains("utf-8") || l.contains("utf8")
         });
-        let fancy = stdout_is_terminal && !plain && set("NO_COLOR").is_none();
+        let fancy = stdout_is_terminal && colors_wanted(plain);
         Self {
             color: fancy,
             emoji: fancy && utf8,
@@ -68,6 +68,12 @@ impl Style {
         };
         self.paint(code, &text)
     }
+}
+
+/// Colours are wanted: no `--plain`, and no NO_COLOR (set and not empty).
+#[must_use]
+pub fn colors_wanted(plain: bool) -> bool {
+    !plain && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Formats `event`, or `None` for events that print nothing.
@@ -137,6 +143,28 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
         Event::Sample(sample) => format_sample(sample, style),
         Event::EvalFinished(summary) => format_eval_summary(summary),
         Event::Checkpoint { step, path } => format!("checkpoint saved at step {step}: {path}"),
+        Event::NonFinite {
+            step,
+            loss,
+            grad_norm,
+            action,
+            count,
+        } => {
+            let what = match action {
+                OnNonFinite::Stop => "the run stops without saving",
+                OnNonFinite::Skip => "its update was skipped",
+                OnNonFinite::Warn => "its update was applied",
+            };
+            style.marker(
+                "⚠️ ",
+                "1;33",
+                &format!(
+                    "WARNING at step {step}: NON-FINITE loss {loss}, gradient norm {grad_norm}: \
+                     {what} (train.on_nonfinite = {}; {count} such steps in the run)",
+                    action.as_str()
+                ),
+            )
+        }
         Event::Stalled {
             step,
             phase,

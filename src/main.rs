@@ -19,6 +19,8 @@ mod events;
 mod headless;
 mod hf;
 mod lines;
+mod machine;
+mod process;
 mod recorder;
 mod rundir;
 mod session;
@@ -49,7 +51,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            process::say(format!("error: {err}"));
             ExitCode::from(err.exit_code())
         }
     }

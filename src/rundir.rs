@@ -8,7 +8,7 @@
 //! ```
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -22,6 +22,71 @@ pub const EVENTS_FILE: &str = "events.jsonl";
 pub const STATUS_FILE: &str = "status/training_status.json";
 pub const LOG_FILE: &str = "training_output.log";
 pub const CONFIG_FILE: &str = "config.json";
+pub const LOCK_FILE: &str = "lock";
+
+/// The exclusive lock of a run directory, held by the process that trains
+/// in it for as long as it lives: an advisory lock on RUN_DIR/lock (which
+/// holds the pid), released by the kernel however the process ends, so a
+/// killed run never leaves a stale lock.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock of `root` (creating the folder), or says which process
+    /// holds it.
+    pub fn take(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root).map_err(Error::io("cannot create the run directory", root))?;
+        let path = root.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(Error::io("cannot open the lock", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(Error::Usage(format!(
+                    "{}: in use by the trainui process {} (it holds {}); watch it with \
+                     `trainui watch {}`, or train in another --run-dir",
+                    root.display(),
+                    if holder.is_empty() { "?" } else { holder },
+                    path.display(),
+                    root.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(err)) => {
+                return Err(Error::io("cannot lock", &path)(err));
+            }
+        }
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(Error::io("cannot write the lock", &path))?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// Whether a process trains in `root` now: `Some(true)` when one holds its
+/// lock, `Some(false)` when none does, `None` when the run has no lock file
+/// (a run of a trainui without locks). Probing takes the lock shared for an
+/// instant, which a reader may do: it never blocks a run.
+#[must_use]
+pub fn lock_held(root: &Path) -> Option<bool> {
+    let file = File::open(root.join(LOCK_FILE)).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            Some(false)
+        }
+        Err(fs::TryLockError::WouldBlock) => Some(true),
+        Err(fs::TryLockError::Error(_)) => None,
+    }
+}
 
 /// One line of events.jsonl: the event with its schema version and time.
 #[derive(Serialize)]
@@ -36,8 +101,8 @@ struct EventRecord<'a> {
 /// Writes events, status and log lines of one run.
 pub struct RunDir {
     root: PathBuf,
-    events: BufWriter<File>,
-    log: BufWriter<File>,
+    events: LineFile,
+    log: LineFile,
     status: RunStatus,
 }
 
@@ -48,17 +113,8 @@ impl RunDir {
         let status_dir = root.join("status");
         fs::create_dir_all(&status_dir)
             .map_err(Error::io("cannot create the run directory", &status_dir))?;
-        let append = |name: &str| {
-            let path = root.join(name);
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map(BufWriter::new)
-                .map_err(Error::io("cannot open for appending", &path))
-        };
-        let events = append(EVENTS_FILE)?;
-        let log = append(LOG_FILE)?;
+        let events = LineFile::open(&root.join(EVENTS_FILE))?;
+        let log = LineFile::open(&root.join(LOG_FILE))?;
         let config_json = serde_json::to_vec_pretty(config).expect("a validated config serialises");
         let config_path = root.join(CONFIG_FILE);
         write_atomically(&config_path, &config_json)
@@ -76,32 +132,31 @@ impl RunDir {
         Ok(run_dir)
     }
 
-    /// Appends the event to events.jsonl and, when it changes what the status
-    /// file shows, rewrites that too.
+    /// Folds the event into the status, appends it to events.jsonl and, when
+    /// it changes what the status file shows, rewrites that too. The status
+    /// in memory follows every event even when the disk refuses a write.
     pub fn record(&mut self, event: &Event) -> io::Result<()> {
         let record = EventRecord {
             v: SCHEMA_VERSION,
             time: now_rfc3339(),
             event,
         };
-        serde_json::to_writer(&mut self.events, &record)?;
-        self.events.write_all(b"\n")?;
-        self.events.flush()?;
-        if matches!(
+        let line = serde_json::to_vec(&record)?;
+        let shown = !matches!(
             event,
             Event::GenerationStarted(_) | Event::GenerationProgress { .. }
-        ) {
-            return Ok(());
+        );
+        if shown {
+            self.status.apply(event);
         }
-        self.status.apply(event);
-        self.write_status()
+        let appended = self.events.append(&line);
+        let status = if shown { self.write_status() } else { Ok(()) };
+        appended.and(status)
     }
 
     /// Appends one line to training_output.log.
     pub fn log_line(&mut self, line: &str) -> io::Result<()> {
-        self.log.write_all(line.as_bytes())?;
-        self.log.write_all(b"\n")?;
-        self.log.flush()
+        self.log.append(line.as_bytes())
     }
 
     #[must_use]
@@ -116,18 +171,74 @@ impl RunDir {
     }
 }
 
+/// A file of whole lines, appended to: a line the disk takes only in part
+/// is cut off again, so the file never ends mid-line, and a file that does
+/// (left by a process killed mid-write) gets its line ended first.
+struct LineFile {
+    file: File,
+    /// Bytes of whole lines in the file.
+    len: u64,
+}
+
+impl LineFile {
+    fn open(path: &Path) -> Result<Self> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(Error::io("cannot open for appending", path))?;
+        let mut len = file
+            .metadata()
+            .map_err(Error::io("cannot read", path))?
+            .len();
+        if len > 0 {
+            let mut last = [0u8];
+            file.seek(SeekFrom::Start(len - 1))
+                .and_then(|_| file.read_exact(&mut last))
+                .map_err(Error::io("cannot read", path))?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")
+                    .map_err(Error::io("cannot end the last line of", path))?;
+                len += 1;
+            }
+        }
+        Ok(Self { file, len })
+    }
+
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        let mut whole = Vec::with_capacity(line.len() + 1);
+        whole.extend_from_slice(line);
+        whole.push(b'\n');
+        match self.file.write_all(&whole) {
+            Ok(()) => {
+                self.len += whole.len() as u64;
+                Ok(())
+            }
+            Err(err) => {
+                let _ = self.file.set_len(self.len);
+                Err(err)
+            }
+        }
+    }
+}
+
 /// Replaces `path` with `contents` so that a reader sees the old file or the
 /// new one, never a mix: write a temporary file beside it, then rename.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
     temp_name.push(format!(".tmp.{}", std::process::id()));
     let temp = path.with_file_name(temp_name);
-    {
-        let mut file = File::create(&temp)?;
+    let written = File::create(&temp).and_then(|mut file| {
         file.write_all(contents)?;
-        file.write_all(b"\n")?;
+        file.write_all(b"\n")
+    });
+    let placed = written.and_then(|()| fs::rename(&temp, path));
+    if placed.is_err() {
+        let _ = fs::remove_file(&temp);
     }
-    fs::rename(&temp, path)
+    placed
 }
 
 #[must_use]
@@ -136,9 +247,12 @@ pub fn now_rfc3339() -> String {
 }
 
 /// Reads events.jsonl as it grows: whole lines only (a line still being
-/// written waits for its end), garbage lines counted and skipped.
+/// written waits for its end), garbage lines counted and skipped. The file
+/// stays open between reads; it is opened again only when the path names
+/// another file (the run directory was replaced) or the file shrank.
 pub struct EventTail {
     path: PathBuf,
+    file: Option<File>,
     offset: u64,
     partial: Vec<u8>,
     /// Lines that were not events.
@@ -151,6 +265,7 @@ impl EventTail {
     pub fn new(run_dir: &Path, offset: u64) -> Self {
         Self {
             path: run_dir.join(EVENTS_FILE),
+            file: None,
             offset,
             partial: Vec::new(),
             garbage: 0,
@@ -160,22 +275,14 @@ impl EventTail {
     /// The events appended since the last call (none while the file does not
     /// exist yet). At most `max_bytes` are read at a time.
     pub fn read_new(&mut self, max_bytes: u64) -> Vec<Event> {
-        use std::io::{Read, Seek, SeekFrom};
-        let Ok(mut file) = File::open(&self.path) else {
-            return Vec::new();
-        };
-        let len = file.metadata().map_or(0, |m| m.len());
-        if len < self.offset {
-            // The file was replaced: start over.
+        let mut chunk = self.read_chunk(max_bytes);
+        if chunk.is_empty() && self.replaced() {
+            // Start over on the file the path names now.
+            self.file = None;
             self.offset = 0;
             self.partial.clear();
+            chunk = self.read_chunk(max_bytes);
         }
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return Vec::new();
-        }
-        let mut chunk = Vec::new();
-        let read = file.take(max_bytes).read_to_end(&mut chunk).unwrap_or(0);
-        self.offset += read as u64;
         self.partial.extend_from_slice(&chunk);
         let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
             return Vec::new();
@@ -193,6 +300,49 @@ impl EventTail {
         }
         events
     }
+
+    /// Up to `max_bytes` past the offset, from the open file (opened if it
+    /// is not yet).
+    fn read_chunk(&mut self, max_bytes: u64) -> Vec<u8> {
+        use std::io::{Read, Seek, SeekFrom};
+        if self.file.is_none() {
+            self.file = File::open(&self.path).ok();
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Vec::new();
+        };
+        let mut chunk = Vec::new();
+        if file.seek(SeekFrom::Start(self.offset)).is_ok() {
+            let read = file.take(max_bytes).read_to_end(&mut chunk).unwrap_or(0);
+            self.offset += read as u64;
+        }
+        chunk
+    }
+
+    /// The open file is no longer the one to follow: the path names another
+    /// file, or the file is shorter than what was read of it.
+    fn replaced(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some(open) = self.file.as_ref().and_then(|f| f.metadata().ok()) else {
+            return self.path.exists();
+        };
+        if open.len() < self.offset {
+            return true;
+        }
+        fs::metadata(&self.path).is_ok_and(|now| (now.dev(), now.ino()) != (open.dev(), open.ino()))
+    }
+}
+
+/// Whether the process of the run in `root` (whose status names `pid`) is
+/// alive: it holds the run's lock. A run without a lock file (made by a
+/// trainui without locks) is alive when `pid` is a trainui process, which a
+/// reused pid is not.
+#[must_use]
+pub fn run_alive(root: &Path, pid: u32) -> bool {
+    lock_held(root).unwrap_or_else(|| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("trainui"))
+    })
 }
 
 /// Reads the status file of a run directory.
@@ -272,9 +422,20 @@ mod tests {
         let text = format!("{}\nnot json\n{}", line(&first), line(&second));
         let (done, half) = text.split_at(text.len() - 5);
         fs::write(&path, done).unwrap();
-        assert_eq!(tail.read_new(1 << 20), [first]);
+        assert_eq!(tail.read_new(1 << 20), std::slice::from_ref(&first));
         assert_eq!(tail.garbage, 1);
         fs::write(&path, format!("{done}{half}\n")).unwrap();
+        assert_eq!(tail.read_new(1 << 20), std::slice::from_ref(&second));
+
+        // A new file in its place (a run started over) is read from its start.
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, format!("{}\n", line(&first))).unwrap();
+        assert_eq!(tail.read_new(1 << 20), std::slice::from_ref(&first));
+        // So is a file cut shorter than what was read.
+        fs::write(&path, format!("{}\n", line(&second))).unwrap();
+        fs::write(&path, "").unwrap();
+        assert!(tail.read_new(1 << 20).is_empty());
+        fs::write(&path, format!("{}\n", line(&second))).unwrap();
         assert_eq!(tail.read_new(1 << 20), [second]);
     }
 

@@ -21,18 +21,19 @@ use ratatui::Terminal;
 use ratatui::backend::Backend;
 
 use crate::channel::{Controller, Wiring};
+use crate::checkpoint;
 use crate::cli::TrainArgs;
 use crate::control::Spool;
 use crate::error::{Error, Result};
 use crate::events::{Command, Event, RunState, RunStatus};
 use crate::lines::Style;
 use crate::recorder::Recorder;
-use crate::rundir::RunDir;
+use crate::rundir::{RunDir, RunLock};
 use crate::trainer::{self, TrainSetup, TrainerHandle};
 use crate::tui::app::{App, Exit};
 use crate::tui::{self, InputSource, TerminalInput};
 use crate::watchdog::{Heartbeat, Watchdog};
-use crate::{headless, setup};
+use crate::{headless, process, setup};
 
 /// Which front end consumes the events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +46,18 @@ pub enum Front {
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub front: Front,
-    /// SIGINT, SIGTERM, SIGUSR1 and SIGUSR2 steer the run (one session per
-    /// process may take them).
-    pub signals: bool,
+    /// The session is its process's own (`trainui train`, not the bench):
+    /// signals steer the run, and a stall exit gives the terminal back from
+    /// the TUI first.
+    pub owns_process: bool,
 }
 
 /// A trainer with its helpers, its run directory and its record.
 pub struct Session {
     handle: TrainerHandle,
     recorder: Recorder,
+    /// Held until the session ends: no other trainui trains here meanwhile.
+    _lock: RunLock,
 }
 
 impl Session {
@@ -61,6 +65,9 @@ impl Session {
     /// the watchdog and (if asked) the signal handlers.
     pub fn start(setup: TrainSetup, options: Options) -> Result<Self> {
         let config = setup.config.clone();
+        let lock = RunLock::take(&config.run_dir)?;
+        // Holding the lock, any checkpoint being written is a dead process's.
+        checkpoint::remove_unfinished(&config.run_dir);
         let status = RunStatus::new(setup.run_name.clone(), config.train.max_steps);
         let run = RunDir::open(&config.run_dir, &config, status)?;
         let wiring = Wiring::default();
@@ -77,20 +84,22 @@ impl Session {
             on_stall: config.watchdog.on_stall,
             events: wiring.event_sender(),
             stall_recorded: Arc::clone(&stall_recorded),
-            before_exit: match options.front {
-                Front::Tui => ratatui::restore,
-                Front::Headless => || {},
+            before_exit: if options.owns_process && options.front == Front::Tui {
+                ratatui::restore
+            } else {
+                || {}
             },
         };
         let handle = trainer::spawn(setup, wiring)?;
         spool.spawn()?;
         watchdog.spawn()?;
-        if options.signals {
+        if options.owns_process {
             install_signal_handlers(handle.controller.clone(), options.front)?;
         }
         Ok(Self {
             handle,
             recorder: Recorder::new(run, stall_recorded),
+            _lock: lock,
         })
     }
 
@@ -136,7 +145,7 @@ impl Session {
             None
         };
         let events = &self.handle.events;
-        tui::run_sampled(terminal, app, input, events, &mut record, &mut send)?;
+        tui::run_sampled(terminal, app, input, events, None, &mut record, &mut send)?;
         Ok(app.exit.unwrap_or(Exit::Done))
     }
 
@@ -190,14 +199,14 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         Front::Headless
     };
     if front == Front::Headless && !args.no_tui {
-        eprintln!("stdout is not a terminal: running headless (--no-tui says so explicitly)");
+        process::say("stdout is not a terminal: running headless (--no-tui says so explicitly)");
     }
     let run_name = setup.run_name.clone();
     let mut session = Session::start(
         setup,
         Options {
             front,
-            signals: true,
+            owns_process: true,
         },
     )?;
     match front {
@@ -207,29 +216,37 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             session.finish(true)
         }
         Front::Tui => {
-            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-            let mut app = App::new(run_name, max_steps, !args.plain && !no_color);
-            match session.run_tui_in_terminal(&mut app)? {
-                Exit::Restart => Err(restart_from_latest_checkpoint(&run_dir)),
-                Exit::Now if !session.status().state.is_final() => {
+            let mut app = App::new(run_name, max_steps, crate::lines::colors_wanted(args.plain));
+            match session.run_tui_in_terminal(&mut app) {
+                Ok(Exit::Restart) => Err(restart_from_latest_checkpoint(&run_dir)),
+                Ok(Exit::Now) if !session.status().state.is_final() => {
                     // Quit at once: the trainer is left mid-step, with the
                     // last checkpoint on disk.
-                    std::process::exit(130);
+                    process::exit_now(130);
                 }
-                Exit::Now | Exit::Done => session.finish(false),
+                Ok(Exit::Now | Exit::Done) => session.finish(false),
+                Err(err) => {
+                    // The terminal is gone (closed, or it fails): the run
+                    // stops and saves as on SIGHUP, recorded to its end.
+                    process::say(format!("error: {err}; stopping the run"));
+                    session.handle.controller.send(Command::Stop);
+                    session.finish(true)
+                }
             }
         }
     }
 }
 
-/// SIGINT/SIGTERM: stop after the current step (a running generation is
-/// aborted); a second one exits at once. SIGUSR1: evaluate now. SIGUSR2:
-/// abort the running generation. Under the TUI nothing is printed and a
-/// second signal restores the terminal before exiting.
+/// SIGINT, SIGTERM and SIGHUP (the terminal or SSH session closed): stop
+/// after the current step (a running generation is aborted) and save; a
+/// second one exits at once. SIGUSR1: evaluate now. SIGUSR2: abort the
+/// running generation. Under the TUI nothing is printed and a second signal
+/// restores the terminal before exiting.
 fn install_signal_handlers(controller: Controller, front: Front) -> Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2])
-        .map_err(|e| Error::Failed(format!("cannot install signal handlers: {e}")))?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])
+            .map_err(|e| Error::Failed(format!("cannot install signal handlers: {e}")))?;
     let tui = front == Front::Tui;
     std::thread::Builder::new()
         .name("signals".into())
@@ -245,14 +262,14 @@ fn install_signal_handlers(controller: Controller, front: Front) -> Result<()> {
                             if tui {
                                 ratatui::restore();
                             } else {
-                                eprintln!("second signal: exiting now");
+                                process::say("second signal: exiting now");
                             }
-                            std::process::exit(128 + signal);
+                            process::exit_now(128 + signal);
                         }
                         if !tui {
-                            eprintln!(
+                            process::say(
                                 "stopping after the current step (send the signal again to exit \
-                                 now)"
+                                 now)",
                             );
                         }
                         controller.send(Command::Stop);

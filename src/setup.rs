@@ -4,26 +4,37 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint;
+use crate::checkpoint::{self, TrainerState};
 use crate::cli::{Resume, TrainArgs};
 use crate::config::{self, Config};
+use crate::control;
 use crate::data::{self, Dataset, TextTokenizer};
 use crate::error::{Error, Result};
-use crate::hf::{self, HfFolder};
+use crate::hf::{self, Architecture, HfFolder};
+use crate::machine;
+use crate::process;
 use crate::rundir;
 use crate::trainer::{self, TrainSetup};
 
 /// The run `args` ask for, checked: nothing is written yet.
 pub fn prepare(args: &TrainArgs) -> Result<TrainSetup> {
-    let (mut config, resume_from) = effective_config(args)?;
+    let (mut config, resumed) = effective_config(args)?;
+    control::check_spool(&config.run_dir)?;
     trainer::resolve_device(config.device)?;
     // A resumed run has its weights, sizes and tokenizer in the checkpoint.
-    let init_from = if resume_from.is_none() {
+    let init_from = if resumed.is_none() {
         hf::apply_to_config(&mut config)?
     } else {
         None
     };
-    let (tokenizer, train, val) = load_data(&config, resume_from.as_deref(), init_from.as_ref())?;
+    let (tokenizer, train, val) = load_data(&config, resumed.as_ref(), init_from.as_ref())?;
+    let architecture = match (&resumed, &init_from) {
+        (Some((_, state)), _) => state.architecture.clone(),
+        (None, Some(folder)) => Some(folder.architecture.clone()),
+        (None, None) => None,
+    }
+    .unwrap_or_else(|| Architecture::gpt2(&config.model, tokenizer.vocab_size));
+    check_memory(&config, &architecture)?;
     let run_dir = &config.run_dir;
     let run_name = run_dir.file_name().map_or_else(
         || run_dir.display().to_string(),
@@ -36,14 +47,14 @@ pub fn prepare(args: &TrainArgs) -> Result<TrainSetup> {
         train: train.examples,
         val: val.examples,
         skipped_overlong: train.skipped_overlong + val.skipped_overlong,
-        resume_from,
+        resume_from: resumed.map(|(path, _)| path),
         init_from,
     })
 }
 
 /// The effective config of a `train` invocation and the checkpoint it
-/// resumes from.
-fn effective_config(args: &TrainArgs) -> Result<(Config, Option<PathBuf>)> {
+/// resumes from, checked, with its state.
+fn effective_config(args: &TrainArgs) -> Result<(Config, Option<(PathBuf, TrainerState)>)> {
     let mut config = config::load(args.config.as_deref(), &args.overrides)?;
     // The run a checkpoint belongs to: RUN_DIR/checkpoints/checkpoint-N.
     let owning_run = match &args.resume {
@@ -59,7 +70,7 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<PathBuf>)> {
         .or(owning_run)
         .unwrap_or_else(|| config.run_dir.clone());
 
-    let resume_from = match &args.resume {
+    let resumed = match &args.resume {
         None => {
             if run_dir.join(rundir::EVENTS_FILE).exists() {
                 return Err(Error::Usage(format!(
@@ -70,8 +81,26 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<PathBuf>)> {
             }
             None
         }
-        // `auto`: resume if there is a checkpoint, else start (or start over).
-        Some(Resume::Auto) if checkpoint::latest(&run_dir).0.is_none() => None,
+        // `auto`: resume if there is a checkpoint, else start (or start over)
+        // with the run's own settings when it has some.
+        Some(Resume::Auto) if checkpoint::latest(&run_dir).0.is_none() => {
+            for reason in checkpoint::latest(&run_dir).1 {
+                process::say(format!(
+                    "warning: skipping an incomplete checkpoint: {reason}"
+                ));
+            }
+            let saved = run_dir.join(rundir::CONFIG_FILE);
+            if args.config.is_none() && saved.is_file() {
+                let source = saved.display().to_string();
+                config = config::from_value(&source, config::read_file(&saved)?, &args.overrides)?;
+                process::say(format!(
+                    "no complete checkpoint in {}: starting the run again with the settings of {}",
+                    checkpoint::checkpoints_dir(&run_dir).display(),
+                    saved.display()
+                ));
+            }
+            None
+        }
         Some(resume) => {
             let named = match resume {
                 Resume::Path(path) => format!("--resume {}", path.display()),
@@ -82,7 +111,9 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<PathBuf>)> {
             } else {
                 let (latest, skipped) = checkpoint::latest(&run_dir);
                 for reason in &skipped {
-                    eprintln!("warning: skipping an incomplete checkpoint: {reason}");
+                    process::say(format!(
+                        "warning: skipping an incomplete checkpoint: {reason}"
+                    ));
                 }
                 latest.ok_or_else(|| {
                     Error::Usage(format!(
@@ -99,6 +130,20 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<PathBuf>)> {
                 let source = path.join(checkpoint::STATE_FILE).display().to_string();
                 config = config::from_value(&source, saved, &args.overrides)?;
             }
+            let newer = checkpoint::newer_than(&run_dir, state.step);
+            if !newer.is_empty() {
+                let folders: Vec<String> = newer.iter().map(|p| p.display().to_string()).collect();
+                return Err(Error::Usage(format!(
+                    "{named}: {} has newer checkpoints ({}); training on from step {} would mix \
+                     two runs in one folder (and replace them). Resume the newest with \
+                     --resume latest, resume into another --run-dir, or move the newer \
+                     checkpoints out of {} first",
+                    run_dir.display(),
+                    folders.join(", "),
+                    state.step,
+                    checkpoint::checkpoints_dir(&run_dir).display()
+                )));
+            }
             let mismatch = checkpoint::shape_mismatch(&state.config.model, &config.model);
             if !mismatch.is_empty() {
                 return Err(Error::Config(format!(
@@ -108,25 +153,65 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<PathBuf>)> {
                     mismatch.join(", ")
                 )));
             }
-            Some(path)
+            Some((path, state))
         }
     };
     config.run_dir = run_dir;
     let cwd = std::env::current_dir()
         .map_err(|e| Error::Failed(format!("cannot read the current folder: {e}")))?;
     config.resolve_paths(&cwd);
-    Ok((config, resume_from))
+    Ok((config, resumed))
+}
+
+/// Refuses a model and batch that cannot fit the memory of the device they
+/// would train on (the machine's, or the GPU's when NVML can say), before
+/// anything is built: an allocation that fails aborts the process. The
+/// estimate counts weights, gradients and AdamW's two moments (4 bytes
+/// each), and one micro-batch's activations and logits.
+fn check_memory(config: &Config, architecture: &Architecture) -> Result<()> {
+    let parameters: f64 = hf::expected_tensors(architecture)
+        .values()
+        .map(|shape| shape.iter().map(|&d| d as f64).product::<f64>())
+        .sum();
+    let (layers, heads, width) = architecture.sizes();
+    let rows = f64::from(config.train.batch_size) * f64::from(config.model.block_size);
+    let per_token = f64::from(layers)
+        * (16.0 * f64::from(width) + 2.0 * f64::from(heads) * f64::from(config.model.block_size))
+        + 3.0 * f64::from(architecture.vocab_size());
+    let needed = 4.0 * (4.0 * parameters + rows * per_token);
+    let (available, what) = match trainer::resolve_device(config.device)?.strip_prefix("cuda:") {
+        Some(index) => (
+            index.parse().ok().and_then(machine::gpu_memory),
+            format!("GPU {index}"),
+        ),
+        None => (machine::memory(), "this machine".to_owned()),
+    };
+    let Some(available) = available else {
+        return Ok(());
+    };
+    if needed > available as f64 {
+        const GIB: f64 = (1u64 << 30) as f64;
+        return Err(Error::Config(format!(
+            "the model ({} parameters) with micro-batches of {} x {} tokens needs about {:.1} GiB \
+             to train, more than the {:.1} GiB of {what}; make the model smaller \
+             (model.n_layer, model.n_embd), or lower train.batch_size and raise \
+             train.grad_accum_steps",
+            crate::lines::thousands(parameters as u64),
+            config.train.batch_size,
+            config.model.block_size,
+            needed / GIB,
+            available as f64 / GIB
+        )));
+    }
+    Ok(())
 }
 
 /// The tokenizer and both datasets, checked against the checkpoint to resume.
 fn load_data(
     config: &Config,
-    resume_from: Option<&Path>,
+    resumed: Option<&(PathBuf, TrainerState)>,
     init_from: Option<&HfFolder>,
 ) -> Result<(TextTokenizer, Dataset, Dataset)> {
-    let resumed = resume_from
-        .map(|path| checkpoint::verify(path).map(|state| (path, state)))
-        .transpose()?;
     let tokenizer = match (&resumed, init_from) {
         // A checkpoint carries the tokenizer it was trained with.
         (Some((path, state)), _) if path.join(checkpoint::TOKENIZER_FILE).is_file() => {

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::events::{Command, Event};
 use crate::rundir::{self, EventTail};
 use crate::tui;
-use crate::tui::app::App;
+use crate::tui::app::{App, GoneRun, Liveness};
 
 /// Events waiting for the screen; the reader waits when it is this far ahead.
 const BACKLOG: usize = 10_000;
@@ -25,6 +25,8 @@ const BACKLOG: usize = 10_000;
 const CHUNK: u64 = 4 << 20;
 /// Longest wait between looks at the file when no notification arrives.
 const POLL: Duration = Duration::from_millis(500);
+/// How often `watch` checks that the run's process is still there.
+const LIVENESS_EVERY: Duration = Duration::from_secs(2);
 
 /// An app for the run in `run_dir`, configured from its config.json when it
 /// has one yet (a run of schema 1 has its live settings only there; later
@@ -62,8 +64,12 @@ pub fn follow(run_dir: &Path) -> std::io::Result<Receiver<Event>> {
 fn read_forever(run_dir: &Path, events: &SyncSender<Event>) {
     let (wake, woken) = mpsc::channel();
     // Notifications are an optimisation: without them, polling still works.
-    let watcher = notify::recommended_watcher(move |_| {
-        let _ = wake.send(());
+    // Only writes wake the reader: its own reads of events.jsonl are
+    // notifications too, and waking on them would spin.
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            let _ = wake.send(());
+        }
     });
     let _watcher = watcher.ok().and_then(|mut watcher| {
         watcher
@@ -91,6 +97,54 @@ fn read_forever(run_dir: &Path, events: &SyncSender<Event>) {
     }
 }
 
+/// Watches the run's process on a thread of its own, at once and then every
+/// [`LIVENESS_EVERY`]: a notice when it is gone without a final state (and
+/// the command files this process left for it are withdrawn), another when
+/// a process trains in the run again.
+pub fn watch_liveness(run_dir: &Path) -> std::io::Result<Receiver<Liveness>> {
+    let (notices, receiver) = mpsc::channel();
+    let run_dir = run_dir.to_owned();
+    thread::Builder::new()
+        .name("liveness".into())
+        .spawn(move || {
+            let mut gone = false;
+            loop {
+                let notice = liveness(&run_dir);
+                if matches!(notice, Liveness::Gone(_)) != gone {
+                    gone = !gone;
+                    if gone {
+                        control::withdraw_own(&run_dir);
+                    }
+                    if notices.send(notice).is_err() {
+                        return;
+                    }
+                }
+                thread::sleep(LIVENESS_EVERY);
+            }
+        })?;
+    Ok(receiver)
+}
+
+/// Whether the run in `run_dir` has a process, read from its status file
+/// and its lock. A run that ended with a final state is not gone: it is over.
+fn liveness(run_dir: &Path) -> Liveness {
+    let Ok(status) = rundir::read_status(run_dir) else {
+        return Liveness::Alive;
+    };
+    if status.state.is_final() || rundir::run_alive(run_dir, status.pid) {
+        return Liveness::Alive;
+    }
+    Liveness::Gone(GoneRun {
+        pid: status.pid,
+        since: status.updated_at,
+        last_checkpoint: status.last_checkpoint,
+        resume: format!(
+            "trainui train --run-dir {} --resume latest",
+            run_dir.display()
+        ),
+    })
+}
+
 /// Runs the attached TUI until `q`; its keys become command files in the
 /// run's control spool. `plain` (or NO_COLOR) turns colours off.
 pub fn run(run_dir: &Path, plain: bool) -> Result<()> {
@@ -99,8 +153,7 @@ pub fn run(run_dir: &Path, plain: bool) -> Result<()> {
             "watch needs a terminal; for scripts use `trainui status` or read events.jsonl".into(),
         ));
     }
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let color = !plain && !no_color;
+    let color = crate::lines::colors_wanted(plain);
     let run_dir: PathBuf = run_dir.to_owned();
     if !run_dir.is_dir() {
         return Err(Error::Usage(format!(
@@ -110,6 +163,8 @@ pub fn run(run_dir: &Path, plain: bool) -> Result<()> {
     }
     let events = follow(&run_dir)
         .map_err(|e| Error::Failed(format!("cannot read the run's events: {e}")))?;
+    let liveness = watch_liveness(&run_dir)
+        .map_err(|e| Error::Failed(format!("cannot watch the run's process: {e}")))?;
     let mut app = attached_app(&run_dir, color);
     let mut record = |_: &Event| None;
     let mut send = |command: Command| {
@@ -119,7 +174,16 @@ pub fn run(run_dir: &Path, plain: bool) -> Result<()> {
     };
     tui::in_terminal(|terminal| {
         let input = &mut tui::TerminalInput;
-        tui::run_sampled(terminal, &mut app, input, &events, &mut record, &mut send)
+        let liveness = Some(&liveness);
+        tui::run_sampled(
+            terminal,
+            &mut app,
+            input,
+            &events,
+            liveness,
+            &mut record,
+            &mut send,
+        )
     })
 }
 
@@ -165,6 +229,60 @@ mod tests {
                 state: RunState::Paused
             }
         );
+    }
+
+    /// Threads of this process named `name`, with their read calls so far.
+    fn threads_reading(name: &str) -> Vec<(String, u64)> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let path = task.ok()?.path();
+                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                let io = std::fs::read_to_string(path.join("io")).ok()?;
+                let reads = io
+                    .lines()
+                    .find_map(|l| l.strip_prefix("syscr: "))?
+                    .parse()
+                    .ok()?;
+                (comm.trim() == name).then(|| (path.display().to_string(), reads))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn following_an_idle_run_reads_a_few_times_a_second_not_in_a_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(rundir::EVENTS_FILE),
+            format!("{}\n", serde_json::to_string(&step(1)).unwrap()),
+        )
+        .unwrap();
+        let before: Vec<String> = threads_reading("events-reader")
+            .into_iter()
+            .map(|(task, _)| task)
+            .collect();
+        let events = follow(dir.path()).unwrap();
+        assert_eq!(
+            events.recv_timeout(Duration::from_secs(10)).unwrap(),
+            step(1)
+        );
+        let reader = || {
+            threads_reading("events-reader")
+                .into_iter()
+                .filter(|(task, _)| !before.contains(task))
+                .map(|(_, reads)| reads)
+                .sum::<u64>()
+        };
+        if threads_reading("events-reader").is_empty() {
+            println!("skipped: /proc/self/task/*/io is not readable here");
+            return;
+        }
+        let start = reader();
+        std::thread::sleep(Duration::from_secs(3));
+        let reads = reader() - start;
+        // About two looks a second; a reader woken by its own reads makes
+        // thousands.
+        assert!(reads < 60, "{reads} reads in 3 s of an idle run");
     }
 
     fn screen(app: &App) -> ratatui::buffer::Buffer {

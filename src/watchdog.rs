@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use crate::config::OnStall;
 use crate::error::{Error, Result};
 use crate::events::{Event, Phase};
+use crate::process;
+
+/// A watchdog nap that ends this much later than asked means the process
+/// was not running meanwhile.
+const NOT_RUNNING_AFTER: Duration = Duration::from_millis(500);
 
 /// Exit status of a process that ended itself because its run stalled, so
 /// that a supervisor restarts it with `--resume auto` (EX_TEMPFAIL).
@@ -73,6 +78,13 @@ impl Heartbeat {
         Duration::from_millis(self.stall_timeout_millis.load(Ordering::Relaxed))
     }
 
+    /// When the latest beat was, as an opaque mark that changes with every
+    /// beat (milliseconds since the heartbeat began).
+    #[must_use]
+    pub fn latest(&self) -> u64 {
+        self.last_millis.load(Ordering::Relaxed)
+    }
+
     /// Time since the latest beat.
     #[must_use]
     pub fn silence(&self) -> Duration {
@@ -106,16 +118,31 @@ impl Watchdog {
 
     fn watch(&self) {
         let mut stalled = false;
+        // Time the process did not run (stopped by SIGSTOP or a debugger, or
+        // the machine asleep) since the latest beat: silence, but not the
+        // trainer's.
+        let mut away = Duration::ZERO;
+        let mut latest_beat = self.heartbeat.latest();
         loop {
             let timeout = self.heartbeat.stall_timeout();
-            thread::sleep(
-                (timeout / 10).clamp(Duration::from_millis(20), Duration::from_millis(250)),
-            );
+            let nap = (timeout / 10).clamp(Duration::from_millis(20), Duration::from_millis(250));
+            let slept = Instant::now();
+            thread::sleep(nap);
+            let late = slept.elapsed().saturating_sub(nap);
+            if self.heartbeat.latest() != latest_beat {
+                latest_beat = self.heartbeat.latest();
+                away = Duration::ZERO;
+            }
             let phase = self.heartbeat.phase();
             if phase == Phase::Done {
                 return;
             }
             let silence = self.heartbeat.silence();
+            if late > NOT_RUNNING_AFTER {
+                // Only the part of the gap after the latest beat was silence.
+                away += late.min(silence);
+            }
+            let silence = silence.saturating_sub(away);
             let step = self.heartbeat.step();
             if !stalled && silence > timeout {
                 stalled = true;
@@ -143,11 +170,11 @@ impl Watchdog {
             thread::sleep(Duration::from_millis(10));
         }
         (self.before_exit)();
-        eprintln!(
+        process::say(format!(
             "trainui: the run stalled; exiting with {STALL_EXIT_CODE} so that a supervisor \
              restarts it with --resume auto"
-        );
-        std::process::exit(STALL_EXIT_CODE);
+        ));
+        process::exit_now(STALL_EXIT_CODE);
     }
 }
 

@@ -55,9 +55,14 @@ fn file_of(module: &[String], files: &BTreeMap<PathBuf, String>) -> Option<PathB
         .find(|candidate| files.contains_key(candidate))
 }
 
-/// The paths a file names through `crate::` and `super::`, in `use`
-/// declarations (with their braces expanded) and in code.
-fn referenced_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
+/// The paths a file names through `crate::`, `super::` and its own child
+/// modules (`app::` in tui/mod.rs), in `use` declarations (with their braces
+/// expanded) and in code. `is_module` says whether a path is a module.
+fn referenced_paths(
+    code: &str,
+    module: &[String],
+    is_module: &dyn Fn(&[String]) -> bool,
+) -> Vec<Vec<String>> {
     let mut paths = Vec::new();
     let mut text = code.to_owned();
     // Expand `use a::{b, c::{d, e}};` into `a::b, a::c::d, a::c::e`,
@@ -77,7 +82,8 @@ fn referenced_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
         text.replace_range(start..=close, &expanded.join(", "));
     }
     let tokens = text.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'));
-    for token in tokens {
+    // A path has `::` (`pub(super)` names no module).
+    for token in tokens.filter(|t| t.contains("::")) {
         let mut parts = token.split("::").filter(|p| !p.is_empty());
         let Some(first) = parts.next() else { continue };
         let rest: Vec<String> = parts.map(str::to_owned).collect();
@@ -93,6 +99,15 @@ fn referenced_paths(code: &str, module: &[String]) -> Vec<Vec<String>> {
                 parent.extend(rest);
                 parent
             }
+            child if !rest.is_empty() => {
+                let mut path = module.to_vec();
+                path.push(child.to_owned());
+                if !is_module(&path) {
+                    continue;
+                }
+                path.extend(rest);
+                path
+            }
             _ => continue,
         };
         paths.push(absolute);
@@ -106,8 +121,9 @@ fn imports() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
     let mut graph = BTreeMap::new();
     for (file, code) in &files {
         let module = module_of(file);
+        let is_module = |path: &[String]| file_of(path, &files).is_some();
         let mut targets = BTreeSet::new();
-        for path in referenced_paths(code, &module) {
+        for path in referenced_paths(code, &module, &is_module) {
             // The deepest module the path names.
             let target = (1..=path.len())
                 .rev()
@@ -125,10 +141,9 @@ fn imports() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
 fn the_event_contract_imports_nothing_from_the_crate() {
     let events = std::fs::read_to_string(src().join("events.rs")).unwrap();
     let code = events.split("#[cfg(test)]").next().unwrap();
-    assert!(
-        !code.contains("crate::") && !code.contains("super::"),
-        "src/events.rs must stand alone"
-    );
+    assert!(!code.contains("crate::"), "src/events.rs must stand alone");
+    let imports = &imports()[Path::new("events.rs")];
+    assert!(imports.is_empty(), "src/events.rs imports {imports:?}");
 }
 
 #[test]
@@ -200,14 +215,52 @@ fn no_file_imports_a_file_that_imports_it_back() {
 }
 
 #[test]
-fn the_scan_finds_a_circle_where_there_is_one() {
-    let module = module_of(Path::new("tui/render.rs"));
+fn the_scan_sees_every_kind_of_import_and_finds_a_circle() {
+    let module = module_of(Path::new("tui/mod.rs"));
+    let is_module = |path: &[String]| path == ["tui", "app"];
     let paths = referenced_paths(
-        "use super::{counters, theme::{fg, pane}};\nuse crate::events::Event;\nlet x = super::super::lines::thousands(1);",
+        "use super::{events, lines::{a, b}};\nuse app::App;\nlet x = crate::rundir::read(1);\nlet y = std::fs::read(1);",
         &module,
+        &is_module,
     );
     let names: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
-    assert!(names.contains(&"tui::counters".to_owned()), "{names:?}");
-    assert!(names.contains(&"events::Event".to_owned()), "{names:?}");
-    assert!(names.contains(&"lines::thousands".to_owned()), "{names:?}");
+    assert_eq!(
+        names,
+        [
+            "events",
+            "lines::a",
+            "lines::b",
+            "tui::app::App",
+            "rundir::read"
+        ]
+    );
+
+    let graph: BTreeMap<PathBuf, BTreeSet<PathBuf>> = [
+        ("a.rs", &["b.rs"][..]),
+        ("b.rs", &["c.rs"]),
+        ("c.rs", &["a.rs"]),
+        ("d.rs", &[]),
+    ]
+    .into_iter()
+    .map(|(file, to)| (file.into(), to.iter().map(PathBuf::from).collect()))
+    .collect();
+    let cycle = cycle_from(
+        &PathBuf::from("a.rs"),
+        &graph,
+        &mut Vec::new(),
+        &mut BTreeSet::new(),
+    );
+    assert_eq!(
+        cycle.unwrap(),
+        ["a.rs", "b.rs", "c.rs", "a.rs"].map(PathBuf::from)
+    );
+    assert!(
+        cycle_from(
+            &PathBuf::from("d.rs"),
+            &graph,
+            &mut Vec::new(),
+            &mut BTreeSet::new()
+        )
+        .is_none()
+    );
 }

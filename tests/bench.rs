@@ -55,8 +55,14 @@ fn the_bench_compares_trainui_with_the_pytorch_peer_on_the_same_function() {
     assert_eq!(report["ui"]["history_steps"], 2000);
     assert_eq!(report["ui"]["frames"].as_array().unwrap().len(), 2);
 
+    // The real `watch` on a busy run, then on the same run finished.
+    let watch = &report["ui"]["watch"];
+    assert!(watch["busy_events"].as_u64().unwrap() > 0, "{watch}");
+    assert!(watch["busy_secs"].as_f64().unwrap() > 0.0, "{watch}");
+    assert!(watch["idle_cpu_share"].as_f64().unwrap() >= 0.0, "{watch}");
+
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 12, "{targets:#?}");
+    assert_eq!(targets.len(), 14, "{targets:#?}");
     for target in targets {
         assert!(target["pass"].is_boolean(), "{target}");
     }

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::SpawnForTest;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -69,8 +71,7 @@ fn stop_then_resume_latest_continues_exactly() {
     let mut child = tiny_run_std(&run, &sets)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_for_test();
     common::wait_for_event(&run, "step");
     signal(&child, "TERM");
     assert_eq!(

@@ -195,3 +195,29 @@ fn an_existing_run_is_never_overwritten() {
     assert_user_error(&output, &["already holds a run", "--resume latest"]);
     assert_eq!(std::fs::read(run.join("events.jsonl")).unwrap(), before);
 }
+
+#[test]
+fn a_key_given_twice_names_both_lines() {
+    let output = train_with_config(
+        "{\n  \"train\": {\n    \"max_steps\": 10,\n    \"max_steps\": 20\n  }\n}\n",
+        &[],
+    );
+    assert_user_error(
+        &output,
+        &["config.json:4: \"train.max_steps\" is given twice (lines 3 and 4)"],
+    );
+}
+
+#[test]
+fn a_mistake_in_a_set_value_is_blamed_on_the_set() {
+    let output = tiny_run(
+        &tempfile::tempdir().unwrap().path().join("run"),
+        &["train.min_learning_rate=1"],
+    )
+    .output()
+    .unwrap();
+    assert_user_error(
+        &output,
+        &["error: --set train.min_learning_rate=1: train.min_learning_rate (1) must not exceed"],
+    );
+}

@@ -4,13 +4,15 @@
 
 mod common;
 
+use common::SpawnForTest;
+
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use common::{events_so_far, status, tiny_run_std, trainui, wait_exit, wait_for, wait_for_event};
 
-fn start(run: &Path, extra: &[&str]) -> Child {
+fn start(run: &Path, extra: &[&str]) -> common::Spawned {
     let mut sets = vec![
         "train.max_steps=1000000",
         "train.log_steps=10",
@@ -21,8 +23,7 @@ fn start(run: &Path, extra: &[&str]) -> Child {
     tiny_run_std(run, &sets)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .spawn_for_test()
 }
 
 fn ctl(run: &Path, args: &[&str]) -> Output {
@@ -89,8 +90,7 @@ fn garbage_and_unknown_command_files_are_rejected_and_the_run_finishes() {
     )
     .stdout(Stdio::null())
     .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    .spawn_for_test();
     wait_for_event(&run, "step");
     let spool = run.join("control");
     std::fs::write(spool.join("garbage.json"), "}{ not json").unwrap();
@@ -139,11 +139,14 @@ fn garbage_and_unknown_command_files_are_rejected_and_the_run_finishes() {
             "{reason}: {rejections:?}"
         );
     }
-    assert_eq!(
-        std::fs::read_dir(&spool).unwrap().count(),
-        0,
-        "answered files are removed"
-    );
+    // Answered files are removed; the link is no command file of the run:
+    // it stays, and so does what it points to.
+    let left: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["link.json"]);
+    assert!(std::path::Path::new("/etc/passwd").exists());
 }
 
 #[test]
@@ -166,33 +169,187 @@ fn live_settings_reach_the_status_file_and_take_effect() {
     let summary = ok(&trainui().arg("status").arg(&run).output().unwrap());
     assert!(summary.contains("warns above 50.0%"), "{summary}");
 
-    // train.log_steps: step events every 10 steps, then every 3.
-    ok(&ctl(&run, &["set", "train.log_steps=3"]));
-    let changed_at = events_so_far(&run)
-        .iter()
-        .find(|e| e["type"] == "settings" && e["settings"]["train"]["log_steps"] == 3)
-        .map(|e| e["step"].as_u64().unwrap())
-        .expect("a settings event");
-    wait_for("steps logged every 3", Duration::from_mins(1), || {
-        events_so_far(&run)
+    ok(&ctl(&run, &["stop"]));
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_mins(1)).code(),
+        Some(0)
+    );
+}
+
+/// `ctl set KEY=VALUE`, then the step at which the trainer applied it (its
+/// `settings` event). VALUE is JSON as the settings show it (`20.0` for
+/// seconds).
+fn set(run: &Path, key: &str, value: &str) -> u64 {
+    let answer = ok(&ctl(run, &["set", &format!("{key}={value}")]));
+    assert!(answer.starts_with("set: applied"), "{answer}");
+    let (section, name) = key.split_once('.').unwrap();
+    let wanted: serde_json::Value = serde_json::from_str(value).unwrap();
+    let mut applied = None;
+    wait_for(key, Duration::from_mins(1), || {
+        applied = events_so_far(run)
             .iter()
-            .filter(|e| e["type"] == "step" && e["step"].as_u64().unwrap() > changed_at)
-            .count()
-            >= 3
+            .rev()
+            .find(|e| e["type"] == "settings" && e["settings"][section][name] == wanted)
+            .map(|e| e["step"].as_u64().unwrap());
+        applied.is_some()
     });
-    let after: Vec<u64> = events_so_far(&run)
+    applied.unwrap()
+}
+
+/// Events of `kind` after event number `from`, once there are `count`.
+fn wait_events(run: &Path, from: usize, kind: &str, count: usize) -> Vec<serde_json::Value> {
+    let mut found = Vec::new();
+    wait_for(kind, Duration::from_mins(2), || {
+        found = events_so_far(run)
+            .into_iter()
+            .skip(from)
+            .filter(|e| e["type"] == kind)
+            .collect();
+        found.len() >= count
+    });
+    found
+}
+
+/// Runs an evaluation now and returns its samples and its `val_loss` and
+/// `eval_started` events.
+fn evaluate(run: &Path) -> (Vec<serde_json::Value>, serde_json::Value, serde_json::Value) {
+    let from = events_so_far(run).len();
+    ok(&ctl(run, &["eval"]));
+    wait_events(run, from, "eval_finished", 1);
+    let after: Vec<serde_json::Value> = events_so_far(run).into_iter().skip(from).collect();
+    let of = |kind: &str| -> Vec<serde_json::Value> {
+        after
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .cloned()
+            .collect()
+    };
+    (
+        of("sample"),
+        of("val_loss")[0].clone(),
+        of("eval_started")[0].clone(),
+    )
+}
+
+#[test]
+fn every_live_key_takes_effect_through_ctl_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // One validation example, twice: every evaluation generates it.
+    let line = "{\"prompt\": \"rev 40721=\", \"completion\": \"12704\"}\n";
+    let val = common::temp_file(dir.path(), "val.jsonl", &line.repeat(2));
+    let val = format!("data.val_file={}", val.display());
+    let mut child = start(&run, &[&val, "checkpoint.save_steps=0"]);
+    wait_for_event(&run, "step");
+
+    // train.log_steps: step events every 10 steps, then every 3.
+    let from = events_so_far(&run).len();
+    let at = set(&run, "train.log_steps", "3");
+    let steps: Vec<u64> = wait_events(&run, from, "step", 4)
         .iter()
-        .filter(|e| e["type"] == "step" && e["step"].as_u64().unwrap() > changed_at)
         .map(|e| e["step"].as_u64().unwrap())
+        .filter(|&step| step > at)
         .collect();
-    assert!(after.iter().all(|step| step % 3 == 0), "{after:?}");
-    assert!(after.iter().any(|step| step % 10 != 0), "{after:?}");
+    assert!(
+        !steps.is_empty() && steps.iter().all(|s| s % 3 == 0),
+        "{steps:?}"
+    );
+
+    // checkpoint.save_steps, then checkpoint.save_total_limit.
+    let from = events_so_far(&run).len();
+    let at = set(&run, "checkpoint.save_steps", "7");
+    let saved = wait_events(&run, from, "checkpoint", 2);
+    assert!(
+        saved
+            .iter()
+            .all(|e| e["step"].as_u64().unwrap() % 7 == 0 && e["step"].as_u64().unwrap() > at),
+        "{saved:?}"
+    );
+    let from = events_so_far(&run).len();
+    set(&run, "checkpoint.save_total_limit", "1");
+    wait_events(&run, from, "checkpoint", 1);
+    let kept = std::fs::read_dir(run.join("checkpoints")).unwrap().count();
+    assert_eq!(kept, 1, "one checkpoint kept");
+    set(&run, "checkpoint.save_steps", "0");
+
+    // eval.eval_steps: an evaluation every 40 steps, then none.
+    let from = events_so_far(&run).len();
+    let at = set(&run, "eval.eval_steps", "40");
+    let evals = wait_events(&run, from, "eval_started", 1);
+    let step = evals[0]["step"].as_u64().unwrap();
+    assert!(step > at && step.is_multiple_of(40), "{step} after {at}");
+    set(&run, "eval.eval_steps", "0");
+
+    // The weights stay as they are from here on.
+    ok(&ctl(&run, &["pause"]));
+    set(&run, "eval.val_batches", "3");
+    set(&run, "eval.samples", "2");
+    let (samples, val_loss, started) = evaluate(&run);
+    assert_eq!(val_loss["batches"], 3);
+    assert_eq!((started["samples"].as_u64(), samples.len()), (Some(2), 2));
+    set(&run, "eval.samples", "1");
+
+    // eval.temperature: greedy gives the same text twice; sampling another.
+    let greedy = evaluate(&run).0[0]["output"].clone();
+    assert_eq!(evaluate(&run).0[0]["output"], greedy);
+    set(&run, "eval.temperature", "1.0");
+    let drawn = evaluate(&run).0[0]["output"].clone();
+    assert_ne!(drawn, greedy);
+
+    // eval.max_new_tokens and eval.min_new_tokens: exactly 3 tokens.
+    set(&run, "eval.min_new_tokens", "3");
+    set(&run, "eval.max_new_tokens", "3");
+    let sample = evaluate(&run).0[0].clone();
+    assert_eq!(sample["output_tokens"], 3, "{sample}");
+    // No length limit: sampling ends the text well within the deadline...
+    set(&run, "eval.min_new_tokens", "0");
+    set(&run, "eval.max_new_tokens", "1000000");
+    set(&run, "eval.eval_timeout_seconds", "20.0");
+    let sample = evaluate(&run).0[0].clone();
+    assert_eq!(sample["outcome"]["kind"], "completed", "{sample}");
+    assert_eq!(sample["timeout_secs"], 20.0);
+    // ...unless end-of-text is held back: then the deadline ends it.
+    set(&run, "eval.eval_timeout_seconds", "1.0");
+    set(&run, "eval.min_new_tokens", "1000000");
+    let sample = evaluate(&run).0[0].clone();
+    assert_eq!(sample["outcome"]["kind"], "timed_out", "{sample}");
 
     ok(&ctl(&run, &["stop"]));
     assert_eq!(
         wait_exit(&mut child, Duration::from_mins(1)).code(),
         Some(0)
     );
+}
+
+#[test]
+fn a_stall_timeout_set_while_the_trainer_is_stuck_takes_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut child = tiny_run_std(
+        &run,
+        &[
+            "train.max_steps=1000000",
+            "train.log_steps=1",
+            "eval.eval_steps=0",
+            "watchdog.stall_timeout_seconds=600",
+        ],
+    )
+    .env("TRAINUI_FAULT", "stall_at_step:5")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn_for_test();
+    // The trainer stops beating after step 5, before that step's event.
+    wait_for_event(&run, "step");
+    wait_for("step 4", Duration::from_mins(1), || {
+        status(&run)["current_step"] == 4
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let answer = ok(&ctl(&run, &["set", "watchdog.stall_timeout_seconds=1"]));
+    assert!(answer.starts_with("set: applied"), "{answer}");
+    let stalled = wait_for_event(&run, "stalled");
+    assert_eq!(stalled["timeout_secs"], 1.0);
+    common::signal(&child, "KILL");
+    let _ = child.wait();
 }
 
 #[test]

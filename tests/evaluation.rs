@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::SpawnForTest;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -81,8 +83,7 @@ fn abort_ends_a_long_generation_promptly_and_training_goes_on() {
     let mut child = tiny_run_std(&run, &sets)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_for_test();
 
     // The live text of the running generation shows up before the abort.
     let progress = wait_for_event(&run, "generation_progress");
@@ -125,8 +126,7 @@ fn eval_now_runs_an_evaluation_between_scheduled_ones() {
     let mut child = tiny_run_std(&run, &sets)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_for_test();
     wait_for_event(&run, "step");
     signal(&child, "USR1");
     let summary = wait_for_event(&run, "eval_finished");

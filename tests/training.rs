@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::SpawnForTest;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -173,8 +175,7 @@ fn sigterm_stops_after_the_current_step_and_leaves_status_stopped() {
     let mut child = common::tiny_run_std(&run, &["train.max_steps=1000000", "train.log_steps=1"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_for_test();
 
     // Meanwhile, a reader of the status file never sees partial JSON.
     let status_path = run.join("status/training_status.json");
@@ -220,8 +221,7 @@ fn a_second_sigint_exits_at_once() {
     )
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    .spawn_for_test();
     let status_path = run.join("status/training_status.json");
     wait_for("the first step", Duration::from_mins(2), || {
         std::fs::read_to_string(&status_path)

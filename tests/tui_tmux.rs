@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::SpawnForTest;
+
 use std::process::Command;
 use std::time::Duration;
 
@@ -151,8 +153,7 @@ fn watch_attaches_to_a_headless_run_steers_it_and_leaves_it_running() {
     )
     .stdout(std::process::Stdio::null())
     .stderr(std::process::Stdio::null())
-    .spawn()
-    .unwrap();
+    .spawn_for_test();
     common::wait_for_event(&run, "step");
     let binary = assert_cmd::cargo::cargo_bin!("trainui");
     let command = format!(
@@ -217,4 +218,42 @@ fn r_on_a_stalled_run_restarts_it_from_the_latest_checkpoint() {
         s.contains("STALLED") || s.contains("TRAINING")
     });
     tmux.run(&["kill-server"]);
+}
+
+#[test]
+fn watch_says_when_the_run_is_gone_and_sends_it_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut job = common::tiny_run_std(
+        &run,
+        &[
+            "train.max_steps=1000000",
+            "eval.eval_steps=0",
+            "checkpoint.save_steps=20",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn_for_test();
+    common::wait_for_event(&run, "checkpoint");
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    let command = format!("{} watch {}; sleep 120", binary.display(), run.display());
+    let tmux = Tmux::start("gone", &command);
+    tmux.wait_for_screen("the watched run", |s| s.contains("TRAINING"));
+
+    common::signal(&job, "KILL");
+    let _ = job.wait();
+    let screen = tmux.wait_for_screen("the gone banner", |s| s.contains("GONE since"));
+    assert!(!screen.contains("TRAINING"), "{screen}");
+    assert!(
+        screen.contains("resume: trainui train --run-dir"),
+        "{screen}"
+    );
+
+    // Its keys send nothing to a dead run: no command file is left behind.
+    tmux.keys("e");
+    let screen = tmux.wait_for_screen("the answer", |s| s.contains("process is gone"));
+    assert!(screen.contains("resume with"), "{screen}");
+    let left = std::fs::read_dir(run.join("control")).unwrap().count();
+    assert_eq!(left, 0);
 }

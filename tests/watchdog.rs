@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::SpawnForTest;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -25,8 +27,7 @@ fn a_stalled_run_is_marked_stalled_and_says_where() {
         .env("TRAINUI_FAULT", "stall_at_step:20")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_for_test();
     let started = Instant::now();
     let mut step_at_stall = None;
     wait_for("the stalled state", Duration::from_mins(2), || {

@@ -10,6 +10,7 @@ mod peer;
 mod plan;
 mod report;
 mod ui;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -128,6 +129,15 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
         }
     }
 
+    progress("watch: a busy run, then the same run finished");
+    figures.watch = match watch_cost(&config, &examples, options.vocab_size, work.path()) {
+        Ok(watch) => Some(watch),
+        Err(err) => {
+            progress(&format!("watch not measured: {err}"));
+            None
+        }
+    };
+
     progress("abort latency");
     let mut eval_config = config.clone();
     eval_config.train.max_steps = 1_000_000;
@@ -187,7 +197,7 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
 }
 
 fn progress(what: &str) {
-    eprintln!("bench: {what}");
+    crate::process::say(format!("bench: {what}"));
 }
 
 fn tempfile_dir() -> Result<TempDir> {
@@ -272,7 +282,7 @@ fn train_run(
         setup,
         Options {
             front,
-            signals: false,
+            owns_process: false,
         },
     )?;
     match front {
@@ -301,6 +311,46 @@ fn train_run(
         step_secs,
         tokens_per_step,
         record_secs,
+    })
+}
+
+/// Seconds `watch` is measured on the finished run.
+const WATCH_IDLE: Duration = Duration::from_secs(5);
+
+/// A real `trainui watch` on a headless training run: its CPU while the run
+/// trains, and then while it watches the finished run.
+fn watch_cost(
+    config: &Config,
+    examples: &[Example],
+    vocab_size: u32,
+    work: &Path,
+) -> Result<watch::WatchFigures> {
+    let dir = work.join("watched");
+    std::fs::create_dir_all(&dir).map_err(Error::io("cannot create", &dir))?;
+    let watcher = watch::Watcher::start(&dir)?;
+    // Its start (loading libtorch, the first frame) is not watching.
+    thread::sleep(Duration::from_secs(2));
+    let (cpu, wall) = (watcher.cpu_secs()?, Instant::now());
+    train_run(config, examples, vocab_size, Front::Headless, &dir)?;
+    let busy_secs = wall.elapsed().as_secs_f64();
+    let busy_cpu = watcher.cpu_secs()? - cpu;
+    let busy_events = EventTail::new(&dir, 0).read_new(u64::MAX).len() as u64;
+    // Let it catch up with the end of the run, then leave it idle.
+    thread::sleep(Duration::from_secs(1));
+    let (cpu, wall) = (watcher.cpu_secs()?, Instant::now());
+    thread::sleep(WATCH_IDLE);
+    let idle_cpu = watcher.cpu_secs()? - cpu;
+    let idle_secs = wall.elapsed().as_secs_f64();
+    // What the events cost beyond watching at all.
+    let idle_cpu_share = idle_cpu / idle_secs;
+    let for_events = (busy_cpu - idle_cpu_share * busy_secs).max(0.0);
+    Ok(watch::WatchFigures {
+        busy_cpu_share: busy_cpu / busy_secs,
+        busy_secs,
+        busy_events,
+        busy_ms_per_event: 1e3 * for_events / busy_events.max(1) as f64,
+        idle_cpu_share,
+        idle_secs,
     })
 }
 

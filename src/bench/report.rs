@@ -12,7 +12,12 @@ use super::plan::{
     median, quantile,
 };
 use super::ui::UiFigures;
+use super::watch::WatchFigures;
 use crate::config::ModelConfig;
+
+/// CPU `watch` may spend on an event it reads: about a frame and the
+/// parsing (a frame is well under 1 ms).
+const WATCH_MS_PER_EVENT: f64 = 2.0;
 
 /// Largest difference allowed between trainui's and the peer's logits.
 const LOGITS_TOLERANCE: f64 = 1e-4;
@@ -54,6 +59,8 @@ pub struct Raw {
     torch: String,
     pub abort_secs: Vec<f64>,
     pub overshoot_secs: Vec<f64>,
+    /// What `trainui watch` cost, when it could be measured.
+    pub watch: Option<WatchFigures>,
 }
 
 impl Raw {
@@ -136,6 +143,9 @@ pub struct Ui {
     pub tui_ratio: f64,
     /// Run-directory writing as a share of step time, at log_steps = 1.
     pub run_dir_share: f64,
+    /// `trainui watch` on a busy and an idle run (absent when script(1),
+    /// which gives it a terminal, is missing).
+    pub watch: Option<WatchFigures>,
 }
 
 #[derive(Debug, Serialize)]
@@ -273,6 +283,7 @@ pub fn build(setup: Setup, raw: Raw, ui: UiFigures, elapsed: Duration) -> Report
         tui_ratio: tui_tokens_per_sec / tokens_per_sec,
         run_dir_share: raw.record_secs / (raw.recorded_steps as f64 * step),
         figures: ui,
+        watch: raw.watch,
     };
     let latency_limit = decode_step * 1e3 + 10.0;
     let latency_shown = format!("{latency_limit:.1} ms (1 step + 10 ms)");
@@ -333,6 +344,22 @@ pub fn build(setup: Setup, raw: Raw, ui: UiFigures, elapsed: Duration) -> Report
             ui.run_dir_share,
             0.01,
             "1 %",
+        ),
+        at_most(
+            "watch CPU, idle run",
+            ui.watch
+                .as_ref()
+                .map_or(f64::INFINITY, |w| w.idle_cpu_share),
+            0.01,
+            "1 % of a core",
+        ),
+        at_most(
+            "watch CPU per event, busy run (ms)",
+            ui.watch
+                .as_ref()
+                .map_or(f64::INFINITY, |w| w.busy_ms_per_event),
+            WATCH_MS_PER_EVENT,
+            &format!("{WATCH_MS_PER_EVENT} ms"),
         ),
     ];
     Report {
@@ -509,6 +536,26 @@ impl Report {
                 String::new(),
             ],
         ])
+        .chain(u.watch.iter().flat_map(|w| {
+            [
+                [
+                    format!("watch CPU, idle run ({:.0} s)", w.idle_secs),
+                    format!("{:.2} %", 100.0 * w.idle_cpu_share),
+                    String::new(),
+                    String::new(),
+                ],
+                [
+                    format!("watch CPU, busy run ({} events)", w.busy_events),
+                    format!(
+                        "{:.2} % · {:.2} ms/event",
+                        100.0 * w.busy_cpu_share,
+                        w.busy_ms_per_event
+                    ),
+                    String::new(),
+                    String::new(),
+                ],
+            ]
+        }))
         .collect();
         let _ = writeln!(
             out,
@@ -613,6 +660,14 @@ mod tests {
         raw.decode = vec![decode(late)];
         raw.abort_secs = vec![0.002; 10];
         raw.overshoot_secs = (1..=100).map(|i| f64::from(i) * 1e-4).collect();
+        raw.watch = Some(WatchFigures {
+            busy_cpu_share: 0.02,
+            busy_secs: 10.0,
+            busy_events: 40,
+            busy_ms_per_event: 5.0,
+            idle_cpu_share: 0.004,
+            idle_secs: 5.0,
+        });
         raw
     }
 
@@ -654,7 +709,20 @@ mod tests {
         assert!(verdicts.contains(&("generation tokens/s vs peer", true)));
         assert!(verdicts.contains(&("decode step at 256 / at 32", true)));
         assert!(verdicts.contains(&("timeout overshoot p99 (ms)", true)));
-        assert!(report.table().contains("1 of 12 targets missed"));
+        assert!(verdicts.contains(&("watch CPU, idle run", true)));
+        assert!(verdicts.contains(&("watch CPU per event, busy run (ms)", false)));
+        let table = report.table();
+        assert!(table.contains("2 of 14 targets missed"), "{table}");
+        assert!(table.contains("watch CPU, idle run (5 s)"), "{table}");
+    }
+
+    #[test]
+    fn a_watch_that_could_not_be_measured_fails_its_targets() {
+        let mut raw = raw(0.1, 0.11, 1.0);
+        raw.watch = None;
+        let report = build(setup(), raw, ui(), Duration::from_secs(1));
+        let verdicts = verdicts(&report);
+        assert!(verdicts.contains(&("watch CPU, idle run", false)));
     }
 
     #[test]

@@ -150,6 +150,7 @@ pub fn measure(history_steps: u64, frames: usize, sizes: &[(u16, u16)]) -> UiFig
         settings: Some(crate::config::live_settings(
             &crate::config::Config::default(),
         )),
+        nonfinite_steps: 0,
     }));
     app.apply(&Event::State {
         step: 0,

@@ -71,7 +71,9 @@ impl AdamW {
 
     /// Scales all gradients so that their global L2 norm is at most `max_norm`.
     /// Stays on the device: nothing is read back to the host.
-    pub fn clip_grad_norm(&self, max_norm: f64) {
+    /// The global norm of the gradients (0 when there are none), on the
+    /// device.
+    pub fn grad_norm(&self) -> Tensor {
         let norms: Vec<Tensor> = self
             .params
             .iter()
@@ -80,9 +82,14 @@ impl AdamW {
             .map(|grad| grad.norm())
             .collect();
         if norms.is_empty() {
-            return;
+            return Tensor::zeros([], (tch::Kind::Float, tch::Device::Cpu));
         }
-        let total = Tensor::stack(&norms, 0).norm();
+        Tensor::stack(&norms, 0).norm()
+    }
+
+    /// Scales the gradients down to a global norm of `max_norm` when their
+    /// norm `total` (from [`AdamW::grad_norm`]) is above it.
+    pub fn clip_grad_norm(&self, total: &Tensor, max_norm: f64) {
         let scale = ((total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
         for state in &self.params {
             let mut grad = state.param.grad();
@@ -90,6 +97,15 @@ impl AdamW {
                 let _ = grad.g_mul_(&scale);
             }
         }
+    }
+
+    /// Every weight is finite (none NaN or infinite).
+    #[must_use]
+    pub fn parameters_finite(&self) -> bool {
+        let _no_grad = tch::no_grad_guard();
+        self.params
+            .iter()
+            .all(|state| state.param.isfinite().all().int64_value(&[]) != 0)
     }
 
     pub fn step(&mut self, learning_rate: f64) {
@@ -248,8 +264,13 @@ mod tests {
             .var_copy("w", &Tensor::from_slice(&[3.0f32, 4.0]).view([1, 2]));
         let optimizer = AdamW::new(&vs, 0.0);
         (&p * &p).sum(tch::Kind::Float).backward(); // grad (6, 8), norm 10
-        optimizer.clip_grad_norm(1.0);
+        let total = optimizer.grad_norm();
+        assert!((total.double_value(&[]) - 10.0).abs() < 1e-4);
+        optimizer.clip_grad_norm(&total, 1.0);
         let norm = p.grad().norm().double_value(&[]);
         assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+        assert!(optimizer.parameters_finite());
+        let _ = p.shallow_clone().detach_().fill_(f64::NAN);
+        assert!(!optimizer.parameters_finite());
     }
 }

@@ -24,7 +24,7 @@ use crate::config::{self, Config};
 use crate::data::{Example, TextTokenizer};
 use crate::error::{Error, Result};
 use crate::events::{
-    Command, Event, GenerationCounters, Phase, RunInfo, RunState, StepMetrics, Summary,
+    Command, Event, GenerationCounters, OnNonFinite, Phase, RunInfo, RunState, StepMetrics, Summary,
 };
 use crate::hf::{Architecture, HfFolder};
 use crate::watchdog::Heartbeat;
@@ -78,6 +78,8 @@ pub(super) struct Trainer {
     pub(super) counters: GenerationCounters,
     /// Training loss at the latest step event.
     pub(super) last_loss: Option<f64>,
+    /// Steps whose loss or gradient norm was not finite.
+    nonfinite_steps: u64,
     last_saved_step: Option<u64>,
     /// The latest generation ended by the abort flag (for the command's ack).
     pub(super) aborted_last: bool,
@@ -157,6 +159,7 @@ impl Trainer {
             evals: resumed.map_or(0, |s| s.evals),
             counters: resumed.map_or_else(GenerationCounters::default, |s| s.counters),
             settings: Some(config::live_settings(&config)),
+            nonfinite_steps: resumed.map_or(0, |s| s.nonfinite_steps),
         };
         ends.heartbeat.set_step(step);
         let trainer = Self {
@@ -176,6 +179,7 @@ impl Trainer {
             evals: info.evals,
             counters: info.counters,
             last_loss: resumed.and_then(|s| s.last_loss),
+            nonfinite_steps: info.nonfinite_steps,
             last_saved_step: resumed.map(|s| s.step),
             aborted_last: false,
             deferred: VecDeque::new(),
@@ -214,7 +218,10 @@ impl Trainer {
             self.device,
         );
         let accum = u64::from(train.grad_accum_steps);
-        let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+        // Losses of the steps since the last step event (skipped ones left
+        // out), and whether a non-finite step was reported in that window.
+        let (mut loss_sum, mut losses) = (0.0, 0u64);
+        let mut nonfinite_reported = false;
         let mut steps_since_log = 0u64;
         let mut tokens_since_log = 0u64;
         let mut last_log = Instant::now();
@@ -234,6 +241,7 @@ impl Trainer {
                 .map(|micro| batcher.batch(self.step * accum + micro))
                 .collect();
             let targets = micro_batches.iter().map(|b| b.targets).sum::<u64>().max(1);
+            let mut step_loss = Tensor::zeros([], (Kind::Float, self.device));
             for batch in &micro_batches {
                 self.heartbeat.beat(Phase::Training);
                 let loss = self
@@ -243,14 +251,48 @@ impl Trainer {
                     })?
                     / targets as f64;
                 loss.backward();
-                loss_sum += loss.detach();
+                step_loss += loss.detach();
                 tokens_since_log += batch.tokens;
             }
             drop(micro_batches);
-            if train.grad_clip > 0.0 {
-                self.optimizer.clip_grad_norm(train.grad_clip);
+            let grad_norm = self.optimizer.grad_norm().to_device(self.device);
+            // The one read-back from the device a step: are loss and
+            // gradient norm finite?
+            let (loss, norm) = read_pair(&step_loss, &grad_norm);
+            let finite = loss.is_finite() && norm.is_finite();
+            if !finite {
+                self.nonfinite_steps += 1;
+                let action = train.on_nonfinite;
+                if !nonfinite_reported || action == OnNonFinite::Stop {
+                    nonfinite_reported = true;
+                    self.emit(Event::NonFinite {
+                        step: self.step + 1,
+                        loss,
+                        grad_norm: norm,
+                        action,
+                        count: self.nonfinite_steps,
+                    });
+                }
+                if action == OnNonFinite::Stop {
+                    return Err(Error::Failed(format!(
+                        "step {}: the loss is {loss} and the gradient norm {norm}; the run \
+                         stops without saving (train.on_nonfinite = stop){}",
+                        self.step + 1,
+                        self.last_saved_step
+                            .map_or_else(String::new, |step| format!(
+                                ": checkpoint-{step} is the last good one"
+                            ))
+                    )));
+                }
             }
-            self.optimizer.step(learning_rate);
+            if finite || train.on_nonfinite == OnNonFinite::Warn {
+                if train.grad_clip > 0.0 {
+                    self.optimizer.clip_grad_norm(&grad_norm, train.grad_clip);
+                }
+                self.optimizer.step(learning_rate);
+                loss_sum += loss;
+                losses += 1;
+            }
             self.step += 1;
             self.heartbeat.set_step(self.step);
             self.heartbeat.beat(Phase::Training);
@@ -261,9 +303,12 @@ impl Trainer {
 
             if self.step.is_multiple_of(self.config.train.log_steps) || self.step == train.max_steps
             {
-                // The only read-back from the device in the loop.
-                let loss = loss_sum.double_value(&[]) / steps_since_log as f64;
-                let _ = loss_sum.zero_();
+                // No step of the window had a finite loss: NaN says so.
+                let loss = if losses == 0 {
+                    f64::NAN
+                } else {
+                    loss_sum / losses as f64
+                };
                 let interval = last_log.elapsed().as_secs_f64().max(1e-9);
                 let secs_per_step = interval / steps_since_log as f64;
                 self.emit(Event::Step(StepMetrics {
@@ -276,6 +321,7 @@ impl Trainer {
                     eta_secs: secs_per_step * (train.max_steps - self.step) as f64,
                 }));
                 self.last_loss = Some(loss);
+                (loss_sum, losses, nonfinite_reported) = (0.0, 0, false);
                 steps_since_log = 0;
                 tokens_since_log = 0;
                 last_log = Instant::now();
@@ -444,6 +490,22 @@ impl Trainer {
         if self.last_saved_step == Some(self.step) {
             return;
         }
+        if !self.optimizer.parameters_finite() {
+            // Nothing is saved, and so nothing pruned: the newest checkpoint
+            // stays the last good one.
+            self.emit(Event::Warning {
+                step: self.step,
+                message: format!(
+                    "no checkpoint at step {}: the weights are not finite (NaN or infinite){}",
+                    self.step,
+                    self.last_saved_step
+                        .map_or_else(String::new, |step| format!(
+                            "; checkpoint-{step} is the last good one"
+                        ))
+                ),
+            });
+            return;
+        }
         let state = TrainerState {
             format: 1,
             step: self.step,
@@ -456,6 +518,7 @@ impl Trainer {
             architecture: Some(self.architecture.clone()),
             eot_id: Some(self.tokenizer.eot_id),
             bf16: self.bf16,
+            nonfinite_steps: self.nonfinite_steps,
         };
         self.heartbeat.beat(Phase::Saving);
         let (vs, optimizer, tokenizer) = (&self.vs, &self.optimizer, &self.tokenizer);
@@ -509,6 +572,13 @@ impl Trainer {
             elapsed_secs: self.started.elapsed().as_secs_f64(),
         }));
     }
+}
+
+/// Two scalars of the device, read back in one transfer.
+fn read_pair(a: &Tensor, b: &Tensor) -> (f64, f64) {
+    let pair = Tensor::stack(&[a.to_kind(Kind::Double), b.to_kind(Kind::Double)], 0)
+        .to_device(Device::Cpu);
+    (pair.double_value(&[0]), pair.double_value(&[1]))
 }
 
 /// `TRAINUI_FAULT=stall_at_step:N` makes the trainer stop making progress

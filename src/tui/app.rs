@@ -27,6 +27,28 @@ pub enum Msg {
     Key(KeyEvent),
     Trainer(Event),
     System(SystemSample),
+    /// What `watch` learned about the run's process.
+    Liveness(Liveness),
+}
+
+/// Whether the process of a watched run is still there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Liveness {
+    /// It ended without a final state (killed, crashed, or exited on a stall).
+    Gone(GoneRun),
+    /// A process trains in the run (again).
+    Alive,
+}
+
+/// A run whose process is gone, as `watch` tells it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoneRun {
+    pub pid: u32,
+    /// The run's last word (its status file's `updated_at`), RFC 3339.
+    pub since: String,
+    pub last_checkpoint: Option<String>,
+    /// The command that continues it.
+    pub resume: String,
 }
 
 /// The pane that arrows scroll.
@@ -121,6 +143,8 @@ pub struct App {
     /// Watching a run of another process: quitting leaves it alone, and a
     /// restart is the supervisor's job.
     pub attached: bool,
+    /// The watched run's process is gone without a final state.
+    pub gone: Option<GoneRun>,
 }
 
 impl App {
@@ -156,6 +180,7 @@ impl App {
             ack: None,
             exit: None,
             attached: false,
+            gone: None,
         }
     }
 
@@ -171,6 +196,20 @@ impl App {
                 self.apply_system(sample);
                 None
             }
+            Msg::Liveness(Liveness::Gone(gone)) => {
+                self.log_line(format!(
+                    "GONE: process {} ended without a final state; resume with {}",
+                    gone.pid, gone.resume
+                ));
+                self.gone = Some(gone);
+                None
+            }
+            Msg::Liveness(Liveness::Alive) => {
+                if self.gone.take().is_some() {
+                    self.log_line("a process trains in the run again".into());
+                }
+                None
+            }
         }
     }
 
@@ -183,7 +222,7 @@ impl App {
             self.overlay = Overlay::None;
             return None;
         }
-        let running = !self.status.state.is_final();
+        let running = !self.status.state.is_final() && self.gone.is_none();
         let command = match action {
             KeyAction::EvalNow if running => Some(Command::EvalNow),
             KeyAction::AbortGeneration if running => Some(Command::AbortGeneration),
@@ -197,10 +236,12 @@ impl App {
             | KeyAction::AbortGeneration
             | KeyAction::TogglePause
             | KeyAction::Save => {
-                self.ack = Some(format!(
-                    "the run is {}; press q to quit",
-                    self.status.state.as_str()
-                ));
+                self.ack = Some(match &self.gone {
+                    Some(gone) => {
+                        format!("the run's process is gone; resume with {}", gone.resume)
+                    }
+                    None => format!("the run is {}; press q to quit", self.status.state.as_str()),
+                });
                 None
             }
             KeyAction::Quit => {
@@ -418,6 +459,20 @@ impl App {
             } => {
                 let verdict = if *accepted { "" } else { " REJECTED" };
                 self.log_line(format!("control {command}{verdict}: {message}"));
+            }
+            Event::NonFinite {
+                step,
+                loss,
+                grad_norm,
+                action,
+                ..
+            } => {
+                let message = format!(
+                    "NON-FINITE loss {loss} (grad norm {grad_norm}) at step {step}: {}",
+                    action.as_str()
+                );
+                self.log_line(format!("WARNING {message}"));
+                self.last_warning = Some(message);
             }
             Event::Checkpoint { step, path } => {
                 self.log_line(format!("checkpoint at step {step}: {path}"));

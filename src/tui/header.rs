@@ -17,7 +17,19 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let dim = fg(app, Color::DarkGray);
     let eta = match app.status.state {
         RunState::Finished => "done".to_owned(),
+        _ if app.gone.is_some() => "-".to_owned(),
         _ => app.status.eta_secs.map_or_else(|| "-".to_owned(), duration),
+    };
+    let (state, look) = if app.gone.is_some() {
+        (
+            "GONE".to_owned(),
+            fg(app, Color::Red).add_modifier(Modifier::BOLD),
+        )
+    } else {
+        (
+            app.status.state.as_str().to_uppercase(),
+            state_style(app, app.status.state),
+        )
     };
     let title = Line::from(vec![
         Span::styled(
@@ -26,10 +38,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         ),
         Span::styled(app.status.run_name.clone(), Modifier::BOLD),
         Span::raw("  "),
-        Span::styled(
-            app.status.state.as_str().to_uppercase(),
-            state_style(app, app.status.state),
-        ),
+        Span::styled(state, look),
         Span::styled("  elapsed ", dim),
         Span::raw(duration(app.status.elapsed_secs)),
         Span::styled("  eta ", dim),
@@ -37,6 +46,24 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     ]);
     frame.render_widget(Paragraph::new(title), title_area);
 
+    if let Some(gone) = &app.gone {
+        let checkpoint = gone.last_checkpoint.as_deref().map_or_else(
+            || " (no checkpoint yet)".to_owned(),
+            |path| {
+                let name = std::path::Path::new(path).file_name().unwrap_or_default();
+                format!(" (from {})", name.to_string_lossy())
+            },
+        );
+        let line = Line::from(format!(
+            " GONE since {} · resume: {}{checkpoint} · process {} ended without a final state",
+            since(&gone.since),
+            gone.resume,
+            gone.pid
+        ))
+        .style(fg(app, Color::Red).add_modifier(Modifier::BOLD));
+        frame.render_widget(Paragraph::new(line), progress_area);
+        return;
+    }
     if let Some(stall) = &app.stall {
         let line = Line::from(format!(
             " STALLED: {stall} · r restarts from the latest checkpoint"
@@ -86,4 +113,17 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         .unfilled_style(dim);
     frame.render_widget(gauge, gauge_area);
     frame.render_widget(Paragraph::new(Line::from(info).right_aligned()), info_area);
+}
+
+/// An RFC 3339 time as `HH:MM:SS UTC (N ago)`, or as it is when it does not
+/// parse.
+fn since(time: &str) -> String {
+    let Ok(when) = humantime::parse_rfc3339_weak(time) else {
+        return time.to_owned();
+    };
+    let clock = time.get(11..19).unwrap_or(time);
+    let ago = std::time::SystemTime::now()
+        .duration_since(when)
+        .map_or(0.0, |d| d.as_secs_f64());
+    format!("{clock} UTC ({} ago)", duration(ago))
 }

@@ -61,7 +61,7 @@ pub const KEYS: &[Binding] = &[
     Binding {
         label: "r",
         keys: &[key(KeyCode::Char('r'), KeyAction::Restart)],
-        help: "restart a stalled run from its latest checkpoint",
+        help: "restart a stalled run from its last checkpoint",
         footer: Some("restart"),
     },
     Binding {
@@ -114,7 +114,7 @@ pub const KEYS: &[Binding] = &[
             key(KeyCode::Char('n'), KeyAction::Cancel),
             key(KeyCode::Esc, KeyAction::Cancel),
         ],
-        help: "yes (or Enter) / no (or Esc), in the quit dialog",
+        help: "yes (Enter) / no (Esc), in the quit dialog",
         footer: None,
     },
     Binding {
@@ -123,7 +123,7 @@ pub const KEYS: &[Binding] = &[
             key(KeyCode::Char('l'), KeyAction::ToggleLogScale),
             key(KeyCode::Char('z'), KeyAction::ToggleWindow),
         ],
-        help: "loss chart: log scale / whole run or recent window",
+        help: "loss chart: log scale, whole run or recent",
         footer: None,
     },
     Binding {
@@ -161,7 +161,7 @@ pub const KEYS: &[Binding] = &[
 /// the way to send them.
 pub const WITHOUT_KEY: &[(CommandKind, &str)] = &[(
     CommandKind::Set,
-    "trainui ctl RUN_DIR set KEY=VALUE, or edit config.json",
+    "ctl RUN_DIR set KEY=VALUE, or edit config.json",
 )];
 
 /// Maps a key press to its action.

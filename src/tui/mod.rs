@@ -2,7 +2,6 @@
 //! the user's keys. The loop never waits on the trainer, handles a key within
 //! a few milliseconds, and redraws only when something changed, at most
 //! [`MAX_FPS`] times a second.
-
 //!
 //! ```text
 //! mod.rs      the loop: events and keys in, frames out
@@ -39,7 +38,7 @@ use ratatui::{DefaultTerminal, Terminal};
 
 use crate::error::{Error, Result};
 use crate::events::{Command, Event};
-use app::{App, Msg};
+use app::{App, Liveness, Msg};
 use sampler::SystemSample;
 
 pub const MAX_FPS: u32 = 20;
@@ -81,6 +80,8 @@ impl InputSource for TerminalInput {
 pub struct Channels<'a> {
     pub events: &'a Receiver<Event>,
     pub system: &'a Receiver<SystemSample>,
+    /// For `watch`: whether the run's process is still there.
+    pub liveness: Option<&'a Receiver<Liveness>>,
     /// Called with every trainer event before the app sees it (the run
     /// dir); a message it returns is shown as a warning.
     pub record: &'a mut dyn FnMut(&Event) -> Option<String>,
@@ -121,6 +122,10 @@ where
         }
         while let Ok(sample) = channels.system.try_recv() {
             app.update(Msg::System(sample));
+            dirty = true;
+        }
+        while let Some(notice) = channels.liveness.and_then(|l| l.try_recv().ok()) {
+            app.update(Msg::Liveness(notice));
             dirty = true;
         }
         let since_draw = last_draw.map_or(frame_time, |t| t.elapsed());
@@ -167,6 +172,7 @@ pub fn run_sampled<B: Backend>(
     app: &mut App,
     input: &mut dyn InputSource,
     events: &Receiver<Event>,
+    liveness: Option<&Receiver<Liveness>>,
     record: &mut dyn FnMut(&Event) -> Option<String>,
     send: &mut dyn FnMut(Command) -> Option<String>,
 ) -> Result<()>
@@ -179,6 +185,7 @@ where
     let mut channels = Channels {
         events,
         system: &system,
+        liveness,
         record,
         send,
     };

@@ -89,7 +89,7 @@ fn popup(frame: &mut Frame, area: Rect, width: u16, height: u16) -> Rect {
 fn render_help(frame: &mut Frame, area: Rect, app: &App) {
     let row = |name: String, what: &str| {
         Line::from(vec![
-            Span::styled(format!("{name:>10}  "), key(app)),
+            Span::styled(format!("{name:>9}  "), key(app)),
             Span::raw(what.to_owned()),
         ])
     };
@@ -100,7 +100,6 @@ fn render_help(frame: &mut Frame, area: Rect, app: &App) {
     for (kind, how) in WITHOUT_KEY {
         lines.push(row(kind.word().to_owned(), how));
     }
-    lines.push(Line::from(""));
     lines.push(Line::from("any key closes this help").style(fg(app, Color::DarkGray)));
     let width = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 2;
     let area = popup(frame, area, width, lines.len() as u16 + 2);

@@ -6,6 +6,8 @@ use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::Duration;
 
+use crate::machine::kib_field;
+
 /// One reading of the machine.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SystemSample {
@@ -132,13 +134,6 @@ fn cpu_times(stat: &str) -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
-/// A `Name:  123 kB` field, in bytes.
-fn kib_field(text: &str, name: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(name))?;
-    let kib: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,9 +142,6 @@ mod tests {
     fn proc_files_are_parsed() {
         let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4\n";
         assert_eq!(cpu_times(stat), Some((150, 1000)));
-        let meminfo = "MemTotal:       16384 kB\nMemAvailable:    4096 kB\n";
-        assert_eq!(kib_field(meminfo, "MemTotal:"), Some(16384 * 1024));
-        assert_eq!(kib_field(meminfo, "Missing:"), None);
     }
 
     #[test]

@@ -33,6 +33,7 @@ fn started() -> Event {
         settings: Some(crate::config::live_settings(
             &crate::config::Config::default(),
         )),
+        nonfinite_steps: 0,
     })
 }
 
@@ -302,6 +303,28 @@ fn stalled() {
 }
 
 #[test]
+fn the_help_fits_the_smallest_screen_and_names_every_key() {
+    let mut app = training_app();
+    app.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('?'),
+        KeyModifiers::NONE,
+    )));
+    let (width, height) = (render::MIN_WIDTH, render::MIN_HEIGHT);
+    let text = screen(&app, width, height).to_string();
+    for binding in keys::KEYS {
+        assert!(
+            text.contains(&format!("{}  {}", binding.label, binding.help)),
+            "{}: {text}",
+            binding.label
+        );
+    }
+    for (kind, how) in keys::WITHOUT_KEY {
+        assert!(text.contains(&format!("{}  {how}", kind.word())), "{text}");
+    }
+    assert!(text.contains("any key closes this help"), "{text}");
+}
+
+#[test]
 fn help_overlay() {
     let mut app = training_app();
     app.update(Msg::Key(KeyEvent::new(
@@ -415,6 +438,7 @@ fn the_loop_sends_each_keys_command_and_exits_once_the_run_stopped() {
     let mut channels = Channels {
         events: &event_rx,
         system: &system_rx,
+        liveness: None,
         record: &mut record,
         send: &mut to_trainer,
     };

@@ -2,8 +2,9 @@
 //! config and read back the run directory.
 #![allow(dead_code)] // each test file uses a different subset
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Child, Output};
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -173,4 +174,40 @@ pub fn wait_exit(
         exit.is_some()
     });
     exit.expect("found above")
+}
+
+/// A process a test started, killed when the test ends, also when it fails:
+/// no run outlives its test to slow the ones after it.
+pub struct Spawned(Child);
+
+impl Deref for Spawned {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `spawn`, for tests: the process is killed when the returned value drops.
+pub trait SpawnForTest {
+    fn spawn_for_test(&mut self) -> Spawned;
+}
+
+impl SpawnForTest for std::process::Command {
+    fn spawn_for_test(&mut self) -> Spawned {
+        Spawned(self.spawn().expect("the process starts"))
+    }
 }
