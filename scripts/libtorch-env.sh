@@ -99,24 +99,48 @@ trainui_find_python() {
   return 1
 }
 
-TRAINUI_TRANSFORMERS_VERSION="5.24.0"
+# The Python side's test dependencies, pinned: transformers builds tiny
+# Hugging Face checkpoints for the model-folder tests and runs the Trainer
+# of the Python package's tests, with accelerate, pytest and jsonschema.
+TRAINUI_PYTHON_TEST_DEPS=(
+  "transformers==5.24.0"
+  "accelerate==1.15.0"
+  "pytest==9.2.0"
+  "jsonschema==4.26.0"
+)
 
-# The tests build tiny Hugging Face checkpoints with transformers itself:
-# installs it (once) for TRAINUI_PYTHON, beside its torch.
+# Installs (once) what TRAINUI_PYTHON lacks of TRAINUI_PYTHON_TEST_DEPS,
+# beside its torch.
 trainui_python_test_deps() {
-  if "$TRAINUI_PYTHON" -c "import transformers" 2>/dev/null; then
+  if "$TRAINUI_PYTHON" -c "import transformers, accelerate, pytest, jsonschema" 2>/dev/null; then
     return 0
   fi
-  echo "trainui: installing transformers==$TRAINUI_TRANSFORMERS_VERSION for the model-folder tests" >&2
+  echo "trainui: installing ${TRAINUI_PYTHON_TEST_DEPS[*]} for the tests" >&2
   local pip=("$TRAINUI_PYTHON" -m pip install --quiet --disable-pip-version-check)
   if "$TRAINUI_PYTHON" -c "import sys; sys.exit(sys.prefix == sys.base_prefix)"; then
-    "${pip[@]}" "transformers==$TRAINUI_TRANSFORMERS_VERSION"   # a venv
+    "${pip[@]}" "${TRAINUI_PYTHON_TEST_DEPS[@]}"   # a venv
   elif [ "$(basename "$(dirname "$LIBTORCH")")" = site ]; then
-    "${pip[@]}" --target "$(dirname "$LIBTORCH")" "transformers==$TRAINUI_TRANSFORMERS_VERSION"
+    "${pip[@]}" --target "$(dirname "$LIBTORCH")" "${TRAINUI_PYTHON_TEST_DEPS[@]}"
   else
-    "${pip[@]}" --user "transformers==$TRAINUI_TRANSFORMERS_VERSION"
+    "${pip[@]}" --user "${TRAINUI_PYTHON_TEST_DEPS[@]}"
   fi || {
-    echo "error: pip could not install transformers==$TRAINUI_TRANSFORMERS_VERSION for $TRAINUI_PYTHON" >&2
+    echo "error: pip could not install ${TRAINUI_PYTHON_TEST_DEPS[*]} for $TRAINUI_PYTHON" >&2
+    return 1
+  }
+}
+
+# Installs the Python package of this clone (python/) for TRAINUI_PYTHON,
+# so that jobs and their torchrun workers import this version.
+trainui_python_package() {
+  local pip=("$TRAINUI_PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps)
+  if "$TRAINUI_PYTHON" -c "import sys; sys.exit(sys.prefix == sys.base_prefix)"; then
+    "${pip[@]}" ./python
+  elif [ "$(basename "$(dirname "$LIBTORCH")")" = site ]; then
+    "${pip[@]}" --upgrade --target "$(dirname "$LIBTORCH")" ./python
+  else
+    "${pip[@]}" --user ./python
+  fi || {
+    echo "error: pip could not install ./python for $TRAINUI_PYTHON" >&2
     return 1
   }
 }

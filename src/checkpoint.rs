@@ -33,10 +33,16 @@ const PREFIX: &str = "checkpoint-";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainerState {
     pub format: u32,
-    /// Optimizer steps completed; the data order and learning rate follow from it.
+    /// Training steps completed; the data order and learning rate follow
+    /// from it.
     pub step: u64,
+    /// AdamW updates applied (fewer than `step` when updates of non-finite
+    /// steps were skipped; absent in older checkpoints, where they are equal).
+    #[serde(default)]
+    pub optimizer_steps: Option<u64>,
     pub evals: u64,
     pub counters: GenerationCounters,
+    #[serde(default, with = "crate::events::float_or_text::option")]
     pub last_loss: Option<f64>,
     pub elapsed_secs: f64,
     pub vocab_size: u32,
@@ -155,12 +161,19 @@ fn place(dir: &Path, temp: &Path, target: &Path) -> Result<()> {
     if let Some(aside) = &replaced {
         fs::rename(target, aside).map_err(Error::io("cannot move aside", target))?;
     }
-    fs::rename(temp, target).map_err(Error::io("cannot rename into place", temp))?;
+    if let Err(err) = fs::rename(temp, target) {
+        if let Some(aside) = &replaced {
+            let _ = fs::rename(aside, target);
+        }
+        return Err(Error::io("cannot rename into place", temp)(err));
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io("cannot sync", dir))?;
     if let Some(aside) = &replaced {
-        fs::remove_dir_all(aside).map_err(Error::io("cannot remove", aside))?;
+        // The new checkpoint is in place; what is left aside now goes at the
+        // next start, if not now.
+        let _ = fs::remove_dir_all(aside);
     }
     Ok(())
 }
@@ -331,6 +344,7 @@ mod tests {
             eot_id: None,
             bf16: false,
             nonfinite_steps: 0,
+            optimizer_steps: Some(step),
         }
     }
 

@@ -38,6 +38,10 @@ pub enum Commands {
     /// The TUI of a run started elsewhere (e.g. with --no-tui); quitting it
     /// leaves the run alone.
     Watch(WatchArgs),
+    /// Start a training job (a Python script with the trainui package, alone
+    /// or under torchrun) and show it like a trainui run: the TUI, or log
+    /// lines when not on a terminal. Exits with the job's exit status.
+    Run(RunArgs),
     /// Measure training, generation and UI speed against a PyTorch peer.
     Bench(BenchArgs),
     /// Complete a prompt with a model folder or a checkpoint.
@@ -135,6 +139,24 @@ pub struct WatchArgs {
     /// No colours.
     #[arg(long)]
     pub plain: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run directory the job writes (TRAINUI_RUN_DIR); default
+    /// runs/job-DATE-TIME. It must not hold a run already.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Print log lines instead of showing the TUI.
+    #[arg(long)]
+    pub no_tui: bool,
+    /// No colours.
+    #[arg(long)]
+    pub plain: bool,
+    /// The job's command line, after `--`, e.g. `-- torchrun
+    /// --nproc-per-node 2 train.py`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Args)]

@@ -12,6 +12,7 @@ use crate::control;
 use crate::error::{Error, Result};
 use crate::events::{Command, CommandKind, Event, RunStatus};
 use crate::lines::{duration, thousands};
+use crate::ranks::{self, RankView};
 use crate::rundir::{self, EventTail};
 
 /// Sends a command file to a running job and waits for its answer: first
@@ -118,11 +119,16 @@ pub fn status(args: &StatusArgs) -> Result<()> {
     }
     let status = rundir::read_status(&args.run_dir)?;
     let alive = rundir::run_alive(&args.run_dir, status.pid);
-    print!("{}", describe_status(&status, alive));
+    let stall_timeout = status
+        .settings
+        .as_ref()
+        .map_or(300.0, |s| s.watchdog.stall_timeout_seconds);
+    let ranks = ranks::read(&args.run_dir, control::unix_now(), stall_timeout);
+    print!("{}", describe_status(&status, alive, &ranks));
     Ok(())
 }
 
-fn describe_status(status: &RunStatus, alive: bool) -> String {
+fn describe_status(status: &RunStatus, alive: bool, ranks: &[RankView]) -> String {
     let number = |value: Option<f64>, digits: usize| {
         value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
     };
@@ -133,6 +139,17 @@ fn describe_status(status: &RunStatus, alive: bool) -> String {
         "run        {} (pid {}, {process})",
         status.run_name, status.pid
     );
+    if let Some(producer) = status.producer.as_ref().filter(|p| p.name != "trainui") {
+        let _ = writeln!(
+            out,
+            "job        {} {} ({}), {} rank{}",
+            producer.name,
+            producer.version,
+            producer.framework,
+            producer.world_size,
+            if producer.world_size == 1 { "" } else { "s" }
+        );
+    }
     let _ = writeln!(out, "state      {}", status.state.as_str());
     if !alive && !status.state.is_final() {
         let _ = writeln!(
@@ -200,6 +217,30 @@ fn describe_status(status: &RunStatus, alive: bool) -> String {
     if let Some(message) = &status.last_message {
         let _ = writeln!(out, "last       {message}");
     }
+    for view in ranks {
+        let _ = writeln!(
+            out,
+            "{:<10} {}",
+            if view.beat.rank == 0 { "ranks" } else { "" },
+            view.describe()
+        );
+    }
+    if let Some(first) = ranks::first_stuck(ranks) {
+        let beat = &first.beat;
+        let _ = writeln!(
+            out,
+            "           rank {} went silent first: last beat {} at step {}, {}{}",
+            beat.rank,
+            beat.beat,
+            beat.step,
+            beat.phase.as_str(),
+            if first.verdict == ranks::Verdict::Gone {
+                " (its process ended)"
+            } else {
+                " (the others wait for it)"
+            }
+        );
+    }
     let _ = writeln!(out, "updated    {}", status.updated_at);
     out
 }
@@ -214,10 +255,10 @@ mod tests {
         let mut status = RunStatus::new("demo".into(), 100);
         status.state = RunState::Training;
         status.current_step = 40;
-        let text = describe_status(&status, false);
+        let text = describe_status(&status, false, &[]);
         assert!(text.contains("step       40 / 100 (40.0%)"), "{text}");
         assert!(text.contains("gone without a final state"), "{text}");
-        assert!(!describe_status(&status, true).contains("gone"));
+        assert!(!describe_status(&status, true, &[]).contains("gone"));
     }
 
     #[test]

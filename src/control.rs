@@ -41,6 +41,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// One command file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Request {
     /// Format version, [`REQUEST_VERSION`].
     pub v: u32,
@@ -348,10 +349,12 @@ fn effective_ids() -> Result<(u32, u32)> {
         ))
 }
 
-/// Whether group `gid` is `uid`'s own: no user but `uid` has it as primary
-/// group or is listed in it (the "user private group" of many Linux
-/// systems, which makes folders group-writable with umask 002). Unreadable
-/// account files count as not private.
+/// Whether group `gid` is `uid`'s own, proved from /etc/passwd and
+/// /etc/group: the user's primary group, of the user's name, and no other
+/// user has it as primary group or is listed in it (the "user private
+/// group" of many Linux systems, which makes folders group-writable with
+/// umask 002). Anything not found there (a directory service's groups)
+/// counts as not private.
 fn private_group(gid: u32, uid: u32) -> bool {
     let (Ok(passwd), Ok(group)) = (
         fs::read_to_string("/etc/passwd"),
@@ -359,30 +362,28 @@ fn private_group(gid: u32, uid: u32) -> bool {
     ) else {
         return false;
     };
-    let field = |line: &str, n: usize| line.split(':').nth(n).map(str::to_owned);
-    let mut own_name = None;
-    for line in passwd.lines() {
-        let ids = (field(line, 2), field(line, 3));
-        let (Some(Ok(user)), Some(Ok(primary))) = (
-            ids.0.map(|u| u.parse::<u32>()),
-            ids.1.map(|g| g.parse::<u32>()),
-        ) else {
-            continue;
-        };
-        if user == uid {
-            own_name = field(line, 0);
-        } else if primary == gid {
-            return false;
-        }
-    }
-    group.lines().all(|line| {
-        field(line, 2).and_then(|g| g.parse::<u32>().ok()) != Some(gid)
-            || field(line, 3)
-                .unwrap_or_default()
-                .split(',')
-                .filter(|member| !member.is_empty())
-                .all(|member| Some(member) == own_name.as_deref())
-    })
+    let fields = |line: &str| line.split(':').map(str::to_owned).collect::<Vec<_>>();
+    let id = |field: Option<&String>| field.and_then(|f| f.parse::<u32>().ok());
+    let users: Vec<Vec<String>> = passwd.lines().map(fields).collect();
+    let Some(me) = users.iter().find(|u| id(u.get(2)) == Some(uid)) else {
+        return false;
+    };
+    let name = &me[0];
+    let own_primary = id(me.get(3)) == Some(gid);
+    let others_primary = users
+        .iter()
+        .any(|u| id(u.get(3)) == Some(gid) && id(u.get(2)) != Some(uid));
+    let entry = group
+        .lines()
+        .map(fields)
+        .find(|g| id(g.get(2)) == Some(gid));
+    let Some(entry) = entry else {
+        return false;
+    };
+    let members_only_me = entry
+        .get(3)
+        .is_none_or(|m| m.split(',').filter(|x| !x.is_empty()).all(|x| x == name));
+    own_primary && !others_primary && &entry[0] == name && members_only_me
 }
 
 /// Checks that `RUN_DIR/control`, where commands arrive, is safe to serve:
@@ -424,13 +425,15 @@ pub fn check_spool(run_dir: &Path) -> Result<()> {
         }
         Ok(_) => {}
     }
-    // The nearest folder that exists, and every folder above it.
-    let start = run_dir
+    // Every folder above it that exists, as written (links included) and
+    // as they resolve: no other user may be able to swap any of them.
+    let absolute = std::path::absolute(run_dir).map_err(Error::io("cannot resolve", run_dir))?;
+    let start = absolute
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("/"));
     let real = fs::canonicalize(start).map_err(Error::io("cannot resolve", start))?;
-    for folder in real.ancestors() {
+    for folder in start.ancestors().chain(real.ancestors()) {
         let meta = fs::metadata(folder).map_err(Error::io("cannot read", folder))?;
         let sticky = meta.mode() & 0o1000 != 0;
         if meta.uid() != uid && meta.uid() != 0 {

@@ -13,14 +13,17 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Version of the events.jsonl, training_status.json and control-file
-/// layouts. 2 added the live `settings` (in `started`, a `settings` event and
-/// the status file) and made a settings change the command `{"set": {KEY:
-/// VALUE}}` (it was `{"reconfigure": {...}}`).
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version of the events.jsonl and training_status.json layouts (the
+/// run-directory protocol, protocol/README.md). 3 added `producer` (who
+/// wrote the run) and the per-rank files of multi-process jobs; 2 added the
+/// live `settings` (in `started`, a `settings` event and the status file)
+/// and made a settings change the command `{"set": {KEY: VALUE}}` (it was
+/// `{"reconfigure": {...}}`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Requests to the trainer, acted on at the next step boundary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::EnumDiscriminants)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[strum_discriminants(name(CommandKind), derive(Hash, strum::VariantArray))]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
@@ -109,6 +112,7 @@ impl CommandKind {
 /// `ctl set` and config.json edits may change, and the conversions from and
 /// to the config, are derived from its fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct LiveSettings {
     pub train: LiveTrain,
     pub eval: LiveEval,
@@ -117,11 +121,13 @@ pub struct LiveSettings {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct LiveTrain {
     pub log_steps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct LiveEval {
     pub eval_steps: u64,
     pub val_batches: u32,
@@ -136,12 +142,14 @@ pub struct LiveEval {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct LiveCheckpoint {
     pub save_steps: u64,
     pub save_total_limit: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct LiveWatchdog {
     pub stall_timeout_seconds: f64,
 }
@@ -149,6 +157,7 @@ pub struct LiveWatchdog {
 /// What a run does with a step whose loss or gradient norm is not finite
 /// (NaN or infinite): `train.on_nonfinite`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OnNonFinite {
     /// End the run as failed, without saving: the newest checkpoint stays
@@ -175,6 +184,7 @@ impl OnNonFinite {
 
 /// What the run is doing, as shown in the status file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     Starting,
@@ -213,6 +223,7 @@ impl RunState {
 
 /// What the trainer was doing at its latest heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Starting,
@@ -253,12 +264,14 @@ impl Phase {
 /// Losses as JSON: a number, or the text `"NaN"`, `"inf"` or `"-inf"` for
 /// the values JSON has no number for (a diverged run must say so, not
 /// write `null`, which reads as "not known yet").
-mod float_or_text {
+pub mod float_or_text {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     #[derive(Serialize, Deserialize)]
+    #[cfg_attr(test, derive(schemars::JsonSchema))]
     #[serde(untagged)]
-    enum Json {
+    /// A number, or the text `"NaN"`, `"inf"` or `"-inf"`.
+    pub enum Json {
         Number(f64),
         Text(String),
     }
@@ -314,10 +327,12 @@ mod float_or_text {
 
 /// Everything the trainer reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// The model is built and training is about to begin.
-    Started(RunInfo),
+    /// (Boxed: the largest event by far, and the rarest.)
+    Started(Box<RunInfo>),
     /// Metrics of the last `log_steps` steps.
     Step(StepMetrics),
     /// The run moved to another state.
@@ -339,6 +354,7 @@ pub enum Event {
     ValLoss {
         step: u64,
         #[serde(default, with = "float_or_text::option")]
+        #[cfg_attr(test, schemars(with = "Option<float_or_text::Json>"))]
         loss: Option<f64>,
         batches: u32,
         timed_out: bool,
@@ -364,8 +380,10 @@ pub enum Event {
     NonFinite {
         step: u64,
         #[serde(with = "float_or_text")]
+        #[cfg_attr(test, schemars(with = "float_or_text::Json"))]
         loss: f64,
         #[serde(with = "float_or_text")]
+        #[cfg_attr(test, schemars(with = "float_or_text::Json"))]
         grad_norm: f64,
         action: OnNonFinite,
         count: u64,
@@ -394,6 +412,7 @@ pub enum Event {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RunInfo {
     pub run_name: String,
     pub pid: u32,
@@ -420,10 +439,78 @@ pub struct RunInfo {
     /// a resume).
     #[serde(default)]
     pub nonfinite_steps: u64,
+    /// Who writes the run (absent in runs of schema 1 and 2, all written by
+    /// trainui's trainer).
+    #[serde(default)]
+    pub producer: Option<Producer>,
+}
+
+/// Who writes a run: trainui's trainer, or a Python job through the
+/// `trainui` package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct Producer {
+    /// `trainui` (the trainer of `trainui train`) or `trainui-python`.
+    pub name: String,
+    /// The producer's version.
+    pub version: String,
+    /// `trainui`, or the Python job's framework: `pytorch`,
+    /// `transformers` or `accelerate`.
+    pub framework: String,
+    /// Processes (ranks) that train together.
+    #[serde(default = "one")]
+    pub world_size: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Producer {
+    /// trainui's own trainer.
+    #[must_use]
+    pub fn trainui() -> Self {
+        Self {
+            name: "trainui".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            framework: "trainui".into(),
+            world_size: 1,
+        }
+    }
+}
+
+/// The heartbeat of one rank of a multi-process job, `ranks/rank-N.json`:
+/// written by a thread of that rank about once a second, from what its
+/// training thread last reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct RankBeat {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub v: u32,
+    pub rank: u32,
+    pub world_size: u32,
+    #[serde(default)]
+    pub local_rank: u32,
+    pub host: String,
+    pub pid: u32,
+    /// What the rank was doing at its last heartbeat.
+    pub phase: Phase,
+    /// The rank's step at its last heartbeat.
+    pub step: u64,
+    pub state: RunState,
+    /// RFC 3339 time of the last heartbeat of the rank's training thread.
+    pub beat: String,
+    /// The same, in seconds since the Unix epoch.
+    pub beat_unix: f64,
+    /// When this file was written, in seconds since the Unix epoch: a file
+    /// that is not rewritten any more belongs to a rank that is dead or
+    /// frozen as a whole.
+    pub written_unix: f64,
 }
 
 /// How a generation ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum GenerationOutcome {
     /// End-of-text or `max_new_tokens` reached.
@@ -438,6 +525,7 @@ pub enum GenerationOutcome {
 
 /// Generations of the whole run, by outcome.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct GenerationCounters {
     pub generations: u64,
     pub completed: u64,
@@ -469,6 +557,7 @@ impl GenerationCounters {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct GenerationStart {
     pub step: u64,
     /// 1-based position in this evaluation, of `of`.
@@ -484,6 +573,7 @@ pub struct GenerationStart {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct SampleResult {
     pub step: u64,
     pub sample: u32,
@@ -501,6 +591,7 @@ pub struct SampleResult {
     pub exact_match: bool,
     /// Loss of the model on this example's golden completion.
     #[serde(default, with = "float_or_text::option")]
+    #[cfg_attr(test, schemars(with = "Option<float_or_text::Json>"))]
     pub loss: Option<f64>,
     pub elapsed_secs: f64,
     pub tokens_per_sec: f64,
@@ -510,16 +601,20 @@ pub struct SampleResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct EvalSummary {
     pub step: u64,
     pub eval: u64,
     #[serde(default, with = "float_or_text::option")]
+    #[cfg_attr(test, schemars(with = "Option<float_or_text::Json>"))]
     pub val_loss: Option<f64>,
     /// Training loss at the latest step event.
     #[serde(default, with = "float_or_text::option")]
+    #[cfg_attr(test, schemars(with = "Option<float_or_text::Json>"))]
     pub train_loss: Option<f64>,
     /// `val_loss - train_loss`.
     #[serde(default, with = "float_or_text::option")]
+    #[cfg_attr(test, schemars(with = "Option<float_or_text::Json>"))]
     pub gap: Option<f64>,
     pub samples: u32,
     pub matches: u32,
@@ -529,12 +624,14 @@ pub struct EvalSummary {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct StepMetrics {
     pub step: u64,
     pub max_steps: u64,
     /// Mean training loss over the steps since the previous step event
     /// (those whose update was skipped for a non-finite loss left out).
     #[serde(with = "float_or_text")]
+    #[cfg_attr(test, schemars(with = "float_or_text::Json"))]
     pub loss: f64,
     pub learning_rate: f64,
     /// Non-padding tokens trained on per second since the previous event.
@@ -545,18 +642,21 @@ pub struct StepMetrics {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct Summary {
     pub step: u64,
     pub max_steps: u64,
     pub state: RunState,
     /// Training loss at the last step event, if any.
     #[serde(default, with = "float_or_text::option")]
+    #[cfg_attr(test, schemars(with = "Option<float_or_text::Json>"))]
     pub loss: Option<f64>,
     pub elapsed_secs: f64,
 }
 
 /// The run as the status file shows it: a fold over the event stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct RunStatus {
     pub schema_version: u32,
     pub run_name: String,
@@ -564,8 +664,10 @@ pub struct RunStatus {
     pub current_step: u64,
     pub max_steps: u64,
     #[serde(default, with = "float_or_text::option")]
+    #[cfg_attr(test, schemars(with = "Option<float_or_text::Json>"))]
     pub loss: Option<f64>,
     #[serde(default, with = "float_or_text::option")]
+    #[cfg_attr(test, schemars(with = "Option<float_or_text::Json>"))]
     pub val_loss: Option<f64>,
     pub learning_rate: Option<f64>,
     pub tokens_per_sec: Option<f64>,
@@ -590,6 +692,9 @@ pub struct RunStatus {
     /// Steps whose loss or gradient norm was not finite.
     #[serde(default)]
     pub nonfinite_steps: u64,
+    /// Who writes the run (null for runs of schema 1 and 2).
+    #[serde(default)]
+    pub producer: Option<Producer>,
     /// The state a stall interrupted, restored when beats resume.
     #[serde(skip)]
     state_before_stall: Option<RunState>,
@@ -628,6 +733,7 @@ impl RunStatus {
             last_message: None,
             settings: None,
             nonfinite_steps: 0,
+            producer: None,
             state_before_stall: None,
             updated_at: String::new(),
             pid: std::process::id(),
@@ -667,6 +773,7 @@ impl RunStatus {
                     self.settings.clone_from(&info.settings);
                 }
                 self.nonfinite_steps = info.nonfinite_steps;
+                self.producer.clone_from(&info.producer);
             }
             Event::Settings { settings, .. } => self.settings = Some(settings.clone()),
             Event::EvalStarted { step, eval, .. } => {

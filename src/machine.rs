@@ -2,11 +2,27 @@
 //! loaded at run time). Read to refuse a run that cannot fit before it is
 //! built, rather than let an allocation abort the process.
 
-/// The machine's memory in bytes (MemTotal of /proc/meminfo).
+/// The memory this process may use, in bytes: the machine's (MemTotal of
+/// /proc/meminfo), or its control group's limit when that is lower (a
+/// container is killed well below the machine's memory).
 #[must_use]
 pub fn memory() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    kib_field(&meminfo, "MemTotal:")
+    let total = kib_field(&meminfo, "MemTotal:")?;
+    let limit = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|path| {
+        std::fs::read_to_string(path)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    })
+    .min();
+    Some(limit.map_or(total, |limit| limit.min(total)))
 }
 
 /// The memory of GPU `index` in bytes, when NVML can say.

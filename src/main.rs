@@ -18,11 +18,15 @@ mod error;
 mod events;
 mod headless;
 mod hf;
+mod job;
 mod lines;
 mod machine;
 mod process;
+mod ranks;
 mod recorder;
 mod rundir;
+#[cfg(test)]
+mod schema;
 mod session;
 mod setup;
 mod trainer;
@@ -43,6 +47,11 @@ fn main() -> ExitCode {
         Commands::Status(args) => client::status(&args),
         Commands::Ctl(args) => client::ctl(&args),
         Commands::Watch(args) => watch::run(&args.run_dir, args.plain),
+        Commands::Run(args) => match job::run(&args) {
+            // The job's own status, whatever it is.
+            Ok(status) => return ExitCode::from(u8::try_from(status).unwrap_or(1)),
+            Err(err) => Err(err),
+        },
         Commands::Tokenizer(args) => commands::tokenizer(args),
         Commands::Bench(args) => commands::bench(args),
         Commands::Generate(args) => commands::generate(&args),

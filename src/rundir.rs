@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -37,7 +37,11 @@ impl RunLock {
     /// Takes the lock of `root` (creating the folder), or says which process
     /// holds it.
     pub fn take(root: &Path) -> Result<Self> {
-        fs::create_dir_all(root).map_err(Error::io("cannot create the run directory", root))?;
+        // Not writable by others, whatever the umask gives: the control
+        // folder's checks refuse a run directory that others could write.
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o755)
+            .create(root)
+            .map_err(Error::io("cannot create the run directory", root))?;
         let path = root.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -46,7 +50,19 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(Error::io("cannot open the lock", &path))?;
-        match file.try_lock() {
+        // A reader probing the lock holds it shared for an instant: try a
+        // few times before calling the run taken.
+        let mut attempt = 0;
+        let locked = loop {
+            match file.try_lock() {
+                Err(fs::TryLockError::WouldBlock) if attempt < 5 => {
+                    attempt += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let holder = fs::read_to_string(&path).unwrap_or_default();
@@ -178,6 +194,8 @@ struct LineFile {
     file: File,
     /// Bytes of whole lines in the file.
     len: u64,
+    /// A partial line could not be cut off: the next line starts a new one.
+    broken: bool,
 }
 
 impl LineFile {
@@ -204,20 +222,31 @@ impl LineFile {
                 len += 1;
             }
         }
-        Ok(Self { file, len })
+        Ok(Self {
+            file,
+            len,
+            broken: false,
+        })
     }
 
     fn append(&mut self, line: &[u8]) -> io::Result<()> {
-        let mut whole = Vec::with_capacity(line.len() + 1);
+        let mut whole = Vec::with_capacity(line.len() + 2);
+        if self.broken {
+            whole.push(b'\n');
+        }
         whole.extend_from_slice(line);
         whole.push(b'\n');
+        // Another program may have cut the file (logrotate's copytruncate).
+        let start = self.file.metadata().map_or(self.len, |m| m.len());
         match self.file.write_all(&whole) {
             Ok(()) => {
-                self.len += whole.len() as u64;
+                self.len = start + whole.len() as u64;
+                self.broken = false;
                 Ok(())
             }
             Err(err) => {
-                let _ = self.file.set_len(self.len);
+                self.broken = self.file.set_len(start).is_err();
+                self.len = start;
                 Err(err)
             }
         }
@@ -257,6 +286,16 @@ pub struct EventTail {
     partial: Vec<u8>,
     /// Lines that were not events.
     pub garbage: u64,
+    /// The newest protocol version of the lines left out for being newer
+    /// than this trainui reads.
+    pub newer: Option<u64>,
+}
+
+/// Only the version of an events.jsonl line.
+#[derive(Deserialize)]
+struct LineVersion {
+    #[serde(default)]
+    v: u64,
 }
 
 impl EventTail {
@@ -269,6 +308,7 @@ impl EventTail {
             offset,
             partial: Vec::new(),
             garbage: 0,
+            newer: None,
         }
     }
 
@@ -293,6 +333,10 @@ impl EventTail {
             .split(|&b| b == b'\n')
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         {
+            if let Some(version) = newer_version(line) {
+                self.newer = self.newer.max(Some(version));
+                continue;
+            }
             match serde_json::from_slice::<Event>(line) {
                 Ok(event) => events.push(event),
                 Err(_) => self.garbage += 1,
@@ -333,6 +377,21 @@ impl EventTail {
     }
 }
 
+/// The version of an events.jsonl line when it is newer than this trainui
+/// reads (its fields may not mean what they say here). Lines start with
+/// `{"v":N,` as trainui and the Python package write them, which is read
+/// without parsing the line twice; other lines are parsed for `v`.
+fn newer_version(line: &[u8]) -> Option<u64> {
+    let version = match line.strip_prefix(br#"{"v":"#) {
+        Some(rest) => {
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?
+        }
+        None => serde_json::from_slice::<LineVersion>(line).ok()?.v,
+    };
+    (version > u64::from(SCHEMA_VERSION)).then_some(version)
+}
+
 /// Whether the process of the run in `root` (whose status names `pid`) is
 /// alive: it holds the run's lock. A run without a lock file (made by a
 /// trainui without locks) is alive when `pid` is a trainui process, which a
@@ -354,7 +413,23 @@ pub fn read_status(root: &Path) -> Result<RunStatus> {
             path.display()
         ))
     })?;
-    serde_json::from_str(&text).map_err(|err| {
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|err| {
+        Error::Input(format!(
+            "{}: not a trainui status file: {err}",
+            path.display()
+        ))
+    })?;
+    if let Some(version) = value["schema_version"]
+        .as_u64()
+        .filter(|&v| v > u64::from(SCHEMA_VERSION))
+    {
+        return Err(Error::Input(format!(
+            "{}: written by a newer trainui (protocol {version}); this one reads up to \
+             protocol {SCHEMA_VERSION}: update trainui to read this run",
+            path.display()
+        )));
+    }
+    serde_json::from_value(value).map_err(|err| {
         Error::Input(format!(
             "{}: not a trainui status file: {err}",
             path.display()
@@ -470,5 +545,35 @@ mod tests {
         done.store(true, Ordering::Relaxed);
         let reads = reader.join().unwrap();
         assert!(reads > 0, "the reader never ran");
+    }
+
+    #[test]
+    fn a_run_from_a_newer_protocol_is_named_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("status")).unwrap();
+        let mut status = serde_json::to_value(RunStatus::new("future".into(), 10)).unwrap();
+        status["schema_version"] = 99.into();
+        fs::write(root.join(STATUS_FILE), status.to_string()).unwrap();
+        let error = read_status(root).unwrap_err().to_string();
+        assert!(
+            error.contains("training_status.json")
+                && error.contains("newer trainui (protocol 99)")
+                && error.contains("update trainui"),
+            "{error}"
+        );
+
+        let now = serde_json::to_string(&step(1)).unwrap();
+        let lines = [
+            format!("{{\"v\":{SCHEMA_VERSION},{}", &now[1..]),
+            format!("{{\"v\":4,{}", &now[1..]),
+            // Not written by trainui's writers, whose lines start with "v".
+            format!("{},\"v\":7}}", &now[..now.len() - 1]),
+            r#"{"v":5,"type":"teleported"}"#.to_owned(),
+        ];
+        fs::write(root.join(EVENTS_FILE), lines.join("\n") + "\n").unwrap();
+        let mut tail = EventTail::new(root, 0);
+        assert_eq!(tail.read_new(1 << 20), [step(1)]);
+        assert_eq!((tail.newer, tail.garbage), (Some(7), 0));
     }
 }

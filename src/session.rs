@@ -25,7 +25,7 @@ use crate::checkpoint;
 use crate::cli::TrainArgs;
 use crate::control::Spool;
 use crate::error::{Error, Result};
-use crate::events::{Command, Event, RunState, RunStatus};
+use crate::events::{Command, Event, Phase, RunState, RunStatus};
 use crate::lines::Style;
 use crate::recorder::Recorder;
 use crate::rundir::{RunDir, RunLock};
@@ -63,22 +63,52 @@ pub struct Session {
 impl Session {
     /// Opens the run directory and starts the trainer, the control spool,
     /// the watchdog and (if asked) the signal handlers.
-    pub fn start(setup: TrainSetup, options: Options) -> Result<Self> {
+    /// Opens the run directory (taking its lock, unless `lock` holds it
+    /// already) and starts the control spool, the trainer, the watchdog
+    /// and (if asked) the signal handlers.
+    pub fn start(setup: TrainSetup, options: Options, lock: Option<RunLock>) -> Result<Self> {
         let config = setup.config.clone();
-        let lock = RunLock::take(&config.run_dir)?;
+        let lock = match lock {
+            Some(lock) => lock,
+            None => RunLock::take(&config.run_dir)?,
+        };
         // Holding the lock, any checkpoint being written is a dead process's.
         checkpoint::remove_unfinished(&config.run_dir);
-        let status = RunStatus::new(setup.run_name.clone(), config.train.max_steps);
-        let run = RunDir::open(&config.run_dir, &config, status)?;
         let wiring = Wiring::default();
-        let stall_recorded = Arc::new(AtomicBool::new(false));
-        let spool = Spool {
+        let heartbeat = Arc::clone(&wiring.heartbeat);
+        // The control folder is made and checked before the run writes a
+        // file.
+        Spool {
             run_dir: config.run_dir.clone(),
             controller: wiring.controller.clone(),
             events: wiring.event_sender(),
-            heartbeat: Arc::clone(&wiring.heartbeat),
+            heartbeat: Arc::clone(&heartbeat),
             config: config.clone(),
-        };
+        }
+        .spawn()?;
+        let started = Self::start_trainer(setup, options, wiring);
+        if started.is_err() {
+            // Nothing to serve: the spool's thread ends.
+            heartbeat.beat(Phase::Done);
+        }
+        let (handle, recorder) = started?;
+        Ok(Self {
+            handle,
+            recorder,
+            _lock: lock,
+        })
+    }
+
+    /// The run directory, the trainer, the watchdog and the signals.
+    fn start_trainer(
+        setup: TrainSetup,
+        options: Options,
+        wiring: Wiring,
+    ) -> Result<(TrainerHandle, Recorder)> {
+        let config = &setup.config;
+        let status = RunStatus::new(setup.run_name.clone(), config.train.max_steps);
+        let run = RunDir::open(&config.run_dir, config, status)?;
+        let stall_recorded = Arc::new(AtomicBool::new(false));
         let watchdog = Watchdog {
             heartbeat: Arc::clone(&wiring.heartbeat),
             on_stall: config.watchdog.on_stall,
@@ -91,16 +121,15 @@ impl Session {
             },
         };
         let handle = trainer::spawn(setup, wiring)?;
-        spool.spawn()?;
         watchdog.spawn()?;
         if options.owns_process {
-            install_signal_handlers(handle.controller.clone(), options.front)?;
+            install_signal_handlers(
+                handle.controller.clone(),
+                Arc::clone(&handle.heartbeat),
+                options.front,
+            )?;
         }
-        Ok(Self {
-            handle,
-            recorder: Recorder::new(run, stall_recorded),
-            _lock: lock,
-        })
+        Ok((handle, Recorder::new(run, stall_recorded)))
     }
 
     /// The trainer's heartbeat (its phase says when it is done).
@@ -189,7 +218,7 @@ impl Session {
 /// `trainui train`: checks everything, then trains with the TUI in a
 /// terminal or headless otherwise.
 pub fn train(args: &TrainArgs) -> Result<()> {
-    let setup = setup::prepare(args)?;
+    let (setup, lock) = setup::prepare(args)?;
     let run_dir = setup.config.run_dir.clone();
     let max_steps = setup.config.train.max_steps;
     let stdout_is_terminal = std::io::stdout().is_terminal();
@@ -208,6 +237,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             front,
             owns_process: true,
         },
+        lock,
     )?;
     match front {
         Front::Headless => {
@@ -239,15 +269,30 @@ pub fn train(args: &TrainArgs) -> Result<()> {
 
 /// SIGINT, SIGTERM and SIGHUP (the terminal or SSH session closed): stop
 /// after the current step (a running generation is aborted) and save; a
-/// second one exits at once. SIGUSR1: evaluate now. SIGUSR2: abort the
-/// running generation. Under the TUI nothing is printed and a second signal
-/// restores the terminal before exiting.
-fn install_signal_handlers(controller: Controller, front: Front) -> Result<()> {
+/// second SIGINT or SIGTERM exits at once. A SIGHUP that finds the trainer
+/// stuck (silent for the stall timeout) exits then: nobody is left to see
+/// the run. A SIGHUP ignored when the process started (`nohup`) stays
+/// ignored. SIGUSR1: evaluate now. SIGUSR2: abort the running generation.
+/// Under the TUI nothing is printed and an exit restores the terminal first.
+fn install_signal_handlers(
+    controller: Controller,
+    heartbeat: Arc<Heartbeat>,
+    front: Front,
+) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2])
-            .map_err(|e| Error::Failed(format!("cannot install signal handlers: {e}")))?;
+    let mut wanted = vec![SIGINT, SIGTERM, SIGUSR1, SIGUSR2];
+    if !ignored_at_start(SIGHUP) {
+        wanted.push(SIGHUP);
+    }
+    let mut signals = signal_hook::iterator::Signals::new(wanted)
+        .map_err(|e| Error::Failed(format!("cannot install signal handlers: {e}")))?;
     let tui = front == Front::Tui;
+    let exit_now = move |signal: i32| -> ! {
+        if tui {
+            ratatui::restore();
+        }
+        process::exit_now(128 + signal)
+    };
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -256,15 +301,28 @@ fn install_signal_handlers(controller: Controller, front: Front) -> Result<()> {
                 match signal {
                     SIGUSR1 => controller.send(Command::EvalNow),
                     SIGUSR2 => controller.send(Command::AbortGeneration),
+                    SIGHUP => {
+                        controller.send(Command::Stop);
+                        let heartbeat = Arc::clone(&heartbeat);
+                        let _ =
+                            std::thread::Builder::new()
+                                .name("hangup".into())
+                                .spawn(move || {
+                                    loop {
+                                        std::thread::sleep(std::time::Duration::from_secs(1));
+                                        if heartbeat.silence() > heartbeat.stall_timeout() {
+                                            exit_now(SIGHUP);
+                                        }
+                                    }
+                                });
+                    }
                     _ => {
                         stops += 1;
                         if stops > 1 {
-                            if tui {
-                                ratatui::restore();
-                            } else {
+                            if !tui {
                                 process::say("second signal: exiting now");
                             }
-                            process::exit_now(128 + signal);
+                            exit_now(signal);
                         }
                         if !tui {
                             process::say(
@@ -279,6 +337,17 @@ fn install_signal_handlers(controller: Controller, front: Front) -> Result<()> {
         })
         .map_err(|e| Error::Failed(format!("cannot start the signal thread: {e}")))?;
     Ok(())
+}
+
+/// The process started with `signal` ignored (SigIgn of /proc/self/status),
+/// as `nohup` leaves SIGHUP.
+fn ignored_at_start(signal: i32) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
 }
 
 /// Replaces this process with the same command resuming from the latest

@@ -13,13 +13,14 @@ use crate::error::{Error, Result};
 use crate::hf::{self, Architecture, HfFolder};
 use crate::machine;
 use crate::process;
-use crate::rundir;
+use crate::rundir::{self, RunLock};
 use crate::trainer::{self, TrainSetup};
 
-/// The run `args` ask for, checked: nothing is written yet.
-pub fn prepare(args: &TrainArgs) -> Result<TrainSetup> {
-    let (mut config, resumed) = effective_config(args)?;
-    control::check_spool(&config.run_dir)?;
+/// The run `args` ask for, checked: nothing is written yet, but the lock of
+/// a run directory that already holds a run, taken before its checkpoints
+/// are read (so a run still writing them is named, not misread).
+pub fn prepare(args: &TrainArgs) -> Result<(TrainSetup, Option<RunLock>)> {
+    let (mut config, resumed, lock) = effective_config(args)?;
     trainer::resolve_device(config.device)?;
     // A resumed run has its weights, sizes and tokenizer in the checkpoint.
     let init_from = if resumed.is_none() {
@@ -34,13 +35,18 @@ pub fn prepare(args: &TrainArgs) -> Result<TrainSetup> {
         (None, None) => None,
     }
     .unwrap_or_else(|| Architecture::gpt2(&config.model, tokenizer.vocab_size));
-    check_memory(&config, &architecture)?;
+    let bf16 = match (&resumed, &init_from) {
+        (Some((_, state)), _) => state.bf16,
+        (None, Some(folder)) => folder.wants_bf16(),
+        (None, None) => false,
+    };
+    check_memory(&config, &architecture, bf16)?;
     let run_dir = &config.run_dir;
     let run_name = run_dir.file_name().map_or_else(
         || run_dir.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    Ok(TrainSetup {
+    let setup = TrainSetup {
         config,
         run_name,
         tokenizer,
@@ -49,12 +55,16 @@ pub fn prepare(args: &TrainArgs) -> Result<TrainSetup> {
         skipped_overlong: train.skipped_overlong + val.skipped_overlong,
         resume_from: resumed.map(|(path, _)| path),
         init_from,
-    })
+    };
+    Ok((setup, lock))
 }
+
+/// A checkpoint to resume, checked, with its state.
+type Resumed = (PathBuf, TrainerState);
 
 /// The effective config of a `train` invocation and the checkpoint it
 /// resumes from, checked, with its state.
-fn effective_config(args: &TrainArgs) -> Result<(Config, Option<(PathBuf, TrainerState)>)> {
+fn effective_config(args: &TrainArgs) -> Result<(Config, Option<Resumed>, Option<RunLock>)> {
     let mut config = config::load(args.config.as_deref(), &args.overrides)?;
     // The run a checkpoint belongs to: RUN_DIR/checkpoints/checkpoint-N.
     let owning_run = match &args.resume {
@@ -69,6 +79,16 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<(PathBuf, Traine
         .clone()
         .or(owning_run)
         .unwrap_or_else(|| config.run_dir.clone());
+    control::check_spool(&run_dir)?;
+    let holds_a_run = run_dir.join(rundir::EVENTS_FILE).exists()
+        || checkpoint::checkpoints_dir(&run_dir).exists();
+    let lock = if holds_a_run {
+        let lock = RunLock::take(&run_dir)?;
+        checkpoint::remove_unfinished(&run_dir);
+        Some(lock)
+    } else {
+        None
+    };
 
     let resumed = match &args.resume {
         None => {
@@ -160,15 +180,16 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<(PathBuf, Traine
     let cwd = std::env::current_dir()
         .map_err(|e| Error::Failed(format!("cannot read the current folder: {e}")))?;
     config.resolve_paths(&cwd);
-    Ok((config, resumed))
+    Ok((config, resumed, lock))
 }
 
 /// Refuses a model and batch that cannot fit the memory of the device they
 /// would train on (the machine's, or the GPU's when NVML can say), before
 /// anything is built: an allocation that fails aborts the process. The
 /// estimate counts weights, gradients and AdamW's two moments (4 bytes
-/// each), and one micro-batch's activations and logits.
-fn check_memory(config: &Config, architecture: &Architecture) -> Result<()> {
+/// each, 2 in bfloat16 on a GPU), and one micro-batch's activations and
+/// logits.
+fn check_memory(config: &Config, architecture: &Architecture, bf16: bool) -> Result<()> {
     let parameters: f64 = hf::expected_tensors(architecture)
         .values()
         .map(|shape| shape.iter().map(|&d| d as f64).product::<f64>())
@@ -178,14 +199,16 @@ fn check_memory(config: &Config, architecture: &Architecture) -> Result<()> {
     let per_token = f64::from(layers)
         * (16.0 * f64::from(width) + 2.0 * f64::from(heads) * f64::from(config.model.block_size))
         + 3.0 * f64::from(architecture.vocab_size());
-    let needed = 4.0 * (4.0 * parameters + rows * per_token);
-    let (available, what) = match trainer::resolve_device(config.device)?.strip_prefix("cuda:") {
+    let device = trainer::resolve_device(config.device)?;
+    let (available, what, bytes) = match device.strip_prefix("cuda:") {
         Some(index) => (
             index.parse().ok().and_then(machine::gpu_memory),
             format!("GPU {index}"),
+            if bf16 { 2.0 } else { 4.0 },
         ),
-        None => (machine::memory(), "this machine".to_owned()),
+        None => (machine::memory(), "this machine".to_owned(), 4.0),
     };
+    let needed = bytes * (4.0 * parameters + rows * per_token);
     let Some(available) = available else {
         return Ok(());
     };
@@ -209,7 +232,7 @@ fn check_memory(config: &Config, architecture: &Architecture) -> Result<()> {
 /// The tokenizer and both datasets, checked against the checkpoint to resume.
 fn load_data(
     config: &Config,
-    resumed: Option<&(PathBuf, TrainerState)>,
+    resumed: Option<&Resumed>,
     init_from: Option<&HfFolder>,
 ) -> Result<(TextTokenizer, Dataset, Dataset)> {
     let tokenizer = match (&resumed, init_from) {

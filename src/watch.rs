@@ -14,10 +14,11 @@ use notify::Watcher;
 use crate::config::{self, Config};
 use crate::control;
 use crate::error::{Error, Result};
-use crate::events::{Command, Event};
+use crate::events::{Command, Event, SCHEMA_VERSION};
+use crate::ranks::{self, RankView};
 use crate::rundir::{self, EventTail};
 use crate::tui;
-use crate::tui::app::{App, GoneRun, Liveness};
+use crate::tui::app::{App, GoneRun, Liveness, Owner};
 
 /// Events waiting for the screen; the reader waits when it is this far ahead.
 const BACKLOG: usize = 10_000;
@@ -46,7 +47,7 @@ pub fn attached_app(run_dir: &Path, color: bool) -> App {
         color,
     );
     app.status.settings = config.as_ref().map(config::live_settings);
-    app.attached = true;
+    app.owner = Owner::Watcher;
     app
 }
 
@@ -78,9 +79,20 @@ fn read_forever(run_dir: &Path, events: &SyncSender<Event>) {
             .map(|()| watcher)
     });
     let mut tail = EventTail::new(run_dir, 0);
+    let mut told_newer = false;
     loop {
         loop {
             let batch = tail.read_new(CHUNK);
+            if let (Some(version), false) = (tail.newer, told_newer) {
+                told_newer = true;
+                let message = format!(
+                    "events.jsonl holds lines of protocol {version}, newer than this trainui \
+                     reads ({SCHEMA_VERSION}); they are left out: update trainui to see them"
+                );
+                if events.send(Event::Warning { step: 0, message }).is_err() {
+                    return;
+                }
+            }
             if batch.is_empty() {
                 break;
             }
@@ -108,6 +120,7 @@ pub fn watch_liveness(run_dir: &Path) -> std::io::Result<Receiver<Liveness>> {
         .name("liveness".into())
         .spawn(move || {
             let mut gone = false;
+            let mut stuck = Vec::new();
             loop {
                 let notice = liveness(&run_dir);
                 if matches!(notice, Liveness::Gone(_)) != gone {
@@ -116,6 +129,19 @@ pub fn watch_liveness(run_dir: &Path) -> std::io::Result<Receiver<Liveness>> {
                         control::withdraw_own(&run_dir);
                     }
                     if notices.send(notice).is_err() {
+                        return;
+                    }
+                }
+                let now_stuck = stuck_ranks(&run_dir);
+                let key = |views: &[RankView]| -> Vec<(u32, String)> {
+                    views
+                        .iter()
+                        .map(|v| (v.beat.rank, format!("{:?} {}", v.verdict, v.beat.beat)))
+                        .collect()
+                };
+                if key(&now_stuck) != key(&stuck) {
+                    stuck.clone_from(&now_stuck);
+                    if notices.send(Liveness::StuckRanks(now_stuck)).is_err() {
                         return;
                     }
                 }
@@ -134,15 +160,38 @@ fn liveness(run_dir: &Path) -> Liveness {
     if status.state.is_final() || rundir::run_alive(run_dir, status.pid) {
         return Liveness::Alive;
     }
+    let resume = match status.producer.as_ref().filter(|p| p.name != "trainui") {
+        Some(producer) => format!("the job's own command ({} job)", producer.framework),
+        None => format!(
+            "trainui train --run-dir {} --resume latest",
+            run_dir.display()
+        ),
+    };
     Liveness::Gone(GoneRun {
         pid: status.pid,
         since: status.updated_at,
         last_checkpoint: status.last_checkpoint,
-        resume: format!(
-            "trainui train --run-dir {} --resume latest",
-            run_dir.display()
-        ),
+        resume,
     })
+}
+
+/// The ranks of a multi-process job that went silent or whose process is
+/// gone (none for trainui's own trainer, which has no ranks).
+fn stuck_ranks(run_dir: &Path) -> Vec<RankView> {
+    let Ok(status) = rundir::read_status(run_dir) else {
+        return Vec::new();
+    };
+    if status.state.is_final() {
+        return Vec::new();
+    }
+    let stall_timeout = status
+        .settings
+        .as_ref()
+        .map_or(300.0, |s| s.watchdog.stall_timeout_seconds);
+    ranks::read(run_dir, control::unix_now(), stall_timeout)
+        .into_iter()
+        .filter(|view| view.verdict.is_stuck())
+        .collect()
 }
 
 /// Runs the attached TUI until `q`; its keys become command files in the
@@ -350,5 +399,75 @@ mod tests {
         assert!(text.contains("(warn 50%)"), "{text}");
         let settings = watched.status.settings.as_ref().unwrap();
         assert!((settings.eval.timeout_warn_rate - 0.5).abs() < f64::EPSILON);
+    }
+}
+
+#[cfg(test)]
+mod python_tests {
+    use super::*;
+
+    /// events.jsonl of `examples/hf_trainer.py --max-steps 40 --eval-steps
+    /// 20 --save-steps 40 --samples 2`: written by the Python package.
+    const PYTHON_RUN: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/python-trainer-run.events.jsonl"
+    );
+
+    fn replay(run_dir: &Path) -> (App, Vec<Event>) {
+        let mut app = attached_app(run_dir, false);
+        let mut tail = EventTail::new(run_dir, 0);
+        let events = tail.read_new(CHUNK);
+        assert_eq!(tail.garbage, 0, "every line is an event");
+        for event in &events {
+            app.apply(event);
+        }
+        (app, events)
+    }
+
+    fn text(app: &App) -> String {
+        let backend = ratatui::backend::TestBackend::new(100, 30);
+        let mut terminal = ratatui::Terminal::new(backend).unwrap();
+        terminal
+            .draw(|frame| tui::render::render(frame, app))
+            .unwrap();
+        terminal
+            .backend()
+            .buffer()
+            .content()
+            .iter()
+            .map(ratatui::buffer::Cell::symbol)
+            .collect()
+    }
+
+    #[test]
+    fn watch_shows_a_python_run_as_it_shows_the_same_events_written_by_trainui() {
+        let dir = tempfile::tempdir().unwrap();
+        let python_dir = dir.path().join("python");
+        std::fs::create_dir(&python_dir).unwrap();
+        std::fs::copy(PYTHON_RUN, python_dir.join(rundir::EVENTS_FILE)).unwrap();
+        let (python_app, events) = replay(&python_dir);
+        assert!(events.len() > 20, "{}", events.len());
+
+        // The same events, written by trainui's own run directory writer.
+        let rust_dir = dir.path().join("rust");
+        let config = Config::default();
+        let status = crate::events::RunStatus::new("python".into(), 0);
+        let mut writer = rundir::RunDir::open(&rust_dir, &config, status).unwrap();
+        for event in &events {
+            writer.record(event).unwrap();
+        }
+        std::fs::remove_file(rust_dir.join(rundir::CONFIG_FILE)).unwrap();
+        let (rust_app, rust_events) = replay(&rust_dir);
+        assert_eq!(rust_events, events, "nothing is lost in either direction");
+
+        let (python_screen, rust_screen) = (text(&python_app), text(&rust_app));
+        assert_eq!(python_screen, rust_screen);
+        for shown in ["transformers", "FINISHED", "evals 2", "step 40/40"] {
+            assert!(python_screen.contains(shown), "{shown}: {python_screen}");
+        }
+        assert_eq!(
+            python_app.status.producer.as_ref().unwrap().name,
+            "trainui-python"
+        );
     }
 }

@@ -83,7 +83,7 @@ fn garbage_and_unknown_command_files_are_rejected_and_the_run_finishes() {
     let mut child = tiny_run_std(
         &run,
         &[
-            "train.max_steps=400",
+            "train.max_steps=200",
             "train.log_steps=10",
             "eval.eval_steps=0",
         ],
@@ -210,6 +210,20 @@ fn wait_events(run: &Path, from: usize, kind: &str, count: usize) -> Vec<serde_j
     found
 }
 
+/// The first `count` events of `kind` at a step after `step`.
+fn after_step(run: &Path, kind: &str, step: u64, count: usize) -> Vec<serde_json::Value> {
+    let mut found = Vec::new();
+    wait_for(kind, Duration::from_mins(2), || {
+        found = events_so_far(run)
+            .into_iter()
+            .filter(|e| e["type"] == kind && e["step"].as_u64().unwrap() > step)
+            .take(count)
+            .collect();
+        found.len() == count
+    });
+    found
+}
+
 /// Runs an evaluation now and returns its samples and its `val_loss` and
 /// `eval_started` events.
 fn evaluate(run: &Path) -> (Vec<serde_json::Value>, serde_json::Value, serde_json::Value) {
@@ -243,41 +257,43 @@ fn every_live_key_takes_effect_through_ctl_set() {
     wait_for_event(&run, "step");
 
     // train.log_steps: step events every 10 steps, then every 3.
-    let from = events_so_far(&run).len();
     let at = set(&run, "train.log_steps", "3");
-    let steps: Vec<u64> = wait_events(&run, from, "step", 4)
+    let steps: Vec<u64> = after_step(&run, "step", at, 3)
         .iter()
         .map(|e| e["step"].as_u64().unwrap())
-        .filter(|&step| step > at)
         .collect();
-    assert!(
-        !steps.is_empty() && steps.iter().all(|s| s % 3 == 0),
-        "{steps:?}"
-    );
+    assert!(steps.iter().all(|s| s % 3 == 0), "{steps:?}");
 
     // checkpoint.save_steps, then checkpoint.save_total_limit.
-    let from = events_so_far(&run).len();
     let at = set(&run, "checkpoint.save_steps", "7");
-    let saved = wait_events(&run, from, "checkpoint", 2);
-    assert!(
-        saved
-            .iter()
-            .all(|e| e["step"].as_u64().unwrap() % 7 == 0 && e["step"].as_u64().unwrap() > at),
-        "{saved:?}"
-    );
-    let from = events_so_far(&run).len();
-    set(&run, "checkpoint.save_total_limit", "1");
-    wait_events(&run, from, "checkpoint", 1);
-    let kept = std::fs::read_dir(run.join("checkpoints")).unwrap().count();
-    assert_eq!(kept, 1, "one checkpoint kept");
+    let saved: Vec<u64> = after_step(&run, "checkpoint", at, 2)
+        .iter()
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert!(saved.iter().all(|s| s % 7 == 0), "{saved:?}");
+    let at = set(&run, "checkpoint.save_total_limit", "1");
+    after_step(&run, "checkpoint", at, 1);
+    wait_for("one checkpoint kept", Duration::from_mins(1), || {
+        std::fs::read_dir(run.join("checkpoints"))
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+            == 1
+    });
     set(&run, "checkpoint.save_steps", "0");
 
     // eval.eval_steps: an evaluation every 40 steps, then none.
-    let from = events_so_far(&run).len();
     let at = set(&run, "eval.eval_steps", "40");
-    let evals = wait_events(&run, from, "eval_started", 1);
-    let step = evals[0]["step"].as_u64().unwrap();
-    assert!(step > at && step.is_multiple_of(40), "{step} after {at}");
+    let step = after_step(&run, "eval_started", at, 1)[0]["step"]
+        .as_u64()
+        .unwrap();
+    assert!(step.is_multiple_of(40), "{step} after {at}");
     set(&run, "eval.eval_steps", "0");
 
     // The weights stay as they are from here on.

@@ -282,8 +282,34 @@ fn skip_drops_the_updates_and_warn_never_saves_non_finite_weights() {
 }
 
 #[test]
-fn sighup_stops_and_saves_like_sigterm() {
+fn sighup_stops_and_saves_like_sigterm_unless_nohup_ignores_it() {
     let dir = tempfile::tempdir().unwrap();
+    // Under nohup (SIGHUP ignored from the start) the run goes on.
+    let run = dir.path().join("nohup");
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' HUP; exec {} train --config config/tiny.json --no-tui --run-dir {} \
+             --set train.max_steps=1000000 --set eval.eval_steps=0",
+            binary.display(),
+            run.display()
+        ))
+        .current_dir(common::repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn_for_test();
+    wait_for_event(&run, "step");
+    signal(&child, "HUP");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(child.try_wait().unwrap().is_none(), "nohup keeps it going");
+    assert_eq!(status(&run)["state"], "training");
+    signal(&child, "TERM");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_mins(1)).code(),
+        Some(0)
+    );
+
     let run = dir.path().join("run");
     let mut child = start(&run, &[]);
     wait_for_event(&run, "step");
@@ -575,7 +601,9 @@ fn bad_entries_of_the_control_folder_are_reported_once_and_future_commands_refus
         r#"{{"v":2,"id":"f","created_unix":{},"command":"stop"}}"#,
         4_000_000_000u64
     );
-    std::fs::write(control.join("future.json"), future).unwrap();
+    // Written whole under a hidden name, then renamed, as ctl does.
+    std::fs::write(control.join(".future.tmp"), future).unwrap();
+    std::fs::rename(control.join(".future.tmp"), control.join("future.json")).unwrap();
     wait_for(
         "the future command's answer",
         Duration::from_mins(1),

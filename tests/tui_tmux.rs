@@ -257,3 +257,69 @@ fn watch_says_when_the_run_is_gone_and_sends_it_nothing() {
     let left = std::fs::read_dir(run.join("control")).unwrap().count();
     assert_eq!(left, 0);
 }
+
+/// The command of `e` as each rank recorded it applied: (rank, step).
+fn acks(run: &std::path::Path, command: &str) -> Vec<(u64, u64)> {
+    (0..2)
+        .flat_map(|rank| {
+            std::fs::read_to_string(run.join(format!("ranks/rank-{rank}.jsonl")))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|e| e["type"] == "command_ack" && e["command"] == command)
+                .map(|e| (e["rank"].as_u64().unwrap(), e["step"].as_u64().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn trainui_run_shows_a_torchrun_job_whose_ranks_obey_its_keys() {
+    let python = std::env::var("TRAINUI_PYTHON").expect("./dev test sets TRAINUI_PYTHON");
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("job");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    let command = format!(
+        "cd {} && GLOO_SOCKET_IFNAME=lo {} run --run-dir {} -- {python} -m torch.distributed.run \
+         --nproc-per-node 2 --master-addr 127.0.0.1 --master-port {port} \
+         examples/torchrun_loop.py --max-steps 1000000 --eval-steps 1000000; \
+         echo RUN_EXIT=$?; sleep 120",
+        repo().display(),
+        binary.display(),
+        run.display()
+    );
+    let tmux = Tmux::start("run", &command);
+    let screen = tmux.wait_for_screen("the job's chart", chart_filled);
+    assert!(screen.contains("pytorch ×2"), "{screen}");
+
+    // `e`: both ranks evaluate, at the same step.
+    tmux.keys("e");
+    tmux.wait_for_screen("the answer", |s| s.contains("eval: evaluating at step"));
+    let mut evals = Vec::new();
+    wait_for("both ranks' evaluation", Duration::from_mins(1), || {
+        evals = acks(&run, "eval_now");
+        evals.len() == 2
+    });
+    assert_eq!(evals[0].1, evals[1].1, "{evals:?}");
+
+    // `q`, `y`: both ranks stop at the same step, and trainui exits with
+    // the job's status once the job has saved and ended.
+    tmux.keys("q");
+    tmux.wait_for_screen("the quit question", |s| {
+        s.contains("Stop training and quit?")
+    });
+    tmux.keys("y");
+    let screen = tmux.wait_for_screen("the exit", |s| s.contains("RUN_EXIT="));
+    assert!(screen.contains("RUN_EXIT=0"), "{screen}");
+    let stops = acks(&run, "stop");
+    assert_eq!(stops.len(), 2, "{stops:?}");
+    assert_eq!(stops[0].1, stops[1].1, "{stops:?}");
+    let step = stops[0].1;
+    assert!(run.join(format!("checkpoints/checkpoint-{step}")).is_dir());
+    assert!(!events_of(&run, "finished").is_empty());
+}

@@ -284,6 +284,7 @@ fn train_run(
             front,
             owns_process: false,
         },
+        None,
     )?;
     match front {
         Front::Headless => session.run_headless(Style::PLAIN, &mut std::io::sink()),

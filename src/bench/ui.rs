@@ -133,7 +133,7 @@ fn evaluation_events(at: u64) -> Vec<Event> {
 /// a live run).
 pub fn measure(history_steps: u64, frames: usize, sizes: &[(u16, u16)]) -> UiFigures {
     let mut app = App::new("bench".into(), 2_000_000, true);
-    app.apply(&Event::Started(RunInfo {
+    app.apply(&Event::Started(Box::new(RunInfo {
         run_name: "bench".into(),
         pid: std::process::id(),
         device: "cpu".into(),
@@ -151,7 +151,8 @@ pub fn measure(history_steps: u64, frames: usize, sizes: &[(u16, u16)]) -> UiFig
             &crate::config::Config::default(),
         )),
         nonfinite_steps: 0,
-    }));
+        producer: None,
+    })));
     app.apply(&Event::State {
         step: 0,
         state: RunState::Training,

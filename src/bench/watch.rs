@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-/// Clock ticks a second of /proc's CPU times (USER_HZ, 100 on Linux).
+/// Clock ticks a second of /proc's CPU times: USER_HZ, which Linux fixes at
+/// 100 for what it reports to user space.
 const TICKS_PER_SEC: f64 = 100.0;
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +43,7 @@ impl Watcher {
         let exe = std::env::current_exe()
             .map_err(|e| Error::Failed(format!("cannot find the trainui binary: {e}")))?;
         let command = format!(
-            "exec {} watch {}",
+            "stty rows 40 cols 120; exec {} watch {}",
             quoted(&exe.to_string_lossy()),
             quoted(&run_dir.to_string_lossy())
         );

@@ -181,6 +181,12 @@ impl AdamW {
         Ok(())
     }
 
+    /// Updates applied so far (fewer than the steps when some were skipped).
+    #[must_use]
+    pub fn steps(&self) -> u64 {
+        u64::try_from(self.steps).unwrap_or(0)
+    }
+
     /// Number of trainable scalars.
     #[must_use]
     pub fn parameter_count(&self) -> u64 {

@@ -24,7 +24,8 @@ use crate::config::{self, Config};
 use crate::data::{Example, TextTokenizer};
 use crate::error::{Error, Result};
 use crate::events::{
-    Command, Event, GenerationCounters, OnNonFinite, Phase, RunInfo, RunState, StepMetrics, Summary,
+    Command, Event, GenerationCounters, OnNonFinite, Phase, Producer, RunInfo, RunState,
+    StepMetrics, Summary,
 };
 use crate::hf::{Architecture, HfFolder};
 use crate::watchdog::Heartbeat;
@@ -138,7 +139,8 @@ impl Trainer {
             let model_file = path.join(checkpoint::MODEL_FILE);
             vs.load(&model_file)
                 .map_err(|err| Error::Torch(format!("{}: {err}", model_file.display())))?;
-            optimizer.load(&path.join(checkpoint::OPTIMIZER_FILE), state.step)?;
+            let updates = state.optimizer_steps.unwrap_or(state.step);
+            optimizer.load(&path.join(checkpoint::OPTIMIZER_FILE), updates)?;
             trainer_state = Some(state);
         }
         let resumed = trainer_state.as_ref();
@@ -160,6 +162,7 @@ impl Trainer {
             counters: resumed.map_or_else(GenerationCounters::default, |s| s.counters),
             settings: Some(config::live_settings(&config)),
             nonfinite_steps: resumed.map_or(0, |s| s.nonfinite_steps),
+            producer: Some(Producer::trainui()),
         };
         ends.heartbeat.set_step(step);
         let trainer = Self {
@@ -190,7 +193,7 @@ impl Trainer {
                 .unwrap_or_else(Instant::now),
             config,
         };
-        trainer.emit(Event::Started(info));
+        trainer.emit(Event::Started(Box::new(info)));
         Ok(trainer)
     }
 
@@ -509,6 +512,7 @@ impl Trainer {
         let state = TrainerState {
             format: 1,
             step: self.step,
+            optimizer_steps: Some(self.optimizer.steps()),
             evals: self.evals,
             counters: self.counters,
             last_loss: self.last_loss,

@@ -11,6 +11,7 @@ use super::history::History;
 use super::keys::{KeyAction, action_for};
 use super::sampler::{GpuSample, HostSample, SystemSample};
 use crate::events::{Command, Event, GenerationStart, RunState, RunStatus, SampleResult};
+use crate::ranks::RankView;
 
 /// Points of the loss curves kept at full resolution, and for the whole run.
 const RECENT_POINTS: usize = 500;
@@ -38,6 +39,11 @@ pub enum Liveness {
     Gone(GoneRun),
     /// A process trains in the run (again).
     Alive,
+    /// The ranks of a multi-process job that went silent or whose process
+    /// is gone (empty: none now).
+    StuckRanks(Vec<RankView>),
+    /// The job `trainui run` started ended with this exit status.
+    JobEnded(i32),
 }
 
 /// A run whose process is gone, as `watch` tells it.
@@ -49,6 +55,20 @@ pub struct GoneRun {
     pub last_checkpoint: Option<String>,
     /// The command that continues it.
     pub resume: String,
+}
+
+/// Whose run the TUI shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The trainer thread of this process (`trainui train`): `q` asks to
+    /// stop it, `r` restarts a stalled run.
+    Trainer,
+    /// A run of another process (`trainui watch`): quitting leaves it
+    /// alone, and a restart is its supervisor's job.
+    Watcher,
+    /// The job this process started (`trainui run`): `q` asks to stop it,
+    /// through its control spool.
+    Job,
 }
 
 /// The pane that arrows scroll.
@@ -140,11 +160,14 @@ pub struct App {
     /// The latest command sent or acknowledged, shown in the footer.
     pub ack: Option<String>,
     pub exit: Option<Exit>,
-    /// Watching a run of another process: quitting leaves it alone, and a
-    /// restart is the supervisor's job.
-    pub attached: bool,
+    /// Whose run this is: what quitting and restarting do.
+    pub owner: Owner,
     /// The watched run's process is gone without a final state.
     pub gone: Option<GoneRun>,
+    /// Ranks of the watched job that went silent.
+    pub stuck_ranks: Vec<RankView>,
+    /// The job's exit status, once it has ended.
+    pub job_status: Option<i32>,
 }
 
 impl App {
@@ -179,8 +202,10 @@ impl App {
             quit_when_stopped: false,
             ack: None,
             exit: None,
-            attached: false,
+            owner: Owner::Trainer,
             gone: None,
+            stuck_ranks: Vec::new(),
+            job_status: None,
         }
     }
 
@@ -210,6 +235,27 @@ impl App {
                 }
                 None
             }
+            Msg::Liveness(Liveness::JobEnded(status)) => {
+                self.job_status = Some(status);
+                self.log_line(format!("the job exited with status {status}"));
+                self.ack = Some(format!(
+                    "the job exited with status {status}; press q to quit"
+                ));
+                if self.quit_when_stopped {
+                    self.exit = Some(Exit::Done);
+                }
+                None
+            }
+            Msg::Liveness(Liveness::StuckRanks(ranks)) => {
+                for view in &ranks {
+                    self.log_line(format!("{}: the other ranks wait for it", view.describe()));
+                }
+                if ranks.is_empty() && !self.stuck_ranks.is_empty() {
+                    self.log_line("every rank beats again".into());
+                }
+                self.stuck_ranks = ranks;
+                None
+            }
         }
     }
 
@@ -222,7 +268,8 @@ impl App {
             self.overlay = Overlay::None;
             return None;
         }
-        let running = !self.status.state.is_final() && self.gone.is_none();
+        let running =
+            !self.status.state.is_final() && self.gone.is_none() && self.job_status.is_none();
         let command = match action {
             KeyAction::EvalNow if running => Some(Command::EvalNow),
             KeyAction::AbortGeneration if running => Some(Command::AbortGeneration),
@@ -245,14 +292,14 @@ impl App {
                 None
             }
             KeyAction::Quit => {
-                if running && !self.attached {
+                if running && self.owner != Owner::Watcher {
                     self.overlay = Overlay::ConfirmQuit;
                 } else {
                     self.exit = Some(Exit::Done);
                 }
                 None
             }
-            KeyAction::Restart if self.attached => {
+            KeyAction::Restart if self.owner != Owner::Trainer => {
                 self.ack =
                     Some("a watched run restarts from its supervisor (--resume auto)".into());
                 None
@@ -353,7 +400,9 @@ impl App {
                     ),
                 });
             }
-            Event::Step(m) => {
+            // A loss that is not a number is said in the header, the events
+            // and the status; the curves keep the numbers.
+            Event::Step(m) if m.loss.is_finite() => {
                 let smoothed = self
                     .smoothed
                     .map_or(m.loss, |s| s + EMA_ALPHA * (m.loss - s));
@@ -385,7 +434,7 @@ impl App {
                 step,
                 loss: Some(loss),
                 ..
-            } => {
+            } if loss.is_finite() => {
                 self.val_history.push(*step as f64, *loss);
             }
             Event::GenerationStarted(start) => {
@@ -496,7 +545,10 @@ impl App {
                     self.exit = Some(Exit::Done);
                 }
             }
-            Event::State { .. } | Event::ValLoss { .. } | Event::Settings { .. } => {}
+            Event::State { .. }
+            | Event::Step(_)
+            | Event::ValLoss { .. }
+            | Event::Settings { .. } => {}
         }
     }
 

@@ -37,6 +37,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             fg(app, Color::Cyan).add_modifier(Modifier::BOLD),
         ),
         Span::styled(app.status.run_name.clone(), Modifier::BOLD),
+        Span::styled(producer(app), dim),
         Span::raw("  "),
         Span::styled(state, look),
         Span::styled("  elapsed ", dim),
@@ -59,6 +60,22 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             since(&gone.since),
             gone.resume,
             gone.pid
+        ))
+        .style(fg(app, Color::Red).add_modifier(Modifier::BOLD));
+        frame.render_widget(Paragraph::new(line), progress_area);
+        return;
+    }
+    if let Some(view) = crate::ranks::first_stuck(&app.stuck_ranks) {
+        let beat = &view.beat;
+        let line = Line::from(format!(
+            " RANK {} {} since {} · {} at step {} · {} pid {} · the other ranks wait for it",
+            beat.rank,
+            view.verdict.as_str(),
+            since(&beat.beat),
+            beat.phase.as_str(),
+            beat.step,
+            beat.host,
+            beat.pid,
         ))
         .style(fg(app, Color::Red).add_modifier(Modifier::BOLD));
         frame.render_widget(Paragraph::new(line), progress_area);
@@ -126,4 +143,13 @@ fn since(time: &str) -> String {
         .duration_since(when)
         .map_or(0.0, |d| d.as_secs_f64());
     format!("{clock} UTC ({} ago)", duration(ago))
+}
+
+/// Who writes the run, when it is not trainui's own trainer: ` transformers ×2`.
+fn producer(app: &App) -> String {
+    match app.status.producer.as_ref().filter(|p| p.name != "trainui") {
+        Some(p) if p.world_size > 1 => format!(" {} ×{}", p.framework, p.world_size),
+        Some(p) => format!(" {}", p.framework),
+        None => String::new(),
+    }
 }

@@ -16,7 +16,7 @@ use crate::events::{
 };
 
 fn started() -> Event {
-    Event::Started(RunInfo {
+    Event::Started(Box::new(RunInfo {
         run_name: "demo-run".into(),
         pid: 4242,
         device: "cpu".into(),
@@ -34,7 +34,8 @@ fn started() -> Event {
             &crate::config::Config::default(),
         )),
         nonfinite_steps: 0,
-    })
+        producer: None,
+    }))
 }
 
 fn step(step: u64) -> Event {
@@ -246,6 +247,24 @@ fn the_warning_threshold_follows_the_settings_in_force() {
     let after = text(&app);
     assert!(after.contains("timeout rate 33.3% (warn 50%)"), "{after}");
     assert!(!app.status.timeout_warning());
+}
+
+#[test]
+fn a_loss_that_is_not_a_number_leaves_the_curves_as_they_were() {
+    let mut app = training_app();
+    let before = screen(&app, 80, 24);
+    let mut nan = step(1525);
+    if let Event::Step(m) = &mut nan {
+        m.loss = f64::NAN;
+    }
+    app.apply(&nan);
+    assert_eq!(app.status.loss.map(f64::is_nan), Some(true));
+    let after = screen(&app, 80, 24).to_string();
+    // The chart is the same (the step counter moved on).
+    let chart = |text: &str| text.lines().skip(2).take(10).collect::<Vec<_>>().join("\n");
+    assert_eq!(chart(&before.to_string()), chart(&after));
+    app.apply(&step(1550));
+    assert!(app.smoothed_history.last().unwrap().1.is_finite());
 }
 
 #[test]

@@ -1,0 +1,323 @@
+"""What the run-directory tests share: reading a run directory back, checking
+every line against the contract (the JSON Schemas of protocol/schema when
+they exist, and always field by field against src/events.rs), starting and
+cleaning up child processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+PYTHON_DIR = Path(__file__).resolve().parents[1]
+REPO = PYTHON_DIR.parent
+sys.path.insert(0, str(PYTHON_DIR))
+
+from trainui import protocol  # noqa: E402
+
+EXAMPLE = REPO / "examples" / "torchrun_loop.py"
+SCHEMA_DIR = REPO / "protocol" / "schema"
+TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+# Field types, as src/events.rs declares them.
+U = "unsigned"
+F = "number"
+LOSS = "loss"
+OLOSS = "optional loss"
+S = "string"
+OS = "optional string"
+B = "bool"
+
+COUNTERS = {"generations": U, "completed": U, "timed_out": U, "aborted": U, "errors": U}
+EVENT_FIELDS: Dict[str, Dict[str, Any]] = {
+    "started": {"run_name": S, "pid": U, "device": S, "start_step": U, "max_steps": U,
+                "parameters": U, "vocab_size": U, "train_examples": U, "val_examples": U,
+                "skipped_overlong": U, "resumed_from": OS, "evals": U, "counters": COUNTERS,
+                "settings": "settings", "nonfinite_steps": U, "producer": "producer"},
+    "step": {"step": U, "max_steps": U, "loss": LOSS, "learning_rate": F, "tokens_per_sec": F,
+             "elapsed_secs": F, "eta_secs": F},
+    "state": {"step": U, "state": "state"},
+    "command_ack": {"step": U, "command": "command", "message": S},
+    "settings": {"step": U, "settings": "settings"},
+    "warning": {"step": U, "message": S},
+    "eval_started": {"step": U, "eval": U, "samples": U},
+    "val_loss": {"step": U, "loss": OLOSS, "batches": U, "timed_out": B},
+    "generation_started": {"step": U, "sample": U, "of": U, "example": U, "origin": S,
+                           "prompt": S, "golden": S, "golden_tokens": U, "timeout_secs": F},
+    "generation_progress": {"step": U, "sample": U, "text": S, "tokens": U, "elapsed_secs": F},
+    "sample": {"step": U, "sample": U, "of": U, "example": U, "origin": S, "prompt": S,
+               "golden": S, "output": S, "golden_tokens": U, "output_tokens": U,
+               "outcome": "outcome", "exact_match": B, "loss": OLOSS, "elapsed_secs": F,
+               "tokens_per_sec": F, "timeout_secs": F, "counters": COUNTERS},
+    "eval_finished": {"step": U, "eval": U, "val_loss": OLOSS, "train_loss": OLOSS, "gap": OLOSS,
+                      "samples": U, "matches": U, "exact_match": F, "counters": COUNTERS},
+    "checkpoint": {"step": U, "path": S},
+    "stalled": {"step": U, "phase": "phase", "silent_secs": F, "timeout_secs": F},
+    "recovered": {"step": U, "phase": "phase"},
+    "control": {"id": S, "command": S, "accepted": B, "message": S},
+    "finished": {"step": U, "max_steps": U, "state": "state", "loss": OLOSS, "elapsed_secs": F},
+    "failed": {"step": U, "message": S},
+}
+STATUS_FIELDS = {
+    "schema_version": U, "run_name": S, "state": "state", "current_step": U, "max_steps": U,
+    "loss": OLOSS, "val_loss": OLOSS, "learning_rate": "optional number",
+    "tokens_per_sec": "optional number", "elapsed_secs": F, "eta_secs": "optional number",
+    "device": S, "evals": U, "generations": U, "completed": U, "timeouts": U, "aborts": U,
+    "errors": U, "timeout_rate": F, "exact_match": "optional number", "last_checkpoint": OS,
+    "resumed_from": OS, "warnings": U, "last_message": OS, "settings": "optional settings",
+    "nonfinite_steps": U, "producer": "optional producer", "updated_at": S, "pid": U,
+}
+RANK_FILE_FIELDS = {
+    "v": U, "rank": U, "world_size": U, "local_rank": U, "host": S, "pid": U, "phase": "phase",
+    "step": U, "beat": S, "beat_unix": F, "written_unix": F, "state": "state",
+}
+SETTINGS_KEYS = {
+    "train": {"log_steps"},
+    "eval": {"eval_steps", "val_batches", "samples", "max_new_tokens", "min_new_tokens",
+             "eval_timeout_seconds", "temperature", "timeout_warn_rate"},
+    "checkpoint": {"save_steps", "save_total_limit"},
+    "watchdog": {"stall_timeout_seconds"},
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_value(kind: Any, value: Any, where: str) -> None:
+    if isinstance(kind, dict):
+        assert isinstance(value, dict), f"{where}: {value!r} is not an object"
+        assert set(value) == set(kind), f"{where}: fields {sorted(value)} != {sorted(kind)}"
+        for key, sub in kind.items():
+            check_value(sub, value[key], f"{where}.{key}")
+        return
+    if kind.startswith("optional ") and value is None:
+        return
+    base = kind.replace("optional ", "")
+    if base == "unsigned":
+        assert isinstance(value, int) and not isinstance(value, bool) and value >= 0, \
+            f"{where}: {value!r} is not an unsigned integer"
+    elif base == "number":
+        assert _is_number(value), f"{where}: {value!r} is not a number"
+    elif base == "loss":
+        assert _is_number(value) or value in ("NaN", "inf", "-inf"), \
+            f"{where}: {value!r} is not a loss"
+    elif base == "string":
+        assert isinstance(value, str), f"{where}: {value!r} is not a string"
+    elif base == "bool":
+        assert isinstance(value, bool), f"{where}: {value!r} is not a bool"
+    elif base == "state":
+        assert value in protocol.RUN_STATES, f"{where}: unknown state {value!r}"
+    elif base == "phase":
+        assert value in protocol.PHASES, f"{where}: unknown phase {value!r}"
+    elif base == "settings":
+        assert isinstance(value, dict), f"{where}: settings {value!r}"
+        for section, keys in SETTINGS_KEYS.items():
+            assert keys <= set(value[section]), f"{where}.{section}: {value[section]}"
+            for key in keys:
+                assert _is_number(value[section][key]), f"{where}.{section}.{key}"
+    elif base == "producer":
+        check_value({"name": S, "version": S, "framework": S, "world_size": U}, value, where)
+        assert value["name"] == "trainui-python"
+    elif base == "command":
+        assert value in protocol.PLAIN_COMMANDS or (
+            isinstance(value, dict) and list(value) == ["set"] and isinstance(value["set"], dict)
+        ), f"{where}: {value!r} is not a command"
+    elif base == "outcome":
+        assert isinstance(value, dict) and value.get("kind") in protocol.OUTCOMES, where
+        if value["kind"] == "error":
+            assert set(value) == {"kind", "message"} and isinstance(value["message"], str)
+        else:
+            assert set(value) == {"kind"}, where
+    else:
+        raise AssertionError(f"unknown kind {kind}")
+
+
+def _schema(name: str) -> Optional[Dict[str, Any]]:
+    for candidate in (SCHEMA_DIR / f"{name}.schema.json", SCHEMA_DIR / f"{name}.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return None
+
+
+def schema_validate(name: str, value: Any) -> None:
+    """Validates against protocol/schema/NAME.schema.json (generated from
+    the Rust types) when that exists; the field checks above always run."""
+    schema = _schema(name)
+    if schema is None:
+        return
+    import jsonschema
+
+    jsonschema.validate(value, schema)
+
+
+def check_event_line(line: Dict[str, Any], rank: Optional[int] = None) -> None:
+    """One events.jsonl (or rank record) line, against the contract."""
+    assert line["v"] == protocol.SCHEMA_VERSION, line
+    assert TIME.match(line["time"]), line["time"]
+    if rank is not None:
+        assert line["rank"] == rank, line
+    fields = EVENT_FIELDS.get(line["type"])
+    assert fields is not None, f"unknown event type {line['type']}"
+    body = {k: v for k, v in line.items() if k not in ("v", "time", "type", "rank")}
+    optional = {"producer"} if line["type"] == "started" else set()
+    assert set(fields) - optional <= set(body) <= set(fields), \
+        f"{line['type']}: fields {sorted(body)} != {sorted(fields)}"
+    for key, value in body.items():
+        check_value(fields[key], value, f"{line['type']}.{key}")
+    schema_validate("event", line)
+
+
+def read_lines(path: Path) -> List[Dict[str, Any]]:
+    """Every whole line of a JSONL file (a partial last line is left out)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+
+def events(root: Path) -> List[Dict[str, Any]]:
+    return read_lines(root / protocol.EVENTS_FILE)
+
+
+def rank_record(root: Path, rank: int) -> List[Dict[str, Any]]:
+    return read_lines(root / "ranks" / f"rank-{rank}.jsonl")
+
+
+def rank_file(root: Path, rank: int) -> Optional[Dict[str, Any]]:
+    try:
+        return json.loads((root / "ranks" / f"rank-{rank}.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def status(root: Path) -> Dict[str, Any]:
+    return json.loads((root / protocol.STATUS_FILE).read_text())
+
+
+def check_run_dir(root: Path, ranks: int = 1) -> None:
+    """Every line, the status file and the rank files, against the contract."""
+    for line in events(root):
+        check_event_line(line)
+    for rank in range(ranks):
+        for line in rank_record(root, rank):
+            check_event_line(line, rank)
+        beat = rank_file(root, rank)
+        assert beat is not None, f"no ranks/rank-{rank}.json"
+        check_value(RANK_FILE_FIELDS, beat, f"rank-{rank}.json")
+        schema_validate("rank", beat)
+        assert beat["v"] == protocol.SCHEMA_VERSION and beat["rank"] == rank
+    current = status(root)
+    check_value(STATUS_FIELDS, current, "status")
+    assert current["schema_version"] == protocol.SCHEMA_VERSION
+    schema_validate("status", current)
+    raw = (root / protocol.EVENTS_FILE).read_text() + (root / protocol.STATUS_FILE).read_text()
+    assert "NaN," not in raw.replace('"NaN"', "") and "Infinity" not in raw
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1):
+    """Polls until `predicate()` is true-ish; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def find(items: List[Dict[str, Any]], **fields) -> List[Dict[str, Any]]:
+    return [item for item in items if all(item.get(k) == v for k, v in fields.items())]
+
+
+def drop_command(root: Path, command: Any, *, version: int = 2,
+                 created_unix: Optional[float] = None, name: Optional[str] = None) -> str:
+    """Writes a command file into RUN_DIR/control as `trainui ctl` does."""
+    request_id = name or f"{time.time_ns()}-{os.getpid()}-{protocol.command_word(command)}"
+    request = {"v": version, "id": request_id,
+               "created_unix": time.time() if created_unix is None else created_unix,
+               "command": command}
+    if version == 2:
+        schema_validate("control", request)
+    spool = root / "control"
+    temp = spool / f".{request_id}.tmp"
+    temp.write_text(json.dumps(request))
+    os.replace(temp, spool / f"{request_id}.json")
+    return request_id
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Children:
+    """Child processes started in their own process group; every group is
+    killed at teardown, whatever the test did."""
+
+    def __init__(self) -> None:
+        self.processes: List[subprocess.Popen] = []
+
+    def start(self, args: List[str], log: Path, env: Optional[Dict[str, str]] = None,
+              cwd: Optional[Path] = None) -> subprocess.Popen:
+        environment = dict(os.environ)
+        environment.update(env or {})
+        environment.setdefault("PYTHONUNBUFFERED", "1")
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(PYTHON_DIR), environment.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        out = open(log, "wb")
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=environment,
+                                   cwd=str(cwd or REPO), start_new_session=True)
+        out.close()
+        self.processes.append(process)
+        return process
+
+    def kill_all(self) -> None:
+        for process in self.processes:
+            # torchrun starts its workers in sessions of their own: kill
+            # every descendant's group, then the child's.
+            for pid in descendants(process.pid) + [process.pid]:
+                for kill in (os.killpg, os.kill):
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def descendants(root: int) -> List[int]:
+    """Every process below `root` (from /proc), deepest last."""
+    parents: Dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: List[int] = []
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def torchrun() -> List[str]:
+    return [sys.executable, "-m", "torch.distributed.run"]

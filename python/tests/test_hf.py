@@ -1,0 +1,231 @@
+"""TrainuiCallback on a real transformers.Trainer job (examples/hf_trainer.py), read back
+from the run directory: events, status counters, log lines, per-rank records."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from runhelpers import (REPO, Children, check_run_dir, drop_command, events, find, free_port,
+                        rank_record, status, torchrun, wait_for)
+
+HF_EXAMPLE = REPO / "examples" / "hf_trainer.py"
+INCIDENT = REPO / "examples" / "incident" / "train.py"
+ENV = {"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture
+def children():
+    started = Children()
+    yield started
+    started.kill_all()
+
+
+def _wait(process, log: Path, seconds: float = 150) -> int:
+    try:
+        return process.wait(seconds)
+    except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired; the fixture kills it
+        pytest.fail(f"the job did not end in {seconds}s:\n{log.read_text()[-4000:]}")
+
+
+def _types(lines):
+    return [line["type"] for line in lines]
+
+
+def test_fine_tune_that_never_stops_generating_times_out_and_trains_on(tmp_path, children):
+    run = tmp_path / "run"
+    log = tmp_path / "job.log"
+    process = children.start(
+        [sys.executable, str(HF_EXAMPLE), "--run-dir", str(run), "--max-steps", "30",
+         "--eval-steps", "15", "--save-steps", "15", "--logging-steps", "5",
+         "--eval-timeout", "1", "--samples", "2", "--fault", "never_eos"],
+        log, env=ENV)
+    assert _wait(process, log) == 0, log.read_text()[-4000:]
+    check_run_dir(run)
+
+    lines = events(run)
+    kinds = _types(lines)
+    for kind in ("started", "step", "eval_started", "val_loss", "sample", "eval_finished",
+                 "checkpoint", "finished"):
+        assert kind in kinds, f"no {kind} event in {sorted(set(kinds))}"
+    started = find(lines, type="started")[0]
+    assert started["producer"]["framework"] == "transformers"
+    assert started["max_steps"] == 30 and started["parameters"] > 0
+    assert started["settings"]["train"]["log_steps"] == 5
+    assert started["settings"]["eval"]["eval_steps"] == 15
+    assert [e["step"] for e in find(lines, type="step")] == [5, 10, 15, 20, 25, 30]
+    assert [e["step"] for e in find(lines, type="checkpoint")] == [15, 30]
+    assert find(lines, type="checkpoint")[-1]["path"] == str(run / "checkpoints" / "checkpoint-30")
+    assert (run / "checkpoints" / "checkpoint-30" / "model.safetensors").is_file()
+    # val_loss comes inside its evaluation, after eval_started.
+    assert kinds.index("eval_started") < kinds.index("val_loss") < kinds.index("sample")
+
+    samples = find(lines, type="sample")
+    assert len(samples) == 4, "2 samples at each of steps 15 and 30"
+    assert [s["example"] for s in samples] == [0, 1, 2, 3], "each evaluation takes the next ones"
+    for sample in samples:
+        assert sample["outcome"] == {"kind": "timed_out"}
+        assert sample["output_tokens"] > 0 and len(sample["output"]) == sample["output_tokens"]
+        assert 1.0 <= sample["elapsed_secs"] < 20
+        assert isinstance(sample["loss"], float)
+    finished = find(lines, type="finished")[-1]
+    assert finished["state"] == "finished" and finished["step"] == 30
+
+    current = status(run)
+    assert current["state"] == "finished" and current["current_step"] == 30
+    assert current["timeouts"] == 4 and current["generations"] == 4 and current["evals"] == 2
+    assert current["last_checkpoint"] == str(run / "checkpoints" / "checkpoint-30")
+    text = (run / "training_output.log").read_text()
+    timeouts = [line for line in text.splitlines()
+                if line.startswith("TIMEOUT: Model generation exceeded")]
+    assert len(timeouts) == 4, text[-3000:]
+    assert "at step 15" in timeouts[0] and "at step 30" in timeouts[-1]
+    assert "tokens so far" in timeouts[0], "the partial output is counted"
+    record = rank_record(run, 0)
+    assert [e["type"] for e in record].count("sample") == 4
+
+
+def _acked(root: Path, command, rank: int | None = None):
+    lines = events(root) if rank is None else rank_record(root, rank)
+    return [line for line in lines if line["type"] == "command_ack" and line["command"] == command]
+
+
+def _command(root: Path, command, *, ranks=(None,), timeout: float = 60):
+    drop_command(root, command)
+    return [wait_for(lambda r=r: _acked(root, command, r), timeout, f"ack of {command} on {r}")
+            [-1] for r in ranks]
+
+
+def test_commands_eval_save_set_and_stop(tmp_path, children):
+    run = tmp_path / "run"
+    log = tmp_path / "job.log"
+    process = children.start(
+        [sys.executable, str(HF_EXAMPLE), "--run-dir", str(run), "--max-steps", "100000",
+         "--eval-steps", "0", "--save-steps", "0", "--logging-steps", "5", "--samples", "2",
+         "--eval-timeout", "30"],
+        log, env=ENV)
+    wait_for(lambda: find(events(run), type="step"), 120, "the first step event")
+
+    eval_ack = _command(run, "eval_now")[0]
+    wait_for(lambda: find(events(run), type="eval_finished"), 60, "the evaluation")
+    lines = events(run)
+    evaluation = find(lines, type="eval_finished")[0]
+    assert evaluation["step"] == eval_ack["step"]
+    assert evaluation["samples"] == 2 and isinstance(evaluation["val_loss"], float)
+    assert [s["outcome"]["kind"] for s in find(lines, type="sample")] == ["completed"] * 2
+
+    save_ack = _command(run, "save")[0]
+    checkpoint = wait_for(lambda: find(events(run), type="checkpoint"), 60, "the checkpoint")[0]
+    assert checkpoint["step"] == save_ack["step"]
+    assert Path(checkpoint["path"], "model.safetensors").is_file()
+
+    change = {"set": {"train.learning_rate": 0.0005, "eval.samples": 1, "train.log_steps": 7}}
+    set_ack = _command(run, change)[0]
+    assert "train.learning_rate" in set_ack["message"]
+    after = wait_for(lambda: [e for e in find(events(run), type="step")
+                              if e["step"] > set_ack["step"] + 7], 60, "steps after the set")
+    assert all(e["step"] % 7 == 0 for e in after), "train.log_steps = 7 is what the Trainer logs by"
+    assert after[-1]["learning_rate"] <= 0.0005 + 1e-12
+
+    stop_ack = _command(run, "stop")[0]
+    assert _wait(process, log) == 0, log.read_text()[-3000:]
+    check_run_dir(run)
+    lines = events(run)
+    finished = find(lines, type="finished")[-1]
+    assert finished["state"] == "stopped" and finished["step"] == stop_ack["step"]
+    last = find(lines, type="checkpoint")[-1]
+    assert last["step"] == stop_ack["step"], "a stop writes a final checkpoint"
+    assert Path(last["path"], "model.safetensors").is_file()
+    current = status(run)
+    assert current["state"] == "stopped"
+    assert current["last_checkpoint"] == last["path"]
+    assert current["settings"]["train"]["learning_rate"] == 0.0005
+
+
+def test_torchrun_two_ranks_apply_commands_at_the_same_step(tmp_path, children):
+    run = tmp_path / "run"
+    log = tmp_path / "job.log"
+    process = children.start(
+        torchrun() + ["--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                      "--master-port", str(free_port()), str(HF_EXAMPLE),
+                      "--run-dir", str(run), "--max-steps", "100000", "--eval-steps", "0",
+                      "--save-steps", "0", "--logging-steps", "5", "--samples", "1",
+                      "--eval-timeout", "2", "--fault", "never_eos_on_rank:1"],
+        log, env=ENV)
+    wait_for(lambda: find(events(run), type="step"), 150, "the first step event")
+    both = (0, 1)
+
+    evals = _command(run, "eval_now", ranks=both)
+    assert evals[0]["step"] == evals[1]["step"]
+    # Rank 1's model cannot stop: its generation ends at the deadline, rank 0's
+    # completes; neither rank hangs, and training goes on.
+    sample1 = wait_for(lambda: find(rank_record(run, 1), type="sample"), 60, "rank 1's sample")[0]
+    sample0 = wait_for(lambda: find(rank_record(run, 0), type="sample"), 60, "rank 0's sample")[0]
+    assert sample1["outcome"] == {"kind": "timed_out"} and sample1["output_tokens"] > 0
+    assert sample0["outcome"] == {"kind": "completed"}
+    assert sample0["step"] == sample1["step"] == evals[0]["step"]
+
+    saves = _command(run, "save", ranks=both)
+    assert saves[0]["step"] == saves[1]["step"] > evals[0]["step"]
+    change = {"set": {"eval.eval_timeout_seconds": 3}}
+    sets = _command(run, change, ranks=both)
+    assert sets[0]["step"] == sets[1]["step"]
+    wait_for(lambda: [e for e in find(events(run), type="step") if e["step"] > sets[0]["step"]],
+             60, "a step after the set")
+    stops = _command(run, "stop", ranks=both)
+    assert stops[0]["step"] == stops[1]["step"]
+    assert _wait(process, log) == 0, log.read_text()[-4000:]
+
+    check_run_dir(run, ranks=2)
+    for rank in both:
+        record = rank_record(run, rank)
+        assert find(record, type="finished")[-1]["state"] == "stopped"
+        assert find(record, type="finished")[-1]["step"] == stops[0]["step"]
+    lines = events(run)
+    checkpoints = [e["step"] for e in find(lines, type="checkpoint")]
+    assert saves[0]["step"] in checkpoints and checkpoints[-1] == stops[0]["step"]
+    assert status(run)["state"] == "stopped"
+    assert status(run)["settings"]["eval"]["eval_timeout_seconds"] == 3
+
+
+def test_incident_script_with_the_callback(tmp_path, children):
+    run = tmp_path / "run"
+    log = tmp_path / "job.log"
+    process = children.start(
+        [sys.executable, str(INCIDENT), "--run-dir", str(run), "--max-steps", "20",
+         "--eval-steps", "10", "--eval-timeout", "1", "--pathological"],
+        log, env=ENV)
+    assert _wait(process, log) == 0, log.read_text()[-4000:]
+    check_run_dir(run)
+    current = status(run)
+    assert current["state"] == "finished" and current["current_step"] == 20
+    assert current["timeouts"] > 0 and current["completed"] > 0
+    text = (run / "training_output.log").read_text()
+    assert any(line.startswith("TIMEOUT: Model generation exceeded") for line in text.splitlines())
+    assert os.path.isdir(run / "checkpoints" / "checkpoint-20")
+
+
+def test_set_learning_rate_moves_the_schedule_to_the_new_height():
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from trainui.hf import set_learning_rate
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([param], lr=0.01)
+    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=10,
+                                                num_training_steps=100)
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
+    set_learning_rate(optimizer, scheduler, 0.002)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001), "halfway up the warmup"
+    assert scheduler.base_lrs == [0.002]
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.002), "the warmup's top is the new rate"

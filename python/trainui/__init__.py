@@ -1,0 +1,49 @@
+"""trainui for PyTorch: make a training loop write the run directory of
+`trainui train` and obey the same commands, so that `trainui watch`,
+`trainui ctl` and `trainui status` handle it like a run of the Rust trainer.
+
+The run directory and its protocol are described in the README of trainui
+(sections "Run directory", "Attach to a running job and steer it", "Stall
+watchdog"); `trainui.protocol` mirrors them.
+"""
+
+from .protocol import REQUEST_VERSION, SCHEMA_VERSION
+from .run import Actions, Run
+from .rundir import RunDirError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Actions",
+    "Run",
+    "RunDirError",
+    "SCHEMA_VERSION",
+    "REQUEST_VERSION",
+    "generate",
+    "evaluate_samples",
+    "__version__",
+]
+
+#: Names re-exported lazily from modules that need more than torch (or that
+#: may not be installed): name -> module.
+_LAZY = {
+    "generate": "trainui.generate",
+    "evaluate_samples": "trainui.generate",
+}
+
+
+def __getattr__(name):
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'trainui' has no attribute {name!r}")
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise AttributeError(
+            f"trainui.{name} needs {module_name}, which cannot be imported: {err}"
+        ) from err
+    value = getattr(module, name)
+    globals()[name] = value
+    return value

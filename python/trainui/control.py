@@ -1,0 +1,401 @@
+"""Steering a run from outside its process: RUN_DIR/control/, where
+`trainui ctl` (and `watch`) drop small JSON command files (src/control.rs).
+
+A command file is `{"v": 2, "id": ..., "created_unix": ..., "command":
+COMMAND}`, COMMAND being `"stop"`, `"pause"`, `"resume"`, `"eval_now"`,
+`"abort_generation"`, `"save"` or `{"set": {KEY: VALUE}}`; files of version 1
+(`"command": "eval"`, or `"set"` with an `"assignment"`) are still read.
+Every file is answered by a `control` event (accepted or rejected, with the
+reason) and removed. Only rank 0 reads the spool; the commands it accepts
+are applied by every rank at the same step boundary (see distributed.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from . import protocol
+from .rundir import RunDirError, write_atomically
+
+#: How often the spool is read.
+POLL_SECS = 0.25
+
+_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def spool_dir(run_dir: Path) -> Path:
+    return run_dir / protocol.SPOOL_DIR
+
+
+def send(run_dir: Path, command: Any) -> str:
+    """Writes a command file as `trainui ctl` does (hidden name, then a
+    rename); returns its id. For tests and tools."""
+    directory = spool_dir(run_dir)
+    if not directory.is_dir():
+        raise RunDirError(
+            f"{directory}: no control folder; is {run_dir} a trainui run directory, and has "
+            "its run started?"
+        )
+    word = protocol.command_word(command)
+    request_id = f"{time.time_ns()}-{os.getpid()}-{word}"
+    request = {
+        "v": protocol.REQUEST_VERSION,
+        "id": request_id,
+        "created_unix": time.time(),
+        "command": command,
+    }
+    temp = directory / f".{request_id}.tmp"
+    temp.write_text(protocol.json_text(request))
+    os.replace(temp, directory / f"{request_id}.json")
+    return request_id
+
+
+# ---------------------------------------------------------------------------
+# Checks of the spool folder (control::check_spool)
+
+def _private_group(gid: int, uid: int) -> bool:
+    """Whether `gid` is `uid`'s own private group, proved from /etc/passwd
+    and /etc/group (as the Rust check does)."""
+    try:
+        passwd = Path("/etc/passwd").read_text()
+        group = Path("/etc/group").read_text()
+    except OSError:
+        return False
+
+    def number(fields: List[str], index: int) -> Optional[int]:
+        try:
+            return int(fields[index])
+        except (IndexError, ValueError):
+            return None
+
+    users = [line.split(":") for line in passwd.splitlines()]
+    me = next((u for u in users if number(u, 2) == uid), None)
+    if me is None:
+        return False
+    name = me[0]
+    own_primary = number(me, 3) == gid
+    others_primary = any(number(u, 3) == gid and number(u, 2) != uid for u in users)
+    entry = next((g for g in (line.split(":") for line in group.splitlines())
+                  if number(g, 2) == gid), None)
+    if entry is None:
+        return False
+    members = [m for m in (entry[3] if len(entry) > 3 else "").split(",") if m]
+    return own_primary and not others_primary and entry[0] == name and all(
+        m == name for m in members
+    )
+
+
+def _ancestors(path: Path) -> List[Path]:
+    return [path, *path.parents]
+
+
+def check_spool(run_dir: Path) -> None:
+    """Refuses a control folder that is a link, not a folder, another user's
+    or open to others, and a run directory another user could swap it in
+    (it or a folder above it writable by others without the sticky bit, or
+    owned by another user). Raises RunDirError with the fix."""
+    uid, gid = os.geteuid(), os.getegid()
+    directory = spool_dir(run_dir)
+
+    def refuse(why: str) -> RunDirError:
+        return RunDirError(
+            f"{directory}: {why}; the control folder of a run is made by trainui (mode 0700, "
+            f"owned by the user who runs it): pick another run directory, or move {directory} "
+            "away"
+        )
+
+    try:
+        meta = os.lstat(directory)
+    except FileNotFoundError:
+        meta = None
+    except OSError as err:
+        raise RunDirError(f"{directory}: cannot read the control folder: {err}") from err
+    if meta is not None:
+        if stat.S_ISLNK(meta.st_mode):
+            raise refuse("is a symbolic link, not a folder of this run")
+        if not stat.S_ISDIR(meta.st_mode):
+            raise refuse("is not a folder")
+        if meta.st_uid != uid:
+            raise refuse(f"belongs to user {meta.st_uid}, not to you ({uid})")
+        if meta.st_mode & 0o077:
+            raise refuse(f"has mode {meta.st_mode & 0o777:o}: other users can use it")
+    absolute = Path(os.path.abspath(run_dir))
+    start = next((p for p in _ancestors(absolute) if p.exists()), Path("/"))
+    real = Path(os.path.realpath(start))
+    for folder in _ancestors(start) + _ancestors(real):
+        try:
+            meta = os.stat(folder)
+        except OSError as err:
+            raise RunDirError(f"{folder}: cannot read: {err}") from err
+        sticky = meta.st_mode & 0o1000 != 0
+        if meta.st_uid not in (uid, 0):
+            raise RunDirError(
+                f"{folder}: belongs to user {meta.st_uid}, who could replace {directory}; run "
+                "in a folder of your own"
+            )
+        group_can_write = meta.st_mode & 0o020 != 0 and not (
+            meta.st_gid == gid and _private_group(gid, uid)
+        )
+        if (meta.st_mode & 0o002 or group_can_write) and not sticky:
+            raise RunDirError(
+                f"{folder}: other users can write to it (mode {meta.st_mode & 0o777:o}) and so "
+                f"replace {directory}; run in a folder only you can write to (chmod go-w "
+                f"{folder})"
+            )
+
+
+def make_spool(run_dir: Path) -> None:
+    """Creates the control folder, owner only, and checks it."""
+    try:
+        os.mkdir(spool_dir(run_dir), 0o700)
+    except FileExistsError:
+        pass
+    check_spool(run_dir)
+
+
+# ---------------------------------------------------------------------------
+# Reading command files
+
+def command_file(path: Path) -> Optional[str]:
+    """None when `path` is a command file the spool may read and remove (a
+    regular file, not a link, named NAME.json), else why not."""
+    name = path.name
+    stem = name[: -len(".json")] if name.endswith(".json") else ""
+    if not stem or not _NAME.match(stem):
+        return "refused: not a command file (NAME.json)"
+    try:
+        meta = os.lstat(path)
+    except OSError as err:
+        return f"unreadable: {err}"
+    if stat.S_ISLNK(meta.st_mode):
+        return "refused: a symbolic link"
+    if not stat.S_ISREG(meta.st_mode):
+        return "refused: not a regular file"
+    return None
+
+
+def pending(directory: Path) -> List[Tuple[Path, Optional[str]]]:
+    """The spool's entries, oldest name first, each with the reason it is
+    not a command file (None when it is). Hidden entries are passed over."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [(directory / n, command_file(directory / n))
+            for n in sorted(names) if not n.startswith(".")]
+
+
+class RequestError(Exception):
+    """A command file that is refused; the message is the reason."""
+
+
+def _expected_variants() -> str:
+    return ", ".join(f"`{name}`" for name in (*protocol.PLAIN_COMMANDS, "set"))
+
+
+def parse_command(value: Any) -> Any:
+    """A serialised command, checked: a plain command's name or
+    `{"set": {KEY: VALUE}}`."""
+    if isinstance(value, str):
+        if value in protocol.PLAIN_COMMANDS:
+            return value
+        if value == "set":
+            raise RequestError('not a command: invalid type: unit variant, expected newtype '
+                               'variant')
+        raise RequestError(
+            f"not a command: unknown variant `{value}`, expected one of {_expected_variants()}"
+        )
+    if isinstance(value, dict) and len(value) == 1:
+        (name, body), = value.items()
+        if name == "set":
+            if not isinstance(body, dict):
+                raise RequestError("not a command: invalid type, expected a map of KEY: VALUE")
+            return {"set": dict(body)}
+        if name in protocol.PLAIN_COMMANDS:
+            raise RequestError(f"not a command: `{name}` takes no value")
+        raise RequestError(
+            f"not a command: unknown variant `{name}`, expected one of {_expected_variants()}"
+        )
+    raise RequestError("not a command: expected a command name or {\"set\": {...}}")
+
+
+def _parse_assignment(assignment: str) -> Tuple[str, Any]:
+    if "=" not in assignment:
+        raise RequestError(f"{assignment}: expected KEY=VALUE, e.g. train.max_steps=100")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+def parse_request(text: str) -> Dict[str, Any]:
+    """A request of version 2, or of version 1; RequestError otherwise."""
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise RequestError(f"not a command: {err}") from None
+    if not isinstance(value, dict):
+        raise RequestError("not a command: expected a JSON object")
+    version = value.get("v")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise RequestError('not a command: no version "v"')
+    if version not in (1, protocol.REQUEST_VERSION):
+        raise RequestError(f"unknown request version {version}")
+    for field in ("id", "created_unix", "command"):
+        if field not in value:
+            raise RequestError(f"not a command: missing field `{field}`")
+    if not isinstance(value["id"], str):
+        raise RequestError("not a command: `id` must be a string")
+    created = value["created_unix"]
+    if isinstance(created, bool) or not isinstance(created, (int, float)):
+        raise RequestError("not a command: `created_unix` must be a number")
+    if version == protocol.REQUEST_VERSION:
+        command = parse_command(value["command"])
+    else:
+        word = value["command"]
+        kinds = {w: name for name, w in protocol.COMMAND_WORDS.items()}
+        if not isinstance(word, str) or word not in kinds:
+            words = ", ".join(protocol.COMMAND_WORDS.values())
+            raise RequestError(f"unknown command {json.dumps(word)}; the commands are {words}")
+        if kinds[word] == "set":
+            if not value.get("assignment"):
+                raise RequestError("set without an assignment")
+            key, assigned = _parse_assignment(value["assignment"])
+            command = {"set": {key: assigned}}
+        else:
+            command = kinds[word]
+    return {"v": protocol.REQUEST_VERSION, "id": value["id"],
+            "created_unix": float(created), "command": command}
+
+
+def read_request(path: Path) -> Dict[str, Any]:
+    """Reads a command file, refusing links, non-files and anything large."""
+    reason = command_file(path)
+    if reason is not None:
+        raise RequestError(reason)
+    size = os.lstat(path).st_size
+    if size > protocol.MAX_REQUEST_BYTES:
+        raise RequestError(f"refused: {size} bytes, more than {protocol.MAX_REQUEST_BYTES}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as file:
+            data = file.read(protocol.MAX_REQUEST_BYTES)
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise RequestError(f"unreadable: {err}") from None
+    return parse_request(text)
+
+
+# ---------------------------------------------------------------------------
+# The spool thread (rank 0)
+
+class Spool:
+    """Reads RUN_DIR/control every POLL_SECS on its own thread, answers each
+    file with a `control` event and hands accepted commands to `deliver`.
+    An abort (and a stop) raises `abort` at once, without waiting for the
+    step boundary. `settings` is the settings copy the spool checks `set`
+    against, kept in step with the trainer's (same changes, same order)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        emit: Callable[[Dict[str, Any]], None],
+        deliver: Callable[[Any], None],
+        abort: Callable[[], None],
+        settings: Dict[str, Dict[str, Any]],
+        on_settings: Callable[[Dict[str, Dict[str, Any]]], None],
+    ):
+        self.run_dir = run_dir
+        self._emit = emit
+        self._deliver = deliver
+        self._abort = abort
+        self.settings = settings
+        self._on_settings = on_settings
+        self._reported: set = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name="trainui-control", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def poll_once(self) -> None:
+        with self._lock:
+            for path, reason in pending(spool_dir(self.run_dir)):
+                if reason is None:
+                    self._answer(path)
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+                elif path not in self._reported:
+                    self._reported.add(path)
+                    self._reply(path.name, "?", False, f"{reason}; left in place")
+
+    def _serve(self) -> None:
+        while not self._stop.wait(POLL_SECS):
+            try:
+                self.poll_once()
+            except Exception as err:  # a bad file never stops the run
+                self._emit({"type": "warning", "step": 0,
+                            "message": f"control spool: {type(err).__name__}: {err}"})
+
+    def _reply(self, request_id: str, command: str, accepted: bool, message: str) -> None:
+        self._emit({"type": "control", "id": request_id, "command": command,
+                    "accepted": accepted, "message": message})
+
+    def _answer(self, path: Path) -> None:
+        try:
+            request = read_request(path)
+        except RequestError as err:
+            return self._reply(path.name, "?", False, str(err))
+        command = request["command"]
+        word = protocol.command_word(command)
+        age = time.time() - request["created_unix"]
+        if age > protocol.STALE_AFTER_SECS:
+            return self._reply(request["id"], word, False,
+                               f"stale: written {protocol.fixed(age, 0)}s ago; send it again")
+        if -age > protocol.STALE_AFTER_SECS:
+            return self._reply(
+                request["id"], word, False,
+                f"from the future: written {protocol.fixed(-age, 0)}s ahead of this machine's "
+                "clock")
+        if isinstance(command, dict):
+            try:
+                result, applied = protocol.change_settings(self.settings, command["set"], "set")
+            except protocol.SettingsError as err:
+                return self._reply(request["id"], word, False, str(err))
+            if not applied:
+                return self._reply(request["id"], word, True, "no change")
+            self.settings = result
+            self._on_settings(result)
+            self._reply(request["id"], word, True, f"applied {', '.join(applied)}")
+            self._deliver(command)
+            return None
+        self._reply(request["id"], word, True, "sent to the trainer")
+        if command in ("abort_generation", "stop"):
+            self._abort()
+        self._deliver(command)
+        return None
+
+
+def write_abort_mark(run_dir: Path, sequence: int) -> None:
+    """Tells the other ranks to abort their running generation: they poll
+    this file (a shared run directory; elsewhere they wait for their
+    deadline)."""
+    try:
+        write_atomically(run_dir / protocol.ABORT_FILE,
+                         protocol.json_text({"seq": sequence, "unix": time.time()}).encode())
+    except OSError:
+        pass

@@ -1,0 +1,489 @@
+"""Generation that cannot outlive its deadline, and the seed-style sample evaluation.
+
+`generate()` wraps a Hugging Face ``model.generate()`` with a stopping criterion
+that checks the deadline and the operator's abort flag between every two
+decoding steps, so a model that never emits end-of-text, or an example that
+makes generation crawl, costs at most ``timeout`` plus one forward pass. It
+works on any thread (no SIGALRM) and keeps the partial text in every outcome.
+
+`evaluate_samples()` is the sample half of a trainui evaluation for a
+Hugging Face model: the next ``eval.samples`` examples, each generated under
+``eval.eval_timeout_seconds`` and reported to the run as ``sample`` events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+__all__ = [
+    "Generation",
+    "DeadlineCriteria",
+    "generate",
+    "evaluate_samples",
+    "example_loss",
+]
+
+COMPLETED = "completed"
+TIMED_OUT = "timed_out"
+ABORTED = "aborted"
+ERROR = "error"
+
+# Stop reasons as numbers, so that ranks agree on one with all_reduce(MAX):
+# an abort wins over a timeout, a timeout over carrying on.
+_GO_ON, _TIMED_OUT, _ABORTED = 0, 1, 2
+_REASONS = {_TIMED_OUT: TIMED_OUT, _ABORTED: ABORTED}
+
+#: Seconds between two progress reports of one generation (README: at most
+#: four `generation_progress` events a second).
+PROGRESS_INTERVAL_SECS = 0.25
+
+
+@dataclass
+class Generation:
+    """What one generation produced and how it ended.
+
+    ``outcome`` is ``completed`` (end-of-text or ``max_new_tokens``),
+    ``timed_out``, ``aborted`` or ``error`` (``message`` says why). ``text``
+    and ``tokens`` are the new text and the number of new tokens, partial
+    ones included, for the first sequence of the batch.
+    """
+
+    outcome: str
+    text: str
+    tokens: int
+    elapsed_secs: float
+    message: str | None = None
+    token_ids: list[int] = field(default_factory=list)
+    sequences: torch.Tensor | None = None
+
+    @property
+    def run_outcome(self) -> str | tuple[str, str]:
+        """The outcome as `Run.sample` takes it: a name, or ``("error", message)``."""
+        if self.outcome == ERROR:
+            return (ERROR, self.message or "generation failed")
+        return self.outcome
+
+    @property
+    def tokens_per_sec(self) -> float:
+        return self.tokens / self.elapsed_secs if self.elapsed_secs > 0 else 0.0
+
+
+def _is_set(abort: Any) -> bool:
+    if abort is None:
+        return False
+    if callable(getattr(abort, "is_set", None)):
+        return bool(abort.is_set())
+    if callable(abort):
+        return bool(abort())
+    return bool(abort)
+
+
+def _wait_for_device(tensor: torch.Tensor) -> None:
+    """Blocks until the device has computed `tensor`, so the clock read after it is honest."""
+    if tensor.device.type == "cuda":
+        torch.cuda.synchronize(tensor.device)
+    elif tensor.device.type not in ("cpu", "meta"):
+        tensor.flatten()[:1].cpu()
+
+
+def _dist_ready() -> bool:
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+
+
+class DeadlineCriteria(StoppingCriteria):
+    """Stops every row when the deadline has passed or the abort flag is set.
+
+    Transformers calls stopping criteria once after every decoding step (after
+    the new token is appended, before the next forward pass) and ORs the
+    result into its ``unfinished_sequences``; it does this whatever
+    ``min_new_tokens`` says (that one only masks end-of-text in the logits), so
+    a ``True`` here ends the loop after the current step.
+
+    With ``synced=True`` the decision is agreed by all ranks of the default
+    process group: a forward hook (which runs on every rank for every forward,
+    including ranks whose sequences are already done and that no longer call
+    stopping criteria) does one ``all_reduce(MAX)`` of "I must stop" per
+    forward pass, so one rank's timeout or abort stops every rank after the
+    same step and none is left waiting in a collective.
+    """
+
+    def __init__(
+        self,
+        deadline: float,
+        abort: Any = None,
+        *,
+        synced: bool = False,
+        on_step: Callable[[torch.Tensor], None] | None = None,
+    ) -> None:
+        self.deadline = deadline
+        self.abort = abort
+        self.synced = synced
+        self.on_step = on_step
+        self.reason: str | None = None
+        self.last_ids: torch.Tensor | None = None
+        self._agreed = _GO_ON
+        self._flag: torch.Tensor | None = None
+
+    def local_reason(self) -> int:
+        """This process's own verdict, read now."""
+        if _is_set(self.abort):
+            return _ABORTED
+        if time.monotonic() >= self.deadline:
+            return _TIMED_OUT
+        return _GO_ON
+
+    def agree(self, module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        """Forward hook for synced generation: all ranks agree whether to stop."""
+        logits = getattr(output, "logits", None)
+        if logits is None and isinstance(output, (tuple, list)) and output:
+            logits = output[0]
+        if isinstance(logits, torch.Tensor):
+            _wait_for_device(logits)
+        device = torch.device("cpu")
+        if torch.distributed.get_backend() != "gloo" and isinstance(logits, torch.Tensor):
+            device = logits.device
+        if self._flag is None or self._flag.device != device:
+            self._flag = torch.zeros(1, dtype=torch.int32, device=device)
+        self._flag.fill_(self.local_reason())
+        torch.distributed.all_reduce(self._flag, op=torch.distributed.ReduceOp.MAX)
+        self._agreed = int(self._flag.item())
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        self.last_ids = input_ids
+        # Reading the new token waits for the device: the deadline below is
+        # then measured after the token exists, not when its work was queued.
+        _wait_for_device(input_ids)
+        if self.on_step is not None:
+            self.on_step(input_ids)
+        verdict = self._agreed if self.synced else self.local_reason()
+        if verdict != _GO_ON and self.reason is None:
+            self.reason = _REASONS[verdict]
+        stop = self.reason is not None
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+def _eos_ids(model: Any, tokenizer: Any, generate_kwargs: Mapping[str, Any]) -> set[int]:
+    eos = generate_kwargs.get("eos_token_id")
+    if eos is None:
+        config = getattr(model, "generation_config", None)
+        eos = getattr(config, "eos_token_id", None)
+    if eos is None and tokenizer is not None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        return set()
+    if isinstance(eos, torch.Tensor):
+        eos = eos.tolist()
+    return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
+
+
+def _new_tokens(ids: torch.Tensor | None, prompt_len: int, eos: set[int]) -> list[int]:
+    """The new tokens of the first row, up to (not including) the first end-of-text."""
+    if ids is None or ids.shape[-1] <= prompt_len:
+        return []
+    new = ids[0, prompt_len:].tolist()
+    for i, token in enumerate(new):
+        if token in eos:
+            return new[:i]
+    return new
+
+
+def _decode(tokenizer: Any, token_ids: list[int]) -> str:
+    if tokenizer is None or not token_ids:
+        return ""
+    return tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def _resolve_synced(model: Any, synced: bool | None, generate_kwargs: Mapping[str, Any]) -> bool:
+    if synced is not None:
+        return bool(synced) and _dist_ready()
+    if not _dist_ready():
+        return False
+    synced_gpus = generate_kwargs.get("synced_gpus")
+    if synced_gpus is not None:
+        return bool(synced_gpus)
+    # Transformers' own default: synced when ZeRO-3 or FSDP holds the model.
+    try:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+        from transformers.integrations.fsdp import is_fsdp_managed_module
+    except ImportError:  # pragma: no cover - older or slimmer transformers
+        return False
+    return bool(is_deepspeed_zero3_enabled() or is_fsdp_managed_module(model))
+
+
+def generate(
+    model: Any,
+    input_ids: torch.Tensor | None = None,
+    *,
+    tokenizer: Any = None,
+    prompt: str | None = None,
+    timeout: float,
+    abort: Any = None,
+    synced: bool | None = None,
+    min_new_tokens: int = 0,
+    progress: Callable[[str, int, float], None] | None = None,
+    progress_interval: float = PROGRESS_INTERVAL_SECS,
+    **generate_kwargs: Any,
+) -> Generation:
+    """Runs ``model.generate()`` under a deadline of ``timeout`` seconds and an abort flag.
+
+    Give ``input_ids`` (a ``[batch, len]`` tensor) or ``prompt`` and
+    ``tokenizer``. ``abort`` is a ``threading.Event`` (or anything with
+    ``is_set()``, or a callable returning a bool), checked before every
+    decoding step like the deadline. ``synced`` makes all ranks agree on the
+    stop (see `DeadlineCriteria`); ``None`` means: when torch.distributed is
+    initialized and the generation runs with ``synced_gpus`` (given, or chosen
+    by transformers for ZeRO-3 and FSDP). ``progress(text, tokens,
+    elapsed_secs)`` is called at most every ``progress_interval`` seconds
+    while tokens come. Every other keyword goes to ``model.generate()``.
+
+    Never raises for a failure inside ``generate()``: it becomes the outcome
+    ``error`` with the exception as ``message``, and the tokens made until
+    then are kept.
+    """
+    started = time.monotonic()
+    deadline = started + float(timeout)
+    if input_ids is None:
+        if prompt is None or tokenizer is None:
+            raise ValueError("generate() needs input_ids, or a prompt and its tokenizer")
+        encoded = tokenizer(prompt, return_tensors="pt")
+        input_ids = encoded["input_ids"]
+        generate_kwargs.setdefault("attention_mask", encoded.get("attention_mask"))
+    device = getattr(model, "device", None)
+    if device is not None and input_ids.device != device:
+        input_ids = input_ids.to(device)
+        if isinstance(generate_kwargs.get("attention_mask"), torch.Tensor):
+            generate_kwargs["attention_mask"] = generate_kwargs["attention_mask"].to(device)
+    if generate_kwargs.get("attention_mask") is None:
+        generate_kwargs["attention_mask"] = torch.ones_like(input_ids)
+    if min_new_tokens:
+        generate_kwargs["min_new_tokens"] = int(min_new_tokens)
+    synced = _resolve_synced(model, synced, generate_kwargs)
+    if synced:
+        generate_kwargs["synced_gpus"] = True
+    prompt_len = input_ids.shape[-1]
+    eos = _eos_ids(model, tokenizer, generate_kwargs)
+
+    last_report = [started]
+
+    def on_step(ids: torch.Tensor) -> None:
+        now = time.monotonic()
+        if progress is None or now - last_report[0] < progress_interval:
+            return
+        last_report[0] = now
+        new = _new_tokens(ids, prompt_len, eos)
+        try:
+            progress(_decode(tokenizer, new), len(new), now - started)
+        except Exception:  # noqa: BLE001 - a reporting failure must not end the generation
+            pass
+
+    criteria = DeadlineCriteria(deadline, abort, synced=synced, on_step=on_step)
+
+    def finish(outcome: str, ids: torch.Tensor | None, message: str | None = None) -> Generation:
+        new = _new_tokens(ids, prompt_len, eos)
+        return Generation(
+            outcome=outcome,
+            text=_decode(tokenizer, new),
+            tokens=len(new),
+            elapsed_secs=time.monotonic() - started,
+            message=message,
+            token_ids=new,
+            sequences=ids,
+        )
+
+    # Checked once before the prefill too; under `synced` every rank must
+    # enter generate() (the others would wait for it), so only the criterion
+    # decides there.
+    if not synced:
+        verdict = criteria.local_reason()
+        if verdict != _GO_ON:
+            return finish(_REASONS[verdict], input_ids)
+
+    user_criteria = generate_kwargs.pop("stopping_criteria", None)
+    stopping = StoppingCriteriaList(list(user_criteria or []))
+    stopping.append(criteria)
+    hook = model.register_forward_hook(criteria.agree) if synced else None
+    try:
+        output = model.generate(input_ids, stopping_criteria=stopping, **generate_kwargs)
+    except Exception as error:  # noqa: BLE001 - one bad example is an outcome, not a dead run
+        message = f"{type(error).__name__}: {error}".strip()
+        return finish(ERROR, criteria.last_ids, message)
+    finally:
+        if hook is not None:
+            hook.remove()
+    sequences = getattr(output, "sequences", output)
+    return finish(criteria.reason or COMPLETED, sequences)
+
+
+# --------------------------------------------------------------------------
+# Sample evaluation
+
+
+def _eval_ids(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+    """Token ids of prompt and of completion (+ end-of-text when the tokenizer has one)."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    eos = getattr(tokenizer, "eos_token_id", None)
+    target = list(completion_ids) + ([eos] if eos is not None else [])
+    return list(prompt_ids), target
+
+
+def example_loss(model: Any, tokenizer: Any, prompt: str, completion: str) -> float | None:
+    """The model's mean loss on ``completion`` (and end-of-text) after ``prompt``.
+
+    Prompt positions are masked with -100, as in training. None when the model
+    cannot compute it (a failure here must not end the evaluation).
+    """
+    prompt_ids, target = _eval_ids(tokenizer, prompt, completion)
+    if not target:
+        return None
+    device = getattr(model, "device", torch.device("cpu"))
+    ids = torch.tensor([prompt_ids + target], device=device)
+    labels = torch.tensor([[-100] * len(prompt_ids) + target], device=device)
+    try:
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
+        return float(out.loss)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+# Where the next evaluation of a run starts in its example list, so that
+# successive evaluations see different examples (like the Rust trainer).
+_cursors: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+_cursor_lock = threading.Lock()
+
+
+def _next_examples(run: Any, count: int, total: int) -> list[int]:
+    with _cursor_lock:
+        try:
+            start = _cursors.get(run, 0)
+        except TypeError:  # not weak-referenceable
+            start = getattr(run, "_trainui_eval_cursor", 0)
+        indices = [(start + i) % total for i in range(min(count, total))]
+        nxt = (start + len(indices)) % total if total else 0
+        try:
+            _cursors[run] = nxt
+        except TypeError:
+            run._trainui_eval_cursor = nxt
+    return indices
+
+
+def _eval_setting(settings: Mapping[str, Any], key: str, default: Any) -> Any:
+    value = settings.get("eval", {}).get(key)
+    return default if value is None else value
+
+
+def evaluate_samples(
+    run: Any,
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Mapping[str, Any]],
+    step: int,
+    *,
+    val_loss: float | None = None,
+    train_loss: float | None = None,
+    val_batches: int | None = None,
+    generate_kwargs: Mapping[str, Any] | None = None,
+) -> list[Generation]:
+    """One seed-style evaluation: generate the next ``eval.samples`` examples and report them.
+
+    ``examples`` are dicts ``{"prompt", "completion", "origin" (optional)}``.
+    Each generation runs under ``eval.eval_timeout_seconds``, greedy at
+    ``eval.temperature`` 0 and sampled otherwise, up to ``eval.max_new_tokens``
+    new tokens (at least ``eval.min_new_tokens``); the settings in force when
+    the evaluation starts hold for all of its samples. The model's loss on each
+    golden completion is reported with it. ``generate_kwargs`` go to
+    ``model.generate()`` and win over the settings. With ``val_batches``, the
+    validation loss ``val_loss`` (scored on that many batches) is reported
+    right after ``eval_started``, as the Rust trainer orders them.
+
+    The caller runs this on every rank (each rank generates the same
+    examples, so the ranks stay in step); the run reports rank 0's samples and
+    each rank records its own. The model is left in the train/eval mode it
+    was found in.
+    """
+    settings = run.settings
+    samples = int(_eval_setting(settings, "samples", 0))
+    timeout = float(_eval_setting(settings, "eval_timeout_seconds", 60))
+    max_new = int(_eval_setting(settings, "max_new_tokens", 64))
+    min_new = int(_eval_setting(settings, "min_new_tokens", 0))
+    temperature = float(_eval_setting(settings, "temperature", 0.0))
+    indices = _next_examples(run, samples, len(examples)) if examples else []
+
+    run.eval_started(step, len(indices))
+    if val_batches is not None:
+        run.val_loss(step, val_loss, val_batches)
+    results: list[Generation] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for n, index in enumerate(indices, start=1):
+            example = examples[index]
+            prompt = str(example["prompt"])
+            golden = str(example["completion"])
+            origin = str(example.get("origin") or f"examples[{index}]")
+            _, golden_ids = _eval_ids(tokenizer, prompt, golden)
+            eos = getattr(tokenizer, "eos_token_id", None)
+            golden_tokens = len(golden_ids) - (1 if eos is not None and golden_ids else 0)
+            common = dict(
+                step=step, sample=n, of=len(indices), example=index, origin=origin,
+                prompt=prompt, golden=golden, golden_tokens=golden_tokens,
+            )
+            # Lowers the abort flag, unless a stop is pending (then every
+            # remaining sample ends at once as `aborted`, on every rank).
+            run.generation_started(**common, timeout_secs=timeout)
+
+            def progress(text: str, tokens: int, elapsed: float, _n: int = n) -> None:
+                run.beat(phase="generating", step=step)
+                run.generation_progress(
+                    step=step, sample=_n, text=text, tokens=tokens, elapsed_secs=elapsed
+                )
+
+            kwargs: dict[str, Any] = {"max_new_tokens": max_new}
+            if temperature > 0:
+                kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+            else:
+                kwargs.update(do_sample=False)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+            if pad is not None:
+                kwargs["pad_token_id"] = pad
+            if eos is not None:
+                kwargs["eos_token_id"] = eos
+            kwargs.update(generate_kwargs or {})
+            result = generate(
+                model,
+                tokenizer=tokenizer,
+                prompt=prompt,
+                timeout=timeout,
+                abort=run.abort,
+                min_new_tokens=min_new,
+                progress=progress,
+                **kwargs,
+            )
+            results.append(result)
+            loss = example_loss(model, tokenizer, prompt, golden)
+            run.beat(phase="generating", step=step)
+            run.sample(
+                **common,
+                output=result.text,
+                output_tokens=result.tokens,
+                outcome=result.run_outcome,
+                loss=loss,
+                elapsed_secs=result.elapsed_secs,
+                timeout_secs=timeout,
+            )
+    finally:
+        model.train(was_training)
+    run.eval_finished(step, val_loss=val_loss, train_loss=train_loss)
+    return results

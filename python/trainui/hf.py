@@ -1,0 +1,335 @@
+"""A `transformers.Trainer` callback that makes the job a trainui run.
+
+```python
+from trainui.hf import TrainuiCallback
+
+trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
+                  callbacks=[TrainuiCallback("runs/x", tokenizer=tokenizer,
+                                             eval_examples=[{"prompt": "67+1=", "completion": "68"}])])
+trainer.train()
+```
+
+The run directory then holds what `trainui train` writes (events, status
+file, log lines, per-rank records), `trainui watch`/`status`/`ctl` handle
+the job, and every evaluation generates samples under a deadline
+(`eval.eval_timeout_seconds`), so no `model.generate()` can hang the job.
+
+Commands (`trainui ctl`, control files, signals) are applied at a step
+boundary, agreed by every rank at the same step: `stop` ends training after
+the step with a final checkpoint (exit 0), `save` and `eval_now` do what they
+say, `pause`/`resume` hold the loop, `set` changes live settings:
+`train.learning_rate` (the optimizer and the scheduler's base rates),
+`train.log_steps`, `eval.eval_steps` and `checkpoint.save_steps` (where the
+Trainer reads them), `checkpoint.save_total_limit` and the `eval.*` keys of
+the sample evaluation.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+from typing import Any, Mapping, Sequence
+
+from transformers import TrainerCallback
+
+from .generate import evaluate_samples
+from .run import Run
+
+__all__ = ["TrainuiCallback", "trainui_settings_from_args"]
+
+#: A step interval that never comes: the Trainer divides by its intervals, so
+#: "never" cannot be 0 there.
+_NEVER = sys.maxsize
+
+
+def _strategy(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def trainui_settings_from_args(args: Any, state: Any) -> dict[str, dict[str, Any]]:
+    """The live settings a Trainer's arguments imply (intervals as the Trainer computed them)."""
+    eval_steps = state.eval_steps if _strategy(args.eval_strategy) == "steps" else 0
+    save_steps = state.save_steps if _strategy(args.save_strategy) == "steps" else 0
+    log_steps = state.logging_steps if _strategy(args.logging_strategy) == "steps" else 0
+    settings: dict[str, dict[str, Any]] = {
+        "train": {"learning_rate": float(args.learning_rate)},
+        "eval": {"eval_steps": int(eval_steps or 0)},
+        "checkpoint": {
+            "save_steps": int(save_steps or 0),
+            "save_total_limit": int(args.save_total_limit or 0),
+        },
+    }
+    if log_steps:
+        settings["train"]["log_steps"] = int(log_steps)
+    return settings
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = {section: dict(values) for section, values in base.items()}
+    for section, values in (overrides or {}).items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+class TrainuiCallback(TrainerCallback):
+    """Writes the run directory of a `transformers.Trainer` job and obeys its commands.
+
+    ``run_dir``: the run directory (or ``$TRAINUI_RUN_DIR``). ``tokenizer``
+    and ``eval_examples`` (dicts ``{"prompt", "completion", "origin"?}``)
+    enable the sample evaluation at every evaluation. ``settings``: nested
+    live settings that win over what the Trainer's arguments imply (for
+    example ``{"eval": {"samples": 4, "eval_timeout_seconds": 30}}``).
+    ``generate_kwargs`` go to every ``model.generate()`` of the evaluation.
+    Give the callback to the Trainer on every rank; only rank 0 writes the
+    shared files.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike | None = None,
+        *,
+        tokenizer: Any = None,
+        eval_examples: Sequence[Mapping[str, Any]] | None = None,
+        settings: Mapping[str, Any] | None = None,
+        on_stall: str = "warn",
+        run_name: str | None = None,
+        generate_kwargs: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.tokenizer = tokenizer
+        self.eval_examples = list(eval_examples or [])
+        self.settings = settings
+        self.on_stall = on_stall
+        self.run_name = run_name
+        self.generate_kwargs = dict(generate_kwargs or {})
+        self.config = config
+        #: The trainui run, from `on_train_begin` on.
+        self.run: Run | None = None
+        self.stopped = False
+        self._tokens_seen = 0
+        self._has_val = False
+
+    # ------------------------------------------------------------------
+    # Beginning and end
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None,
+                       train_dataloader=None, **kwargs):
+        if self.tokenizer is None and processing_class is not None and self.eval_examples:
+            self.tokenizer = processing_class
+        self._has_val = _strategy(args.eval_strategy) != "no"
+        settings = _merge(trainui_settings_from_args(args, state), self.settings)
+        if state.is_world_process_zero:
+            _forget_empty_output_dir(self.run_dir, args.output_dir)
+        config = self.config
+        if config is None:
+            config = {"trainer": json.loads(args.to_json_string())}
+            if model is not None and hasattr(model, "config"):
+                config["model"] = _json_safe(model.config.to_dict())
+        self.run = Run(
+            self.run_dir,
+            max_steps=state.max_steps,
+            run_name=self.run_name,
+            config=_json_safe(config),
+            settings=settings,
+            framework="transformers",
+            on_stall=self.on_stall,
+        )
+        atexit.register(self._fail_if_unfinished)
+        self._apply_settings(args, state, None, None, set(_flat_keys(self.run.settings)))
+        train_examples = 0
+        dataset = getattr(train_dataloader, "dataset", None)
+        try:
+            train_examples = len(dataset) if dataset is not None else 0
+        except TypeError:
+            pass
+        parameters = sum(p.numel() for p in model.parameters()) if model is not None else 0
+        vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 0
+        self._tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        self.run.start(
+            device=str(args.device),
+            parameters=parameters,
+            vocab_size=int(vocab),
+            train_examples=train_examples,
+            val_examples=len(self.eval_examples),
+            start_step=state.global_step,
+        )
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.run is not None and not self.run.finished:
+            self.run.beat(step=state.global_step)
+            self.run.finish("stopped" if self.stopped else "finished")
+        return control
+
+    def _fail_if_unfinished(self) -> None:
+        """At exit: a Trainer that raised never calls on_train_end; say so."""
+        run = self.run
+        if run is None or run.finished:
+            return
+        error = getattr(sys, "last_value", None)
+        run.fail(f"training ended with {type(error).__name__}: {error}" if error is not None
+                 else "training ended before on_train_end")
+
+    # ------------------------------------------------------------------
+    # Steps
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.run is None or not logs or "loss" not in logs:
+            return control
+        seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        tokens, self._tokens_seen = max(seen - self._tokens_seen, 0), seen
+        rate = logs.get("learning_rate")
+        if rate is None:
+            optimizer = kwargs.get("optimizer")
+            rate = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
+        self.run.log_step(state.global_step, float(logs["loss"]), float(rate), tokens=tokens)
+        return control
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None,
+                    **kwargs):
+        run = self.run
+        if run is None:
+            return control
+        step = state.global_step
+        run.beat("training", step)
+        actions = run.boundary(step)
+        if actions.settings:
+            self._apply_settings(args, state, optimizer, lr_scheduler, set(actions.settings))
+        if actions.stop:
+            self.stopped = True
+            control.should_training_stop = True
+            control.should_save = True
+            control.should_evaluate = False
+            return control
+        if actions.save:
+            control.should_save = True
+        if actions.eval:
+            if self._has_val:
+                control.should_evaluate = True
+            else:
+                self._evaluate(model, step)
+        if control.should_save and not control.should_evaluate:
+            run.beat("saving", step)
+        return control
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        if self.run is not None:
+            self.run.beat("validating", state.global_step)
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, eval_dataloader=None,
+                    **kwargs):
+        if self.run is None:
+            return control
+        loss = (metrics or {}).get("eval_loss")
+        batches = 0
+        try:
+            batches = len(eval_dataloader) if eval_dataloader is not None else 0
+        except TypeError:
+            pass
+        self._evaluate(model, state.global_step, val_loss=loss, val_batches=batches)
+        if control.should_save:
+            self.run.beat("saving", state.global_step)
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.run is not None:
+            path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            self.run.checkpoint(state.global_step, path)
+        return control
+
+    # ------------------------------------------------------------------
+    # Helpers
+
+    def _evaluate(self, model: Any, step: int, *, val_loss: float | None = None,
+                  val_batches: int | None = None) -> None:
+        run = self.run
+        assert run is not None, "only called after on_train_begin"
+        if model is not None and self.tokenizer is not None and self.eval_examples:
+            evaluate_samples(run, model, self.tokenizer, self.eval_examples, step,
+                             val_loss=val_loss, val_batches=val_batches,
+                             generate_kwargs=self.generate_kwargs)
+            return
+        run.eval_started(step, 0)
+        if val_batches is not None:
+            run.val_loss(step, val_loss, val_batches)
+        run.eval_finished(step, val_loss=val_loss)
+
+    def _apply_settings(self, args, state, optimizer, lr_scheduler, changed: set[str]) -> None:
+        """Puts the live settings named in `changed` where the Trainer reads them."""
+        settings = self.run.settings
+        if "train.log_steps" in changed and settings["train"].get("log_steps"):
+            state.logging_steps = args.logging_steps = int(settings["train"]["log_steps"])
+        if "eval.eval_steps" in changed:
+            every = int(settings["eval"]["eval_steps"])
+            state.eval_steps = every or _NEVER
+            args.eval_steps = every or None
+        if "checkpoint.save_steps" in changed:
+            state.save_steps = int(settings["checkpoint"]["save_steps"])
+            if state.save_steps:
+                args.save_steps = state.save_steps
+        if "checkpoint.save_total_limit" in changed:
+            args.save_total_limit = int(settings["checkpoint"]["save_total_limit"]) or None
+        rate = settings["train"].get("learning_rate")
+        if "train.learning_rate" in changed and rate is not None and optimizer is not None:
+            set_learning_rate(optimizer, lr_scheduler, float(rate))
+            args.learning_rate = float(rate)
+
+
+def _forget_empty_output_dir(run_dir: Any, output_dir: str) -> None:
+    """Removes `RUN_DIR/checkpoints` when it is the Trainer's output folder, empty, and no run
+    is there yet.
+
+    The Trainer makes its output folder when it is built, before training
+    begins; a run directory that holds `checkpoints/` looks like an earlier
+    run to trainui, which refuses it. An empty folder holds nothing, and the
+    Trainer makes it again at its first save.
+    """
+    run_dir = run_dir if run_dir is not None else os.environ.get("TRAINUI_RUN_DIR")
+    if run_dir is None:
+        return
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    try:
+        if (
+            os.path.realpath(output_dir) == os.path.realpath(checkpoints)
+            and not os.path.islink(checkpoints)
+            and os.path.isdir(checkpoints)
+            and not os.listdir(checkpoints)
+            and not os.path.exists(os.path.join(run_dir, "events.jsonl"))
+        ):
+            os.rmdir(checkpoints)
+    except OSError:
+        pass  # the run then refuses the directory and says why
+
+
+def _flat_keys(settings: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    return [f"{section}.{key}" for section, values in settings.items() for key in values]
+
+
+def set_learning_rate(optimizer: Any, lr_scheduler: Any, rate: float) -> None:
+    """Makes `rate` the peak learning rate from now on.
+
+    The scheduler's base rates become `rate` and each group's current rate is
+    scaled by the same factor, so a warmup or decay schedule goes on from
+    where it is, at the new height.
+    """
+    schedulers = [lr_scheduler] if lr_scheduler is not None else []
+    for scheduler in list(schedulers):
+        schedulers.extend(getattr(scheduler, "_schedulers", []) or [])
+    bases = None
+    for scheduler in schedulers:
+        if getattr(scheduler, "base_lrs", None) is not None:
+            bases = list(scheduler.base_lrs)
+            scheduler.base_lrs = [rate for _ in scheduler.base_lrs]
+    for i, group in enumerate(optimizer.param_groups):
+        base = bases[i] if bases and i < len(bases) else group.get("initial_lr", group["lr"])
+        factor = group["lr"] / base if base else 1.0
+        group["lr"] = rate * factor
+        group["initial_lr"] = rate

@@ -1,0 +1,748 @@
+"""The run-directory protocol, mirrored from the Rust sources: versions, file
+names, phase and state names, the live settings, the command table, events as
+plain dicts, and the greppable log lines of src/lines.rs (same text, byte for
+byte, for the same values).
+
+This module imports nothing else of the package and nothing outside the
+standard library, so it can be read and tested on its own (as src/events.rs).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+import unicodedata
+from decimal import Decimal
+from typing import Any, Dict, List, Optional, Tuple
+
+#: Version of events.jsonl lines, the status file and the rank files.
+SCHEMA_VERSION = 3
+#: Version of the control files this package writes (version 1 is still read).
+REQUEST_VERSION = 2
+#: The name and version a Python producer writes in `started.producer`.
+PRODUCER_NAME = "trainui-python"
+PRODUCER_VERSION = "0.1.0"
+
+EVENTS_FILE = "events.jsonl"
+STATUS_FILE = "status/training_status.json"
+LOG_FILE = "training_output.log"
+CONFIG_FILE = "config.json"
+LOCK_FILE = "lock"
+SPOOL_DIR = "control"
+CHECKPOINTS_DIR = "checkpoints"
+RANKS_DIR = "ranks"
+#: Written by rank 0 when an abort arrives, so other ranks abort too.
+ABORT_FILE = "ranks/abort.json"
+
+#: Largest command file read; anything bigger is rejected unread.
+MAX_REQUEST_BYTES = 4096
+#: Requests older (or further in the future) than this are refused.
+STALE_AFTER_SECS = 60.0
+#: Exit status of a process that ended itself because its run stalled.
+STALL_EXIT_CODE = 75
+#: One year: the longest deadline or timeout a setting may hold.
+MAX_SECONDS = 365.0 * 24.0 * 3600.0
+
+#: `Phase` names as they are serialised, and as `Phase::as_str` reads them.
+PHASES = {
+    "starting": "starting",
+    "training": "training",
+    "validating": "validation loss",
+    "generating": "generating",
+    "saving": "saving a checkpoint",
+    "paused": "paused",
+    "done": "done",
+}
+
+#: `RunState` names.
+RUN_STATES = (
+    "starting",
+    "training",
+    "evaluating",
+    "paused",
+    "stopping",
+    "stopped",
+    "finished",
+    "failed",
+    "stalled",
+)
+FINAL_STATES = ("stopped", "finished", "failed")
+
+#: The commands: serialised name -> the word `trainui ctl` takes. `set` is
+#: serialised as `{"set": {KEY: VALUE}}`.
+COMMAND_WORDS = {
+    "stop": "stop",
+    "pause": "pause",
+    "resume": "resume",
+    "eval_now": "eval",
+    "abort_generation": "abort",
+    "save": "save",
+    "set": "set",
+}
+#: Commands that take no argument, in the order of `CommandKind::all`.
+PLAIN_COMMANDS = ("stop", "pause", "resume", "eval_now", "abort_generation", "save")
+
+#: Outcome kinds of a generation.
+OUTCOMES = ("completed", "timed_out", "aborted", "error")
+
+
+# ---------------------------------------------------------------------------
+# Live settings
+
+#: The live settings: section -> key -> (default, kind). Kinds: "count"
+#: (a non-negative integer), "number" (a float), "seconds" (above 0, at most
+#: a year). This is the one table the defaults, the checks and `set` derive
+#: from. `train.learning_rate` is this package's own addition.
+LIVE_SETTINGS: Dict[str, Dict[str, Tuple[Any, str]]] = {
+    "train": {
+        "log_steps": (25, "count"),
+        "learning_rate": (None, "number"),
+    },
+    "eval": {
+        "eval_steps": (250, "count"),
+        "val_batches": (8, "count"),
+        "samples": (8, "count"),
+        "max_new_tokens": (16, "count"),
+        "min_new_tokens": (0, "count"),
+        "eval_timeout_seconds": (60.0, "seconds"),
+        "temperature": (0.0, "number"),
+        "timeout_warn_rate": (0.1, "number"),
+    },
+    "checkpoint": {
+        "save_steps": (500, "count"),
+        "save_total_limit": (3, "count"),
+    },
+    "watchdog": {
+        "stall_timeout_seconds": (300.0, "seconds"),
+    },
+}
+
+#: Lower bounds of counts and numbers, as the Rust config checks them.
+_AT_LEAST = {
+    "train.log_steps": 1,
+    "eval.val_batches": 1,
+    "eval.max_new_tokens": 1,
+    "eval.temperature": 0.0,
+    "train.learning_rate": 0.0,
+    "watchdog.stall_timeout_seconds": 1.0,
+}
+
+
+class SettingsError(ValueError):
+    """A settings change that is refused: unknown key, wrong type, out of range."""
+
+
+def default_settings() -> Dict[str, Dict[str, Any]]:
+    """The live settings a run starts with, before any override
+    (`train.learning_rate` is left out until the producer knows it)."""
+    return {
+        section: {key: default for key, (default, _) in keys.items() if default is not None}
+        for section, keys in LIVE_SETTINGS.items()
+    }
+
+
+def live_keys() -> List[str]:
+    """Every dotted key `set` may change."""
+    return [f"{section}.{key}" for section, keys in LIVE_SETTINGS.items() for key in keys]
+
+
+def flatten(nested: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """`{"eval": {"eval_steps": 1}}` as `{"eval.eval_steps": 1}`."""
+    out: Dict[str, Any] = {}
+    for key, value in nested.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _checked_value(key: str, value: Any, source: str) -> Any:
+    section, _, name = key.partition(".")
+    spec = LIVE_SETTINGS.get(section, {}).get(name)
+    if spec is None:
+        raise SettingsError(
+            f"{source} {key}={json_text(value)}: {key} is not a setting that can change while "
+            f"the run goes on; those are {', '.join(live_keys())}"
+        )
+    kind = spec[1]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingsError(f"{source} {key}={json_text(value)}: {key}: expected a number")
+    if kind == "count":
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise SettingsError(
+                    f"{source} {key}={json_text(value)}: {key}: expected a whole number"
+                )
+            value = int(value)
+        if value < 0:
+            raise SettingsError(
+                f"{source} {key}={json_text(value)}: {key}: expected a number of 0 or more"
+            )
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise SettingsError(f"{source} {key}={json_text(value)}: {key}: must be finite")
+        if kind == "seconds" and not (0.0 < value <= MAX_SECONDS):
+            raise SettingsError(
+                f"{source} {key}={json_text(value)}: {key}: must be a number of seconds "
+                f"greater than 0 and at most {rust_display(MAX_SECONDS)} (one year) "
+                f"(got {rust_display(value)})"
+            )
+    low = _AT_LEAST.get(key)
+    if low is not None and value < low:
+        raise SettingsError(
+            f"{source} {key}={json_text(value)}: {key} must be at least {low} "
+            f"(got {json_text(value)})"
+        )
+    if key == "eval.timeout_warn_rate" and not (0.0 <= value <= 1.0):
+        raise SettingsError(
+            f"{source} {key}={json_text(value)}: eval.timeout_warn_rate must be between 0 "
+            f"and 1 (got {rust_display(value)})"
+        )
+    return value
+
+
+def change_settings(
+    settings: Dict[str, Dict[str, Any]], changes: Dict[str, Any], source: str = "set"
+) -> Tuple[Dict[str, Dict[str, Any]], List[str]]:
+    """`settings` with `changes` (dotted keys to values) made, when every
+    change passes the checks; also each change as `key = value` (empty when
+    nothing changed), as `config::change_live` says them. Raises
+    SettingsError naming the key otherwise; `settings` is never modified."""
+    result = copy.deepcopy(settings)
+    applied = []
+    for key in sorted(changes):
+        value = _checked_value(key, changes[key], source)
+        section, _, name = key.partition(".")
+        old = result.setdefault(section, {}).get(name)
+        if old != value or old is None:
+            applied.append(f"{key} = {json_text(value)}")
+        result[section][name] = value
+    return result, applied
+
+
+def settings_with(overrides: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The default settings with nested `overrides` made (checked)."""
+    settings = default_settings()
+    if overrides:
+        settings, _ = change_settings(settings, flatten(overrides), "settings")
+    return settings
+
+
+# ---------------------------------------------------------------------------
+# JSON
+
+def float_or_text(value: Optional[float]) -> Any:
+    """A loss as JSON: a number, or "NaN", "inf", "-inf" (as Rust's
+    `float_or_text`); None stays None."""
+    if value is None:
+        return None
+    value = float(value)
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "inf" if value > 0 else "-inf"
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON, as serde_json writes it (never a bare NaN)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def rfc3339_millis(unix: float) -> str:
+    """`2026-11-29T15:00:01.123Z`, as humantime's `format_rfc3339_millis`."""
+    whole = int(unix)
+    millis = int((unix - whole) * 1000)
+    if millis > 999:
+        millis = 999
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def command_json(command: Any) -> Any:
+    """A command as events carry it: a name, or `{"set": {...}}`."""
+    return command
+
+
+def command_word(command: Any) -> str:
+    """The `ctl` word of a command (`eval` for `eval_now`)."""
+    if isinstance(command, dict):
+        return "set"
+    return COMMAND_WORDS.get(command, str(command))
+
+
+def zero_counters() -> Dict[str, int]:
+    return {"generations": 0, "completed": 0, "timed_out": 0, "aborted": 0, "errors": 0}
+
+
+def timeout_rate(counters: Dict[str, int]) -> float:
+    generations = counters.get("generations", 0)
+    return counters.get("timed_out", 0) / generations if generations else 0.0
+
+
+# ---------------------------------------------------------------------------
+# The status file: a fold over the events (RunStatus::apply)
+
+def new_status(run_name: str, max_steps: int, pid: int) -> Dict[str, Any]:
+    """The status before any event (RunStatus::new)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_name": run_name,
+        "state": "starting",
+        "current_step": 0,
+        "max_steps": int(max_steps),
+        "loss": None,
+        "val_loss": None,
+        "learning_rate": None,
+        "tokens_per_sec": None,
+        "elapsed_secs": 0.0,
+        "eta_secs": None,
+        "device": "",
+        "evals": 0,
+        "generations": 0,
+        "completed": 0,
+        "timeouts": 0,
+        "aborts": 0,
+        "errors": 0,
+        "timeout_rate": 0.0,
+        "exact_match": None,
+        "last_checkpoint": None,
+        "resumed_from": None,
+        "warnings": 0,
+        "last_message": None,
+        "settings": None,
+        "nonfinite_steps": 0,
+        "producer": None,
+        "updated_at": "",
+        "pid": int(pid),
+    }
+
+
+class StatusFold:
+    """The status file's contents, following the events (a port of
+    `RunStatus::apply`, plus `producer` of schema 3)."""
+
+    def __init__(self, run_name: str, max_steps: int, pid: int):
+        self.status = new_status(run_name, max_steps, pid)
+        self._state_before_stall: Optional[str] = None
+
+    def _set_counters(self, counters: Dict[str, int]) -> None:
+        s = self.status
+        s["generations"] = counters["generations"]
+        s["completed"] = counters["completed"]
+        s["timeouts"] = counters["timed_out"]
+        s["aborts"] = counters["aborted"]
+        s["errors"] = counters["errors"]
+        s["timeout_rate"] = timeout_rate(counters)
+
+    def apply(self, event: Dict[str, Any]) -> None:
+        s = self.status
+        kind = event["type"]
+        if kind == "started":
+            s["run_name"] = event["run_name"]
+            s["pid"] = event["pid"]
+            s["device"] = event["device"]
+            s["current_step"] = event["start_step"]
+            s["max_steps"] = event["max_steps"]
+            s["resumed_from"] = event.get("resumed_from")
+            s["evals"] = event["evals"]
+            self._set_counters(event["counters"])
+            if event.get("settings") is not None:
+                s["settings"] = copy.deepcopy(event["settings"])
+            s["nonfinite_steps"] = event.get("nonfinite_steps", 0)
+            s["producer"] = copy.deepcopy(event.get("producer"))
+        elif kind == "settings":
+            s["settings"] = copy.deepcopy(event["settings"])
+        elif kind == "eval_started":
+            s["current_step"] = event["step"]
+            s["evals"] = event["eval"]
+        elif kind == "val_loss":
+            s["val_loss"] = event["loss"]
+        elif kind in ("generation_started", "generation_progress"):
+            pass
+        elif kind == "sample":
+            self._set_counters(event["counters"])
+        elif kind == "eval_finished":
+            s["exact_match"] = event["exact_match"]
+            self._set_counters(event["counters"])
+        elif kind == "checkpoint":
+            s["last_checkpoint"] = event["path"]
+        elif kind == "non_finite":
+            s["nonfinite_steps"] = event["count"]
+            s["last_message"] = (
+                f"non-finite at step {event['step']}: loss {_text_of(event['loss'])}, grad norm "
+                f"{_text_of(event['grad_norm'])} (train.on_nonfinite = {event['action']})"
+            )
+        elif kind == "stalled":
+            if s["state"] != "stalled":
+                self._state_before_stall = s["state"]
+            s["state"] = "stalled"
+            s["current_step"] = event["step"]
+            s["last_message"] = (
+                f"stalled: no progress for {fixed(event['silent_secs'], 0)}s at step "
+                f"{event['step']} ({PHASES.get(event['phase'], event['phase'])})"
+            )
+        elif kind == "control":
+            verdict = "accepted" if event["accepted"] else "rejected"
+            s["last_message"] = f"{event['command']} {verdict}: {event['message']}"
+        elif kind == "recovered":
+            if self._state_before_stall is not None:
+                s["state"] = self._state_before_stall
+                self._state_before_stall = None
+        elif kind == "step":
+            s["current_step"] = event["step"]
+            s["max_steps"] = event["max_steps"]
+            s["loss"] = event["loss"]
+            s["learning_rate"] = event["learning_rate"]
+            s["tokens_per_sec"] = event["tokens_per_sec"]
+            s["elapsed_secs"] = event["elapsed_secs"]
+            s["eta_secs"] = event["eta_secs"]
+        elif kind == "state":
+            s["current_step"] = event["step"]
+            if s["state"] == "stalled":
+                self._state_before_stall = event["state"]
+            else:
+                s["state"] = event["state"]
+        elif kind == "command_ack":
+            s["last_message"] = event["message"]
+        elif kind == "warning":
+            s["warnings"] += 1
+            s["last_message"] = event["message"]
+        elif kind == "finished":
+            s["current_step"] = event["step"]
+            s["state"] = event["state"]
+            s["elapsed_secs"] = event["elapsed_secs"]
+            if event["state"] == "finished":
+                s["eta_secs"] = 0.0
+        elif kind == "failed":
+            s["current_step"] = event["step"]
+            s["state"] = "failed"
+            s["last_message"] = event["message"]
+
+
+def _text_of(value: Any) -> str:
+    """A float_or_text value as Rust's Display writes the f64."""
+    if isinstance(value, str):
+        return value
+    return rust_display(value)
+
+
+def shows_in_status(event: Dict[str, Any]) -> bool:
+    """Whether the event changes what the status file shows."""
+    return event["type"] not in ("generation_started", "generation_progress")
+
+
+# ---------------------------------------------------------------------------
+# Number formatting as Rust's `format!` does it
+
+def _special(value: float) -> Optional[str]:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return None
+
+
+def fixed(value: float, places: int, plus: bool = False) -> str:
+    """`format!("{:.N}", value)` (`{:+.N}` with `plus`)."""
+    value = float(value)
+    special = _special(value)
+    if special is not None:
+        if plus and special == "inf":
+            return "+inf"
+        return special
+    text = f"{value:.{places}f}"
+    if plus and not text.startswith("-"):
+        text = "+" + text
+    return text
+
+
+def lower_exp(value: float, places: int) -> str:
+    """`format!("{:.Ne}", value)`: `3.00e-4`, `1.50e2`."""
+    value = float(value)
+    special = _special(value)
+    if special is not None:
+        return special
+    mantissa, _, exponent = f"{value:.{places}e}".partition("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def rust_display(value: float) -> str:
+    """`format!("{}", value)` of an f64: the shortest text that reads back
+    as the same number, never with an exponent, no `.0` for whole numbers."""
+    value = float(value)
+    special = _special(value)
+    if special is not None:
+        return special
+    text = repr(value)
+    if "e" in text or "E" in text:
+        text = format(Decimal(text), "f")
+    if text.endswith(".0"):
+        text = text[:-2]
+    return text
+
+
+def round_half_away(value: float) -> int:
+    """`value.round() as u64`: halves away from zero, negatives and NaN 0."""
+    if not math.isfinite(value):
+        return 0 if math.isnan(value) or value < 0 else 2**64 - 1
+    if value <= 0:
+        return 0
+    return int(math.floor(value + 0.5))
+
+
+def thousands(value: int) -> str:
+    """`1234567` as `1,234,567`."""
+    return f"{int(value):,}"
+
+
+def duration(secs: float) -> str:
+    """Seconds as `H:MM:SS`."""
+    total = round_half_away(secs) if math.isfinite(secs) else 0
+    return f"{total // 3600}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
+def rust_debug(text: str) -> str:
+    """`format!("{:?}", text)`: quoted, with Rust's escapes."""
+    out = ['"']
+    for ch in text:
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\0":
+            out.append("\\0")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+            out.append(f"\\u{{{ord(ch):x}}}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------
+# Log lines (src/lines.rs, plain style)
+
+#: Longest model output printed in full; the events keep all of it.
+MAX_PRINTED_CHARS = 400
+
+
+def _clip(text: str, limit: int) -> str:
+    return text[:limit]
+
+
+def printable(text: str) -> str:
+    """Model text on one line (newlines shown as `\\n`), cut when very long."""
+    one_line = text.replace("\n", "\\n").replace("\r", "\\r")
+    if len(one_line) <= MAX_PRINTED_CHARS:
+        return one_line
+    more = len(one_line) - MAX_PRINTED_CHARS
+    return f"{_clip(one_line, MAX_PRINTED_CHARS)}... ({more} more characters)"
+
+
+def _loss_text(loss: Any) -> str:
+    """A loss of an event (number, text, or None) as `{:.4}`, or `-`."""
+    if loss is None:
+        return "-"
+    return fixed(_as_float(loss), 4)
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, str):
+        return {"NaN": math.nan, "inf": math.inf, "-inf": -math.inf}.get(value, math.nan)
+    return float(value)
+
+
+def step_line(step, max_steps, loss, learning_rate, tokens_per_sec, elapsed_secs, eta_secs) -> str:
+    return (
+        f"step {step}/{max_steps} | loss {fixed(_as_float(loss), 4)} | lr "
+        f"{lower_exp(learning_rate, 2)} | {thousands(round_half_away(tokens_per_sec))} tok/s | "
+        f"elapsed {duration(elapsed_secs)} | eta {duration(eta_secs)}"
+    )
+
+
+def eval_header(step: int) -> str:
+    rule = "=" * 64
+    return f"{rule}\nFULL EVAL - Step {step}\n{rule}"
+
+
+def sample_block(s: Dict[str, Any]) -> str:
+    """The lines of a `sample` event: Sample, PROMPT, GOLDEN, MODEL, verdict,
+    LOSS ON THIS EXAMPLE, TIME."""
+    outcome = s["outcome"]
+    kind = outcome["kind"]
+    partial = "" if kind == "completed" else ", partial"
+    whom = f"example {s['example']}, {s['origin']}, prompt {rust_debug(_clip(s['prompt'], 60))}"
+    if kind == "completed":
+        verdict = "MATCH" if s["exact_match"] else "MISMATCH"
+    elif kind == "timed_out":
+        verdict = (
+            f"TIMEOUT: Model generation exceeded {rust_display(s['timeout_secs'])}s at step "
+            f"{s['step']} ({whom}; {s['output_tokens']} tokens so far)"
+        )
+    elif kind == "aborted":
+        verdict = (
+            f"ABORTED: generation stopped by the operator after {fixed(s['elapsed_secs'], 1)}s "
+            f"at step {s['step']} ({whom})"
+        )
+    else:
+        verdict = f"ERROR: generation failed at step {s['step']} ({whom}): {outcome['message']}"
+    return "\n".join(
+        [
+            f"--- Sample {s['sample']}/{s['of']} (example {s['example']}, {s['origin']}) ---",
+            f"PROMPT: {printable(s['prompt'])}",
+            f"GOLDEN ({s['golden_tokens']} tokens): {printable(s['golden'])}",
+            f"MODEL ({s['output_tokens']} tokens{partial}): {printable(s['output'])}",
+            verdict,
+            f"LOSS ON THIS EXAMPLE: {_loss_text(s.get('loss'))}",
+            f"TIME: {fixed(s['elapsed_secs'], 3)}s, {fixed(s['tokens_per_sec'], 1)} tokens/s",
+        ]
+    )
+
+
+def loss_comparison_line(train_loss, val_loss, gap) -> str:
+    gap_text = "-" if gap is None else fixed(_as_float(gap), 4, plus=True)
+    return (
+        f"Loss Comparison: Train={_loss_text(train_loss)} | Val={_loss_text(val_loss)} | "
+        f"Gap={gap_text}"
+    )
+
+
+def exact_match_line(matches, samples, exact_match, counters) -> str:
+    c = counters
+    return (
+        f"EXACT MATCH: {matches}/{samples} ({fixed(100.0 * exact_match, 1)}%) | generations "
+        f"{c['generations']}: {c['completed']} completed, {c['timed_out']} timed out, "
+        f"{c['aborted']} aborted, {c['errors']} errors (timeout rate "
+        f"{fixed(100.0 * timeout_rate(c), 1)}%)"
+    )
+
+
+def warning_line(step: int, message: str) -> str:
+    return f"WARNING at step {step}: {message}"
+
+
+def stalled_line(step, phase, silent_secs, timeout_secs) -> str:
+    return (
+        f"STALLED: no progress for {fixed(silent_secs, 0)}s (watchdog.stall_timeout_seconds = "
+        f"{rust_display(timeout_secs)}) at step {step}, while {PHASES.get(phase, phase)}"
+    )
+
+
+def checkpoint_line(step: int, path: str) -> str:
+    return f"checkpoint saved at step {step}: {path}"
+
+
+def finished_line(state, step, max_steps, loss, elapsed_secs) -> str:
+    how = "stopped" if state == "stopped" else "finished"
+    return (
+        f"{how} at step {step}/{max_steps} | final loss {_loss_text(loss)} | elapsed "
+        f"{duration(elapsed_secs)}"
+    )
+
+
+def failed_line(step: int, message: str) -> str:
+    return f"FAILED at step {step}: {message}"
+
+
+def timeout_rate_warning(counters: Dict[str, int], warn_rate: float) -> str:
+    """The message of the warning an evaluation raises when the timeout rate
+    passes `eval.timeout_warn_rate` (src/trainer/evaluation.rs)."""
+    return (
+        f"timeout rate {fixed(100.0 * timeout_rate(counters), 1)}% ({counters['timed_out']} of "
+        f"{counters['generations']} generations) is above eval.timeout_warn_rate "
+        f"{fixed(100.0 * warn_rate, 1)}%: generations that do not end point to a model or data "
+        "problem (no end-of-text learned yet, or prompts unlike the training data); the TIMEOUT "
+        "lines name the examples"
+    )
+
+
+def format_event(event: Dict[str, Any]) -> Optional[str]:
+    """The plain line(s) an event prints as, or None (`lines::format` with
+    `Style::PLAIN`)."""
+    kind = event["type"]
+    if kind == "started":
+        line = (
+            f"run {event['run_name']} | device {event['device']} | "
+            f"{thousands(event['parameters'])} parameters | vocab {event['vocab_size']} | "
+            f"{thousands(event['train_examples'])} train / {thousands(event['val_examples'])} "
+            "val examples"
+        )
+        if event.get("skipped_overlong", 0) > 0:
+            line += f" | {event['skipped_overlong']} overlong skipped"
+        if event.get("resumed_from") is not None:
+            line += f"\nresumed from {event['resumed_from']} at step {event['start_step']}"
+        return line
+    if kind == "step":
+        return step_line(
+            event["step"],
+            event["max_steps"],
+            event["loss"],
+            event["learning_rate"],
+            event["tokens_per_sec"],
+            event["elapsed_secs"],
+            event["eta_secs"],
+        )
+    if kind == "state":
+        if event["state"] in ("paused", "stopping", "stalled"):
+            return f"state {event['state']} at step {event['step']}"
+        return None
+    if kind == "command_ack":
+        return f"command {command_word(event['command'])}: {event['message']}"
+    if kind == "warning":
+        return warning_line(event["step"], event["message"])
+    if kind == "eval_started":
+        return eval_header(event["step"])
+    if kind == "sample":
+        return sample_block(event)
+    if kind == "eval_finished":
+        return (
+            loss_comparison_line(event["train_loss"], event["val_loss"], event["gap"])
+            + "\n"
+            + exact_match_line(
+                event["matches"], event["samples"], event["exact_match"], event["counters"]
+            )
+        )
+    if kind == "checkpoint":
+        return checkpoint_line(event["step"], event["path"])
+    if kind == "non_finite":
+        what = {
+            "stop": "the run stops without saving",
+            "skip": "its update was skipped",
+            "warn": "its update was applied",
+        }[event["action"]]
+        return (
+            f"WARNING at step {event['step']}: NON-FINITE loss {_text_of(event['loss'])}, "
+            f"gradient norm {_text_of(event['grad_norm'])}: {what} (train.on_nonfinite = "
+            f"{event['action']}; {event['count']} such steps in the run)"
+        )
+    if kind == "stalled":
+        return stalled_line(
+            event["step"], event["phase"], event["silent_secs"], event["timeout_secs"]
+        )
+    if kind == "control":
+        if event["accepted"]:
+            return f"control {event['command']} ({event['id']}): {event['message']}"
+        return f"control {event['command']} ({event['id']}) REJECTED: {event['message']}"
+    if kind == "recovered":
+        return (
+            f"recovered: progress again at step {event['step']} "
+            f"({PHASES.get(event['phase'], event['phase'])})"
+        )
+    if kind == "finished":
+        return finished_line(
+            event["state"], event["step"], event["max_steps"], event["loss"], event["elapsed_secs"]
+        )
+    if kind == "failed":
+        return failed_line(event["step"], event["message"])
+    return None

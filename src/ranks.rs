@@ -1,0 +1,219 @@
+//! The ranks of a multi-process job, as their own heartbeat files tell it
+//! (`RUN_DIR/ranks/rank-N.json`, written by the Python package): which rank
+//! is where, and which went silent. Rank 0 cannot say which rank is stuck
+//! (it is waiting for that rank in a collective), so each rank speaks for
+//! itself.
+
+use std::path::Path;
+
+use crate::events::{Phase, RankBeat, SCHEMA_VERSION};
+
+/// Folder of the rank files in a run directory.
+pub const RANKS_DIR: &str = "ranks";
+
+/// How a rank is doing, judged from its heartbeat file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Beating.
+    Alive,
+    /// Its training is over (phase `done`).
+    Done,
+    /// No heartbeat for longer than the stall timeout.
+    Silent,
+    /// Its process is gone (seen on this host only).
+    Gone,
+}
+
+impl Verdict {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Alive => "ok",
+            Self::Done => "done",
+            Self::Silent => "SILENT",
+            Self::Gone => "GONE",
+        }
+    }
+
+    /// The rank holds the others up: they wait for it in a collective.
+    #[must_use]
+    pub fn is_stuck(self) -> bool {
+        matches!(self, Self::Silent | Self::Gone)
+    }
+}
+
+/// One rank and how it is doing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankView {
+    pub beat: RankBeat,
+    /// Seconds since its last heartbeat.
+    pub silent_secs: f64,
+    pub verdict: Verdict,
+}
+
+impl RankView {
+    /// `rank 1 (box, pid 4242): generating at step 40, last beat 15:00:01 UTC (75s ago), SILENT`
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let beat = &self.beat;
+        format!(
+            "rank {} ({}, pid {}): {} at step {}, last beat {} UTC ({:.0}s ago){}",
+            beat.rank,
+            beat.host,
+            beat.pid,
+            beat.phase.as_str(),
+            beat.step,
+            beat.beat
+                .get(11..19)
+                .map_or(beat.beat.as_str(), |clock| clock),
+            self.silent_secs,
+            match self.verdict {
+                Verdict::Alive | Verdict::Done => String::new(),
+                Verdict::Silent => ", SILENT".into(),
+                Verdict::Gone => ", GONE (its process ended)".into(),
+            }
+        )
+    }
+}
+
+/// The rank that holds the others up: of the silent or gone ranks, one
+/// whose process ended first (the others fail or wait because of it), else
+/// the one silent longest.
+#[must_use]
+pub fn first_stuck(ranks: &[RankView]) -> Option<&RankView> {
+    ranks
+        .iter()
+        .filter(|view| view.verdict.is_stuck())
+        .min_by(|a, b| {
+            (a.verdict != Verdict::Gone)
+                .cmp(&(b.verdict != Verdict::Gone))
+                .then(a.beat.beat_unix.total_cmp(&b.beat.beat_unix))
+        })
+}
+
+/// The ranks of the run in `root`, by rank, judged at `now_unix` against
+/// `stall_timeout` seconds. A run without rank files (trainui's own
+/// trainer) has none; files that do not parse, or come from a newer
+/// protocol, are left out.
+#[must_use]
+pub fn read(root: &Path, now_unix: f64, stall_timeout: f64) -> Vec<RankView> {
+    let Ok(entries) = std::fs::read_dir(root.join(RANKS_DIR)) else {
+        return Vec::new();
+    };
+    let host = this_host();
+    let mut ranks: Vec<RankView> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("rank-") && name.ends_with(".json")
+        })
+        .filter_map(|entry| std::fs::read(entry.path()).ok())
+        .filter_map(|bytes| serde_json::from_slice::<RankBeat>(&bytes).ok())
+        .filter(|beat| beat.v <= SCHEMA_VERSION)
+        .map(|beat| judge(beat, now_unix, stall_timeout, host.as_deref()))
+        .collect();
+    ranks.sort_by_key(|view| view.beat.rank);
+    ranks
+}
+
+fn judge(beat: RankBeat, now_unix: f64, stall_timeout: f64, host: Option<&str>) -> RankView {
+    let silent_secs = (now_unix - beat.beat_unix).max(0.0);
+    let here = host.is_some_and(|h| h == beat.host);
+    let verdict = if beat.phase == Phase::Done {
+        Verdict::Done
+    } else if here && !Path::new(&format!("/proc/{}", beat.pid)).exists() {
+        Verdict::Gone
+    } else if silent_secs > stall_timeout {
+        Verdict::Silent
+    } else {
+        Verdict::Alive
+    };
+    RankView {
+        beat,
+        silent_secs,
+        verdict,
+    }
+}
+
+/// This machine's host name, as the Python package writes it
+/// (`socket.gethostname()`).
+fn this_host() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::RunState;
+
+    fn beat(rank: u32, pid: u32, beat_unix: f64, phase: Phase) -> RankBeat {
+        RankBeat {
+            v: SCHEMA_VERSION,
+            rank,
+            world_size: 2,
+            local_rank: rank,
+            host: this_host().unwrap_or_default(),
+            pid,
+            phase,
+            step: 40,
+            state: RunState::Training,
+            beat: "2026-11-29T15:00:01.000Z".into(),
+            beat_unix,
+            written_unix: beat_unix,
+        }
+    }
+
+    #[test]
+    fn a_rank_without_beats_for_the_stall_timeout_is_silent_and_a_dead_one_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranks = dir.path().join(RANKS_DIR);
+        std::fs::create_dir(&ranks).unwrap();
+        let me = std::process::id();
+        let files = [
+            beat(0, me, 1000.0, Phase::Training),
+            beat(1, me, 900.0, Phase::Generating),
+            beat(2, u32::MAX - 1, 990.0, Phase::Training),
+            beat(3, me, 10.0, Phase::Done),
+        ];
+        for file in &files {
+            std::fs::write(
+                ranks.join(format!("rank-{}.json", file.rank)),
+                serde_json::to_vec(file).unwrap(),
+            )
+            .unwrap();
+        }
+        std::fs::write(ranks.join("rank-9.json"), "{ half a file").unwrap();
+        let views = read(dir.path(), 1001.0, 60.0);
+        let verdicts: Vec<(u32, Verdict)> =
+            views.iter().map(|v| (v.beat.rank, v.verdict)).collect();
+        assert_eq!(
+            verdicts,
+            [
+                (0, Verdict::Alive),
+                (1, Verdict::Silent),
+                (2, Verdict::Gone),
+                (3, Verdict::Done),
+            ]
+        );
+        let silent = views[1].describe();
+        assert!(
+            silent.contains("rank 1") && silent.contains("generating at step 40"),
+            "{silent}"
+        );
+        assert!(
+            silent.contains("15:00:01")
+                && silent.contains("101s ago")
+                && silent.ends_with("SILENT"),
+            "{silent}"
+        );
+        assert_eq!(
+            first_stuck(&views).map(|v| v.beat.rank),
+            Some(2),
+            "a rank whose process ended comes before one that is only silent"
+        );
+        assert!(read(&dir.path().join("nothing"), 0.0, 1.0).is_empty());
+    }
+}
