@@ -120,7 +120,7 @@ pub fn watch_liveness(run_dir: &Path) -> std::io::Result<Receiver<Liveness>> {
         .name("liveness".into())
         .spawn(move || {
             let mut gone = false;
-            let mut stuck = Vec::new();
+            let mut ranks = Vec::new();
             loop {
                 let notice = liveness(&run_dir);
                 if matches!(notice, Liveness::Gone(_)) != gone {
@@ -132,16 +132,22 @@ pub fn watch_liveness(run_dir: &Path) -> std::io::Result<Receiver<Liveness>> {
                         return;
                     }
                 }
-                let now_stuck = stuck_ranks(&run_dir);
-                let key = |views: &[RankView]| -> Vec<(u32, String)> {
+                let now_ranks = ranks_of(&run_dir);
+                let key = |views: &[RankView]| -> Vec<String> {
                     views
                         .iter()
-                        .map(|v| (v.beat.rank, format!("{:?} {}", v.verdict, v.beat.beat)))
+                        .map(|v| {
+                            let b = &v.beat;
+                            format!(
+                                "{} {:?} {:?} {} {}",
+                                b.rank, v.verdict, b.phase, b.step, b.beat
+                            )
+                        })
                         .collect()
                 };
-                if key(&now_stuck) != key(&stuck) {
-                    stuck.clone_from(&now_stuck);
-                    if notices.send(Liveness::StuckRanks(now_stuck)).is_err() {
+                if key(&now_ranks) != key(&ranks) {
+                    ranks.clone_from(&now_ranks);
+                    if notices.send(Liveness::Ranks(now_ranks)).is_err() {
                         return;
                     }
                 }
@@ -175,23 +181,14 @@ fn liveness(run_dir: &Path) -> Liveness {
     })
 }
 
-/// The ranks of a multi-process job that went silent or whose process is
-/// gone (none for trainui's own trainer, which has no ranks).
-fn stuck_ranks(run_dir: &Path) -> Vec<RankView> {
-    let Ok(status) = rundir::read_status(run_dir) else {
-        return Vec::new();
-    };
-    if status.state.is_final() {
-        return Vec::new();
-    }
-    let stall_timeout = status
-        .settings
-        .as_ref()
+/// The ranks of a multi-process job (none for trainui's own trainer,
+/// which has no rank files), judged against the run's stall timeout.
+fn ranks_of(run_dir: &Path) -> Vec<RankView> {
+    let stall_timeout = rundir::read_status(run_dir)
+        .ok()
+        .and_then(|status| status.settings)
         .map_or(300.0, |s| s.watchdog.stall_timeout_seconds);
     ranks::read(run_dir, control::unix_now(), stall_timeout)
-        .into_iter()
-        .filter(|view| view.verdict.is_stuck())
-        .collect()
 }
 
 /// Runs the attached TUI until `q`; its keys become command files in the

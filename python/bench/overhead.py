@@ -6,7 +6,8 @@
 
 Measures, on the calling thread, microseconds per step of
   - log_step with a float loss, then boundary (the loop of a plain script);
-  - log_step with a tensor loss (added up on its device), then boundary;
+  - log_step with a tensor loss (kept on its device, read back once a window),
+    then boundary;
 back to back (the worst case: no training step between two boundaries), and
 inside a real loop: the step time of the example's tiny GPT
 (examples/torchrun_loop.py, batch 32 on CPU) alone and with both calls.

@@ -6,7 +6,14 @@ Usage: dist_generate_worker.py OUT_DIR SCENARIO...
                     has a 1 s deadline; rank 0's deadline is 600 s.
   abort_on_rank0    both never end, deadline 600 s; rank 0's abort flag is set
                     from a timer thread after 0.5 s.
-Each rank writes OUT_DIR/rank-N.json: {scenario: {outcome, tokens, seconds}}.
+  wrapped_timeout_on_rank1
+                    timeout_on_rank1 through a wrapper module that hands
+                    generate() to the model inside it, so the forward hook on
+                    the wrapper never runs.
+  error_on_both     both models' 4th forward raises (in the same step on
+                    both ranks).
+Each rank writes OUT_DIR/rank-N.json: {scenario: {outcome, tokens, seconds,
+beats, warnings, raised}}.
 """
 
 import json
@@ -14,14 +21,30 @@ import os
 import sys
 import threading
 import time
+import warnings
 
 import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_fixtures import always_eos, char_tokenizer, never_eos, tiny_gpt2  # noqa: E402
+from hf_fixtures import always_eos, char_tokenizer, failing, never_eos, tiny_gpt2  # noqa: E402
 
 from trainui.generate import generate  # noqa: E402
+
+
+class HandsOnGenerate(torch.nn.Module):
+    """A wrapper whose generate() runs the inner model's forward, not its own (as FSDP1's
+    wrapper or a PEFT model do)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args, **kwargs):
+        return self.inner(*args, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        return self.inner.generate(*args, **kwargs)
 
 
 def run_scenario(scenario: str, rank: int, tok) -> dict:
@@ -29,29 +52,53 @@ def run_scenario(scenario: str, rank: int, tok) -> dict:
     abort = threading.Event()
     timeout = 600.0
     min_new = 10**6
-    if scenario == "timeout_on_rank1":
+    if scenario in ("timeout_on_rank1", "wrapped_timeout_on_rank1"):
         if rank == 0:
             always_eos(model, tok.eos_token_id)
             min_new = 0
         else:
             never_eos(model, tok.eos_token_id)
             timeout = 1.0
+        if scenario.startswith("wrapped"):
+            model = HandsOnGenerate(model)
     elif scenario == "abort_on_rank0":
         never_eos(model, tok.eos_token_id)
         if rank == 0:
             threading.Timer(0.5, abort.set).start()
+    elif scenario == "error_on_both":
+        failing(never_eos(model, tok.eos_token_id), after=3)
     else:
         raise SystemExit(f"unknown scenario {scenario}")
+    beats = [0]
+
+    def heartbeat():
+        beats[0] += 1
+
     dist.barrier()
     started = time.monotonic()
-    result = generate(
-        model, tokenizer=tok, prompt="rev 498455=", timeout=timeout, abort=abort,
-        max_new_tokens=10**6, min_new_tokens=min_new, synced_gpus=True,
-    )
+    result = None
+    raised = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = generate(
+                model, tokenizer=tok, prompt="rev 498455=", timeout=timeout, abort=abort,
+                max_new_tokens=10**6, min_new_tokens=min_new, synced_gpus=True,
+                heartbeat=heartbeat,
+            )
+        except RuntimeError as error:
+            raised = str(error)
     seconds = time.monotonic() - started
     # A collective after generation proves no rank is left inside one.
     dist.barrier()
-    return {"outcome": result.outcome, "tokens": result.tokens, "seconds": seconds}
+    return {
+        "outcome": result.outcome if result else None,
+        "tokens": result.tokens if result else None,
+        "seconds": seconds,
+        "beats": beats[0],
+        "warnings": [str(w.message) for w in caught if w.category is RuntimeWarning],
+        "raised": raised,
+    }
 
 
 def main() -> None:

@@ -65,3 +65,29 @@ def test_accelerate_loop_logs_and_obeys_a_stop(tmp_path):
     current = status(run_dir)
     assert current["state"] == "stopped" and current["current_step"] == stop_step
     assert (run_dir / "config.json").read_text().count('"batch"') == 1
+
+
+def test_a_stop_after_the_last_boundary_leaves_the_run_finished(tmp_path):
+    import os
+    import signal
+
+    from accelerate import Accelerator
+
+    run_dir = tmp_path / "run"
+    tracker = TrainuiTracker(run_dir, max_steps=3, settings={"train": {"log_steps": 1}},
+                             print_lines=False)
+    accelerator = Accelerator(cpu=True, log_with=tracker)
+    accelerator.init_trackers("accel", config={})
+    for step in range(1, 4):
+        accelerator.log({"loss": 1.0 / step, "lr": 0.1}, step=step)
+        assert not tracker.boundary(step).stop
+    # The job is done; an operator's Ctrl-C or a scheduler's SIGTERM now
+    # comes too late to stop anything.
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.6)  # the run's beat thread handles the signal within a quarter second
+    accelerator.end_training()
+
+    check_run_dir(run_dir)
+    lines = events(run_dir)
+    assert find(lines, type="finished")[-1]["state"] == "finished"
+    assert status(run_dir)["state"] == "finished"

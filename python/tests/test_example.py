@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
 import pytest
 
-from runhelpers import (EXAMPLE, Children, check_run_dir, drop_command, events, find, free_port,
-                        rank_file, rank_record, status, torchrun, wait_for)
+from runhelpers import (EXAMPLE, REPO, Children, check_run_dir, drop_command, events, find,
+                         free_port, rank_file, rank_record, status, torchrun, wait_for)
 
 STARTUP = 120  # importing torch on two loaded cores, twice
 
@@ -168,23 +169,80 @@ def test_a_generation_that_never_ends_on_rank_1_is_aborted_or_timed_out(children
     check_run_dir(root, ranks=2)
 
 
+def stuck_ranks(root, ranks, stall_timeout):
+    """The ranks a reader judging by the protocol calls stuck, the one that
+    holds the others up first (as `trainui status` orders them): a rank not
+    `done` whose process is gone, or whose beat is older than the stall
+    timeout; gone before silent, then the oldest beat."""
+    now = time.time()
+    stuck = []
+    for rank in range(ranks):
+        beat = rank_file(root, rank)
+        if beat is None or beat["phase"] == "done":
+            continue
+        gone = not os.path.exists(f"/proc/{beat['pid']}") or _zombie(beat["pid"])
+        if gone or now - beat["beat_unix"] > stall_timeout:
+            stuck.append((not gone, beat["beat_unix"], rank))
+    return [rank for _, _, rank in sorted(stuck)]
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+TRAINUI = REPO / "target" / "release" / "trainui"
+
+
 def test_a_killed_rank_stops_beating(children, tmp_path):
     root = tmp_path / "run"
+    stall = 2.0
     start_torchrun(children, tmp_path, "--max-steps", 100000, "--eval-steps", 0,
-                   "--step-sleep", 0.05)
+                   "--step-sleep", 0.05, "--stall-timeout", stall)
     wait_for(lambda: training(root, 2, 3), STARTUP, "both ranks training")
     wait_for(lambda: rank_file(root, 1)["beat_unix"] > time.time() - 2, 10, "a fresh beat")
     victim = rank_file(root, 1)
+    zero_before = rank_file(root, 0)
     os.kill(victim["pid"], signal.SIGKILL)
     time.sleep(0.5)
     last = rank_file(root, 1)
     time.sleep(3)
     after = rank_file(root, 1)
     assert after == last, "a dead rank's file does not change"
-    assert after["beat_unix"] < time.time() - 3
+    assert after["beat_unix"] == last["beat_unix"] < time.time() - 3
     assert after["state"] == "training" and after["phase"] == "training"
-    # Rank 0 is now stuck in its collective or failed out of it; either way
-    # its heartbeat (not the file's write time) is what says so, and the
-    # fixture kills what is left.
-    zero = rank_file(root, 0)
+    # Rank 0 went on past rank 1's last beat: it beat later (it was still
+    # training, or is stuck in its collective since), or it ended (its
+    # collective failed and the run failed: phase done).
+    zero = wait_for(lambda: rank_file(root, 0), 10, "rank 0's file")
     assert zero["pid"] != victim["pid"]
+    assert zero["phase"] == "done" or zero["beat_unix"] >= after["beat_unix"], (zero, after)
+    assert zero["beat_unix"] >= zero_before["beat_unix"]
+    # A reader judging by the protocol names rank 1 first.
+    named = wait_for(lambda: stuck_ranks(root, 2, stall), 30, "a stuck rank")
+    assert named[0] == 1, named
+    if not TRAINUI.is_file():
+        pytest.skip(f"{TRAINUI} is not built (cargo build --release): `trainui status` not "
+                    "checked; the protocol reader above named rank 1")
+    shown = subprocess.run([str(TRAINUI), "status", str(root)], capture_output=True, text=True,
+                           timeout=60)
+    assert "rank 1 went silent first" in shown.stdout, shown.stdout + shown.stderr
+
+
+def test_a_setup_failure_on_rank_0_ends_every_rank(children, tmp_path):
+    """Rank 0 cannot make its files (a file where a folder must be): every
+    rank hears it and raises the same error, none waits in a collective."""
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "status").write_text("a file where a folder must be")
+    process = start_torchrun(children, tmp_path, "--max-steps", 10, "--eval-steps", 0)
+    code = process.wait(STARTUP + 60)
+    assert code != 0
+    log = (tmp_path / "torchrun.log").read_text()
+    assert log.count("RunDirError: ") >= 2, log[-4000:]  # one traceback a rank
+    assert "cannot set up the run directory" in log, log[-4000:]
+    assert not (root / "ranks" / "rank-1.jsonl").exists(), "rank 1 wrote nothing"
+    assert not (root / "events.jsonl").exists()

@@ -57,6 +57,7 @@ def test_fine_tune_that_never_stops_generating_times_out_and_trains_on(tmp_path,
     assert started["settings"]["train"]["log_steps"] == 5
     assert started["settings"]["eval"]["eval_steps"] == 15
     assert [e["step"] for e in find(lines, type="step")] == [5, 10, 15, 20, 25, 30]
+    _check_eta(lines)
     assert [e["step"] for e in find(lines, type="checkpoint")] == [15, 30]
     assert find(lines, type="checkpoint")[-1]["path"] == str(run / "checkpoints" / "checkpoint-30")
     assert (run / "checkpoints" / "checkpoint-30" / "model.safetensors").is_file()
@@ -86,6 +87,26 @@ def test_fine_tune_that_never_stops_generating_times_out_and_trains_on(tmp_path,
     assert "tokens so far" in timeouts[0], "the partial output is counted"
     record = rank_record(run, 0)
     assert [e["type"] for e in record].count("sample") == 4
+
+
+def _check_eta(lines) -> None:
+    """The ETA of each `step` event is the steps left times the seconds per step of its
+    window, measured from the events' `elapsed_secs` (windows with an evaluation or a
+    checkpoint in them are left out: the run's clock skips those)."""
+    checked = 0
+    previous = None
+    for line in lines:
+        if line["type"] in ("eval_started", "checkpoint"):
+            previous = None
+        elif line["type"] == "step":
+            if previous is not None and line["step"] < line["max_steps"]:
+                per_step = ((line["elapsed_secs"] - previous["elapsed_secs"])
+                            / (line["step"] - previous["step"]))
+                expected = per_step * (line["max_steps"] - line["step"])
+                assert expected / 2 <= line["eta_secs"] <= expected * 2, (line, previous)
+                checked += 1
+            previous = line
+    assert checked >= 2, "at least two step events to check the ETA of"
 
 
 def _acked(root: Path, command, rank: int | None = None):

@@ -204,3 +204,118 @@ def test_the_status_follows_a_stall_and_its_recovery():
     assert fold.status["state"] == "stalled", "a state change during a stall waits"
     fold.apply({"type": "recovered", "step": 2, "phase": "generating"})
     assert fold.status["state"] == "evaluating"
+
+
+def test_json_safe_copies_a_config_json_can_hold():
+    class Strategy:
+        def __str__(self):
+            return "steps"
+
+    value = {"lr": math.nan, "betas": (0.9, math.inf), "floor": -math.inf, 3: Strategy(),
+             "nested": {"path": __import__("pathlib").Path("/x")}, "ok": [1, "a", None, True]}
+    assert protocol.json_safe(value) == {
+        "lr": "NaN", "betas": [0.9, "inf"], "floor": "-inf", "3": "steps",
+        "nested": {"path": "/x"}, "ok": [1, "a", None, True]}
+    protocol.json_text(protocol.json_safe(value))  # never a bare NaN
+
+
+def test_event_lines_are_written_as_serde_writes_them():
+    from trainui.rundir import record_line
+
+    line = json.loads(record_line({"type": "step", "step": 1, "loss": math.nan,
+                                   "learning_rate": math.inf, "eta_secs": math.nan}, 0.0))
+    assert (line["loss"], line["learning_rate"], line["eta_secs"]) == ("NaN", None, None)
+    line = json.loads(record_line({"type": "eval_finished", "gap": -math.inf,
+                                   "val_loss": math.inf, "train_loss": 1.5}, 0.0))
+    assert (line["gap"], line["val_loss"], line["train_loss"]) == ("-inf", "inf", 1.5)
+    line = json.loads(record_line({"type": "sample", "origin": object, "prompt": b"x"}, 0.0))
+    assert line["origin"] == "<class 'object'>" and line["prompt"] == "b'x'"
+
+
+def test_counts_are_bounded_as_the_rust_fields_are():
+    settings = protocol.default_settings()
+
+    def refusal(changes):
+        with pytest.raises(protocol.SettingsError) as caught:
+            protocol.change_settings(settings, changes)
+        return str(caught.value)
+
+    assert refusal({"eval.samples": 5_000_000_000}) == (
+        "set eval.samples=5000000000: eval.samples: invalid value: integer `5000000000`, "
+        "expected u32")
+    assert refusal({"checkpoint.save_total_limit": 2**32}).endswith("expected u32")
+    assert refusal({"eval.eval_steps": 2**64}) == (
+        f"set eval.eval_steps={2**64}: eval.eval_steps: invalid value: integer `{2**64}`, "
+        "expected u64")
+    assert protocol.change_settings(settings, {"eval.eval_steps": 2**64 - 1})[1] == \
+        [f"eval.eval_steps = {2**64 - 1}"]
+    assert protocol.change_settings(settings, {"eval.samples": 2**32 - 1})[1] == \
+        [f"eval.samples = {2**32 - 1}"]
+    assert refusal({"eval.samples": -1}) == \
+        "set eval.samples=-1: eval.samples: invalid value: integer `-1`, expected u32"
+    assert refusal({"eval.samples": 2.0}) == \
+        "set eval.samples=2.0: eval.samples: invalid type: floating point `2.0`, expected u32"
+    assert refusal({"train.log_steps": True}) == \
+        "set train.log_steps=true: train.log_steps: invalid type: boolean `true`, expected u64"
+    assert refusal({"eval.temperature": "hot"}) == \
+        'set eval.temperature="hot": eval.temperature: invalid type: string "hot", expected f64'
+    for key in protocol.live_keys():
+        kind = protocol.LIVE_SETTINGS[key.split(".")[0]][key.split(".")[1]][1]
+        assert kind in ("u64", "u32", "f64", "seconds"), key
+
+
+def test_the_learning_rate_must_be_above_zero():
+    settings = protocol.default_settings()
+    for value, shown in ((0, "0"), (-0.1, "-0.1")):
+        with pytest.raises(protocol.SettingsError) as caught:
+            protocol.change_settings(settings, {"train.learning_rate": value})
+        assert str(caught.value) == (f"set train.learning_rate={json.dumps(value)}: "
+                                     f"train.learning_rate must be a number greater than 0 "
+                                     f"(got {shown})")
+    with pytest.raises(protocol.SettingsError, match="greater than 0"):
+        protocol.settings_with({"train": {"learning_rate": math.nan}})
+
+
+def test_command_files_with_bare_nan_or_infinity_are_not_commands():
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        text = '{"v":2,"id":"n","created_unix":%s,"command":"stop"}' % constant
+        with pytest.raises(control.RequestError, match="^not a command"):
+            control.parse_request(text)
+    with pytest.raises(control.RequestError, match="^not a command"):
+        control.parse_request('{"v":2,"id":"n","created_unix":1e999,"command":"stop"}')
+    with pytest.raises(control.RequestError, match="^not a command"):
+        control.parse_request('{"v":2,"id":"n","created_unix":1,'
+                              '"command":{"set":{"eval.temperature":NaN}}}')
+
+
+def test_send_writes_utf8_whatever_the_locale(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "control").mkdir()
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
+              "from trainui import control; "
+              "print(control.send(Path(sys.argv[2]), {'set': {'eval.temp\\u00e9rature': 1}}))")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0",
+           "PYTHONCOERCECLOCALE": "0", "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, "-c", script, str(runhelpers.PYTHON_DIR),
+                           str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    data = (tmp_path / "control" / f"{done.stdout.strip()}.json").read_bytes()
+    assert "température".encode("utf-8") in data
+    assert control.parse_request(data.decode("utf-8"))["command"] == \
+        {"set": {"eval.température": 1}}
+
+
+def test_the_status_counts_non_finite_steps():
+    fold = protocol.StatusFold("demo", 10, 1)
+    event = {"type": "non_finite", "step": 4, "loss": "NaN", "grad_norm": 2.5,
+             "action": "warn", "count": 3}
+    fold.apply(event)
+    assert fold.status["nonfinite_steps"] == 3
+    assert fold.status["last_message"] == \
+        "non-finite at step 4: loss NaN, grad norm 2.5 (train.on_nonfinite = warn)"
+    assert protocol.format_event(event) == (
+        "WARNING at step 4: NON-FINITE loss NaN, gradient norm 2.5: its update was applied "
+        "(train.on_nonfinite = warn; 3 such steps in the run)")

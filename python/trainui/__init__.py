@@ -2,9 +2,12 @@
 `trainui train` and obey the same commands, so that `trainui watch`,
 `trainui ctl` and `trainui status` handle it like a run of the Rust trainer.
 
-The run directory and its protocol are described in the README of trainui
-(sections "Run directory", "Attach to a running job and steer it", "Stall
-watchdog"); `trainui.protocol` mirrors them.
+The run directory and its protocol (files, events, commands, signals, the
+ranks of a multi-process job) are described in protocol/README.md of the
+trainui repository, with JSON Schemas of every file in protocol/schema/;
+`trainui.protocol` mirrors them. The live settings of a Python job change
+only through `trainui ctl RUN_DIR set KEY=VALUE` (edits of config.json are
+not followed).
 """
 
 from .protocol import REQUEST_VERSION, SCHEMA_VERSION

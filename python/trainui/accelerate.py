@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 from accelerate.tracking import GeneralTracker
 
+from .protocol import json_safe
 from .run import Actions, Run
 
 __all__ = ["TrainuiTracker"]
@@ -87,6 +88,8 @@ class TrainuiTracker(GeneralTracker):
         self._started = False
         self._run: Run | None = None
         self._learning_rate = 0.0
+        #: A step boundary applied a stop (the same on every rank).
+        self._stopped = False
 
     # GeneralTracker interface
 
@@ -127,8 +130,11 @@ class TrainuiTracker(GeneralTracker):
             run.eval_finished(step, val_loss=eval_loss)
 
     def finish(self) -> None:
+        """Ends the run: `stopped` when a step boundary applied a stop, else
+        `finished`: a stop (command or signal) that arrives after the last
+        boundary comes too late to be applied."""
         if self._run is not None and not self._run.finished:
-            self._run.finish("stopped" if self._run.stop_requested else "finished")
+            self._run.finish("stopped" if self._stopped else "finished")
 
     # trainui
 
@@ -136,7 +142,9 @@ class TrainuiTracker(GeneralTracker):
         """Heartbeat and step boundary: call on every rank after every step."""
         run = self.run
         run.beat("training", step)
-        return run.boundary(step)
+        actions = run.boundary(step)
+        self._stopped = self._stopped or actions.stop
+        return actions
 
     def _open(self, config: Mapping[str, Any] | None) -> None:
         if self._run is not None:
@@ -146,7 +154,7 @@ class TrainuiTracker(GeneralTracker):
             self.run_dir,
             max_steps=self.max_steps,
             run_name=self.run_name,
-            config={"accelerate": _json_safe(merged)},
+            config={"accelerate": json_safe(merged)},
             settings=self.settings,
             framework="accelerate",
             on_stall=self.on_stall,
@@ -161,9 +169,3 @@ class TrainuiTracker(GeneralTracker):
             except Exception:  # noqa: BLE001 - only a label
                 device = "cpu"
         self._run.start(device=device, **self.start_info)
-
-
-def _json_safe(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, default=str))

@@ -8,11 +8,16 @@ COMMAND}`, COMMAND being `"stop"`, `"pause"`, `"resume"`, `"eval_now"`,
 Every file is answered by a `control` event (accepted or rejected, with the
 reason) and removed. Only rank 0 reads the spool; the commands it accepts
 are applied by every rank at the same step boundary (see distributed.py).
+
+Only `set` (`trainui ctl RUN_DIR set KEY=VALUE`) changes the live settings of
+a Python job: unlike `trainui train`, it does not follow edits of
+config.json, which it writes once, for the record.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import stat
@@ -52,7 +57,7 @@ def send(run_dir: Path, command: Any) -> str:
         "command": command,
     }
     temp = directory / f".{request_id}.tmp"
-    temp.write_text(protocol.json_text(request))
+    temp.write_bytes(protocol.json_text(request).encode("utf-8"))
     os.replace(temp, directory / f"{request_id}.json")
     return request_id
 
@@ -231,16 +236,22 @@ def _parse_assignment(assignment: str) -> Tuple[str, Any]:
         raise RequestError(f"{assignment}: expected KEY=VALUE, e.g. train.max_steps=100")
     key, raw = assignment.split("=", 1)
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant)
     except ValueError:
         value = raw
     return key.strip(), value
 
 
+def _no_constant(name: str) -> Any:
+    """serde_json knows no bare NaN, Infinity or -Infinity: neither does a
+    command file."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_request(text: str) -> Dict[str, Any]:
     """A request of version 2, or of version 1; RequestError otherwise."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except ValueError as err:
         raise RequestError(f"not a command: {err}") from None
     if not isinstance(value, dict):
@@ -256,7 +267,8 @@ def parse_request(text: str) -> Dict[str, Any]:
     if not isinstance(value["id"], str):
         raise RequestError("not a command: `id` must be a string")
     created = value["created_unix"]
-    if isinstance(created, bool) or not isinstance(created, (int, float)):
+    if (isinstance(created, bool) or not isinstance(created, (int, float))
+            or not math.isfinite(created)):
         raise RequestError("not a command: `created_unix` must be a number")
     if version == protocol.REQUEST_VERSION:
         command = parse_command(value["command"])
@@ -301,18 +313,22 @@ def read_request(path: Path) -> Dict[str, Any]:
 class Spool:
     """Reads RUN_DIR/control every POLL_SECS on its own thread, answers each
     file with a `control` event and hands accepted commands to `deliver`.
-    An abort (and a stop) raises `abort` at once, without waiting for the
-    step boundary. `settings` is the settings copy the spool checks `set`
-    against, kept in step with the trainer's (same changes, same order)."""
+    An `abort_generation` or a `stop` calls `abort(command)` at once, without
+    waiting for the step boundary (a stop ends the rest of an evaluation).
+    `settings` is the settings copy the spool checks `set` against, kept in
+    step with the trainer's (same changes, same order); `set` is the only
+    way to change them (config.json edits are not followed). `step` says the
+    step to name in a warning."""
 
     def __init__(
         self,
         run_dir: Path,
         emit: Callable[[Dict[str, Any]], None],
         deliver: Callable[[Any], None],
-        abort: Callable[[], None],
+        abort: Callable[[str], None],
         settings: Dict[str, Dict[str, Any]],
         on_settings: Callable[[Dict[str, Dict[str, Any]]], None],
+        step: Callable[[], int] = lambda: 0,
     ):
         self.run_dir = run_dir
         self._emit = emit
@@ -320,15 +336,19 @@ class Spool:
         self._abort = abort
         self.settings = settings
         self._on_settings = on_settings
+        self._step = step
         self._reported: set = set()
+        self._errors_reported: set = set()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name="trainui-control", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stops reading; after it returns (unless the thread is stuck past
+        `timeout`), nothing more is delivered."""
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(timeout)
 
     def poll_once(self) -> None:
         with self._lock:
@@ -348,8 +368,15 @@ class Spool:
             try:
                 self.poll_once()
             except Exception as err:  # a bad file never stops the run
-                self._emit({"type": "warning", "step": 0,
-                            "message": f"control spool: {type(err).__name__}: {err}"})
+                message = f"control spool: {type(err).__name__}: {err}"
+                if message in self._errors_reported:  # a lasting error, said once
+                    continue
+                self._errors_reported.add(message)
+                try:
+                    step = int(self._step())
+                except Exception:
+                    step = 0
+                self._emit({"type": "warning", "step": step, "message": message})
 
     def _reply(self, request_id: str, command: str, accepted: bool, message: str) -> None:
         self._emit({"type": "control", "id": request_id, "command": command,
@@ -385,17 +412,49 @@ class Spool:
             return None
         self._reply(request["id"], word, True, "sent to the trainer")
         if command in ("abort_generation", "stop"):
-            self._abort()
+            self._abort(command)
         self._deliver(command)
         return None
 
 
-def write_abort_mark(run_dir: Path, sequence: int) -> None:
-    """Tells the other ranks to abort their running generation: they poll
-    this file (a shared run directory; elsewhere they wait for their
-    deadline)."""
+def write_abort_mark(run_dir: Path, sequence: int, command: str = "abort_generation") -> None:
+    """Tells the other ranks to abort their running generation (`command`
+    "abort_generation"), or every generation until the run stops ("stop"):
+    they poll this file (a shared run directory; elsewhere they wait for
+    their deadline or the next step boundary). `seq` grows with every mark;
+    `unix` is when it was written, so that a rank aborts only a generation
+    that began before it."""
+    record = {"seq": int(sequence), "unix": time.time(), "command": command}
     try:
-        write_atomically(run_dir / protocol.ABORT_FILE,
-                         protocol.json_text({"seq": sequence, "unix": time.time()}).encode())
+        write_atomically(run_dir / protocol.ABORT_FILE, protocol.json_text(record).encode())
     except OSError:
+        pass
+
+
+def read_abort_mark(run_dir: Path) -> Optional[Dict[str, Any]]:
+    """The abort mark rank 0 wrote last (`seq`, `unix`, `command`), or None
+    when there is none or it cannot be read whole."""
+    try:
+        with open(run_dir / protocol.ABORT_FILE, "rb") as file:
+            mark = json.loads(file.read(protocol.MAX_REQUEST_BYTES).decode("utf-8"),
+                              parse_constant=_no_constant)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(mark, dict):
+        return None
+    seq, unix, command = mark.get("seq"), mark.get("unix"), mark.get("command",
+                                                                     "abort_generation")
+    if (isinstance(seq, bool) or not isinstance(seq, int) or isinstance(unix, bool)
+            or not isinstance(unix, (int, float)) or not math.isfinite(unix)
+            or command not in ("abort_generation", "stop")):
+        return None
+    return {"seq": seq, "unix": float(unix), "command": command}
+
+
+def clear_abort_mark(run_dir: Path) -> None:
+    """Removes an abort mark left in the run directory (rank 0, before the
+    other ranks look), so that no rank takes an old mark for a new one."""
+    try:
+        os.unlink(run_dir / protocol.ABORT_FILE)
+    except FileNotFoundError:
         pass

@@ -9,18 +9,30 @@ works on any thread (no SIGALRM) and keeps the partial text in every outcome.
 `evaluate_samples()` is the sample half of a trainui evaluation for a
 Hugging Face model: the next ``eval.samples`` examples, each generated under
 ``eval.eval_timeout_seconds`` and reported to the run as ``sample`` events.
+
+Failures: on its own (``synced`` false) a rank's failure inside
+``generate()`` becomes the outcome ``error`` and the evaluation goes on. When
+the ranks generate in step (``synced_gpus``: ZeRO-3, FSDP) the failure is
+raised instead: the other ranks are then inside a collective of the same
+forward pass (FSDP's gathers, the stop agreement's all_reduce) that the
+failed rank will never join, so carrying on would leave them waiting or
+pair the wrong collectives. Raising ends the process, torchrun ends the
+others, and the run records ``failed`` with the reason.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
+
+from .run import PROGRESS_INTERVAL
 
 __all__ = [
     "Generation",
@@ -39,11 +51,6 @@ ERROR = "error"
 # an abort wins over a timeout, a timeout over carrying on.
 _GO_ON, _TIMED_OUT, _ABORTED = 0, 1, 2
 _REASONS = {_TIMED_OUT: TIMED_OUT, _ABORTED: ABORTED}
-
-#: Seconds between two progress reports of one generation (README: at most
-#: four `generation_progress` events a second).
-PROGRESS_INTERVAL_SECS = 0.25
-
 
 @dataclass
 class Generation:
@@ -69,10 +76,6 @@ class Generation:
         if self.outcome == ERROR:
             return (ERROR, self.message or "generation failed")
         return self.outcome
-
-    @property
-    def tokens_per_sec(self) -> float:
-        return self.tokens / self.elapsed_secs if self.elapsed_secs > 0 else 0.0
 
 
 def _is_set(abort: Any) -> bool:
@@ -101,6 +104,15 @@ def _dist_ready() -> bool:
     )
 
 
+_HOOK_NEVER_RAN = (
+    "trainui.generate: synced generation, but the forward hook on the model never ran "
+    "(generate() runs the forward of another module: a wrapper such as FSDP1's or PEFT's "
+    "hands generate() to the model inside it). Each rank now stops at its own deadline or "
+    "abort, not at a step agreed with the others; pass the module whose forward generate() "
+    "runs to agree on the step."
+)
+
+
 class DeadlineCriteria(StoppingCriteria):
     """Stops every row when the deadline has passed or the abort flag is set.
 
@@ -111,11 +123,28 @@ class DeadlineCriteria(StoppingCriteria):
     a ``True`` here ends the loop after the current step.
 
     With ``synced=True`` the decision is agreed by all ranks of the default
-    process group: a forward hook (which runs on every rank for every forward,
-    including ranks whose sequences are already done and that no longer call
-    stopping criteria) does one ``all_reduce(MAX)`` of "I must stop" per
-    forward pass, so one rank's timeout or abort stops every rank after the
-    same step and none is left waiting in a collective.
+    process group: a forward hook (`agree`, which runs on every rank for every
+    forward, including ranks whose sequences are already done and that no
+    longer call stopping criteria) does one ``all_reduce(MAX)`` of "I must
+    stop" per forward pass, so one rank's timeout or abort stops every rank
+    after the same step and none is left waiting in a collective.
+
+    The hook must sit on the module whose forward ``generate()`` runs. When it
+    has not run by the first decoding step (a wrapper that hands
+    ``generate()`` to an inner module: FSDP1's wrapper, PEFT models), the
+    criterion falls back to each rank's own verdict, with a warning: the
+    deadline and the abort flag still end every rank's generation (a rank
+    that stops early keeps stepping in ``synced_gpus``'s loop until the
+    others stop at their own deadlines), though the ranks may then stop
+    after different steps. Agreeing in the criterion instead is not possible:
+    a rank whose sequences are done no longer calls it, so an all_reduce
+    there would meet a different collective on that rank. Every rank makes
+    its first call after the same forward pass and sees the same hook count
+    (the modules are the same everywhere), so all fall back together.
+
+    ``heartbeat()`` is called after every decoding step and, when synced,
+    after every forward pass (so a rank whose sequences are done still
+    beats while it keeps stepping for the others).
     """
 
     def __init__(
@@ -125,15 +154,27 @@ class DeadlineCriteria(StoppingCriteria):
         *,
         synced: bool = False,
         on_step: Callable[[torch.Tensor], None] | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> None:
         self.deadline = deadline
         self.abort = abort
         self.synced = synced
         self.on_step = on_step
+        self.heartbeat = heartbeat
         self.reason: str | None = None
         self.last_ids: torch.Tensor | None = None
+        #: Forward passes the synced agreement has seen (`agree` calls).
+        self.agreements = 0
         self._agreed = _GO_ON
         self._flag: torch.Tensor | None = None
+
+    def _beat(self) -> None:
+        if self.heartbeat is None:
+            return
+        try:
+            self.heartbeat()
+        except Exception:  # noqa: BLE001 - a reporting failure must not end the generation
+            pass
 
     def local_reason(self) -> int:
         """This process's own verdict, read now."""
@@ -158,12 +199,18 @@ class DeadlineCriteria(StoppingCriteria):
         self._flag.fill_(self.local_reason())
         torch.distributed.all_reduce(self._flag, op=torch.distributed.ReduceOp.MAX)
         self._agreed = int(self._flag.item())
+        self.agreements += 1
+        self._beat()
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         self.last_ids = input_ids
         # Reading the new token waits for the device: the deadline below is
         # then measured after the token exists, not when its work was queued.
         _wait_for_device(input_ids)
+        if self.synced and self.agreements == 0:
+            self.synced = False
+            warnings.warn(_HOOK_NEVER_RAN, RuntimeWarning, stacklevel=2)
+        self._beat()
         if self.on_step is not None:
             self.on_step(input_ids)
         verdict = self._agreed if self.synced else self.local_reason()
@@ -232,7 +279,8 @@ def generate(
     synced: bool | None = None,
     min_new_tokens: int = 0,
     progress: Callable[[str, int, float], None] | None = None,
-    progress_interval: float = PROGRESS_INTERVAL_SECS,
+    progress_interval: float = PROGRESS_INTERVAL,
+    heartbeat: Callable[[], None] | None = None,
     **generate_kwargs: Any,
 ) -> Generation:
     """Runs ``model.generate()`` under a deadline of ``timeout`` seconds and an abort flag.
@@ -245,11 +293,14 @@ def generate(
     initialized and the generation runs with ``synced_gpus`` (given, or chosen
     by transformers for ZeRO-3 and FSDP). ``progress(text, tokens,
     elapsed_secs)`` is called at most every ``progress_interval`` seconds
-    while tokens come. Every other keyword goes to ``model.generate()``.
+    while tokens come; ``heartbeat()`` after every decoding step (and every
+    forward pass when synced). Every other keyword goes to
+    ``model.generate()``.
 
-    Never raises for a failure inside ``generate()``: it becomes the outcome
-    ``error`` with the exception as ``message``, and the tokens made until
-    then are kept.
+    A failure inside ``generate()`` becomes the outcome ``error`` with the
+    exception as ``message``, and the tokens made until then are kept;
+    except when synced, where it is raised (see the module doc: the other
+    ranks wait in a collective this rank will not join).
     """
     started = time.monotonic()
     deadline = started + float(timeout)
@@ -287,7 +338,8 @@ def generate(
         except Exception:  # noqa: BLE001 - a reporting failure must not end the generation
             pass
 
-    criteria = DeadlineCriteria(deadline, abort, synced=synced, on_step=on_step)
+    criteria = DeadlineCriteria(deadline, abort, synced=synced, on_step=on_step,
+                                heartbeat=heartbeat)
 
     def finish(outcome: str, ids: torch.Tensor | None, message: str | None = None) -> Generation:
         new = _new_tokens(ids, prompt_len, eos)
@@ -316,6 +368,8 @@ def generate(
     try:
         output = model.generate(input_ids, stopping_criteria=stopping, **generate_kwargs)
     except Exception as error:  # noqa: BLE001 - one bad example is an outcome, not a dead run
+        if synced:
+            raise
         message = f"{type(error).__name__}: {error}".strip()
         return finish(ERROR, criteria.last_ids, message)
     finally:
@@ -338,11 +392,14 @@ def _eval_ids(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], 
     return list(prompt_ids), target
 
 
-def example_loss(model: Any, tokenizer: Any, prompt: str, completion: str) -> float | None:
+def example_loss(model: Any, tokenizer: Any, prompt: str, completion: str, *,
+                 synced: bool = False) -> float | None:
     """The model's mean loss on ``completion`` (and end-of-text) after ``prompt``.
 
     Prompt positions are masked with -100, as in training. None when the model
-    cannot compute it (a failure here must not end the evaluation).
+    cannot compute it (a failure here must not end the evaluation), unless
+    ``synced`` (the ranks run this forward together, as under ZeRO-3 or FSDP):
+    then the failure is raised, as in `generate`.
     """
     prompt_ids, target = _eval_ids(tokenizer, prompt, completion)
     if not target:
@@ -355,6 +412,8 @@ def example_loss(model: Any, tokenizer: Any, prompt: str, completion: str) -> fl
             out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
         return float(out.loss)
     except Exception:  # noqa: BLE001
+        if synced:
+            raise
         return None
 
 
@@ -379,9 +438,29 @@ def _next_examples(run: Any, count: int, total: int) -> list[int]:
     return indices
 
 
-def _eval_setting(settings: Mapping[str, Any], key: str, default: Any) -> Any:
-    value = settings.get("eval", {}).get(key)
-    return default if value is None else value
+def _any_rank(flag: bool, model: Any) -> bool:
+    """Whether `flag` is true on any rank (one all_reduce; every rank must call it)."""
+    device = torch.device("cpu")
+    if torch.distributed.get_backend() != "gloo":  # NCCL and the like reduce device tensors
+        device = getattr(model, "device", None)
+        if not isinstance(device, torch.device):  # a wrapper without `.device`
+            device = torch.device("cuda", torch.cuda.current_device())
+    value = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _stop_reached(run: Any) -> bool:
+    """Whether a stop has reached this rank, agreed at a boundary or not yet.
+
+    A pending stop keeps `Run.abort` reading as raised even after
+    ``clear()``, which only drops a spent abort of the previous sample (as
+    `Run.generation_started` does).
+    """
+    if run.stop_requested:
+        return True
+    run.abort.clear()
+    return run.abort.is_set()
 
 
 def evaluate_samples(
@@ -408,18 +487,40 @@ def evaluate_samples(
     validation loss ``val_loss`` (scored on that many batches) is reported
     right after ``eval_started``, as the Rust trainer orders them.
 
+    A stop ends the evaluation between samples, as in the Rust trainer: the
+    generation running when it arrives ends as ``aborted`` and no later
+    sample starts (``eval_finished`` counts the samples done). When the ranks
+    generate in step (synced), they agree on this with one all_reduce before
+    each sample, so all of them end the evaluation at the same sample.
+
     The caller runs this on every rank (each rank generates the same
     examples, so the ranks stay in step); the run reports rank 0's samples and
     each rank records its own. The model is left in the train/eval mode it
     was found in.
     """
-    settings = run.settings
-    samples = int(_eval_setting(settings, "samples", 0))
-    timeout = float(_eval_setting(settings, "eval_timeout_seconds", 60))
-    max_new = int(_eval_setting(settings, "max_new_tokens", 64))
-    min_new = int(_eval_setting(settings, "min_new_tokens", 0))
-    temperature = float(_eval_setting(settings, "temperature", 0.0))
+    settings = run.settings["eval"]
+    samples = int(settings["samples"])
+    timeout = float(settings["eval_timeout_seconds"])
+    max_new = int(settings["max_new_tokens"])
+    min_new = int(settings["min_new_tokens"])
+    temperature = float(settings["temperature"])
     indices = _next_examples(run, samples, len(examples)) if examples else []
+    eos = getattr(tokenizer, "eos_token_id", None)
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new}
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+    else:
+        kwargs.update(do_sample=False)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    if pad is not None:
+        kwargs["pad_token_id"] = pad
+    if eos is not None:
+        kwargs["eos_token_id"] = eos
+    kwargs.update(generate_kwargs or {})
+    synced = _resolve_synced(model, None, kwargs)
+
+    def heartbeat() -> None:
+        run.beat("generating", step)
 
     run.eval_started(step, len(indices))
     if val_batches is not None:
@@ -429,51 +530,43 @@ def evaluate_samples(
     model.eval()
     try:
         for n, index in enumerate(indices, start=1):
+            stop = _stop_reached(run)
+            if synced:
+                stop = _any_rank(stop, model)
+            if stop:
+                break
             example = examples[index]
             prompt = str(example["prompt"])
             golden = str(example["completion"])
             origin = str(example.get("origin") or f"examples[{index}]")
             _, golden_ids = _eval_ids(tokenizer, prompt, golden)
-            eos = getattr(tokenizer, "eos_token_id", None)
             golden_tokens = len(golden_ids) - (1 if eos is not None and golden_ids else 0)
             common = dict(
                 step=step, sample=n, of=len(indices), example=index, origin=origin,
                 prompt=prompt, golden=golden, golden_tokens=golden_tokens,
             )
-            # Lowers the abort flag, unless a stop is pending (then every
-            # remaining sample ends at once as `aborted`, on every rank).
             run.generation_started(**common, timeout_secs=timeout)
 
             def progress(text: str, tokens: int, elapsed: float, _n: int = n) -> None:
-                run.beat(phase="generating", step=step)
                 run.generation_progress(
                     step=step, sample=_n, text=text, tokens=tokens, elapsed_secs=elapsed
                 )
 
-            kwargs: dict[str, Any] = {"max_new_tokens": max_new}
-            if temperature > 0:
-                kwargs.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-            else:
-                kwargs.update(do_sample=False)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-            if pad is not None:
-                kwargs["pad_token_id"] = pad
-            if eos is not None:
-                kwargs["eos_token_id"] = eos
-            kwargs.update(generate_kwargs or {})
             result = generate(
                 model,
                 tokenizer=tokenizer,
                 prompt=prompt,
                 timeout=timeout,
                 abort=run.abort,
+                synced=synced,
                 min_new_tokens=min_new,
                 progress=progress,
+                heartbeat=heartbeat,
                 **kwargs,
             )
             results.append(result)
-            loss = example_loss(model, tokenizer, prompt, golden)
-            run.beat(phase="generating", step=step)
+            loss = example_loss(model, tokenizer, prompt, golden, synced=synced)
+            heartbeat()
             run.sample(
                 **common,
                 output=result.text,

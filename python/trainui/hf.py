@@ -22,12 +22,25 @@ say, `pause`/`resume` hold the loop, `set` changes live settings:
 `train.log_steps`, `eval.eval_steps` and `checkpoint.save_steps` (where the
 Trainer reads them), `checkpoint.save_total_limit` and the `eval.*` keys of
 the sample evaluation.
+
+Deadlines: the sample generations have one; the Trainer's own validation
+loss pass (``Trainer.evaluate``, when ``eval_strategy`` is not ``"no"``) has
+none. It beats the watchdog at every prediction step (phase `validating`),
+so a hang there shows as `stalled`, but nothing ends it: bound it with the
+size of ``eval_dataset``.
+
+`step` events: the Trainer logs the mean loss of its logging window; the
+callback hands the run one reading per optimizer step of that window, so
+tokens/s and the ETA are per step. An evaluation or checkpoint in the middle
+of a window (``eval_now``, ``save``) restarts the run's clock, so that one
+window's rate counts only the steps after it.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import sys
 from typing import Any, Mapping, Sequence
@@ -35,6 +48,7 @@ from typing import Any, Mapping, Sequence
 from transformers import TrainerCallback
 
 from .generate import evaluate_samples
+from .protocol import json_safe
 from .run import Run
 
 __all__ = ["TrainuiCallback", "trainui_settings_from_args"]
@@ -71,10 +85,6 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, Any] | None) -> dict[st
     for section, values in (overrides or {}).items():
         out.setdefault(section, {}).update(values)
     return out
-
-
-def _json_safe(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 class TrainuiCallback(TrainerCallback):
@@ -114,6 +124,7 @@ class TrainuiCallback(TrainerCallback):
         self.run: Run | None = None
         self.stopped = False
         self._tokens_seen = 0
+        self._logged_step = 0
         self._has_val = False
 
     # ------------------------------------------------------------------
@@ -131,12 +142,12 @@ class TrainuiCallback(TrainerCallback):
         if config is None:
             config = {"trainer": json.loads(args.to_json_string())}
             if model is not None and hasattr(model, "config"):
-                config["model"] = _json_safe(model.config.to_dict())
+                config["model"] = json_safe(model.config.to_dict())
         self.run = Run(
             self.run_dir,
             max_steps=state.max_steps,
             run_name=self.run_name,
-            config=_json_safe(config),
+            config=json_safe(config),
             settings=settings,
             framework="transformers",
             on_stall=self.on_stall,
@@ -152,6 +163,7 @@ class TrainuiCallback(TrainerCallback):
         parameters = sum(p.numel() for p in model.parameters()) if model is not None else 0
         vocab = getattr(getattr(model, "config", None), "vocab_size", 0) or 0
         self._tokens_seen = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        self._logged_step = int(state.global_step)
         self.run.start(
             device=str(args.device),
             parameters=parameters,
@@ -189,7 +201,10 @@ class TrainuiCallback(TrainerCallback):
         if rate is None:
             optimizer = kwargs.get("optimizer")
             rate = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
-        self.run.log_step(state.global_step, float(logs["loss"]), float(rate), tokens=tokens)
+        grad_norm = logs.get("grad_norm")
+        first, self._logged_step = self._logged_step + 1, state.global_step
+        log_window(self.run, first, state.global_step, float(logs["loss"]), float(rate),
+                   tokens=tokens, grad_norm=None if grad_norm is None else float(grad_norm))
         return control
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None,
@@ -281,6 +296,29 @@ class TrainuiCallback(TrainerCallback):
         if "train.learning_rate" in changed and rate is not None and optimizer is not None:
             set_learning_rate(optimizer, lr_scheduler, float(rate))
             args.learning_rate = float(rate)
+
+
+def log_window(run: Run, first: int, last: int, loss: float, learning_rate: float, *,
+               tokens: int = 0, grad_norm: float | None = None) -> None:
+    """Hands `run` the Trainer's logging window: steps `first`..`last`, mean loss `loss`.
+
+    `Run.log_step` counts one call as one step (its rate and ETA divide the
+    window's time by the calls), so each step of the window gets one, with
+    the window's mean: the mean the run computes is then the Trainer's.
+    Steps before `last` that the run would write its `step` event at (a
+    multiple of `train.log_steps`, when the Trainer logs on another
+    schedule) are passed as the step before, so the event comes at `last`
+    with the whole window. The Trainer cannot say which step of a window
+    went non-finite: when `loss` is not finite, only `last` carries it (one
+    `non_finite` step), the others carry 0 so the mean stays `loss`.
+    """
+    log_steps = int(run.settings["train"]["log_steps"])
+    filler = loss if math.isfinite(loss) else 0.0
+    for step in range(max(first, 1), last):
+        quiet = step if step % log_steps else step - 1
+        if quiet % log_steps and quiet != run.max_steps:  # none when log_steps is 1
+            run.log_step(quiet, filler, learning_rate)
+    run.log_step(last, loss, learning_rate, tokens=tokens, grad_norm=grad_norm)
 
 
 def _forget_empty_output_dir(run_dir: Any, output_dir: str) -> None:

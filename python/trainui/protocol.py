@@ -91,42 +91,43 @@ OUTCOMES = ("completed", "timed_out", "aborted", "error")
 # ---------------------------------------------------------------------------
 # Live settings
 
-#: The live settings: section -> key -> (default, kind). Kinds: "count"
-#: (a non-negative integer), "number" (a float), "seconds" (above 0, at most
-#: a year). This is the one table the defaults, the checks and `set` derive
+#: The live settings: section -> key -> (default, kind). Kinds: "u64" and
+#: "u32" (whole numbers of 0 or more that fit the Rust field of
+#: `LiveSettings`), "f64" (a finite number), "seconds" (above 0, at most a
+#: year). This is the one table the defaults, the checks and `set` derive
 #: from. `train.learning_rate` is this package's own addition.
 LIVE_SETTINGS: Dict[str, Dict[str, Tuple[Any, str]]] = {
     "train": {
-        "log_steps": (25, "count"),
-        "learning_rate": (None, "number"),
+        "log_steps": (25, "u64"),
+        "learning_rate": (None, "f64"),
     },
     "eval": {
-        "eval_steps": (250, "count"),
-        "val_batches": (8, "count"),
-        "samples": (8, "count"),
-        "max_new_tokens": (16, "count"),
-        "min_new_tokens": (0, "count"),
+        "eval_steps": (250, "u64"),
+        "val_batches": (8, "u32"),
+        "samples": (8, "u32"),
+        "max_new_tokens": (16, "u32"),
+        "min_new_tokens": (0, "u32"),
         "eval_timeout_seconds": (60.0, "seconds"),
-        "temperature": (0.0, "number"),
-        "timeout_warn_rate": (0.1, "number"),
+        "temperature": (0.0, "f64"),
+        "timeout_warn_rate": (0.1, "f64"),
     },
     "checkpoint": {
-        "save_steps": (500, "count"),
-        "save_total_limit": (3, "count"),
+        "save_steps": (500, "u64"),
+        "save_total_limit": (3, "u32"),
     },
     "watchdog": {
         "stall_timeout_seconds": (300.0, "seconds"),
     },
 }
 
-#: Lower bounds of counts and numbers, as the Rust config checks them.
+#: The largest value of each whole-number kind.
+_LARGEST = {"u64": 2**64 - 1, "u32": 2**32 - 1}
+
+#: Lower bounds of counts, as `Config::validate` checks them (`at_least`).
 _AT_LEAST = {
     "train.log_steps": 1,
     "eval.val_batches": 1,
     "eval.max_new_tokens": 1,
-    "eval.temperature": 0.0,
-    "train.learning_rate": 0.0,
-    "watchdog.stall_timeout_seconds": 1.0,
 }
 
 
@@ -160,49 +161,78 @@ def flatten(nested: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
+def _unexpected(value: Any) -> str:
+    """What serde calls a value of the wrong type (`Unexpected`'s Display)."""
+    if isinstance(value, bool):
+        return f"boolean `{'true' if value else 'false'}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        text = rust_display(value)
+        if math.isfinite(value) and "." not in text:
+            text += ".0"
+        return f"floating point `{text}`"
+    if isinstance(value, str):
+        return f"string {json.dumps(value, ensure_ascii=False)}"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "sequence"
+    if isinstance(value, dict):
+        return "map"
+    return f"{type(value).__name__} {value!r}"
+
+
 def _checked_value(key: str, value: Any, source: str) -> Any:
+    """`value` for `key` as `config::change_live` takes it, or SettingsError
+    with the message Rust gives (`SOURCE KEY=VALUE: ...`)."""
+    shown = f"{source} {key}={json_text(json_safe(value))}"
     section, _, name = key.partition(".")
     spec = LIVE_SETTINGS.get(section, {}).get(name)
     if spec is None:
         raise SettingsError(
-            f"{source} {key}={json_text(value)}: {key} is not a setting that can change while "
-            f"the run goes on; those are {', '.join(live_keys())}"
+            f"{shown}: {key} is not a setting that can change while the run goes on; those "
+            f"are {', '.join(live_keys())}"
         )
     kind = spec[1]
+    if kind in _LARGEST:
+        # serde: a float is never a whole number, however it reads.
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(f"{shown}: {key}: invalid type: {_unexpected(value)}, "
+                                f"expected {kind}")
+        if not 0 <= value <= _LARGEST[kind]:
+            raise SettingsError(f"{shown}: {key}: invalid value: {_unexpected(value)}, "
+                                f"expected {kind}")
+        low = _AT_LEAST.get(key)
+        if low is not None and value < low:
+            raise SettingsError(f"{shown}: {key} must be at least {low} (got {value})")
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SettingsError(f"{source} {key}={json_text(value)}: {key}: expected a number")
-    if kind == "count":
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise SettingsError(
-                    f"{source} {key}={json_text(value)}: {key}: expected a whole number"
-                )
-            value = int(value)
-        if value < 0:
+        raise SettingsError(f"{shown}: {key}: invalid type: {_unexpected(value)}, expected f64")
+    value = float(value)
+    if kind == "seconds":
+        if not (math.isfinite(value) and 0.0 < value <= MAX_SECONDS):
             raise SettingsError(
-                f"{source} {key}={json_text(value)}: {key}: expected a number of 0 or more"
+                f"{shown}: {key}: must be a number of seconds greater than 0 and at most "
+                f"{rust_display(MAX_SECONDS)} (one year) (got {rust_display(value)})"
             )
-    else:
-        value = float(value)
-        if not math.isfinite(value):
-            raise SettingsError(f"{source} {key}={json_text(value)}: {key}: must be finite")
-        if kind == "seconds" and not (0.0 < value <= MAX_SECONDS):
+        if key == "watchdog.stall_timeout_seconds" and value < 1.0:
             raise SettingsError(
-                f"{source} {key}={json_text(value)}: {key}: must be a number of seconds "
-                f"greater than 0 and at most {rust_display(MAX_SECONDS)} (one year) "
-                f"(got {rust_display(value)})"
+                f"{shown}: {key} must be at least 1 (got {rust_display(value)}): the watchdog "
+                "looks a few times a second, so a shorter silence is no stall"
             )
-    low = _AT_LEAST.get(key)
-    if low is not None and value < low:
-        raise SettingsError(
-            f"{source} {key}={json_text(value)}: {key} must be at least {low} "
-            f"(got {json_text(value)})"
-        )
+        return value
+    if key == "train.learning_rate" and not (math.isfinite(value) and value > 0.0):
+        raise SettingsError(f"{shown}: {key} must be a number greater than 0 "
+                            f"(got {rust_display(value)})")
+    if key == "eval.temperature" and not (math.isfinite(value) and value >= 0.0):
+        raise SettingsError(f"{shown}: {key} must be a number of 0 or more "
+                            f"(got {rust_display(value)})")
     if key == "eval.timeout_warn_rate" and not (0.0 <= value <= 1.0):
-        raise SettingsError(
-            f"{source} {key}={json_text(value)}: eval.timeout_warn_rate must be between 0 "
-            f"and 1 (got {rust_display(value)})"
-        )
+        raise SettingsError(f"{shown}: eval.timeout_warn_rate must be between 0 and 1 "
+                            f"(got {rust_display(value)})")
+    if not math.isfinite(value):
+        raise SettingsError(f"{shown}: {key}: must be finite (got {rust_display(value)})")
     return value
 
 
@@ -249,6 +279,53 @@ def float_or_text(value: Optional[float]) -> Any:
     return "inf" if value > 0 else "-inf"
 
 
+def json_safe(value: Any) -> Any:
+    """A copy of a config-like object that JSON can hold: dicts (keys as
+    text), lists and tuples recursed; numbers that are not finite as
+    float_or_text writes them ("NaN", "inf", "-inf"); anything else that is
+    not JSON (paths, enums, dtypes...) as its str()."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else float_or_text(value)
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return str(value)
+
+
+#: Fields that Rust writes with `float_or_text` (a loss or a gradient norm
+#: that is not a number is text); other non-finite numbers are `null`, as
+#: serde_json writes a plain f64 that is not finite.
+LOSS_FIELDS = frozenset({"loss", "grad_norm", "val_loss", "train_loss", "gap"})
+
+
+def serde_safe(value: Any, key: Optional[str] = None) -> Any:
+    """An event (or the status) as serde would write it: non-finite numbers
+    under LOSS_FIELDS as text, other non-finite numbers as None, anything
+    JSON cannot hold as its str(). `key` is the field `value` is under."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return float_or_text(value) if key in LOSS_FIELDS else None
+    if isinstance(value, dict):
+        return {str(k): serde_safe(item, str(k)) for k, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [serde_safe(item) for item in value]
+    item = getattr(value, "item", None)
+    if callable(item):  # numpy and torch scalars
+        try:
+            plain = item()
+        except (TypeError, ValueError, RuntimeError):
+            return str(value)
+        if isinstance(plain, (bool, int, float)):
+            return serde_safe(plain, key)
+    return str(value)
+
+
 def json_text(value: Any) -> str:
     """Compact JSON, as serde_json writes it (never a bare NaN)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -261,11 +338,6 @@ def rfc3339_millis(unix: float) -> str:
     if millis > 999:
         millis = 999
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
-
-
-def command_json(command: Any) -> Any:
-    """A command as events carry it: a name, or `{"set": {...}}`."""
-    return command
 
 
 def command_word(command: Any) -> str:

@@ -12,6 +12,12 @@ with trainui.Run("runs/x", max_steps=1000) as run:
         if actions.save: save(run, step)
         if actions.stop: run.finish("stopped"); break
 ```
+
+An evaluation's generations check `run.abort` before every decoding step:
+it is raised by `abort_generation` (ctl abort, SIGUSR2) for the running
+generation, and by a stop (ctl stop, SIGTERM...) for every generation until
+the run ends, on every rank. `run.stop_requested` is the stop agreed at a
+boundary, the same on every rank.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import control, distributed, protocol
 from .protocol import float_or_text
-from .rundir import LineFile, RankBeat, RunDirError, RunFiles, Writer, check_fresh, take_lock
+from .rundir import (LineFile, RankBeat, RunDirError, RunFiles, Writer, check_fresh, make_dirs,
+                     release_lock, take_lock)
 from .watchdog import Heartbeat, Watchdog
 
 #: Environment variable naming the run directory when none is given.
@@ -38,6 +45,14 @@ RUN_DIR_ENV = "TRAINUI_RUN_DIR"
 PAUSE_POLL_SECS = 0.5
 #: Fewest seconds between two `generation_progress` events.
 PROGRESS_INTERVAL = 0.25
+
+#: Most seconds finish() and fail() spend writing what is left (and the
+#: final rank file), beyond the wait for the last agreement.
+FINISH_SECS = 10.0
+#: Most seconds finish() waits for the agreement begun at the last boundary.
+FINISH_AGREEMENT_SECS = 20.0
+#: The answer to a command that arrived after the last step boundary.
+ENDED_BEFORE_APPLIED = "the run ended before it could apply this"
 
 # Flags of the step-boundary agreement (one int64 each, combined by MAX).
 _RANK0_COMMANDS, _SIGNAL_STOP, _SIGNAL_EVAL, _SIGNAL_ABORT = range(4)
@@ -85,10 +100,97 @@ def _count(counters: Dict[str, int], kind: str) -> None:
               "error": "errors"}[kind]] += 1
 
 
+def _is_tensor(value: Any) -> bool:
+    return hasattr(value, "detach") and hasattr(value, "reshape")
+
+
+class _Readings:
+    """The values of one logging window as they were given (floats, tensors,
+    None), read back together once: no device sync per step. Runs of
+    scalar tensors are stacked on their device now and then, so a long
+    window holds a few tensors, not thousands."""
+
+    STACK_EVERY = 256
+
+    def __init__(self) -> None:
+        self.items: List[Any] = []
+        self.count = 0
+        self._tensor_tail = 0
+
+    def append(self, value: Any) -> None:
+        self.count += 1
+        if _is_tensor(value):
+            if value.requires_grad:
+                value = value.detach()
+            if value.dim() != 0:
+                value = (value.float().mean() if value.numel() != 1 else value).reshape(())
+            self.items.append(value)
+            self._tensor_tail += 1
+            if self._tensor_tail >= self.STACK_EVERY:
+                import torch
+
+                tail = self.items[-self._tensor_tail:]
+                try:
+                    stacked = torch.stack(tail)
+                except (RuntimeError, TypeError):  # mixed devices or kinds: keep them
+                    stacked = None
+                if stacked is not None:
+                    del self.items[-self._tensor_tail:]
+                    self.items.append(stacked)
+                self._tensor_tail = 0
+        else:
+            self.items.append(None if value is None else float(value))
+            self._tensor_tail = 0
+
+    def floats(self) -> List[Optional[float]]:
+        """Every value as a float (None stays None), in order; one read-back
+        from the device for all the window's tensors."""
+        tensors = [item for item in self.items if _is_tensor(item)]
+        read: List[float] = []
+        if tensors:
+            import torch
+
+            try:
+                read = torch.cat([t.reshape(-1) for t in tensors]).tolist()
+            except (RuntimeError, TypeError):  # mixed devices or kinds
+                read = [float(v) for t in tensors for v in t.reshape(-1).double().cpu().tolist()]
+        out: List[Optional[float]] = []
+        position = 0
+        for item in self.items:
+            if _is_tensor(item):
+                size = int(item.numel())
+                out.extend(float(v) for v in read[position:position + size])
+                position += size
+            else:
+                out.append(item)
+        return out
+
+
+class AbortFlag(threading.Event):
+    """`Run.abort`: a threading.Event that the decoder checks before every
+    step. Besides being set, it also reads as set while a stop is pending
+    (the rest of an evaluation ends at once) and while a SIGUSR2 or stop
+    signal has been caught but not yet handled (the signal handler only
+    counts; the rank-beat thread raises the flag within a quarter second)."""
+
+    def __init__(self, pending: Callable[[], bool]):
+        super().__init__()
+        self._pending = pending
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._pending()
+
+    isSet = is_set
+
+
 class Run:
     """One training run's link to its run directory (see the module doc).
     Every rank of a distributed job makes one, after
-    `torch.distributed.init_process_group()`."""
+    `torch.distributed.init_process_group()`.
+
+    The live settings (`settings`) change only through `trainui ctl RUN_DIR
+    set KEY=VALUE` (agreed across ranks at a step boundary); config.json is
+    written once, for the record, and edits of it are not followed."""
 
     def __init__(
         self,
@@ -113,8 +215,8 @@ class Run:
             raise ValueError(f"on_stall must be \"warn\" or \"exit\" (got {on_stall!r})")
         self.root = Path(run_dir)
         self.max_steps = int(max_steps)
-        self.run_name = run_name or self.root.resolve().name or str(self.root)
-        self.framework = framework
+        self.run_name = str(run_name or self.root.resolve().name or self.root)
+        self.framework = str(framework)
         #: The live settings in force (nested dict, see protocol.LIVE_SETTINGS).
         self.settings = protocol.settings_with(settings)
         self.rank, self.world_size, self.local_rank = distributed.world()
@@ -124,49 +226,89 @@ class Run:
         # it is about.
         self._inflight: Any = None
         self._inflight_commands: List[Any] = []
+
+        # Signals: the handler only counts (plain ints, no lock, no I/O);
+        # the rank-beat thread and the step boundary each compare with the
+        # counts they saw last, so no signal is lost between a read and a
+        # reset.
+        self._caught_stops = 0
+        self._caught_evals = 0
+        self._caught_aborts = 0
+        self._beat_seen_stops = 0
+        self._beat_seen_aborts = 0
+        self._boundary_seen = [0, 0, 0]  # stops, evals, aborts
+        self._previous_handlers: Dict[int, Any] = {}
+        # A stop reached this rank (its own signal, rank 0's spool, rank 0's
+        # abort mark): the abort flag stays raised until the run ends.
+        self._stop_pending = False
+        # The stop agreed at a step boundary (the same on every rank).
+        self._stop_agreed = False
         #: Raised to end the running generation (SIGUSR2, abort_generation, a
         #: stop); the decoder checks it before every step.
-        self.abort = threading.Event()
+        self.abort = AbortFlag(self._abort_pending)
+        self._abort_lock = threading.Lock()
+        self._abort_seq = 0
+        self._abort_mark_seen = 0
+        self._generation_unix: Optional[float] = None
 
-        # Rank 0 checks the directory and takes its lock before anyone
-        # writes a file; every rank hears the verdict.
-        refusal: Optional[Exception] = None
+        # Rank 0 checks the directory, takes its lock and makes its files
+        # before any rank writes one; whatever goes wrong there, every rank
+        # hears it from one broadcast and raises the same RunDirError (a
+        # rank left out would wait in its next collective for ever).
+        self._lock_fd: Optional[int] = None
+        self._status: Optional[protocol.StatusFold] = None
+        run_files: Optional[RunFiles] = None
+        record: Optional[LineFile] = None
+        failure: Optional[str] = None
+        cause: Optional[BaseException] = None
         if self.is_main:
             try:
                 check_fresh(self.root)
                 control.check_spool(self.root)
-                take_lock(self.root)
+                self._lock_fd = take_lock(self.root)
                 check_fresh(self.root)
-            except RunDirError as err:
-                refusal = err
+                control.make_spool(self.root)
+                control.clear_abort_mark(self.root)
+                self._status = protocol.StatusFold(self.run_name, self.max_steps, os.getpid())
+                run_files = RunFiles(self.root, config if config is not None else {},
+                                     self._status)
+                make_dirs(self.root / protocol.RANKS_DIR)
+                record = LineFile(self.root / protocol.RANKS_DIR / f"rank-{self.rank}.jsonl")
+            except Exception as err:  # noqa: BLE001 - every rank must hear of it
+                cause = err
+                failure = str(err) if isinstance(err, RunDirError) else (
+                    f"{self.root}: cannot set up the run directory: {type(err).__name__}: {err}")
+                for files in (run_files, record):
+                    if files is not None:
+                        files.close()
+                release_lock(self._lock_fd)
+                self._lock_fd = None
         if self._agreement is not None:
-            refused = self._agreement.max([1 if refusal else 0])[0]
-            if refused and refusal is None:
-                refusal = RunDirError(
-                    f"{self.root}: rank 0 refused this run directory (its output says why)"
-                )
-        if refusal is not None:
-            raise refusal
+            failure = self._agreement.from_rank0(failure)
+        if failure is not None:
+            raise RunDirError(failure) from cause
+        if not self.is_main:
+            # (A failure here is this rank's alone, as any of its own errors:
+            # the job's launcher ends the others.)
+            make_dirs(self.root / protocol.RANKS_DIR)
+            record = LineFile(self.root / protocol.RANKS_DIR / f"rank-{self.rank}.jsonl")
 
         self._heartbeat = Heartbeat(math.inf)
+        self._state_before_stall = "training"
         self._step = 0
         self._done = False
         self._started_mono: Optional[float] = None
         self._commands: "deque[Any]" = deque()
-        self._signal_stop = False
-        self._signal_eval = False
-        self._signal_abort = False
-        self._stop_requested = False
-        self._stops_signalled = 0
-        self._previous_handlers: Dict[int, Any] = {}
-        self._abort_seq = 0
-        self._abort_seen: Optional[float] = None
-        # Step window, evaluation and generation bookkeeping.
-        self._window_loss: Any = 0.0
-        self._window_steps = 0
+        # Step window, evaluation and generation bookkeeping. The window's
+        # losses (and gradient norms) are kept as given, floats or tensors,
+        # and read back together once per window.
+        self._window_losses = _Readings()
+        self._window_norms = _Readings()
+        self._window_first_step = 0
         self._window_tokens = 0
         self._window_start = time.monotonic()
         self._last_loss: Optional[float] = None
+        self._nonfinite_steps = 0
         self._evals = 0
         self._counters = protocol.zero_counters()
         self._eval_samples = 0
@@ -179,18 +321,9 @@ class Run:
         self._last_eval_step: Optional[int] = None
         self._last_save_step: Optional[int] = None
 
-        run_files = None
-        if self.is_main:
-            control.make_spool(self.root)
-            self._status = protocol.StatusFold(self.run_name, self.max_steps, os.getpid())
-            run_files = RunFiles(self.root, config if config is not None else {}, self._status)
-        ranks = self.root / protocol.RANKS_DIR
-        ranks.mkdir(parents=True, exist_ok=True)
-        record = LineFile(ranks / f"rank-{self.rank}.jsonl")
         self._writer = Writer(run_files, record, self.rank, print_lines and self.is_main)
-        watch_abort = not self.is_main and self.world_size > 1
         self._rank_beat = RankBeat(self.root, self.rank, self.world_size, self.local_rank,
-                                   self._heartbeat, self._watch_abort_mark if watch_abort else None)
+                                   self._heartbeat, self._on_beat_tick)
         self._spool = None
         if self.is_main:
             self._spool = control.Spool(
@@ -200,6 +333,7 @@ class Run:
                 abort=self._abort_everywhere,
                 settings=copy.deepcopy(self.settings),
                 on_settings=self._spool_changed_settings,
+                step=lambda: self._step,
             )
         self._watchdog = Watchdog(self._heartbeat, self._stalled, self._recovered,
                                   on_stall == "exit", self._before_stall_exit)
@@ -230,24 +364,71 @@ class Run:
     def _elapsed(self) -> float:
         return 0.0 if self._started_mono is None else time.monotonic() - self._started_mono
 
-    def _abort_everywhere(self) -> None:
-        """An abort or stop arrived on rank 0: raise the flag here at once,
-        and tell the other ranks through the run directory."""
+    def _abort_pending(self) -> bool:
+        """Whether the abort flag must read as raised though it is not set:
+        a stop is pending, or a signal was caught that the beat thread has
+        not handled yet."""
+        return (self._stop_pending or self._caught_aborts != self._beat_seen_aborts
+                or self._caught_stops != self._beat_seen_stops)
+
+    def _abort_everywhere(self, command: str = "abort_generation") -> None:
+        """An `abort_generation` or a `stop` arrived on rank 0 (spool or
+        signal): raise the flag here at once, and tell the other ranks
+        through the run directory. A stop keeps the flag raised (here and,
+        through the mark, on every rank) until the run ends."""
+        if command == "stop":
+            self._stop_pending = True
         self.abort.set()
         if self.world_size > 1:
-            self._abort_seq += 1
-            control.write_abort_mark(self.root, self._abort_seq)
+            with self._abort_lock:
+                self._abort_seq += 1
+                sequence = self._abort_seq
+                # Once a stop is marked, every later mark says stop too.
+                kind = "stop" if self._stop_pending else command
+                control.write_abort_mark(self.root, sequence, kind)
 
     def _watch_abort_mark(self) -> None:
-        """On ranks other than 0: raise the abort flag when rank 0 wrote a
-        new abort mark (polled by the rank-file thread)."""
-        try:
-            mtime = os.stat(self.root / protocol.ABORT_FILE).st_mtime
-        except OSError:
+        """On ranks other than 0: apply a new abort mark of rank 0 (polled by
+        the rank-beat thread). An abort ends only a generation that began
+        before the mark was written; a stop ends every generation from now
+        on."""
+        mark = control.read_abort_mark(self.root)
+        if mark is None or mark["seq"] <= self._abort_mark_seen:
             return
-        if mtime != self._abort_seen:  # the file is only ever written for an abort
-            self._abort_seen = mtime
+        self._abort_mark_seen = mark["seq"]
+        if mark["command"] == "stop":
+            self._stop_pending = True
             self.abort.set()
+        elif self._generation_unix is None or self._generation_unix <= mark["unix"]:
+            self.abort.set()
+
+    def _on_beat_tick(self) -> None:
+        """Four times a second on the rank-beat thread: what the signal
+        handler counted (printing, raising the abort flag, telling the other
+        ranks), then rank 0's abort mark."""
+        stops = self._caught_stops
+        if stops != self._beat_seen_stops:
+            if self.is_main:
+                self._abort_everywhere("stop")
+            else:
+                self._stop_pending = True
+                self.abort.set()
+            self._beat_seen_stops = stops
+            try:
+                sys.stderr.write("trainui: stopping after the current step (send the signal "
+                                 "again to exit now)\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+        aborts = self._caught_aborts
+        if aborts != self._beat_seen_aborts:
+            if self.is_main:
+                self._abort_everywhere("abort_generation")
+            else:
+                self.abort.set()
+            self._beat_seen_aborts = aborts
+        if not self.is_main and self.world_size > 1:
+            self._watch_abort_mark()
 
     def _spool_changed_settings(self, settings: Dict[str, Dict[str, Any]]) -> None:
         # The watchdog's timeout changes at once, even when the trainer is stuck.
@@ -258,6 +439,10 @@ class Run:
     # Signals
 
     def _install_signal_handlers(self) -> None:
+        """SIGINT, SIGTERM and SIGHUP: stop after the current step (a second
+        one exits at once with 128 + its number); SIGUSR1: evaluate now;
+        SIGUSR2: abort the running generation. A SIGHUP ignored when the
+        process started (`nohup`) stays ignored."""
         if threading.current_thread() is not threading.main_thread():
             return
         wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2]
@@ -280,24 +465,21 @@ class Run:
         self._previous_handlers.clear()
 
     def _on_signal(self, number: int, _frame: Any) -> None:
-        """Only sets flags (applied at the next step boundary, agreed across
-        ranks); a second SIGINT or SIGTERM exits at once."""
+        """Only counts: no lock, no Event, no buffered I/O (the main thread
+        may be inside any of them). The rank-beat thread and the step
+        boundary act on the counts. A second stop signal exits at once."""
         if number == signal.SIGUSR1:
-            self._signal_eval = True
+            self._caught_evals += 1
         elif number == signal.SIGUSR2:
-            self.abort.set()
-            self._signal_abort = True
+            self._caught_aborts += 1
         else:
-            if number != signal.SIGHUP:
-                self._stops_signalled += 1
-                if self._stops_signalled > 1:
-                    sys.stderr.write("trainui: second signal: exiting now\n")
-                    os._exit(128 + number)
-                sys.stderr.write("trainui: stopping after the current step (send the signal "
-                                 "again to exit now)\n")
-            self._signal_stop = True
-            self._stop_requested = True
-            self.abort.set()
+            self._caught_stops += 1
+            if self._caught_stops > 1:
+                try:
+                    os.write(2, b"trainui: second signal: exiting now\n")
+                except OSError:
+                    pass
+                os._exit(128 + number)
 
     # ------------------------------------------------------------------
     # The watchdog's reports
@@ -310,7 +492,7 @@ class Run:
 
     def _recovered(self, step: int, phase: str) -> None:
         if self._heartbeat.state == "stalled":
-            self._heartbeat.state = getattr(self, "_state_before_stall", "training")
+            self._heartbeat.state = self._state_before_stall
         self._emit({"type": "recovered", "step": step, "phase": phase}, rank=True)
 
     def _before_stall_exit(self) -> None:
@@ -322,9 +504,11 @@ class Run:
 
     @property
     def stop_requested(self) -> bool:
-        """A stop reached this process (a signal, or rank 0's spool): an
-        evaluation may end early. It is applied at the next boundary."""
-        return self._stop_requested
+        """A stop was applied at a step boundary: the same value on every
+        rank, at the same step, so code may branch on it around collectives.
+        (A stop that reached this rank but is not agreed yet only raises
+        `abort`, which ends the running and every later generation.)"""
+        return self._stop_agreed
 
     @property
     def step(self) -> int:
@@ -359,7 +543,7 @@ class Run:
             "evals": self._evals,
             "counters": dict(self._counters),
             "settings": copy.deepcopy(self.settings),
-            "nonfinite_steps": 0,
+            "nonfinite_steps": self._nonfinite_steps,
             "producer": {
                 "name": protocol.PRODUCER_NAME,
                 "version": protocol.PRODUCER_VERSION,
@@ -386,12 +570,17 @@ class Run:
         if step is not None:
             self._step = step
 
-    def log_step(self, step: int, loss: Any, learning_rate: float, tokens: int = 0) -> None:
-        """Call after every optimizer step. `loss` may be a float or a
-        tensor (added up on its device; read back only every
-        `train.log_steps` steps). Every `train.log_steps` steps (and at
-        `max_steps`) rank 0 writes a `step` event with the mean loss of the
-        window, tokens/s, elapsed and eta."""
+    def log_step(self, step: int, loss: Any, learning_rate: float, tokens: int = 0,
+                 grad_norm: Any = None) -> None:
+        """Call after every optimizer step. `loss` (and `grad_norm`, when
+        known) may be a float or a tensor (kept on its device and read back
+        only once every `train.log_steps` steps). Every `train.log_steps`
+        steps (and at `max_steps`) rank 0 writes a `step` event with the
+        mean loss of the window, tokens/s, elapsed and eta, and, before it,
+        a `non_finite` event for the window's first step whose loss or
+        gradient norm was NaN or infinite (its update was applied: action
+        `warn`; the gradient norm is the loss when none was given). Only
+        rank 0's values are looked at."""
         heartbeat = self._heartbeat
         heartbeat.last = time.monotonic()
         heartbeat.unix = time.time()
@@ -402,19 +591,33 @@ class Run:
         self._step = step
         if not self.is_main:
             return
-        if hasattr(loss, "detach"):
-            loss = loss.detach()
-        self._window_loss = loss + self._window_loss if self._window_steps else loss
-        self._window_steps += 1
+        if not self._window_losses.count:
+            self._window_first_step = step
+        self._window_losses.append(loss)
+        self._window_norms.append(grad_norm)
         self._window_tokens += tokens
         log_steps = self.settings["train"]["log_steps"]
         if step % log_steps and step != self.max_steps:
             return
-        total = self._window_loss
-        mean = float(total.item() if hasattr(total, "item") else total) / self._window_steps
+        losses = self._window_losses.floats()
+        norms = self._window_norms.floats()
+        first = self._window_first_step
+        steps = len(losses)
+        bad = [(first + index, value, norms[index])
+               for index, value in enumerate(losses)
+               if not math.isfinite(value) or (norms[index] is not None
+                                               and not math.isfinite(norms[index]))]
+        if bad:
+            self._nonfinite_steps += len(bad)
+            bad_step, bad_loss, bad_norm = bad[0]
+            self._emit({"type": "non_finite", "step": int(bad_step),
+                        "loss": float_or_text(bad_loss),
+                        "grad_norm": float_or_text(bad_loss if bad_norm is None else bad_norm),
+                        "action": "warn", "count": self._nonfinite_steps})
+        mean = sum(losses) / steps
         now = time.monotonic()
         interval = max(now - self._window_start, 1e-9)
-        per_step = interval / self._window_steps
+        per_step = interval / steps
         self._emit({
             "type": "step",
             "step": int(step),
@@ -426,8 +629,8 @@ class Run:
             "eta_secs": per_step * max(self.max_steps - step, 0),
         })
         self._last_loss = mean
-        self._window_loss = 0.0
-        self._window_steps = 0
+        self._window_losses = _Readings()
+        self._window_norms = _Readings()
         self._window_tokens = 0
         self._window_start = now
 
@@ -444,10 +647,11 @@ class Run:
         while True:
             commands = self._gather()
             for command in commands:
-                if actions.stop:
-                    break
+                if actions.stop:  # the run ends at this boundary
+                    self._ack(command, step, ENDED_BEFORE_APPLIED)
+                    continue
                 paused = self._apply(command, step, paused, actions)
-            if not paused or actions.stop:
+            if not paused or actions.stop or self._done:  # done: finished elsewhere
                 break
             self.beat("paused", step)
             time.sleep(PAUSE_POLL_SECS)
@@ -478,9 +682,13 @@ class Run:
         if self.is_main:
             while self._commands:
                 queued.append(self._commands.popleft())
-        flags = [1 if queued else 0, int(self._signal_stop), int(self._signal_eval),
-                 int(self._signal_abort)]
-        self._signal_stop = self._signal_eval = self._signal_abort = False
+        # Each count is read once and compared with the one seen at the
+        # previous boundary: a signal caught meanwhile is never lost.
+        caught = [self._caught_stops, self._caught_evals, self._caught_aborts]
+        seen = self._boundary_seen
+        flags = [1 if queued else 0, int(caught[0] != seen[0]), int(caught[1] != seen[1]),
+                 int(caught[2] != seen[2])]
+        self._boundary_seen = caught
         if self._agreement is None:
             commands = queued
         else:
@@ -513,7 +721,9 @@ class Run:
         whether the run is paused after it."""
         actions.commands.append(command)
         if command == "stop":
-            self._stop_requested = True
+            self._stop_agreed = True
+            self._stop_pending = True
+            self.abort.set()
             self._ack(command, step, f"stopping at step {step}")
             self._set_state("stopping")
             actions.stop = True
@@ -541,7 +751,7 @@ class Run:
             message = ("aborted the generation" if self._aborted_last
                        else "no generation was running")
             self._aborted_last = False
-            if not self._stop_requested:
+            if not self._stop_pending:
                 self.abort.clear()
             self._ack(command, step, message)
         elif isinstance(command, dict) and "set" in command:
@@ -597,16 +807,19 @@ class Run:
     def generation_started(self, *, step: int, sample: int, of: int, example: int, origin: str,
                            prompt: str, golden: str, golden_tokens: int,
                            timeout_secs: float) -> None:
-        """A sample generation begins; the abort flag is lowered (unless a
-        stop is pending)."""
-        if not self._stop_requested:
+        """A sample generation begins; the abort flag is lowered, unless a
+        stop is pending: then this and every later generation of the run end
+        at once as `aborted` (a stop ends the evaluation)."""
+        self._generation_unix = time.time()
+        if not self._stop_pending:
             self.abort.clear()
         self.beat("generating", step)
         self._progress_at = time.monotonic()
         if self.is_main:
-            self._emit({"type": "generation_started", "step": step, "sample": int(sample),
-                        "of": int(of), "example": int(example), "origin": origin,
-                        "prompt": prompt, "golden": golden, "golden_tokens": int(golden_tokens),
+            self._emit({"type": "generation_started", "step": int(step), "sample": int(sample),
+                        "of": int(of), "example": int(example), "origin": str(origin),
+                        "prompt": str(prompt), "golden": str(golden),
+                        "golden_tokens": int(golden_tokens),
                         "timeout_secs": float(timeout_secs)})
 
     def generation_progress(self, *, step: int, sample: int, text: str, tokens: int,
@@ -618,8 +831,9 @@ class Run:
         if not self.is_main or heartbeat.last - self._progress_at < PROGRESS_INTERVAL:
             return
         self._progress_at = heartbeat.last
-        self._emit({"type": "generation_progress", "step": step, "sample": int(sample),
-                    "text": text, "tokens": int(tokens), "elapsed_secs": float(elapsed_secs)})
+        self._emit({"type": "generation_progress", "step": int(step), "sample": int(sample),
+                    "text": str(text), "tokens": int(tokens),
+                    "elapsed_secs": float(elapsed_secs)})
 
     def sample(self, *, step: int, sample: int, of: int, example: int, origin: str, prompt: str,
                golden: str, output: str, golden_tokens: int, output_tokens: int, outcome: Any,
@@ -630,6 +844,7 @@ class Run:
         (and rank 0's events.jsonl) and printed. Returns the event."""
         outcome = _outcome(outcome)
         kind = outcome["kind"]
+        origin, prompt, golden, output = str(origin), str(prompt), str(golden), str(output)
         _count(self._counters, kind)
         self._aborted_last = kind == "aborted"
         exact = kind == "completed" and output.strip() == golden.strip()
@@ -688,14 +903,15 @@ class Run:
         }, rank=True)
         self._set_state("training")
         self._phase("training")
-        if self._window_steps == 0:
+        if self._window_losses.count == 0:
             self._window_start = time.monotonic()  # evaluating is not training time
 
     def checkpoint(self, step: int, path: Union[str, os.PathLike]) -> None:
         """A checkpoint was written completely."""
-        self._emit({"type": "checkpoint", "step": int(step), "path": str(path)}, rank=True)
+        self._emit({"type": "checkpoint", "step": int(step), "path": os.fspath(path)
+                    if isinstance(path, (str, os.PathLike)) else str(path)}, rank=True)
         self._phase("training")
-        if self._window_steps == 0:
+        if self._window_losses.count == 0:
             self._window_start = time.monotonic()
 
     def warning(self, message: str) -> None:
@@ -704,42 +920,58 @@ class Run:
 
     # The end
 
-    def _close(self, state: str) -> None:
+    def _end(self, state: str, event: Dict[str, Any]) -> None:
+        """Ends the run: no more commands; those that came too late are
+        answered; `event` (finished or failed) is written with everything
+        queued before it; the rank file says `done`; the lock is given
+        back. Bounded in time: at most FINISH_AGREEMENT_SECS for the last
+        agreement and FINISH_SECS for the rest, however slow the disk."""
         self._done = True
+        deadline = time.monotonic() + FINISH_SECS
+        if self._spool is not None:
+            self._spool.close(2.0)
+        if self.is_main:
+            late = list(self._inflight_commands) + list(self._commands)
+            self._commands.clear()
+            self._inflight_commands = []
+            for command in late:
+                self._ack(command, self._step, ENDED_BEFORE_APPLIED)
+        self._emit(event, rank=True)
         if self._inflight is not None and state != "failed":
             # Every rank began it at the same boundary; a rank that died
             # must not keep this one waiting for long.
             try:
-                self._agreement.result(self._inflight, timeout=30.0)
-            except Exception:
+                self._agreement.result(self._inflight, timeout=FINISH_AGREEMENT_SECS)
+            except Exception:  # noqa: BLE001 - the run ends either way
                 pass
         self._inflight = None
         self._heartbeat.state = state
         self._heartbeat.phase = "done"
-        if self._spool is not None:
-            self._spool.close()
-        self._writer.close()
-        self._rank_beat.close()
+        self._rank_beat.changed()
+        self._writer.close(max(deadline - time.monotonic() - 1.0, 1.0))
+        self._rank_beat.close(max(deadline - time.monotonic(), 1.0))
+        release_lock(self._lock_fd)
+        self._lock_fd = None
         self._restore_signal_handlers()
 
     def finish(self, state: str = "finished") -> None:
         """Ends the run as `finished` (max_steps reached) or `stopped`;
-        writes everything queued before returning."""
+        writes everything queued before returning (waiting a few seconds at
+        most when the disk is stuck)."""
         if self._done:
             return
         if state not in ("finished", "stopped"):
             raise ValueError(f"finish(state) takes \"finished\" or \"stopped\" (got {state!r})")
-        self._emit({"type": "finished", "step": self._step, "max_steps": self.max_steps,
-                    "state": state, "loss": float_or_text(self._last_loss),
-                    "elapsed_secs": self._elapsed()}, rank=True)
-        self._close(state)
+        self._end(state, {"type": "finished", "step": self._step, "max_steps": self.max_steps,
+                          "state": state, "loss": float_or_text(self._last_loss),
+                          "elapsed_secs": self._elapsed()})
 
     def fail(self, message: str) -> None:
-        """Ends the run as `failed`; writes everything queued before returning."""
+        """Ends the run as `failed`; writes everything queued before
+        returning (waiting a few seconds at most when the disk is stuck)."""
         if self._done:
             return
-        self._emit({"type": "failed", "step": self._step, "message": str(message)}, rank=True)
-        self._close("failed")
+        self._end("failed", {"type": "failed", "step": self._step, "message": str(message)})
 
     @property
     def finished(self) -> bool:
@@ -756,7 +988,7 @@ class Run:
         elif issubclass(kind, Exception):
             self.fail(str(value) or kind.__name__)
         elif issubclass(kind, SystemExit) and value.code in (None, 0):
-            self.finish("stopped" if self._stop_requested else "finished")
+            self.finish("stopped" if self._stop_agreed else "finished")
         else:
             self.fail(f"interrupted ({kind.__name__})")
         return False

@@ -39,9 +39,9 @@ pub enum Liveness {
     Gone(GoneRun),
     /// A process trains in the run (again).
     Alive,
-    /// The ranks of a multi-process job that went silent or whose process
-    /// is gone (empty: none now).
-    StuckRanks(Vec<RankView>),
+    /// The ranks of a multi-process job, as their heartbeat files tell it
+    /// (sent when one moves on, goes silent or ends).
+    Ranks(Vec<RankView>),
     /// The job `trainui run` started ended with this exit status.
     JobEnded(i32),
 }
@@ -164,8 +164,8 @@ pub struct App {
     pub owner: Owner,
     /// The watched run's process is gone without a final state.
     pub gone: Option<GoneRun>,
-    /// Ranks of the watched job that went silent.
-    pub stuck_ranks: Vec<RankView>,
+    /// The ranks of the watched job (none for trainui's own trainer).
+    pub ranks: Vec<RankView>,
     /// The job's exit status, once it has ended.
     pub job_status: Option<i32>,
 }
@@ -204,7 +204,7 @@ impl App {
             exit: None,
             owner: Owner::Trainer,
             gone: None,
-            stuck_ranks: Vec::new(),
+            ranks: Vec::new(),
             job_status: None,
         }
     }
@@ -246,14 +246,25 @@ impl App {
                 }
                 None
             }
-            Msg::Liveness(Liveness::StuckRanks(ranks)) => {
-                for view in &ranks {
-                    self.log_line(format!("{}: the other ranks wait for it", view.describe()));
+            Msg::Liveness(Liveness::Ranks(ranks)) => {
+                let stuck = |views: &[RankView]| -> Vec<u32> {
+                    views
+                        .iter()
+                        .filter(|v| v.verdict.is_stuck())
+                        .map(|v| v.beat.rank)
+                        .collect()
+                };
+                let (before, now) = (stuck(&self.ranks), stuck(&ranks));
+                for view in ranks
+                    .iter()
+                    .filter(|v| v.verdict.is_stuck() && !before.contains(&v.beat.rank))
+                {
+                    self.log_line(view.describe());
                 }
-                if ranks.is_empty() && !self.stuck_ranks.is_empty() {
+                if now.is_empty() && !before.is_empty() {
                     self.log_line("every rank beats again".into());
                 }
-                self.stuck_ranks = ranks;
+                self.ranks = ranks;
                 None
             }
         }

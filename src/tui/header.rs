@@ -65,7 +65,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         frame.render_widget(Paragraph::new(line), progress_area);
         return;
     }
-    if let Some(view) = crate::ranks::first_stuck(&app.stuck_ranks) {
+    if let Some(view) = crate::ranks::first_stuck(&app.ranks) {
         let beat = &view.beat;
         let line = Line::from(format!(
             " RANK {} {} since {} · {} at step {} · {} pid {} · the other ranks wait for it",

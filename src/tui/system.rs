@@ -10,6 +10,7 @@ use ratatui::widgets::{Paragraph, Sparkline};
 
 use super::app::App;
 use super::theme::{fg, pane};
+use crate::ranks::Verdict;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -21,6 +22,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let block = pane(app, " system ", false);
     let inner = block.inner(area);
     frame.render_widget(block, area);
+    // The ranks of a multi-process job, below the machine's readings.
+    let shown = (app.ranks.len() as u16).min(inner.height.saturating_sub(3));
+    let [inner, ranks_area] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(shown)]).areas(inner);
+    render_ranks(frame, ranks_area, app);
     if app.gpus.is_empty() {
         render_host(frame, inner, app);
         return;
@@ -84,4 +90,42 @@ fn render_host(frame: &mut Frame, area: Rect, app: &App) {
         .max(100)
         .style(fg(app, Color::Green));
     frame.render_widget(spark, spark_area);
+}
+
+/// One line a rank: `r1 generating @340 vm:4242 2s`, red when it is silent
+/// or gone, grey when it is done.
+fn render_ranks(frame: &mut Frame, area: Rect, app: &App) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let lines: Vec<Line> = app
+        .ranks
+        .iter()
+        .take(area.height as usize)
+        .map(|view| {
+            let beat = &view.beat;
+            let text = format!(
+                "r{} {} @{} {}:{} {}",
+                beat.rank,
+                beat.phase.as_str(),
+                beat.step,
+                beat.host,
+                beat.pid,
+                match view.verdict {
+                    Verdict::Done => "done".to_owned(),
+                    Verdict::Gone => "GONE".to_owned(),
+                    Verdict::Alive | Verdict::Silent => {
+                        format!("{:.0}s", (now - beat.beat_unix).max(0.0))
+                    }
+                }
+            );
+            let look = match view.verdict {
+                Verdict::Alive => fg(app, Color::Reset),
+                Verdict::Done => fg(app, Color::DarkGray),
+                Verdict::Silent | Verdict::Gone => fg(app, Color::Red),
+            };
+            Line::from(text).style(look)
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), area);
 }

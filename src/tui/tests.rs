@@ -477,3 +477,61 @@ fn the_loop_sends_each_keys_command_and_exits_once_the_run_stopped() {
     let screen = terminal.backend().to_string();
     assert!(screen.contains("STOPPED"), "{screen}");
 }
+
+#[test]
+fn a_job_shows_its_ranks_and_the_one_that_went_silent() {
+    use crate::events::{Phase, Producer, RankBeat, RunInfo};
+    use crate::ranks::{RankView, Verdict};
+    use crate::tui::app::Liveness;
+    let mut app = training_app();
+    let Event::Started(info) = started() else {
+        unreachable!()
+    };
+    app.apply(&Event::Started(Box::new(RunInfo {
+        producer: Some(Producer {
+            name: "trainui-python".into(),
+            version: "0.1.0".into(),
+            framework: "pytorch".into(),
+            world_size: 2,
+        }),
+        ..*info
+    })));
+    let view = |rank: u32, phase: Phase, verdict: Verdict| RankView {
+        beat: RankBeat {
+            v: 3,
+            rank,
+            world_size: 2,
+            local_rank: rank,
+            host: "node7".into(),
+            pid: 4000 + rank,
+            phase,
+            step: 340 + u64::from(rank),
+            state: RunState::Training,
+            beat: "2026-11-29T15:00:01.000Z".into(),
+            beat_unix: 0.0,
+            written_unix: 0.0,
+        },
+        silent_secs: 75.0,
+        verdict,
+    };
+    app.update(Msg::Liveness(Liveness::Ranks(vec![
+        view(0, Phase::Training, Verdict::Alive),
+        view(1, Phase::Generating, Verdict::Gone),
+    ])));
+    let text: String = screen(&app, 120, 40)
+        .buffer()
+        .content()
+        .iter()
+        .map(ratatui::buffer::Cell::symbol)
+        .collect();
+    for shown in [
+        "pytorch ×2",
+        "RANK 1 GONE since 15:00:01 UTC",
+        "generating at step 341",
+        "node7 pid 4001",
+        "r0 training @340 node7:4000",
+        "r1 generating @341 node7:4001 GONE",
+    ] {
+        assert!(text.contains(shown), "{shown}: {text}");
+    }
+}
