@@ -11,8 +11,10 @@ Measures, on the calling thread, microseconds per step of
 back to back (the worst case: no training step between two boundaries), and
 inside a real loop: the step time of the example's tiny GPT
 (examples/torchrun_loop.py, batch 32 on CPU) alone and with both calls.
-Under torchrun every boundary begins one all_reduce of four int64 flags
-(waited for at the next boundary, so it overlaps the step); rank 0 prints.
+Under torchrun each agreement begins one all_reduce of five int64 flags
+(waited for at the next agreement, so it overlaps training): at every
+boundary when steps take 0.2 s or more, else about every 0.2 s (back to
+back, that is rarely); rank 0 prints.
 The target is at most 1 % of a realistic step.
 """
 
@@ -129,7 +131,7 @@ def main() -> None:
     if rank == 0:
         world = torch.distributed.get_world_size() if distributed else 1
         print(f"trainui overhead per step, {world} rank(s)"
-              f"{' (gloo all_reduce at every boundary)' if distributed else ''}:")
+              f"{' (a gloo all_reduce at each agreement: every boundary, or every 0.2 s when steps are faster)' if distributed else ''}:")
         print(f"  back to back, {steps} steps, median of 3 (no training step to hide behind):")
         print(f"    empty loop                          {empty:9.2f} us")
         for name, us in results.items():

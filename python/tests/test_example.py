@@ -140,9 +140,11 @@ def test_torchrun_ranks_apply_every_command_at_the_same_step(children, tmp_path)
 
 def test_a_generation_that_never_ends_on_rank_1_is_aborted_or_timed_out(children, tmp_path):
     root = tmp_path / "run"
+    # Steps of 0.25 s: ranks agree at every boundary (faster steps are
+    # agreed every few steps, and the `set` below could miss step 12).
     process = start_torchrun(children, tmp_path, "--max-steps", 12, "--eval-steps", 6,
                              "--log-steps", 6, "--samples", 1, "--eval-timeout", 600,
-                             "--fault", "never_eos_on_rank:1")
+                             "--fault", "never_eos_on_rank:1", "--step-sleep", 0.25)
     # The first evaluation: rank 1's generation would run for 600 s. An
     # abort sent to rank 0's spool reaches it at once (through the run
     # directory), and the next evaluation gets a 2 s deadline.

@@ -8,9 +8,12 @@ combines them, and when rank 0 has commands it broadcasts them (in order,
 with the settings they apply to) so that every rank applies the same
 commands at the same step.
 
-The maximum is pipelined: the all_reduce begun at one boundary is waited
-for at the next one, so its latency hides behind a training step; what any
-rank flagged at boundary N is applied by every rank at boundary N+1.
+The maximum is pipelined: the all_reduce begun at one agreement is waited
+for at the next one, so its latency hides behind training steps; what any
+rank flagged before agreement N is applied by every rank at agreement N+1.
+Ranks agree at every step boundary when a step takes AGREE_EVERY_SECS or
+more (run.py), else every few steps, at steps each agreement announces for
+the one after (so the ranks never disagree on where they are).
 
 A single process (torch.distributed not initialised, or a world of one)
 never touches torch.distributed.

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import control, distributed, protocol
 from .protocol import float_or_text
@@ -54,8 +54,13 @@ FINISH_AGREEMENT_SECS = 20.0
 #: The answer to a command that arrived after the last step boundary.
 ENDED_BEFORE_APPLIED = "the run ended before it could apply this"
 
-# Flags of the step-boundary agreement (one int64 each, combined by MAX).
-_RANK0_COMMANDS, _SIGNAL_STOP, _SIGNAL_EVAL, _SIGNAL_ABORT = range(4)
+#: Fewest seconds between two agreements of a multi-process job: with
+#: shorter steps, ranks agree every few steps (see Run._gather).
+AGREE_EVERY_SECS = 0.2
+
+# Flags of the step-boundary agreement (one int64 each, combined by MAX);
+# the last is the step of the agreement after the one that waits for it.
+_RANK0_COMMANDS, _SIGNAL_STOP, _SIGNAL_EVAL, _SIGNAL_ABORT, _NEXT_AGREEMENT = range(5)
 
 
 class Actions:
@@ -226,6 +231,11 @@ class Run:
         # it is about.
         self._inflight: Any = None
         self._inflight_commands: List[Any] = []
+        # The step of the next agreement (None: the next boundary), and rank
+        # 0's clock of the boundaries, which spaces them.
+        self._next_agreement: Optional[int] = None
+        self._boundary_clock: Optional[Tuple[int, float]] = None
+        self._step_secs: Optional[float] = None
 
         # Signals: the handler only counts (plain ints, no lock, no I/O);
         # the rank-beat thread and the step boundary each compare with the
@@ -644,8 +654,11 @@ class Run:
         self._heartbeat.step = step
         actions = Actions()
         paused = False
+        paused_before = False
         while True:
-            commands = self._gather()
+            # A paused run agrees at every look: every rank is here, at
+            # this step, until the agreed resume or stop.
+            commands = self._gather(step, every=paused_before)
             for command in commands:
                 if actions.stop:  # the run ends at this boundary
                     self._ack(command, step, ENDED_BEFORE_APPLIED)
@@ -653,6 +666,7 @@ class Run:
                 paused = self._apply(command, step, paused, actions)
             if not paused or actions.stop or self._done:  # done: finished elsewhere
                 break
+            paused_before = True
             self.beat("paused", step)
             time.sleep(PAUSE_POLL_SECS)
             self.beat("paused", step)
@@ -674,10 +688,19 @@ class Run:
             self._last_save_step = step
         return actions
 
-    def _gather(self) -> List[Any]:
+    def _gather(self, step: int, every: bool = False) -> List[Any]:
         """The commands to apply now, the same on every rank: rank 0's
         queued commands, then those of the signals any rank caught. Across
-        ranks they are agreed one boundary late (see distributed.py)."""
+        ranks they are agreed one agreement late (see distributed.py), and
+        ranks agree at every boundary only when steps are slower than
+        AGREE_EVERY_SECS: with faster ones, every few steps, at steps that
+        rank 0 chooses and the agreement itself carries, so every rank knows
+        them (`every`: at this boundary whatever the schedule says)."""
+        agreement = self._agreement
+        if agreement is not None:
+            self._time_boundary(step)
+            if not every and self._next_agreement is not None and step < self._next_agreement:
+                return []  # commands and signals wait for the next agreement
         queued: List[Any] = []
         if self.is_main:
             while self._commands:
@@ -689,19 +712,23 @@ class Run:
         flags = [1 if queued else 0, int(caught[0] != seen[0]), int(caught[1] != seen[1]),
                  int(caught[2] != seen[2])]
         self._boundary_seen = caught
-        if self._agreement is None:
+        if agreement is None:
             commands = queued
         else:
-            agreement = self._agreement
             pending, sent = self._inflight, self._inflight_commands
-            agreed = [0] * len(flags) if pending is None else agreement.result(pending)
+            agreed = [0] * (len(flags) + 1) if pending is None else agreement.result(pending)
             commands = []
             if agreed[_RANK0_COMMANDS]:
                 commands, settings = agreement.from_rank0(
                     (sent, self.settings) if self.is_main else None)
                 if not self.is_main:
                     self.settings = copy.deepcopy(settings)
-            self._inflight = agreement.start(flags)
+            # The agreement begun now is waited for at `waited_at`; it tells
+            # every rank the one after.
+            waited_at = max(agreed[_NEXT_AGREEMENT], step + 1)
+            self._next_agreement = waited_at
+            after = waited_at + self._agreement_spacing() if self.is_main else 0
+            self._inflight = agreement.start(flags + [after])
             self._inflight_commands = queued
             flags = agreed
         if flags[_SIGNAL_ABORT]:
@@ -711,6 +738,23 @@ class Run:
         if flags[_SIGNAL_STOP]:
             commands.append("stop")
         return commands
+
+    def _time_boundary(self, step: int) -> None:
+        """Rank 0's moving average of the seconds a step takes."""
+        now = time.monotonic()
+        last = self._boundary_clock
+        self._boundary_clock = (step, now)
+        if last is None or step <= last[0]:
+            return
+        secs = (now - last[1]) / (step - last[0])
+        self._step_secs = secs if self._step_secs is None else 0.8 * self._step_secs + 0.2 * secs
+
+    def _agreement_spacing(self) -> int:
+        """Steps between two agreements: 1, or as many as make
+        AGREE_EVERY_SECS when steps are faster (at most 100)."""
+        if not self._step_secs:
+            return 1
+        return max(1, min(100, math.ceil(AGREE_EVERY_SECS / self._step_secs)))
 
     def _ack(self, command: Any, step: int, message: str) -> None:
         self._emit({"type": "command_ack", "step": step, "command": command,
