@@ -40,7 +40,7 @@ fn runs_n_steps_and_the_run_directory_says_so() {
     assert!(
         common::events(&run)
             .iter()
-            .all(|e| e["v"] == 2 && e["time"].is_string())
+            .all(|e| e["v"] == 3 && e["time"].is_string())
     );
 
     let config: serde_json::Value =
