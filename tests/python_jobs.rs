@@ -203,7 +203,7 @@ fn run_passes_on_the_jobs_exit_status_and_refuses_a_directory_that_holds_a_run()
 }
 
 #[test]
-fn sigterm_to_trainui_run_stops_the_job_which_saves_and_exits_0() {
+fn usr1_to_trainui_run_evaluates_and_sigterm_stops_the_job_which_saves_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("loop");
     let python = python();
@@ -221,6 +221,17 @@ fn sigterm_to_trainui_run_stops_the_job_which_saves_and_exits_0() {
     .spawn_for_test();
     let _group = JobGroup(job.id());
     wait_for_event(&run, "step");
+    // SIGUSR1 becomes the eval_now command (a launcher would die of it).
+    signal(&job, "USR1");
+    wait_for(
+        "the evaluation SIGUSR1 asked for",
+        Duration::from_mins(1),
+        || {
+            events_so_far(&run)
+                .iter()
+                .any(|e| e["type"] == "command_ack" && e["command"] == "eval_now")
+        },
+    );
     signal(&job, "TERM");
     assert_eq!(wait_exit(&mut job, Duration::from_mins(2)).code(), Some(0));
     let status = status(&run);

@@ -718,4 +718,31 @@ mod tests {
             assert!(check(&app), "{code:?}");
         }
     }
+
+    #[test]
+    fn a_job_that_ended_is_not_stopped_again_and_q_leaves_at_once() {
+        let mut app = App::new("job".into(), 100, false);
+        app.owner = Owner::Job;
+        app.apply(&Event::State {
+            step: 3,
+            state: RunState::Training,
+        });
+        assert_eq!(app.update(key(KeyCode::Char('q'))), None);
+        assert_eq!(
+            app.overlay,
+            Overlay::ConfirmQuit,
+            "a running job is stopped, not left"
+        );
+        app.update(key(KeyCode::Char('n')));
+        app.update(Msg::Liveness(Liveness::JobEnded(3)));
+        assert_eq!(app.job_status, Some(3));
+        assert!(app.ack.as_deref().unwrap().contains("exited with status 3"));
+        assert_eq!(
+            app.update(key(KeyCode::Char('e'))),
+            None,
+            "nothing to send to"
+        );
+        assert_eq!(app.update(key(KeyCode::Char('q'))), None);
+        assert_eq!(app.exit, Some(Exit::Done));
+    }
 }
