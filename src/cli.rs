@@ -136,7 +136,8 @@ pub struct BenchArgs {
 pub struct WatchArgs {
     /// The run directory.
     pub run_dir: PathBuf,
-    /// No colours.
+    /// Plain ASCII screen without colours (also NO_COLOR for colours,
+    /// TERM=dumb or a locale that is not UTF-8 for ASCII).
     #[arg(long)]
     pub plain: bool,
 }
@@ -150,7 +151,8 @@ pub struct RunArgs {
     /// Print log lines instead of showing the TUI.
     #[arg(long)]
     pub no_tui: bool,
-    /// No colours.
+    /// Plain ASCII screen without colours (also NO_COLOR for colours,
+    /// TERM=dumb or a locale that is not UTF-8 for ASCII).
     #[arg(long)]
     pub plain: bool,
     /// The job's command line, after `--`, e.g. `-- torchrun
@@ -190,7 +192,8 @@ pub struct TrainArgs {
     /// (the latest if there is one, else start), for supervisors.
     #[arg(long, value_name = "latest|auto|PATH")]
     pub resume: Option<Resume>,
-    /// Plain ASCII output without colours.
+    /// Plain ASCII output without colours (also NO_COLOR for colours,
+    /// TERM=dumb or a locale that is not UTF-8 for ASCII).
     #[arg(long)]
     pub plain: bool,
 }

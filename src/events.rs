@@ -639,6 +639,10 @@ pub struct StepMetrics {
     pub elapsed_secs: f64,
     /// Estimated time to `max_steps` at the current pace.
     pub eta_secs: f64,
+    /// Mean gradient norm (before clipping) over the same steps as `loss`;
+    /// absent when the producer does not report it or no step was finite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -886,6 +890,7 @@ pub(crate) mod examples {
             tokens_per_sec: 1000.0,
             elapsed_secs: step as f64,
             eta_secs: max_steps.saturating_sub(step) as f64,
+            grad_norm: None,
         })
     }
 }

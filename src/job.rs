@@ -192,6 +192,7 @@ fn show(
         .map_err(|e| Error::Failed(format!("cannot watch the job: {e}")))?;
     let mut app = watch::attached_app(run_dir, lines::colors_wanted(plain));
     app.owner = Owner::Job;
+    app.ascii = !lines::unicode_wanted(plain);
     let mut record = |_: &Event| None;
     let mut send = |command: Command| {
         control::send(run_dir, &command)
@@ -209,6 +210,7 @@ fn show(
             &mut send,
         )
     })?;
+    process::say(app.farewell());
     if let Ok(status) = ended.try_recv() {
         return Ok(status);
     }

@@ -36,18 +36,10 @@ impl Style {
     /// `NO_COLOR`; emoji only in a UTF-8 locale.
     #[must_use]
     pub fn detect(plain: bool, stdout_is_terminal: bool) -> Self {
-        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let locale = set("LC_ALL")
-            .or_else(|| set("LC_CTYPE"))
-            .or_else(|| set("LANG"));
-        let utf8 = locale.is_some_and(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("utf-8") || l.contains("utf8")
-        });
         let fancy = stdout_is_terminal && colors_wanted(plain);
         Self {
             color: fancy,
-            emoji: fancy && utf8,
+            emoji: fancy && unicode_wanted(plain),
         }
     }
 
@@ -70,10 +62,32 @@ impl Style {
     }
 }
 
-/// Colours are wanted: no `--plain`, and no NO_COLOR (set and not empty).
+/// Colours are wanted: no `--plain`, no NO_COLOR (set and not empty) and
+/// no `TERM=dumb`.
 #[must_use]
 pub fn colors_wanted(plain: bool) -> bool {
-    !plain && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    !plain && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && !dumb_terminal()
+}
+
+/// Whether the screen may use more than ASCII (box drawing, braille,
+/// typography): not under `--plain` or `TERM=dumb`, and only in a UTF-8
+/// locale (the first of `LC_ALL`, `LC_CTYPE`, `LANG` that is set; none set
+/// is the C locale).
+#[must_use]
+pub fn unicode_wanted(plain: bool) -> bool {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let locale = set("LC_ALL")
+        .or_else(|| set("LC_CTYPE"))
+        .or_else(|| set("LANG"));
+    let utf8 = locale.is_some_and(|l| {
+        let l = l.to_ascii_lowercase();
+        l.contains("utf-8") || l.contains("utf8")
+    });
+    !plain && utf8 && !dumb_terminal()
+}
+
+fn dumb_terminal() -> bool {
+    std::env::var("TERM").is_ok_and(|term| term == "dumb")
 }
 
 /// Formats `event`, or `None` for events that print nothing.
@@ -108,16 +122,22 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
             }
             line
         }
-        Event::Step(m) => format!(
-            "step {}/{} | loss {:.4} | lr {:.2e} | {} tok/s | elapsed {} | eta {}",
-            m.step,
-            m.max_steps,
-            m.loss,
-            m.learning_rate,
-            thousands(m.tokens_per_sec.round() as u64),
-            duration(m.elapsed_secs),
-            duration(m.eta_secs),
-        ),
+        Event::Step(m) => {
+            let mut line = format!(
+                "step {}/{} | loss {:.4} | lr {:.2e} | {} tok/s | elapsed {} | eta {}",
+                m.step,
+                m.max_steps,
+                m.loss,
+                m.learning_rate,
+                thousands(m.tokens_per_sec.round() as u64),
+                duration(m.elapsed_secs),
+                duration(m.eta_secs),
+            );
+            if let Some(norm) = m.grad_norm {
+                let _ = write!(line, " | grad norm {norm:.3}");
+            }
+            line
+        }
         Event::State { step, state } => match state {
             RunState::Paused | RunState::Stopping | RunState::Stalled => {
                 format!("state {} at step {step}", state.as_str())
@@ -374,6 +394,7 @@ mod tests {
             tokens_per_sec: 12_345.4,
             elapsed_secs: 83.0,
             eta_secs: 3725.0,
+            grad_norm: None,
         });
         let line = format(
             &event,

@@ -29,6 +29,7 @@ mod rundir;
 mod schema;
 mod session;
 mod setup;
+mod smooth;
 mod trainer;
 mod tui;
 mod watch;

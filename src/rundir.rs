@@ -298,6 +298,19 @@ struct LineVersion {
     v: u64,
 }
 
+/// The time an events.jsonl line was written, if it says.
+fn line_time(line: &[u8]) -> Option<SystemTime> {
+    let time = serde_json::from_slice::<LineTime>(line).ok()?.time?;
+    humantime::parse_rfc3339_weak(&time).ok()
+}
+
+/// Only the time of an events.jsonl line.
+#[derive(Deserialize)]
+struct LineTime {
+    #[serde(default)]
+    time: Option<String>,
+}
+
 impl EventTail {
     /// Reads `RUN_DIR/events.jsonl` from byte `offset` on (0: the whole run).
     #[must_use]
@@ -315,6 +328,19 @@ impl EventTail {
     /// The events appended since the last call (none while the file does not
     /// exist yet). At most `max_bytes` are read at a time.
     pub fn read_new(&mut self, max_bytes: u64) -> Vec<Event> {
+        self.read_lines(max_bytes, false)
+            .into_iter()
+            .map(|(event, _)| event)
+            .collect()
+    }
+
+    /// As [`Self::read_new`], each event with the time of its line (now,
+    /// for a line without a readable time).
+    pub fn read_new_timed(&mut self, max_bytes: u64) -> Vec<(Event, SystemTime)> {
+        self.read_lines(max_bytes, true)
+    }
+
+    fn read_lines(&mut self, max_bytes: u64, timed: bool) -> Vec<(Event, SystemTime)> {
         let mut chunk = self.read_chunk(max_bytes);
         if chunk.is_empty() && self.replaced() {
             // Start over on the file the path names now.
@@ -338,7 +364,10 @@ impl EventTail {
                 continue;
             }
             match serde_json::from_slice::<Event>(line) {
-                Ok(event) => events.push(event),
+                Ok(event) => {
+                    let at = if timed { line_time(line) } else { None };
+                    events.push((event, at.unwrap_or_else(SystemTime::now)));
+                }
                 Err(_) => self.garbage += 1,
             }
         }

@@ -25,7 +25,7 @@ use crate::checkpoint;
 use crate::cli::TrainArgs;
 use crate::control::Spool;
 use crate::error::{Error, Result};
-use crate::events::{Command, Event, Phase, RunState, RunStatus};
+use crate::events::{Command, Event, Phase, RunState, RunStatus, Summary};
 use crate::lines::Style;
 use crate::recorder::Recorder;
 use crate::rundir::{RunDir, RunLock};
@@ -183,6 +183,43 @@ impl Session {
         tui::in_terminal(|terminal| self.run_tui(terminal, &mut TerminalInput, app))
     }
 
+    /// Quit at once (`q` `q`): records the events that have arrived, then
+    /// a warning and a final `stopped` state, so the status file does not
+    /// stay at whatever the trainer was doing. Nothing is saved.
+    pub fn record_quit_now(&mut self) {
+        for event in self.handle.events.try_iter() {
+            self.recorder.record(&event, Style::PLAIN);
+        }
+        let status = self.recorder.run.status();
+        let step = status.current_step;
+        let since = status
+            .last_checkpoint
+            .clone()
+            .or_else(|| status.resumed_from.clone())
+            .map_or_else(
+                || "there is no checkpoint".to_owned(),
+                |path| format!("the last checkpoint is {path}"),
+            );
+        let summary = Summary {
+            step,
+            max_steps: status.max_steps,
+            state: RunState::Stopped,
+            loss: status.loss,
+            elapsed_secs: status.elapsed_secs,
+        };
+        for event in [
+            Event::Warning {
+                step,
+                message: format!(
+                    "quit at once from the TUI at step {step} without saving; {since}"
+                ),
+            },
+            Event::Finished(summary),
+        ] {
+            self.recorder.record(&event, Style::PLAIN);
+        }
+    }
+
     /// Records what is left of the event stream (all of it when `wait`,
     /// else what has arrived), waits for the trainer thread, and turns the
     /// run's final state into the result: the run finished or was stopped
@@ -247,11 +284,21 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         }
         Front::Tui => {
             let mut app = App::new(run_name, max_steps, crate::lines::colors_wanted(args.plain));
-            match session.run_tui_in_terminal(&mut app) {
+            app.ascii = !crate::lines::unicode_wanted(args.plain);
+            app.resume = Some(format!(
+                "trainui train --run-dir {} --resume latest",
+                run_dir.display()
+            ));
+            let exit = session.run_tui_in_terminal(&mut app);
+            if exit.is_ok() {
+                process::say(app.farewell());
+            }
+            match exit {
                 Ok(Exit::Restart) => Err(restart_from_latest_checkpoint(&run_dir)),
                 Ok(Exit::Now) if !session.status().state.is_final() => {
                     // Quit at once: the trainer is left mid-step, with the
-                    // last checkpoint on disk.
+                    // last checkpoint on disk; the run's files say so.
+                    session.record_quit_now();
                     process::exit_now(130);
                 }
                 Ok(Exit::Now | Exit::Done) => session.finish(false),

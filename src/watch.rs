@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use notify::Watcher;
 
@@ -53,7 +53,7 @@ pub fn attached_app(run_dir: &Path, color: bool) -> App {
 
 /// Reads the run's events on a thread of its own: the history first, then
 /// each append, woken by file notifications or, where none arrive, by polling.
-pub fn follow(run_dir: &Path) -> std::io::Result<Receiver<Event>> {
+pub fn follow(run_dir: &Path) -> std::io::Result<Receiver<(Event, SystemTime)>> {
     let (events, receiver) = mpsc::sync_channel(BACKLOG);
     let run_dir = run_dir.to_owned();
     thread::Builder::new()
@@ -62,7 +62,7 @@ pub fn follow(run_dir: &Path) -> std::io::Result<Receiver<Event>> {
     Ok(receiver)
 }
 
-fn read_forever(run_dir: &Path, events: &SyncSender<Event>) {
+fn read_forever(run_dir: &Path, events: &SyncSender<(Event, SystemTime)>) {
     let (wake, woken) = mpsc::channel();
     // Notifications are an optimisation: without them, polling still works.
     // Only writes wake the reader: its own reads of events.jsonl are
@@ -82,14 +82,15 @@ fn read_forever(run_dir: &Path, events: &SyncSender<Event>) {
     let mut told_newer = false;
     loop {
         loop {
-            let batch = tail.read_new(CHUNK);
+            let batch = tail.read_new_timed(CHUNK);
             if let (Some(version), false) = (tail.newer, told_newer) {
                 told_newer = true;
                 let message = format!(
                     "events.jsonl holds lines of protocol {version}, newer than this trainui \
                      reads ({SCHEMA_VERSION}); they are left out: update trainui to see them"
                 );
-                if events.send(Event::Warning { step: 0, message }).is_err() {
+                let warning = Event::Warning { step: 0, message };
+                if events.send((warning, SystemTime::now())).is_err() {
                     return;
                 }
             }
@@ -212,6 +213,11 @@ pub fn run(run_dir: &Path, plain: bool) -> Result<()> {
     let liveness = watch_liveness(&run_dir)
         .map_err(|e| Error::Failed(format!("cannot watch the run's process: {e}")))?;
     let mut app = attached_app(&run_dir, color);
+    app.ascii = !crate::lines::unicode_wanted(plain);
+    app.resume = Some(format!(
+        "trainui train --run-dir {} --resume latest",
+        run_dir.display()
+    ));
     let mut record = |_: &Event| None;
     let mut send = |command: Command| {
         control::send(&run_dir, &command)
@@ -230,7 +236,9 @@ pub fn run(run_dir: &Path, plain: bool) -> Result<()> {
             &mut record,
             &mut send,
         )
-    })
+    })?;
+    crate::process::say(app.farewell());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -262,14 +270,14 @@ mod tests {
         write!(file, "garbage that is not json\n{head}").unwrap();
         file.flush().unwrap();
         let wait = Duration::from_secs(10);
-        assert_eq!(events.recv_timeout(wait).unwrap(), step(1));
+        assert_eq!(events.recv_timeout(wait).unwrap().0, step(1));
         assert!(
             events.recv_timeout(Duration::from_millis(700)).is_err(),
             "half a line waits"
         );
         writeln!(file, "{rest}").unwrap();
         assert_eq!(
-            events.recv_timeout(wait).unwrap(),
+            events.recv_timeout(wait).unwrap().0,
             Event::State {
                 step: 1,
                 state: RunState::Paused
@@ -309,7 +317,7 @@ mod tests {
             .collect();
         let events = follow(dir.path()).unwrap();
         assert_eq!(
-            events.recv_timeout(Duration::from_secs(10)).unwrap(),
+            events.recv_timeout(Duration::from_secs(10)).unwrap().0,
             step(1)
         );
         let reader = || {
@@ -376,7 +384,7 @@ mod tests {
         let mut watched = attached_app(&run_dir, false);
         let events = follow(&run_dir).unwrap();
         loop {
-            let event = events.recv_timeout(Duration::from_secs(30)).unwrap();
+            let (event, _) = events.recv_timeout(Duration::from_secs(30)).unwrap();
             watched.apply(&event);
             if matches!(event, Event::Finished(_)) {
                 break;

@@ -44,6 +44,7 @@ fn step(step: u64) -> Event {
         tokens_per_sec: 15_234.0,
         elapsed_secs: step as f64 * 0.045,
         eta_secs: (2_000_000 - step) as f64 * 0.045,
+        grad_norm: None,
     })
 }
 

@@ -227,7 +227,11 @@ impl Trainer {
         let mut nonfinite_reported = false;
         let mut steps_since_log = 0u64;
         let mut tokens_since_log = 0u64;
-        let mut last_log = Instant::now();
+        // Time spent in training steps since the last step event: commands,
+        // pauses, evaluations and saves between steps are left out, so the
+        // rate and the ETA are those of training.
+        let mut train_time = Duration::ZERO;
+        let mut grad_norm_sum = 0.0;
         self.set_state(RunState::Training);
 
         while self.step < train.max_steps {
@@ -235,6 +239,7 @@ impl Trainer {
                 self.stop();
                 return Ok(());
             }
+            let step_began = Instant::now();
             let learning_rate = optim::learning_rate(&train, self.step);
             self.optimizer.zero_grad();
             // The step's loss is the mean over the target tokens of all its
@@ -294,8 +299,10 @@ impl Trainer {
                 }
                 self.optimizer.step(learning_rate);
                 loss_sum += loss;
+                grad_norm_sum += norm;
                 losses += 1;
             }
+            train_time += step_began.elapsed();
             self.step += 1;
             self.heartbeat.set_step(self.step);
             self.heartbeat.beat(Phase::Training);
@@ -312,7 +319,7 @@ impl Trainer {
                 } else {
                     loss_sum / losses as f64
                 };
-                let interval = last_log.elapsed().as_secs_f64().max(1e-9);
+                let interval = train_time.as_secs_f64().max(1e-9);
                 let secs_per_step = interval / steps_since_log as f64;
                 self.emit(Event::Step(StepMetrics {
                     step: self.step,
@@ -322,12 +329,14 @@ impl Trainer {
                     tokens_per_sec: tokens_since_log as f64 / interval,
                     elapsed_secs: self.started.elapsed().as_secs_f64(),
                     eta_secs: secs_per_step * (train.max_steps - self.step) as f64,
+                    grad_norm: (losses > 0).then(|| grad_norm_sum / losses as f64),
                 }));
                 self.last_loss = Some(loss);
-                (loss_sum, losses, nonfinite_reported) = (0.0, 0, false);
+                (loss_sum, grad_norm_sum, losses) = (0.0, 0.0, 0);
+                nonfinite_reported = false;
                 steps_since_log = 0;
                 tokens_since_log = 0;
-                last_log = Instant::now();
+                train_time = Duration::ZERO;
             }
             let eval_steps = self.config.eval.eval_steps;
             if eval_steps > 0
@@ -340,10 +349,6 @@ impl Trainer {
             let save_steps = self.config.checkpoint.save_steps;
             if save_steps > 0 && self.step.is_multiple_of(save_steps) {
                 self.save_checkpoint();
-            }
-            // Time spent evaluating and saving is not training time.
-            if steps_since_log == 0 {
-                last_log = Instant::now();
             }
         }
         self.save_checkpoint();

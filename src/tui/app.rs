@@ -1,35 +1,58 @@
 //! TUI state. It changes only in [`App::update`]: keys become
-//! [`KeyAction`]s first (see `keys.rs`), trainer events and system samples
-//! are folded in, and the commands to send come back as the return value,
-//! so all of it is testable without a terminal.
+//! [`KeyAction`]s first (see `keys.rs`), trainer events, system samples and
+//! the clock are folded in, and the commands to send come back as the
+//! return value, so all of it is testable without a terminal.
+//!
+//! Time is the app's own clock ([`App::now`], moved by [`Msg::Tick`]) and
+//! each event's time (its events.jsonl time when it comes from a file), so
+//! a screen says how old what it shows is, and a test can set the clock.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
 
-use ratatui::crossterm::event::KeyEvent;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
 
 use super::history::History;
-use super::keys::{KeyAction, action_for};
+use super::keys::{self, Context, KeyAction, action_for};
 use super::sampler::{GpuSample, HostSample, SystemSample};
-use crate::events::{Command, Event, GenerationStart, RunState, RunStatus, SampleResult};
+use super::wrap::wrap;
+use crate::events::{
+    Command, EvalSummary, Event, GenerationOutcome, GenerationStart, Phase, RunState, RunStatus,
+    SampleResult,
+};
 use crate::ranks::RankView;
 
 /// Points of the loss curves kept at full resolution, and for the whole run.
 const RECENT_POINTS: usize = 500;
 const WHOLE_RUN_POINTS: usize = 1000;
-/// Weight of the newest point in the smoothed loss.
-const EMA_ALPHA: f64 = 0.1;
 const SAMPLES_KEPT: usize = 200;
-const LOG_LINES_KEPT: usize = 200;
+const EVALS_KEPT: usize = 100;
+const LOG_LINES_KEPT: usize = 5000;
 const LOAD_HISTORY: usize = 120;
+/// How long a footer answer stays.
+pub const ACK_SECS: u64 = 5;
+/// A user who moved in the samples this recently is reading them: a new
+/// evaluation does not pull the pane away.
+const READING_SECS: u64 = 30;
+/// The smoothing windows `[` and `]` step through, in steps (0: none).
+pub const SMOOTHING_STEPS: &[u64] = &[
+    0, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000,
+];
 
 /// Something that happened to the TUI.
 #[derive(Debug, Clone)]
 pub enum Msg {
     Key(KeyEvent),
+    /// An event, happening now.
     Trainer(Event),
+    /// An event with the time it was recorded (read from events.jsonl).
+    Recorded(Event, SystemTime),
     System(SystemSample),
     /// What `watch` learned about the run's process.
     Liveness(Liveness),
+    /// The clock moved on.
+    Tick(SystemTime),
 }
 
 /// Whether the process of a watched run is still there.
@@ -84,6 +107,11 @@ pub enum Overlay {
     None,
     Help,
     ConfirmQuit,
+    ConfirmRestart,
+    /// A sample, whole ([`App::detail`]).
+    Sample,
+    /// The full-screen log ([`App::log_view`]).
+    Log,
 }
 
 /// How the loss chart is drawn.
@@ -92,6 +120,10 @@ pub struct ChartView {
     pub log_scale: bool,
     /// The whole run (decimated) rather than the recent window.
     pub whole_run: bool,
+    /// Wall-clock time on the x axis rather than steps.
+    pub time_axis: bool,
+    /// The smoothing window in steps (0: none), one of [`SMOOTHING_STEPS`].
+    pub smoothing: u64,
 }
 
 /// How the TUI should end.
@@ -122,46 +154,161 @@ pub struct GpuView {
     pub utilization: VecDeque<u64>,
 }
 
+/// How much a log line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+/// One line of the log.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub at: SystemTime,
+    pub level: Level,
+    pub text: String,
+}
+
+/// One evaluation as the samples pane heads it.
+#[derive(Debug, Clone)]
+pub struct EvalView {
+    pub eval: u64,
+    pub step: u64,
+    pub samples: u32,
+    pub val_loss: Option<f64>,
+    /// Its summary, once it has finished.
+    pub summary: Option<EvalSummary>,
+    pub timeouts: u32,
+    pub aborts: u32,
+    pub errors: u32,
+}
+
+/// A sample opened whole.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    pub sample: SampleResult,
+    /// Lines scrolled past.
+    pub scroll: usize,
+}
+
+/// The full-screen log's view.
+#[derive(Debug, Clone, Default)]
+pub struct LogView {
+    /// Lines scrolled back from the newest (0 follows new lines).
+    pub scroll: usize,
+    /// The lowest level shown.
+    pub filter: Option<Level>,
+    /// The search in force.
+    pub query: String,
+    /// The search being typed, while `/` is open.
+    pub typing: Option<String>,
+    /// The line of the match `n` and `N` move from.
+    pub current: Option<usize>,
+}
+
+/// A stall in progress.
+#[derive(Debug, Clone)]
+pub struct Stall {
+    pub step: u64,
+    pub phase: Phase,
+    /// When the trainer was last heard from.
+    pub since: SystemTime,
+}
+
+/// The footer's answer to a key or a command.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub text: String,
+    pub at: SystemTime,
+    /// Stays until replaced (what must not be missed).
+    pub sticky: bool,
+}
+
+/// Sizes the last frame gave the scrollable views, so that keys can keep
+/// them in range (render fills it in; it is the only state render touches).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Geometry {
+    pub log_width: u16,
+    pub log_rows: u16,
+    pub sample_rows: u16,
+    pub detail_lines: usize,
+    pub detail_rows: u16,
+    pub log_view_width: u16,
+    pub log_view_rows: u16,
+    pub help_lines: usize,
+    pub help_rows: u16,
+}
+
 /// What the panes show.
+// The bools are independent switches of the view (colour, ASCII, the
+// smoothing the user chose, a stop asked for); no state machine hides in
+// them.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug)]
 pub struct App {
     /// The run as the status file shows it (the same fold of the events).
     pub status: RunStatus,
     pub loss_history: History,
-    pub smoothed_history: History,
-    smoothed: Option<f64>,
     pub val_history: History,
+    /// Wall-clock seconds of the run at each logged step, for the time axis.
+    pub clock_history: History,
     /// Exact-match rate of each evaluation, percent.
     pub exact_match_history: VecDeque<u64>,
+    /// The lowest validation loss and its step.
+    pub best_val: Option<(f64, u64)>,
+    pub grad_norm: Option<f64>,
     pub live: Option<LiveGeneration>,
-    /// Finished samples, newest first.
+    /// Finished samples, oldest first.
     pub samples: VecDeque<SampleResult>,
-    /// Log lines, newest last.
-    pub log: VecDeque<String>,
+    pub evals: VecDeque<EvalView>,
+    pub log: VecDeque<LogLine>,
     pub gpus: Vec<GpuView>,
     pub host: HostSample,
     pub cpu_history: VecDeque<u64>,
     pub system_note: Option<String>,
     pub failure: Option<String>,
-    /// What the watchdog said about a stall in progress.
-    pub stall: Option<String>,
+    pub stall: Option<Stall>,
     pub last_warning: Option<String>,
+    // The clock.
+    /// Now, as far as the screen is concerned.
+    pub now: SystemTime,
+    /// The run's elapsed seconds at a moment: the clock ticks on from it.
+    elapsed_at: Option<(f64, SystemTime)>,
+    pub paused_since: Option<SystemTime>,
+    /// When the run last said anything.
+    pub last_event_at: Option<SystemTime>,
     // What the user sees of the UI itself.
     pub color: bool,
+    /// ASCII only: no box drawing, braille or typography.
+    pub ascii: bool,
     pub chart: ChartView,
+    /// The user chose the smoothing window (the run's length no longer does).
+    smoothing_chosen: bool,
     pub focus: Focus,
-    /// Samples scrolled past (0 shows the newest).
-    pub sample_scroll: usize,
-    /// Log lines scrolled back from the newest.
+    /// The selected sample (an index into `samples`); none follows the
+    /// newest.
+    pub sample_cursor: Option<usize>,
+    /// When the user last moved in the samples.
+    read_at: Option<SystemTime>,
+    /// Samples that arrived while the user was reading older ones.
+    pub unseen_samples: usize,
+    /// Event lines scrolled back from the newest (0 follows new ones).
     pub log_scroll: usize,
     pub overlay: Overlay,
+    pub help_scroll: usize,
+    pub detail: Option<Detail>,
+    pub log_view: LogView,
+    pub geometry: Cell<Geometry>,
     /// The run should end once the trainer has stopped.
     quit_when_stopped: bool,
-    /// The latest command sent or acknowledged, shown in the footer.
-    pub ack: Option<String>,
+    /// The latest answer to a key or a command, shown in the footer.
+    pub ack: Option<Ack>,
     pub exit: Option<Exit>,
     /// Whose run this is: what quitting and restarting do.
     pub owner: Owner,
+    /// The command that continues the run from its latest checkpoint.
+    pub resume: Option<String>,
     /// The watched run's process is gone without a final state.
     pub gone: Option<GoneRun>,
     /// The ranks of the watched job (none for trainui's own trainer).
@@ -176,12 +323,14 @@ impl App {
         Self {
             status: RunStatus::new(run_name, max_steps),
             loss_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
-            smoothed_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
-            smoothed: None,
             val_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
+            clock_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
             exact_match_history: VecDeque::new(),
+            best_val: None,
+            grad_norm: None,
             live: None,
             samples: VecDeque::new(),
+            evals: VecDeque::new(),
             log: VecDeque::new(),
             gpus: Vec::new(),
             host: HostSample::default(),
@@ -190,19 +339,34 @@ impl App {
             failure: None,
             stall: None,
             last_warning: None,
+            now: SystemTime::now(),
+            elapsed_at: None,
+            paused_since: None,
+            last_event_at: None,
             color,
+            ascii: false,
             chart: ChartView {
                 log_scale: false,
                 whole_run: true,
+                time_axis: false,
+                smoothing: default_smoothing(max_steps),
             },
+            smoothing_chosen: false,
             focus: Focus::Samples,
-            sample_scroll: 0,
+            sample_cursor: None,
+            read_at: None,
+            unseen_samples: 0,
             log_scroll: 0,
             overlay: Overlay::None,
+            help_scroll: 0,
+            detail: None,
+            log_view: LogView::default(),
+            geometry: Cell::new(Geometry::default()),
             quit_when_stopped: false,
             ack: None,
             exit: None,
             owner: Owner::Trainer,
+            resume: None,
             gone: None,
             ranks: Vec::new(),
             job_status: None,
@@ -212,41 +376,68 @@ impl App {
     /// Applies `msg`; returns the command to send to the trainer, if any.
     pub fn update(&mut self, msg: Msg) -> Option<Command> {
         match msg {
-            Msg::Key(key) => self.act(action_for(key)?),
+            Msg::Key(key) => {
+                if key.kind == KeyEventKind::Release {
+                    return None;
+                }
+                self.key(key)
+            }
             Msg::Trainer(event) => {
-                self.apply(&event);
+                self.apply_at(&event, self.now);
+                None
+            }
+            Msg::Recorded(event, at) => {
+                self.apply_at(&event, at);
+                None
+            }
+            Msg::Tick(now) => {
+                self.now = now;
                 None
             }
             Msg::System(sample) => {
                 self.apply_system(sample);
                 None
             }
-            Msg::Liveness(Liveness::Gone(gone)) => {
-                self.log_line(format!(
-                    "GONE: process {} ended without a final state; resume with {}",
-                    gone.pid, gone.resume
-                ));
+            Msg::Liveness(liveness) => {
+                self.apply_liveness(liveness);
+                None
+            }
+        }
+    }
+
+    fn apply_liveness(&mut self, liveness: Liveness) {
+        match liveness {
+            Liveness::Gone(gone) => {
+                self.log_line(
+                    Level::Error,
+                    format!(
+                        "GONE: process {} ended without a final state; resume with {}",
+                        gone.pid, gone.resume
+                    ),
+                );
                 self.gone = Some(gone);
-                None
             }
-            Msg::Liveness(Liveness::Alive) => {
+            Liveness::Alive => {
                 if self.gone.take().is_some() {
-                    self.log_line("a process trains in the run again".into());
+                    self.log_line(Level::Info, "a process trains in the run again".into());
                 }
-                None
             }
-            Msg::Liveness(Liveness::JobEnded(status)) => {
+            Liveness::JobEnded(status) => {
                 self.job_status = Some(status);
-                self.log_line(format!("the job exited with status {status}"));
-                self.ack = Some(format!(
+                let level = if status == 0 {
+                    Level::Info
+                } else {
+                    Level::Error
+                };
+                self.log_line(level, format!("the job exited with status {status}"));
+                self.say_sticky(format!(
                     "the job exited with status {status}; press q to quit"
                 ));
                 if self.quit_when_stopped {
                     self.exit = Some(Exit::Done);
                 }
-                None
             }
-            Msg::Liveness(Liveness::Ranks(ranks)) => {
+            Liveness::Ranks(ranks) => {
                 let stuck = |views: &[RankView]| -> Vec<u32> {
                     views
                         .iter()
@@ -259,28 +450,259 @@ impl App {
                     .iter()
                     .filter(|v| v.verdict.is_stuck() && !before.contains(&v.beat.rank))
                 {
-                    self.log_line(view.describe());
+                    self.log_line(Level::Error, view.describe());
                 }
                 if now.is_empty() && !before.is_empty() {
-                    self.log_line("every rank beats again".into());
+                    self.log_line(Level::Info, "every rank beats again".into());
                 }
                 self.ranks = ranks;
+            }
+        }
+    }
+
+    /// The screen keys act on now.
+    #[must_use]
+    pub fn context(&self) -> Context {
+        match self.overlay {
+            Overlay::None => Context::Panes,
+            Overlay::Help => Context::Help,
+            Overlay::ConfirmQuit | Overlay::ConfirmRestart => Context::Dialog,
+            Overlay::Sample => Context::Sample,
+            Overlay::Log => Context::Log,
+        }
+    }
+
+    /// The run can still take commands.
+    #[must_use]
+    pub fn running(&self) -> bool {
+        !self.status.state.is_final() && self.gone.is_none() && self.job_status.is_none()
+    }
+
+    /// The footer's answer, while it is fresh.
+    #[must_use]
+    pub fn ack_text(&self) -> Option<&str> {
+        let ack = self.ack.as_ref()?;
+        let age = self.now.duration_since(ack.at).unwrap_or_default();
+        (ack.sticky || age < Duration::from_secs(ACK_SECS)).then_some(ack.text.as_str())
+    }
+
+    /// Answers in the footer, for a few seconds.
+    pub fn say(&mut self, text: impl Into<String>) {
+        self.ack = Some(Ack {
+            text: text.into(),
+            at: self.now,
+            sticky: false,
+        });
+    }
+
+    fn say_sticky(&mut self, text: impl Into<String>) {
+        self.ack = Some(Ack {
+            text: text.into(),
+            at: self.now,
+            sticky: true,
+        });
+    }
+
+    fn key(&mut self, key: KeyEvent) -> Option<Command> {
+        if let Some(typing) = self.log_view.typing.as_mut() {
+            match key.code {
+                KeyCode::Enter => {
+                    self.log_view.query = self.log_view.typing.take().unwrap_or_default();
+                    self.log_view.current = None;
+                    self.next_match(true, true);
+                }
+                KeyCode::Esc => {
+                    self.log_view.typing = None;
+                    self.log_view.query.clear();
+                    self.say("search cleared");
+                }
+                KeyCode::Backspace => {
+                    typing.pop();
+                }
+                KeyCode::Char(c) => typing.push(c),
+                _ => {}
+            }
+            return None;
+        }
+        let context = self.context();
+        let Some(action) = action_for(context, key) else {
+            let hint = match context {
+                Context::Help => "Esc or ? closes the help",
+                Context::Dialog => "y or n",
+                _ => "? lists the keys",
+            };
+            self.say(format!("{}: not a key here; {hint}", keys::name(key)));
+            return None;
+        };
+        match context {
+            Context::Panes => self.act(action),
+            Context::Dialog => self.act_confirming(action),
+            Context::Help => {
+                match action {
+                    KeyAction::Close => {
+                        self.overlay = Overlay::None;
+                        self.say("help closed");
+                    }
+                    other => self.help_scroll = self.scrolled(other, self.help_scroll, true),
+                }
+                None
+            }
+            Context::Sample => {
+                match action {
+                    KeyAction::Close => {
+                        self.overlay = Overlay::None;
+                        self.detail = None;
+                    }
+                    other => {
+                        let position = self.detail.as_ref().map_or(0, |d| d.scroll);
+                        let moved = self.scrolled(other, position, true);
+                        if let Some(detail) = self.detail.as_mut() {
+                            detail.scroll = moved;
+                        }
+                    }
+                }
+                None
+            }
+            Context::Log => {
+                self.act_in_log(action);
                 None
             }
         }
     }
 
+    /// `position` after a scrolling key, within the view's range. Views
+    /// from the top (`from_top`) count lines down; the others count lines
+    /// back from the newest.
+    fn scrolled(&self, action: KeyAction, position: usize, from_top: bool) -> usize {
+        let geometry = self.geometry.get();
+        let (rows, max) = match self.overlay {
+            Overlay::Help => (
+                geometry.help_rows,
+                geometry
+                    .help_lines
+                    .saturating_sub(usize::from(geometry.help_rows)),
+            ),
+            Overlay::Sample => (
+                geometry.detail_rows,
+                geometry
+                    .detail_lines
+                    .saturating_sub(usize::from(geometry.detail_rows)),
+            ),
+            Overlay::Log => (
+                geometry.log_view_rows,
+                self.log_lines(geometry.log_view_width, self.log_view.filter)
+                    .len()
+                    .saturating_sub(usize::from(geometry.log_view_rows)),
+            ),
+            _ => (
+                geometry.log_rows,
+                self.log_lines(geometry.log_width, None)
+                    .len()
+                    .saturating_sub(usize::from(geometry.log_rows)),
+            ),
+        };
+        let page = usize::from(rows.saturating_sub(1)).max(1);
+        let down: isize = match action {
+            KeyAction::ScrollDown => 1,
+            KeyAction::ScrollUp => -1,
+            KeyAction::PageDown => page.cast_signed(),
+            KeyAction::PageUp => -page.cast_signed(),
+            KeyAction::Top => return if from_top { 0 } else { max },
+            KeyAction::Bottom => return if from_top { max } else { 0 },
+            _ => return position,
+        };
+        let by = if from_top { down } else { -down };
+        position.saturating_add_signed(by).min(max)
+    }
+
+    /// The log's lines at `width` (wrapped), at `filter` level and above:
+    /// the index of each one's entry, and its text.
+    #[must_use]
+    pub fn log_lines(&self, width: u16, filter: Option<Level>) -> Vec<(usize, String)> {
+        let width = usize::from(width.max(8));
+        self.log
+            .iter()
+            .enumerate()
+            .filter(|(_, line)| filter.is_none_or(|f| line.level >= f))
+            .flat_map(|(index, line)| {
+                wrap(&line.text, width)
+                    .into_iter()
+                    .map(move |piece| (index, piece))
+            })
+            .collect()
+    }
+
+    fn act_in_log(&mut self, action: KeyAction) {
+        match action {
+            KeyAction::Close => {
+                self.overlay = Overlay::None;
+            }
+            KeyAction::Search => {
+                self.log_view.typing = Some(String::new());
+            }
+            KeyAction::NextMatch => self.next_match(true, false),
+            KeyAction::PreviousMatch => self.next_match(false, false),
+            KeyAction::Filter => {
+                self.log_view.filter = match self.log_view.filter {
+                    None => Some(Level::Warning),
+                    Some(Level::Warning) => Some(Level::Error),
+                    Some(_) => None,
+                };
+                self.log_view.scroll = 0;
+                self.log_view.current = None;
+                self.say(match self.log_view.filter {
+                    None => "showing every line",
+                    Some(Level::Warning) => "showing warnings and errors",
+                    Some(_) => "showing errors",
+                });
+            }
+            other => self.log_view.scroll = self.scrolled(other, self.log_view.scroll, false),
+        }
+    }
+
+    /// Scrolls the log view to the next (or previous) line holding the
+    /// search, from the line at the top of the view (`here`: including it).
+    fn next_match(&mut self, forward: bool, here: bool) {
+        let query = self.log_view.query.to_lowercase();
+        if query.is_empty() {
+            self.say("no search: / starts one");
+            return;
+        }
+        let geometry = self.geometry.get();
+        let lines = self.log_lines(geometry.log_view_width, self.log_view.filter);
+        let rows = usize::from(geometry.log_view_rows.max(1));
+        let total = lines.len();
+        let max = total.saturating_sub(rows);
+        // The view's top line, counted from the oldest.
+        let top = max - self.log_view.scroll.min(max);
+        let hits: Vec<usize> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, text))| text.to_lowercase().contains(&query))
+            .map(|(index, _)| index)
+            .collect();
+        let from = self.log_view.current.unwrap_or(top);
+        let found = if forward {
+            hits.iter()
+                .find(|&&i| if here { i >= from } else { i > from })
+                .or(hits.first())
+        } else {
+            hits.iter().rev().find(|&&i| i < from).or(hits.last())
+        };
+        match found {
+            Some(&line) => {
+                // The match at the top of the view (or as high as it goes).
+                self.log_view.scroll = max - line.min(max);
+                self.log_view.current = Some(line);
+                let nth = hits.iter().position(|&h| h == line).unwrap_or(0) + 1;
+                self.say(format!("match {nth} of {}", hits.len()));
+            }
+            None => self.say(format!("no line holds \"{}\"", self.log_view.query)),
+        }
+    }
+
     fn act(&mut self, action: KeyAction) -> Option<Command> {
-        if self.overlay == Overlay::ConfirmQuit {
-            return self.act_confirming(action);
-        }
-        if self.overlay == Overlay::Help && action != KeyAction::Quit {
-            // Any key closes the help overlay.
-            self.overlay = Overlay::None;
-            return None;
-        }
-        let running =
-            !self.status.state.is_final() && self.gone.is_none() && self.job_status.is_none();
+        let running = self.running();
         let command = match action {
             KeyAction::EvalNow if running => Some(Command::EvalNow),
             KeyAction::AbortGeneration if running => Some(Command::AbortGeneration),
@@ -294,12 +716,17 @@ impl App {
             | KeyAction::AbortGeneration
             | KeyAction::TogglePause
             | KeyAction::Save => {
-                self.ack = Some(match &self.gone {
+                match &self.gone {
                     Some(gone) => {
-                        format!("the run's process is gone; resume with {}", gone.resume)
+                        let text =
+                            format!("the run's process is gone; resume with {}", gone.resume);
+                        self.say(text);
                     }
-                    None => format!("the run is {}; press q to quit", self.status.state.as_str()),
-                });
+                    None => self.say(format!(
+                        "the run is {}; press q to quit",
+                        self.status.state.as_str()
+                    )),
+                }
                 None
             }
             KeyAction::Quit => {
@@ -310,30 +737,67 @@ impl App {
                 }
                 None
             }
-            KeyAction::Restart if self.owner != Owner::Trainer => {
-                self.ack =
-                    Some("a watched run restarts from its supervisor (--resume auto)".into());
-                None
-            }
-            KeyAction::Restart if self.status.state == RunState::Stalled => {
-                self.exit = Some(Exit::Restart);
-                None
-            }
             KeyAction::Restart => {
-                self.ack = Some("r restarts a stalled run; this one is not stalled".into());
+                self.ask_restart();
                 None
             }
-            KeyAction::Confirm | KeyAction::Cancel => None,
             KeyAction::ToggleHelp => {
                 self.overlay = Overlay::Help;
+                self.help_scroll = 0;
+                None
+            }
+            KeyAction::OpenLog => {
+                self.overlay = Overlay::Log;
+                self.log_view.scroll = 0;
+                None
+            }
+            KeyAction::Open => {
+                self.open_sample();
                 None
             }
             KeyAction::ToggleLogScale => {
                 self.chart.log_scale = !self.chart.log_scale;
+                self.say(if self.chart.log_scale {
+                    "loss chart: log scale"
+                } else {
+                    "loss chart: linear scale"
+                });
                 None
             }
             KeyAction::ToggleWindow => {
                 self.chart.whole_run = !self.chart.whole_run;
+                self.say(if self.chart.whole_run {
+                    "loss chart: the whole run".to_owned()
+                } else {
+                    format!("loss chart: the latest {RECENT_POINTS} points")
+                });
+                None
+            }
+            KeyAction::ToggleTimeAxis => {
+                self.chart.time_axis = !self.chart.time_axis;
+                self.say(if self.chart.time_axis {
+                    "loss chart: against wall-clock time"
+                } else {
+                    "loss chart: against steps"
+                });
+                None
+            }
+            KeyAction::SmoothLess | KeyAction::SmoothMore => {
+                let index = SMOOTHING_STEPS
+                    .iter()
+                    .position(|&s| s >= self.chart.smoothing)
+                    .unwrap_or(0);
+                let index = if action == KeyAction::SmoothMore {
+                    (index + 1).min(SMOOTHING_STEPS.len() - 1)
+                } else {
+                    index.saturating_sub(1)
+                };
+                self.chart.smoothing = SMOOTHING_STEPS[index];
+                self.smoothing_chosen = true;
+                self.say(match self.chart.smoothing {
+                    0 => "smoothing off".to_owned(),
+                    steps => format!("smoothing over {steps} steps"),
+                });
                 None
             }
             KeyAction::FocusNext => {
@@ -341,95 +805,228 @@ impl App {
                     Focus::Samples => Focus::Events,
                     Focus::Events => Focus::Samples,
                 };
+                self.say(match self.focus {
+                    Focus::Samples => "focus: samples (↑↓ select, Enter opens)",
+                    Focus::Events => "focus: events (↑↓ scroll)",
+                });
                 None
             }
-            KeyAction::ScrollUp => self.scroll(-1),
-            KeyAction::ScrollDown => self.scroll(1),
-            KeyAction::PageUp => self.scroll(-5),
-            KeyAction::PageDown => self.scroll(5),
+            KeyAction::ScrollUp
+            | KeyAction::ScrollDown
+            | KeyAction::PageUp
+            | KeyAction::PageDown
+            | KeyAction::Top
+            | KeyAction::Bottom => {
+                match self.focus {
+                    Focus::Samples => self.move_in_samples(action),
+                    Focus::Events => {
+                        self.log_scroll = self.scrolled(action, self.log_scroll, false);
+                    }
+                }
+                None
+            }
+            KeyAction::Confirm
+            | KeyAction::Cancel
+            | KeyAction::Close
+            | KeyAction::Search
+            | KeyAction::NextMatch
+            | KeyAction::PreviousMatch
+            | KeyAction::Filter => None,
         };
         if let Some(command) = &command {
-            self.ack = Some(format!("sent: {}", command.word()));
+            self.say(format!("sent: {}", command.word()));
         }
         command
     }
 
+    /// The checkpoint a restart would continue from.
+    #[must_use]
+    pub fn restart_point(&self) -> Option<&str> {
+        self.status
+            .last_checkpoint
+            .as_deref()
+            .or(self.status.resumed_from.as_deref())
+    }
+
+    fn ask_restart(&mut self) {
+        if self.owner != Owner::Trainer {
+            self.say("a watched run restarts from its supervisor (--resume auto)");
+        } else if self.status.state != RunState::Stalled {
+            self.say("r restarts a stalled run; this one is not stalled");
+        } else if self.restart_point().is_none() {
+            self.say("no checkpoint to restart from: q stops the run");
+        } else {
+            self.overlay = Overlay::ConfirmRestart;
+        }
+    }
+
     fn act_confirming(&mut self, action: KeyAction) -> Option<Command> {
+        let restart = self.overlay == Overlay::ConfirmRestart;
         match action {
+            KeyAction::Confirm if restart => {
+                self.overlay = Overlay::None;
+                self.exit = Some(Exit::Restart);
+                None
+            }
             KeyAction::Confirm => {
                 self.overlay = Overlay::None;
                 self.quit_when_stopped = true;
-                self.ack =
-                    Some("sent: stop (the run saves a checkpoint, then trainui exits)".into());
+                self.say_sticky("sent: stop (the run saves a checkpoint, then trainui exits)");
                 Some(Command::Stop)
             }
-            KeyAction::Quit => {
+            KeyAction::Quit if !restart => {
                 self.exit = Some(Exit::Now);
                 None
             }
             _ => {
                 self.overlay = Overlay::None;
-                self.ack = Some("quit cancelled".into());
+                self.say(if restart {
+                    "restart cancelled"
+                } else {
+                    "quit cancelled"
+                });
                 None
             }
         }
     }
 
-    fn scroll(&mut self, by: isize) -> Option<Command> {
-        let (position, len) = match self.focus {
-            Focus::Samples => (&mut self.sample_scroll, self.samples.len()),
-            Focus::Events => (&mut self.log_scroll, self.log.len()),
+    fn move_in_samples(&mut self, action: KeyAction) {
+        let Some(newest) = self.samples.len().checked_sub(1) else {
+            self.say("no samples yet: e evaluates now");
+            return;
         };
-        // Up shows newer samples (towards the top) but older log lines.
-        let by = if self.focus == Focus::Events { -by } else { by };
-        *position = position
-            .saturating_add_signed(by)
-            .min(len.saturating_sub(1));
-        None
+        let at = self.sample_cursor.unwrap_or(newest);
+        let page = usize::from(self.geometry.get().sample_rows / 2).max(1);
+        let moved = match action {
+            KeyAction::ScrollUp => at.saturating_sub(1),
+            KeyAction::ScrollDown => at + 1,
+            KeyAction::PageUp => at.saturating_sub(page),
+            KeyAction::PageDown => at + page,
+            KeyAction::Top => 0,
+            _ => newest,
+        };
+        self.read_at = Some(self.now);
+        if moved >= newest {
+            self.sample_cursor = None;
+            self.unseen_samples = 0;
+        } else {
+            self.sample_cursor = Some(moved);
+        }
     }
 
-    /// Folds one trainer event in: the run status first, then what only
-    /// the screen keeps (curves, samples, the live generation, the log).
+    fn open_sample(&mut self) {
+        let Some(newest) = self.samples.len().checked_sub(1) else {
+            self.say("no samples yet: e evaluates now");
+            return;
+        };
+        let index = self.sample_cursor.unwrap_or(newest);
+        self.detail = Some(Detail {
+            sample: self.samples[index].clone(),
+            scroll: 0,
+        });
+        self.overlay = Overlay::Sample;
+    }
+
+    /// The run's elapsed seconds now: ticking with the clock while the run
+    /// lives, fixed once it has ended.
+    #[must_use]
+    pub fn elapsed_secs(&self) -> f64 {
+        let Some((secs, at)) = self.elapsed_at else {
+            return self.status.elapsed_secs;
+        };
+        if self.status.state.is_final() || self.gone.is_some() {
+            return self.status.elapsed_secs.max(secs);
+        }
+        secs + self
+            .now
+            .duration_since(at)
+            .unwrap_or_default()
+            .as_secs_f64()
+    }
+
+    /// Seconds since `at`, by the app's clock.
+    #[must_use]
+    pub fn secs_since(&self, at: SystemTime) -> f64 {
+        self.now
+            .duration_since(at)
+            .unwrap_or_default()
+            .as_secs_f64()
+    }
+
+    /// Folds one trainer event in, happening now.
     pub fn apply(&mut self, event: &Event) {
+        self.apply_at(event, self.now);
+    }
+
+    /// Folds one trainer event in, which happened `at`: the run status
+    /// first, then what only the screen keeps (curves, samples, the live
+    /// generation, the log, the clock).
+    #[allow(clippy::too_many_lines)]
+    pub fn apply_at(&mut self, event: &Event, at: SystemTime) {
         self.status.apply(event);
+        self.last_event_at = Some(at);
         match event {
             Event::Started(info) => {
                 if info.resumed_from.is_some() {
                     // A resumed run repeats the steps after its checkpoint.
                     let from = info.start_step as f64 + 0.5;
                     self.loss_history.truncate_from(from);
-                    self.smoothed_history.truncate_from(from);
                     self.val_history.truncate_from(from);
-                    self.smoothed = self.smoothed_history.last().map(|p| p.1);
+                    self.clock_history.truncate_from(from);
                 }
-                self.log_line(match &info.resumed_from {
-                    Some(from) => format!("resumed from {from} at step {}", info.start_step),
-                    None => format!(
-                        "started on {}, {} params",
-                        info.device,
-                        crate::lines::thousands(info.parameters)
-                    ),
-                });
+                self.elapsed_at = Some((0.0, at));
+                if !self.smoothing_chosen {
+                    self.chart.smoothing = default_smoothing(info.max_steps);
+                }
+                self.log_at(
+                    at,
+                    Level::Info,
+                    match &info.resumed_from {
+                        Some(from) => format!("resumed from {from} at step {}", info.start_step),
+                        None => format!(
+                            "started on {}, {} params",
+                            info.device,
+                            crate::lines::thousands(info.parameters)
+                        ),
+                    },
+                );
             }
-            // A loss that is not a number is said in the header, the events
-            // and the status; the curves keep the numbers.
-            Event::Step(m) if m.loss.is_finite() => {
-                let smoothed = self
-                    .smoothed
-                    .map_or(m.loss, |s| s + EMA_ALPHA * (m.loss - s));
-                self.smoothed = Some(smoothed);
-                self.loss_history.push(m.step as f64, m.loss);
-                self.smoothed_history.push(m.step as f64, smoothed);
+            Event::Step(m) => {
+                self.elapsed_at = Some((m.elapsed_secs, at));
+                self.clock_history.push(m.step as f64, m.elapsed_secs);
+                if m.grad_norm.is_some() {
+                    self.grad_norm = m.grad_norm;
+                }
+                // A loss that is not a number is said in the header, the
+                // events and the status; the curves keep the numbers.
+                if m.loss.is_finite() {
+                    self.loss_history.push(m.step as f64, m.loss);
+                }
+            }
+            Event::State { state, .. } => {
+                if *state == RunState::Paused {
+                    self.paused_since.get_or_insert(at);
+                } else {
+                    self.paused_since = None;
+                }
             }
             Event::CommandAck {
                 command, message, ..
             } => {
                 let text = format!("{}: {message}", command.word());
-                self.log_line(text.clone());
-                self.ack = Some(text);
+                self.log_at(at, Level::Info, text.clone());
+                self.ack = Some(Ack {
+                    text,
+                    at,
+                    sticky: false,
+                });
             }
             Event::Warning { step, message } => {
-                self.log_line(format!("WARNING at step {step}: {message}"));
+                self.log_at(
+                    at,
+                    Level::Warning,
+                    format!("WARNING at step {step}: {message}"),
+                );
                 self.last_warning = Some(message.clone());
             }
             Event::EvalStarted {
@@ -437,16 +1034,46 @@ impl App {
                 eval,
                 samples,
             } => {
-                self.log_line(format!(
-                    "evaluation {eval} at step {step} ({samples} samples)"
-                ));
+                self.log_at(
+                    at,
+                    Level::Info,
+                    format!(
+                        "evaluation {eval} at step {step} ({samples} sample{})",
+                        if *samples == 1 { "" } else { "s" }
+                    ),
+                );
+                if self.evals.len() == EVALS_KEPT {
+                    self.evals.pop_front();
+                }
+                self.evals.push_back(EvalView {
+                    eval: *eval,
+                    step: *step,
+                    samples: *samples,
+                    val_loss: None,
+                    summary: None,
+                    timeouts: 0,
+                    aborts: 0,
+                    errors: 0,
+                });
+                // Back to the newest, unless the user is reading.
+                let reading = self.read_at.is_some_and(|read| {
+                    at.duration_since(read).unwrap_or_default() < Duration::from_secs(READING_SECS)
+                });
+                if !reading {
+                    self.sample_cursor = None;
+                    self.unseen_samples = 0;
+                }
             }
-            Event::ValLoss {
-                step,
-                loss: Some(loss),
-                ..
-            } if loss.is_finite() => {
-                self.val_history.push(*step as f64, *loss);
+            Event::ValLoss { step, loss, .. } => {
+                if let Some(eval) = self.evals.back_mut().filter(|e| e.step == *step) {
+                    eval.val_loss = *loss;
+                }
+                if let Some(loss) = loss.filter(|l| l.is_finite()) {
+                    self.val_history.push(*step as f64, loss);
+                    if self.best_val.is_none_or(|(best, _)| loss < best) {
+                        self.best_val = Some((loss, *step));
+                    }
+                }
             }
             Event::GenerationStarted(start) => {
                 self.live = Some(LiveGeneration {
@@ -469,17 +1096,7 @@ impl App {
                     live.elapsed_secs = *elapsed_secs;
                 }
             }
-            Event::Sample(sample) => {
-                self.live = None;
-                if self.samples.len() == SAMPLES_KEPT {
-                    self.samples.pop_back();
-                }
-                self.samples.push_front(sample.clone());
-                if self.sample_scroll > 0 {
-                    // Keep the sample the user is reading in view.
-                    self.sample_scroll = (self.sample_scroll + 1).min(self.samples.len() - 1);
-                }
-            }
+            Event::Sample(sample) => self.add_sample(sample),
             Event::EvalFinished(summary) => {
                 self.live = None;
                 if self.exact_match_history.len() == LOAD_HISTORY {
@@ -487,13 +1104,20 @@ impl App {
                 }
                 self.exact_match_history
                     .push_back((100.0 * summary.exact_match).round() as u64);
+                if let Some(eval) = self.evals.iter_mut().rev().find(|e| e.eval == summary.eval) {
+                    eval.summary = Some(summary.clone());
+                }
                 let val = summary
                     .val_loss
                     .map_or_else(|| "-".into(), |v| format!("{v:.4}"));
-                self.log_line(format!(
-                    "eval {} at step {}: val loss {val}, exact match {}/{}",
-                    summary.eval, summary.step, summary.matches, summary.samples
-                ));
+                self.log_at(
+                    at,
+                    Level::Info,
+                    format!(
+                        "eval {} at step {}: val loss {val}, exact match {}/{}",
+                        summary.eval, summary.step, summary.matches, summary.samples
+                    ),
+                );
             }
             Event::Stalled {
                 step,
@@ -501,15 +1125,25 @@ impl App {
                 silent_secs,
                 ..
             } => {
-                self.stall = Some(format!(
-                    "no progress for {silent_secs:.0}s at step {step}, while {}",
-                    phase.as_str()
-                ));
-                self.log_line(format!("STALLED at step {step} ({})", phase.as_str()));
+                self.stall = Some(Stall {
+                    step: *step,
+                    phase: *phase,
+                    since: at
+                        .checked_sub(Duration::from_secs_f64(silent_secs.max(0.0)))
+                        .unwrap_or(at),
+                });
+                self.log_at(
+                    at,
+                    Level::Error,
+                    format!(
+                        "STALLED at step {step} ({}), silent for {silent_secs:.0}s",
+                        phase.as_str()
+                    ),
+                );
             }
             Event::Recovered { step, .. } => {
                 self.stall = None;
-                self.log_line(format!("recovered at step {step}"));
+                self.log_at(at, Level::Info, format!("recovered at step {step}"));
             }
             Event::Control {
                 command,
@@ -517,8 +1151,12 @@ impl App {
                 message,
                 ..
             } => {
-                let verdict = if *accepted { "" } else { " REJECTED" };
-                self.log_line(format!("control {command}{verdict}: {message}"));
+                let (verdict, level) = if *accepted {
+                    ("", Level::Info)
+                } else {
+                    (" REJECTED", Level::Warning)
+                };
+                self.log_at(at, level, format!("control {command}{verdict}: {message}"));
             }
             Event::NonFinite {
                 step,
@@ -531,35 +1169,65 @@ impl App {
                     "NON-FINITE loss {loss} (grad norm {grad_norm}) at step {step}: {}",
                     action.as_str()
                 );
-                self.log_line(format!("WARNING {message}"));
+                self.log_at(at, Level::Warning, format!("WARNING {message}"));
                 self.last_warning = Some(message);
             }
             Event::Checkpoint { step, path } => {
-                self.log_line(format!("checkpoint at step {step}: {path}"));
+                self.log_at(
+                    at,
+                    Level::Info,
+                    format!("checkpoint at step {step}: {path}"),
+                );
             }
             Event::Finished(summary) => {
                 self.live = None;
-                self.log_line(format!(
-                    "{} at step {}",
-                    summary.state.as_str(),
-                    summary.step
-                ));
+                self.paused_since = None;
+                self.stall = None;
+                self.log_at(
+                    at,
+                    Level::Info,
+                    format!("{} at step {}", summary.state.as_str(), summary.step),
+                );
                 if self.quit_when_stopped {
                     self.exit = Some(Exit::Done);
                 }
             }
             Event::Failed { step, message } => {
                 self.live = None;
+                self.paused_since = None;
                 self.failure = Some(message.clone());
-                self.log_line(format!("FAILED at step {step}: {message}"));
+                self.log_at(
+                    at,
+                    Level::Error,
+                    format!("FAILED at step {step}: {message}"),
+                );
                 if self.quit_when_stopped {
                     self.exit = Some(Exit::Done);
                 }
             }
-            Event::State { .. }
-            | Event::Step(_)
-            | Event::ValLoss { .. }
-            | Event::Settings { .. } => {}
+            Event::Settings { .. } => {}
+        }
+    }
+
+    fn add_sample(&mut self, sample: &SampleResult) {
+        self.live = None;
+        if self.samples.len() == SAMPLES_KEPT {
+            self.samples.pop_front();
+            if let Some(cursor) = self.sample_cursor.as_mut() {
+                *cursor = cursor.saturating_sub(1);
+            }
+        }
+        self.samples.push_back(sample.clone());
+        if self.sample_cursor.is_some() {
+            self.unseen_samples += 1;
+        }
+        if let Some(eval) = self.evals.back_mut().filter(|e| e.step == sample.step) {
+            match sample.outcome {
+                GenerationOutcome::TimedOut => eval.timeouts += 1,
+                GenerationOutcome::Aborted => eval.aborts += 1,
+                GenerationOutcome::Error { .. } => eval.errors += 1,
+                GenerationOutcome::Completed => {}
+            }
         }
     }
 
@@ -589,18 +1257,80 @@ impl App {
         self.system_note = sample.note;
     }
 
-    fn log_line(&mut self, line: String) {
+    fn log_line(&mut self, level: Level, text: String) {
+        self.log_at(self.now, level, text);
+    }
+
+    fn log_at(&mut self, at: SystemTime, level: Level, text: String) {
         if self.log.len() == LOG_LINES_KEPT {
             self.log.pop_front();
         }
-        self.log.push_back(line);
+        self.log.push_back(LogLine { at, level, text });
     }
+
+    /// One line on how the run ended (or was left), its last checkpoint and
+    /// how to go on: printed once the TUI has given the terminal back.
+    #[must_use]
+    pub fn farewell(&self) -> String {
+        let s = &self.status;
+        let name = &s.run_name;
+        let at = format!("at step {}/{}", s.current_step, s.max_steps);
+        let checkpoint = self.restart_point().map_or_else(
+            || "no checkpoint".to_owned(),
+            |path| format!("last checkpoint {path}"),
+        );
+        let resume = self
+            .gone
+            .as_ref()
+            .map(|g| g.resume.clone())
+            .or_else(|| self.resume.clone());
+        let go_on = resume.map_or_else(String::new, |r| format!("; resume: {r}"));
+        if let Some(status) = self.job_status {
+            return format!("{name}: the job exited with status {status} {at}; {checkpoint}");
+        }
+        if self.gone.is_some() {
+            return format!(
+                "{name}: its process is gone {at} without a final state; {checkpoint}{go_on}"
+            );
+        }
+        match s.state {
+            RunState::Finished => format!(
+                "{name} finished {at} in {}; {checkpoint}",
+                crate::lines::duration(s.elapsed_secs)
+            ),
+            RunState::Stopped => format!("{name} stopped {at}; {checkpoint}{go_on}"),
+            RunState::Failed => format!(
+                "{name} failed {at}: {}; {checkpoint}{go_on}",
+                self.failure.as_deref().unwrap_or("see its log")
+            ),
+            state if self.owner == Owner::Watcher => format!(
+                "left {name} {} {at}; the run goes on (trainui watch to see it again)",
+                state.as_str()
+            ),
+            _ if self.exit == Some(Exit::Restart) => {
+                format!("{name} restarts from {checkpoint}")
+            }
+            _ => format!("{name} quit at once {at} without saving; {checkpoint}{go_on}"),
+        }
+    }
+}
+
+/// The smoothing window a run of `max_steps` starts with: about a
+/// twentieth of the run, from [`SMOOTHING_STEPS`].
+#[must_use]
+pub fn default_smoothing(max_steps: u64) -> u64 {
+    SMOOTHING_STEPS
+        .iter()
+        .copied()
+        .filter(|&s| s > 0 && s <= (max_steps / 20).max(10))
+        .max()
+        .unwrap_or(10)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ratatui::crossterm::event::{KeyCode, KeyModifiers};
+    use ratatui::crossterm::event::KeyModifiers;
 
     fn key(code: KeyCode) -> Msg {
         Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
@@ -619,7 +1349,7 @@ mod tests {
     fn each_key_sends_its_command() {
         let mut app = training_app();
         assert_eq!(app.update(key(KeyCode::Char('e'))), Some(Command::EvalNow));
-        assert_eq!(app.ack.as_deref(), Some("sent: eval"));
+        assert_eq!(app.ack_text(), Some("sent: eval"));
         assert_eq!(
             app.update(key(KeyCode::Char('a'))),
             Some(Command::AbortGeneration)
@@ -670,53 +1400,192 @@ mod tests {
             state: RunState::Finished,
         });
         assert_eq!(app.update(key(KeyCode::Char('e'))), None);
-        assert!(app.ack.as_deref().is_some_and(|a| a.contains("finished")));
+        assert!(app.ack_text().is_some_and(|a| a.contains("finished")));
         app.update(key(KeyCode::Char('q')));
         assert_eq!(app.exit, Some(Exit::Done));
     }
 
-    #[test]
-    fn a_stall_offers_a_restart_and_recovery_restores_the_state() {
-        let mut app = training_app();
-        assert_eq!(app.update(key(KeyCode::Char('r'))), None);
-        assert_eq!(app.exit, None, "no restart while healthy");
+    fn stalled(app: &mut App) {
         app.apply(&Event::Stalled {
             step: 3,
-            phase: crate::events::Phase::Generating,
+            phase: crate::events::Phase::Training,
             silent_secs: 31.0,
             timeout_secs: 30.0,
         });
+    }
+
+    #[test]
+    fn a_stall_offers_a_restart_from_a_checkpoint_and_asks_first() {
+        let mut app = training_app();
+        assert_eq!(app.update(key(KeyCode::Char('r'))), None);
+        assert_eq!(app.exit, None, "no restart while healthy");
+        stalled(&mut app);
         assert_eq!(app.status.state, RunState::Stalled);
         app.apply(&Event::Recovered {
             step: 3,
             phase: crate::events::Phase::Training,
         });
         assert_eq!(app.status.state, RunState::Training);
-        app.apply(&Event::Stalled {
-            step: 3,
-            phase: crate::events::Phase::Training,
-            silent_secs: 31.0,
-            timeout_secs: 30.0,
+        // Stalled without a checkpoint: r says there is none, does nothing.
+        stalled(&mut app);
+        app.update(key(KeyCode::Char('r')));
+        assert_eq!((app.exit, app.overlay), (None, Overlay::None));
+        assert!(
+            app.ack_text().unwrap().contains("no checkpoint"),
+            "{:?}",
+            app.ack
+        );
+        // With one: r asks, n cancels, r then y restarts.
+        app.apply(&Event::Checkpoint {
+            step: 2,
+            path: "runs/x/checkpoints/checkpoint-2".into(),
         });
         app.update(key(KeyCode::Char('r')));
+        assert_eq!((app.exit, app.overlay), (None, Overlay::ConfirmRestart));
+        app.update(key(KeyCode::Char('n')));
+        assert_eq!((app.exit, app.overlay), (None, Overlay::None));
+        app.update(key(KeyCode::Char('r')));
+        app.update(key(KeyCode::Char('y')));
         assert_eq!(app.exit, Some(Exit::Restart));
     }
 
     #[test]
-    fn view_keys_change_only_the_view() {
+    fn view_keys_change_only_the_view_and_say_so() {
         let mut app = training_app();
-        for (code, check) in [
+        app.chart.smoothing = 100;
+        for (code, check, said) in [
             (
                 KeyCode::Char('l'),
                 (|a: &App| a.chart.log_scale) as fn(&App) -> bool,
+                "log scale",
             ),
-            (KeyCode::Char('z'), |a: &App| !a.chart.whole_run),
-            (KeyCode::Tab, |a: &App| a.focus == Focus::Events),
-            (KeyCode::Char('?'), |a: &App| a.overlay == Overlay::Help),
+            (KeyCode::Char('z'), |a: &App| !a.chart.whole_run, "latest"),
+            (
+                KeyCode::Char('t'),
+                |a: &App| a.chart.time_axis,
+                "wall-clock",
+            ),
+            (
+                KeyCode::Tab,
+                |a: &App| a.focus == Focus::Events,
+                "focus: events",
+            ),
+            (
+                KeyCode::Char(']'),
+                |a: &App| a.chart.smoothing == 250,
+                "250 steps",
+            ),
+            (
+                KeyCode::Char('['),
+                |a: &App| a.chart.smoothing == 100,
+                "100 steps",
+            ),
         ] {
             assert_eq!(app.update(key(code)), None);
             assert!(check(&app), "{code:?}");
+            let ack = app.ack_text().unwrap_or_default();
+            assert!(ack.contains(said), "{code:?}: {ack}");
         }
+        assert_eq!(app.update(key(KeyCode::Char('?'))), None);
+        assert_eq!(app.overlay, Overlay::Help);
+    }
+
+    #[test]
+    fn every_key_gets_an_answer_and_answers_expire() {
+        let mut app = training_app();
+        let start = app.now;
+        for code in [
+            KeyCode::Char(' '),
+            KeyCode::Char('x'),
+            KeyCode::Char('1'),
+            KeyCode::Char('b'),
+            KeyCode::F(5),
+        ] {
+            app.ack = None;
+            app.update(key(code));
+            let ack = app.ack_text().unwrap_or_default();
+            assert!(ack.contains("not a key here"), "{code:?}: {ack}");
+        }
+        app.update(Msg::Tick(start + Duration::from_secs(ACK_SECS + 1)));
+        assert_eq!(app.ack_text(), None, "an answer goes after a few seconds");
+        // The help closes on Esc or ?, and says so to any other key.
+        app.update(key(KeyCode::Char('?')));
+        app.update(key(KeyCode::Char('x')));
+        assert_eq!(app.overlay, Overlay::Help);
+        assert!(app.ack_text().unwrap().contains("Esc or ? closes the help"));
+        app.update(key(KeyCode::Esc));
+        assert_eq!(app.overlay, Overlay::None);
+        app.update(key(KeyCode::Char('?')));
+        app.update(key(KeyCode::Char('?')));
+        assert_eq!(app.overlay, Overlay::None);
+    }
+
+    #[test]
+    fn a_replayed_acknowledgement_is_not_shown_as_new() {
+        let mut app = training_app();
+        let long_ago = app.now - Duration::from_hours(1);
+        app.update(Msg::Recorded(
+            Event::CommandAck {
+                step: 3,
+                command: Command::EvalNow,
+                message: "already evaluating".into(),
+            },
+            long_ago,
+        ));
+        assert_eq!(app.ack_text(), None);
+        assert!(app.log.back().unwrap().text.contains("already evaluating"));
+    }
+
+    #[test]
+    fn a_new_evaluation_brings_the_samples_back_unless_the_user_reads() {
+        let mut app = training_app();
+        let sample = |step: u64, n: u32| {
+            Event::Sample(crate::events::SampleResult {
+                step,
+                sample: n,
+                of: 2,
+                example: 1,
+                origin: "val.jsonl:2".into(),
+                prompt: "1+1=".into(),
+                golden: "2".into(),
+                output: "2".into(),
+                golden_tokens: 1,
+                output_tokens: 1,
+                outcome: crate::events::GenerationOutcome::Completed,
+                exact_match: true,
+                loss: None,
+                elapsed_secs: 0.1,
+                tokens_per_sec: 10.0,
+                timeout_secs: 60.0,
+                counters: crate::events::GenerationCounters::default(),
+            })
+        };
+        let eval = |step: u64| Event::EvalStarted {
+            step,
+            eval: step / 10,
+            samples: 2,
+        };
+        for step in [10, 20] {
+            app.apply(&eval(step));
+            app.apply(&sample(step, 1));
+            app.apply(&sample(step, 2));
+        }
+        // Reading: up twice selects an older sample.
+        app.update(key(KeyCode::Up));
+        app.update(key(KeyCode::Up));
+        assert_eq!(app.sample_cursor, Some(1));
+        app.apply(&eval(30));
+        app.apply(&sample(30, 1));
+        assert_eq!(app.sample_cursor, Some(1), "the reader keeps their place");
+        assert_eq!(app.unseen_samples, 1);
+        // Left alone for a while: the next evaluation brings the newest.
+        app.update(Msg::Tick(app.now + Duration::from_secs(READING_SECS + 1)));
+        app.apply(&eval(40));
+        assert_eq!((app.sample_cursor, app.unseen_samples), (None, 0));
+        // End goes back to the newest too.
+        app.update(key(KeyCode::Up));
+        app.update(key(KeyCode::End));
+        assert_eq!(app.sample_cursor, None);
     }
 
     #[test]
@@ -736,7 +1605,7 @@ mod tests {
         app.update(key(KeyCode::Char('n')));
         app.update(Msg::Liveness(Liveness::JobEnded(3)));
         assert_eq!(app.job_status, Some(3));
-        assert!(app.ack.as_deref().unwrap().contains("exited with status 3"));
+        assert!(app.ack_text().unwrap().contains("exited with status 3"));
         assert_eq!(
             app.update(key(KeyCode::Char('e'))),
             None,

@@ -4,10 +4,12 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Sparkline};
+use ratatui::widgets::Paragraph;
 
 use super::app::App;
 use super::theme::{fg, pane};
+
+const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let c = &app.status;
@@ -60,17 +62,26 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         .exact_match_history
         .back()
         .map_or_else(|| "-".to_owned(), |m| format!("{m}%"));
-    let label = format!("match {latest:>4} ");
-    let [label_area, spark_area] =
-        Layout::horizontal([Constraint::Length(label.len() as u16), Constraint::Fill(1)])
-            .areas(match_area);
-    frame.render_widget(Paragraph::new(label), label_area);
-    let data: Vec<u64> = app.exact_match_history.iter().copied().collect();
-    frame.render_widget(
-        Sparkline::default()
-            .data(&data)
-            .max(100)
-            .style(fg(app, Color::Green)),
-        spark_area,
-    );
+    // One bar per evaluation on a fixed 0-100% scale; 0% is the lowest
+    // bar, not a blank.
+    let width = usize::from(inner.width).saturating_sub(22);
+    let bars: String = app
+        .exact_match_history
+        .iter()
+        .skip(app.exact_match_history.len().saturating_sub(width))
+        .map(|&m| BARS[((m.min(100) as f64 / 100.0) * 7.0).round() as usize])
+        .collect();
+    let line = Line::from(vec![
+        Span::raw(format!("match {latest:>4} ")),
+        Span::styled(bars, fg(app, Color::Green)),
+        Span::styled(
+            if app.exact_match_history.is_empty() {
+                ""
+            } else {
+                " of 0-100%"
+            },
+            fg(app, Color::DarkGray),
+        ),
+    ]);
+    frame.render_widget(Paragraph::new(line), match_area);
 }

@@ -1,23 +1,40 @@
-//! The generation in progress with its deadline countdown, then the recent
-//! samples, newest first.
+//! The generation in progress with its deadline countdown, then the
+//! samples: a line per evaluation and two per sample, oldest first, the
+//! newest at the bottom (followed unless the user is reading older ones).
+
+use std::fmt::Write as _;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
+use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{LineGauge, Paragraph, Wrap};
+use ratatui::widgets::{Paragraph, Wrap};
 
-use super::app::{App, Focus, LiveGeneration};
-use super::theme::{fg, pane};
+use super::app::{App, EvalView, Focus, LiveGeneration};
+use super::header::loss;
+use super::theme::{bar, dim, ellipsis, fg, pane, sep};
 use crate::events::{GenerationOutcome, SampleResult};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let title = if app.samples.is_empty() {
+    let count = app.samples.len();
+    let title = if count == 0 {
         " eval ".to_owned()
     } else {
-        format!(" eval · {} samples (↑↓) ", app.samples.len())
+        let at = app.sample_cursor.map_or(count, |c| c + 1);
+        let noun = if count == 1 { "sample" } else { "samples" };
+        format!(" eval · {at}/{count} {noun} · Enter opens ")
     };
-    let block = pane(app, title, app.focus == Focus::Samples);
+    let mut block = pane(app, title, app.focus == Focus::Samples);
+    if app.unseen_samples > 0 {
+        let arrow = if app.ascii { "v" } else { "↓" };
+        block = block.title_bottom(
+            Line::from(Span::styled(
+                format!(" {arrow} {} new (End) ", app.unseen_samples),
+                fg(app, Color::Yellow).add_modifier(Modifier::BOLD),
+            ))
+            .right_aligned(),
+        );
+    }
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let list_area = if let Some(live) = &app.live {
@@ -29,6 +46,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     } else {
         inner
     };
+    let mut geometry = app.geometry.get();
+    geometry.sample_rows = list_area.height;
+    app.geometry.set(geometry);
     render_samples(frame, list_area, app);
 }
 
@@ -46,8 +66,13 @@ fn render_live(frame: &mut Frame, area: Rect, app: &App, live: &LiveGeneration) 
             fg(app, Color::Cyan).add_modifier(Modifier::BOLD),
         ),
         Span::raw(format!(
-            "{}/{} · {} · {} tokens",
-            start.sample, start.of, start.origin, live.tokens
+            "{}/{}{}{}{}{} tokens",
+            start.sample,
+            start.of,
+            sep(app),
+            start.origin,
+            sep(app),
+            live.tokens
         )),
     ]);
     frame.render_widget(Paragraph::new(title), title_area);
@@ -59,15 +84,11 @@ fn render_live(frame: &mut Frame, area: Rect, app: &App, live: &LiveGeneration) 
     } else {
         Color::Green
     };
-    let gauge = LineGauge::default()
-        .ratio(ratio)
-        .label(format!(
-            "{:.1}s / {}s ",
-            live.elapsed_secs, start.timeout_secs
-        ))
-        .filled_style(fg(app, color))
-        .unfilled_style(fg(app, Color::DarkGray));
-    frame.render_widget(gauge, gauge_area);
+    let label = format!(" {:.1}s / {}s", live.elapsed_secs, start.timeout_secs);
+    let width = usize::from(gauge_area.width).saturating_sub(label.len());
+    let mut spans = bar(app, ratio, width, color);
+    spans.push(Span::raw(label));
+    frame.render_widget(Paragraph::new(Line::from(spans)), gauge_area);
     let text = vec![
         Line::from(vec![
             Span::styled("PROMPT ", dim(app)),
@@ -79,7 +100,7 @@ fn render_live(frame: &mut Frame, area: Rect, app: &App, live: &LiveGeneration) 
         ]),
         Line::from(vec![
             Span::styled("MODEL  ", dim(app)),
-            Span::raw(tail(&live.text, 2000)),
+            Span::raw(tail(app, &live.text, 2000)),
         ]),
     ];
     frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: false }), text_area);
@@ -95,70 +116,138 @@ fn render_samples(frame: &mut Frame, area: Rect, app: &App) {
         frame.render_widget(Paragraph::new(note).style(dim(app)), area);
         return;
     }
+    let selected = app.sample_cursor.unwrap_or(app.samples.len() - 1);
     let mut lines = Vec::new();
-    for sample in app.samples.iter().skip(app.sample_scroll) {
-        if lines.len() + 2 > usize::from(area.height) {
-            break;
+    let mut selected_line = 0;
+    let mut previous_step = None;
+    for (index, sample) in app.samples.iter().enumerate() {
+        if previous_step != Some(sample.step) {
+            previous_step = Some(sample.step);
+            let eval = app.evals.iter().rev().find(|e| e.step == sample.step);
+            lines.push(eval_line(app, sample.step, eval));
         }
-        lines.extend(sample_lines(app, sample));
+        if index == selected {
+            selected_line = lines.len();
+        }
+        lines.extend(sample_lines(app, sample, index == selected));
     }
-    frame.render_widget(Paragraph::new(lines), area);
+    let rows = usize::from(area.height);
+    let bottom = lines.len().saturating_sub(rows);
+    let start = if app.sample_cursor.is_none() {
+        bottom
+    } else {
+        selected_line.saturating_sub(rows / 3).min(bottom)
+    };
+    let shown: Vec<Line> = lines.into_iter().skip(start).take(rows).collect();
+    frame.render_widget(Paragraph::new(shown), area);
 }
 
-fn sample_lines<'a>(app: &App, s: &'a SampleResult) -> [Line<'a>; 2] {
-    let (label, color) = match &s.outcome {
-        GenerationOutcome::Completed if s.exact_match => ("MATCH", Color::Green),
-        GenerationOutcome::Completed => ("MISMATCH", Color::Red),
-        GenerationOutcome::TimedOut => ("TIMEOUT", Color::Yellow),
-        GenerationOutcome::Aborted => ("ABORTED", Color::Yellow),
-        GenerationOutcome::Error { .. } => ("ERROR", Color::Red),
+/// One line for an evaluation: `eval 2 @1500 · val 0.537 · 3/4 matched · 1 timeout`.
+fn eval_line(app: &App, step: u64, eval: Option<&EvalView>) -> Line<'static> {
+    let Some(eval) = eval else {
+        return Line::from(Span::styled(format!("@{step}"), dim(app)));
     };
+    let s = sep(app);
+    let mut text = format!("eval {} @{}", eval.eval, eval.step);
+    if let Some(val) = eval.val_loss {
+        let _ = write!(text, "{s}val {}", loss(val));
+    }
+    let mut problems = Vec::new();
+    for (count, one, many) in [
+        (eval.timeouts, "timeout", "timeouts"),
+        (eval.aborts, "abort", "aborts"),
+        (eval.errors, "error", "errors"),
+    ] {
+        match count {
+            0 => {}
+            1 => problems.push(format!("1 {one}")),
+            n => problems.push(format!("{n} {many}")),
+        }
+    }
+    if let Some(summary) = &eval.summary {
+        let _ = write!(text, "{s}{}/{} matched", summary.matches, summary.samples);
+    } else {
+        let done = app.samples.iter().filter(|x| x.step == eval.step).count();
+        let _ = write!(text, "{s}running {done}/{}", eval.samples);
+    }
+    for problem in problems {
+        let _ = write!(text, "{s}{problem}");
+    }
+    let style = if eval.timeouts + eval.errors > 0 {
+        fg(app, Color::Red).add_modifier(Modifier::BOLD)
+    } else {
+        fg(app, Color::Cyan).add_modifier(Modifier::BOLD)
+    };
+    Line::from(Span::styled(text, style))
+}
+
+/// The label and colour of a sample's outcome.
+#[must_use]
+pub fn outcome(sample: &SampleResult) -> (&'static str, Color) {
+    match &sample.outcome {
+        GenerationOutcome::Completed if sample.exact_match => ("MATCH", Color::Green),
+        GenerationOutcome::Completed => ("MISMATCH", Color::Red),
+        GenerationOutcome::TimedOut => ("TIMEOUT", Color::Red),
+        GenerationOutcome::Aborted => ("ABORTED", Color::Yellow),
+        GenerationOutcome::Error { .. } => ("ERROR", Color::Magenta),
+    }
+}
+
+fn sample_lines(app: &App, s: &SampleResult, selected: bool) -> [Line<'static>; 2] {
+    let (label, color) = outcome(s);
+    let arrow = if app.ascii { " -> " } else { " → " };
+    let gutter = match (selected, app.ascii) {
+        (false, _) => "  ",
+        (true, true) => "> ",
+        (true, false) => "› ",
+    };
+    let mut label_style = fg(app, color).add_modifier(Modifier::BOLD);
+    if selected && app.focus == Focus::Samples {
+        label_style = label_style.add_modifier(Modifier::REVERSED);
+    }
     let first = Line::from(vec![
-        Span::styled(
-            format!("{label:<8} "),
-            fg(app, color).add_modifier(Modifier::BOLD),
-        ),
-        Span::styled(format!("@{} ", s.step), dim(app)),
-        Span::raw(one_line(&s.prompt)),
-        Span::styled(" → ", dim(app)),
-        Span::raw(one_line(&s.output)),
+        Span::raw(gutter),
+        Span::styled(format!("{label:<8}"), label_style),
+        Span::raw(" "),
+        Span::raw(one_line(app, &s.prompt)),
+        Span::styled(arrow, dim(app)),
+        Span::raw(one_line(app, &s.output)),
     ]);
-    let loss = s.loss.map_or_else(|| "-".to_owned(), |l| format!("{l:.3}"));
+    let sep = sep(app);
     let detail = match &s.outcome {
         GenerationOutcome::Error { message } => format!("error: {message}"),
         _ => format!(
-            "golden {} · {} tok · {:.3}s · loss {loss} · {}",
-            one_line(&s.golden),
+            "loss {}{sep}{} tok{sep}{:.3}s{sep}golden {}",
+            s.loss.map_or_else(|| "-".to_owned(), loss),
             s.output_tokens,
             s.elapsed_secs,
-            s.origin
+            one_line(app, &s.golden),
         ),
     };
     [
         first,
-        Line::from(Span::styled(format!("         {detail}"), dim(app))),
+        Line::from(Span::styled(format!("    {detail}"), dim(app))),
     ]
 }
 
-fn dim(app: &App) -> Style {
-    fg(app, Color::DarkGray)
-}
-
 /// The start of `text` on one line.
-fn one_line(text: &str) -> String {
-    let flat = text.replace('\n', "⏎");
+fn one_line(app: &App, text: &str) -> String {
+    let flat = text.replace('\n', if app.ascii { "~" } else { "⏎" });
     if flat.chars().count() <= 200 {
         return flat;
     }
-    flat.chars().take(200).chain(std::iter::once('…')).collect()
+    flat.chars()
+        .take(200)
+        .chain(ellipsis(app).chars())
+        .collect()
 }
 
 /// The last `max` characters of `text`.
-fn tail(text: &str, max: usize) -> String {
+fn tail(app: &App, text: &str, max: usize) -> String {
     let count = text.chars().count();
     if count <= max {
         return text.to_owned();
     }
     let kept: String = text.chars().skip(count - max).collect();
-    format!("…{kept}")
+    format!("{}{kept}", ellipsis(app))
 }

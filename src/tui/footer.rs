@@ -1,26 +1,55 @@
-//! The keys, and the latest command sent or acknowledged.
+//! The keys of the screen in use (from the key map), and the latest answer
+//! to a key or a command while it is fresh; while a search is typed, the
+//! search.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::Color;
+use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::app::App;
-use super::keys::{KEYS, KeyAction};
+use super::app::{App, Owner};
+use super::keys::{KeyAction, map};
 use super::theme::{fg, key};
 use crate::events::RunState;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+    if let Some(typing) = &app.log_view.typing {
+        let line = Line::from(vec![
+            Span::styled(" /", key(app)),
+            Span::styled(
+                typing.clone(),
+                fg(app, Color::Yellow).add_modifier(Modifier::BOLD),
+            ),
+            Span::styled("_", key(app)),
+            Span::raw("   Enter searches · Esc clears"),
+        ]);
+        frame.render_widget(Paragraph::new(line), area);
+        return;
+    }
     let state = app.status.state;
     let mut spans = vec![Span::raw(" ")];
-    for binding in KEYS {
+    for binding in map(app.context()) {
         let Some(mut what) = binding.footer else {
             continue;
         };
         match binding.action() {
-            Some(KeyAction::Restart) if state != RunState::Stalled => continue,
+            Some(KeyAction::Restart)
+                if state != RunState::Stalled
+                    || app.owner != Owner::Trainer
+                    || app.restart_point().is_none() =>
+            {
+                continue;
+            }
             Some(KeyAction::TogglePause) if state == RunState::Paused => what = "resume",
+            Some(
+                KeyAction::EvalNow
+                | KeyAction::AbortGeneration
+                | KeyAction::TogglePause
+                | KeyAction::Save,
+            ) if !app.running() => {
+                continue;
+            }
             _ => {}
         }
         let name = binding.label.split(' ').next().unwrap_or(binding.label);
@@ -32,7 +61,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         Layout::horizontal([Constraint::Length(keys_width as u16), Constraint::Fill(1)])
             .areas(area);
     frame.render_widget(Paragraph::new(Line::from(spans)), keys_area);
-    if let Some(ack) = &app.ack {
+    if let Some(ack) = app.ack_text() {
         let line = Line::from(format!("{ack} "))
             .style(fg(app, Color::Yellow))
             .right_aligned();

@@ -1,52 +1,189 @@
-//! Run name, state, progress, speed and device.
+//! Run name, state and clocks; the current numbers; progress, or the
+//! banner of what needs attention.
+//!
+//! ```text
+//!  trainui demo-run cpu  TRAINING        elapsed 0:01:08 · eta 0:01:08 · updated 3s ago
+//!  loss 0.758 · val 0.537 (best 0.510 @463) · grad 0.81 · 15,234 tok/s · lr 5.00e-4
+//!  step 1500/3000  50% ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━──────────────────────────────
+//! ```
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{LineGauge, Paragraph};
+use ratatui::widgets::Paragraph;
 
-use super::app::App;
-use super::theme::{fg, state_style};
+use super::app::{App, Owner};
+use super::theme::{bar, dim, fg, sep, state_style};
 use crate::events::RunState;
 use crate::lines::{duration, thousands};
 
+/// Rows the header takes.
+pub const HEIGHT: u16 = 3;
+/// Silence after which "updated … ago" turns yellow on a running run.
+const QUIET_SECS: f64 = 60.0;
+
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let [title_area, progress_area] =
-        Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
-    let dim = fg(app, Color::DarkGray);
-    let eta = match app.status.state {
-        RunState::Finished => "done".to_owned(),
-        _ if app.gone.is_some() => "-".to_owned(),
-        _ => app.status.eta_secs.map_or_else(|| "-".to_owned(), duration),
-    };
-    let (state, look) = if app.gone.is_some() {
+    let [title_area, numbers_area, progress_area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_title(frame, title_area, app);
+    frame.render_widget(Paragraph::new(numbers(app)), numbers_area);
+    if let Some(banner) = banner(app) {
+        frame.render_widget(Paragraph::new(banner), progress_area);
+    } else {
+        render_progress(frame, progress_area, app);
+    }
+}
+
+fn render_title(frame: &mut Frame, area: Rect, app: &App) {
+    let state = app.status.state;
+    let (state_text, look) = if app.gone.is_some() {
         (
             "GONE".to_owned(),
             fg(app, Color::Red).add_modifier(Modifier::BOLD),
         )
     } else {
-        (
-            app.status.state.as_str().to_uppercase(),
-            state_style(app, app.status.state),
-        )
+        (state.as_str().to_uppercase(), state_style(app, state))
     };
-    let title = Line::from(vec![
+    let mut left = vec![
         Span::styled(
             " trainui ",
             fg(app, Color::Cyan).add_modifier(Modifier::BOLD),
         ),
         Span::styled(app.status.run_name.clone(), Modifier::BOLD),
-        Span::styled(producer(app), dim),
+        Span::styled(producer(app), dim(app)),
         Span::raw("  "),
-        Span::styled(state, look),
-        Span::styled("  elapsed ", dim),
-        Span::raw(duration(app.status.elapsed_secs)),
-        Span::styled("  eta ", dim),
-        Span::raw(eta),
-    ]);
-    frame.render_widget(Paragraph::new(title), title_area);
+        Span::styled(state_text, look),
+    ];
+    if let (Some(since), RunState::Paused) = (app.paused_since, state) {
+        left.push(Span::styled(
+            format!(" {}", duration(app.secs_since(since))),
+            look,
+        ));
+    }
 
+    let running = app.running();
+    let mut right = vec![
+        Span::styled("elapsed ", dim(app)),
+        Span::raw(duration(app.elapsed_secs())),
+    ];
+    let training = matches!(state, RunState::Training | RunState::Evaluating);
+    if let (true, true, Some(eta)) = (running, training, app.status.eta_secs) {
+        right.push(Span::styled(format!("{}eta ", sep(app)), dim(app)));
+        right.push(Span::raw(duration(eta)));
+    }
+    if let Some(at) = app.last_event_at {
+        let quiet = app.secs_since(at);
+        let word = if running { "updated" } else { "ended" };
+        let style = if running && state != RunState::Paused && quiet > QUIET_SECS {
+            fg(app, Color::Yellow).add_modifier(Modifier::BOLD)
+        } else {
+            dim(app)
+        };
+        right.push(Span::styled(
+            format!("{}{word} {} ", sep(app), ago(quiet)),
+            style,
+        ));
+    }
+    let right = Line::from(right).right_aligned();
+    let [left_area, right_area] = Layout::horizontal([
+        Constraint::Fill(1),
+        Constraint::Length(right.width() as u16),
+    ])
+    .areas(area);
+    frame.render_widget(Paragraph::new(Line::from(left)), left_area);
+    frame.render_widget(Paragraph::new(right), right_area);
+}
+
+/// `3s ago`, `4:05 ago`, `1:02:03 ago`.
+fn ago(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{:.0}s ago", secs.floor())
+    } else {
+        format!("{} ago", duration(secs))
+    }
+}
+
+/// A loss to four significant figures or so: `0.758`, `12.34`.
+#[must_use]
+pub fn loss(value: f64) -> String {
+    match value.abs() {
+        v if !v.is_finite() => format!("{value}"),
+        v if v >= 100.0 => format!("{value:.1}"),
+        v if v >= 10.0 => format!("{value:.2}"),
+        _ => format!("{value:.3}"),
+    }
+}
+
+fn numbers(app: &App) -> Line<'static> {
+    let s = &app.status;
+    let label = |text: &str| Span::styled(text.to_owned(), dim(app));
+    let mut spans = vec![
+        Span::raw(" "),
+        label("loss "),
+        match s.loss {
+            Some(value) if !value.is_finite() => Span::styled(
+                loss(value),
+                fg(app, Color::Red).add_modifier(Modifier::BOLD),
+            ),
+            Some(value) => Span::styled(loss(value), Modifier::BOLD),
+            None => Span::raw("-"),
+        },
+    ];
+    if let Some(val) = s.val_loss {
+        spans.push(label(&format!("{}val ", sep(app))));
+        spans.push(Span::styled(loss(val), Modifier::BOLD));
+        if let Some((best, step)) = app.best_val {
+            spans.push(label(&format!(" (best {} @{step})", loss(best))));
+        }
+    }
+    if let Some(norm) = app.grad_norm {
+        spans.push(label(&format!("{}grad ", sep(app))));
+        spans.push(Span::raw(loss(norm)));
+    }
+    let training = matches!(s.state, RunState::Training | RunState::Evaluating);
+    if let (true, true, Some(rate)) = (training, app.running(), s.tokens_per_sec) {
+        spans.push(Span::raw(format!(
+            "{}{} ",
+            sep(app),
+            thousands(rate.round() as u64)
+        )));
+        spans.push(label("tok/s"));
+    }
+    if let Some(lr) = s.learning_rate {
+        spans.push(label(&format!("{}lr ", sep(app))));
+        spans.push(Span::raw(format!("{lr:.2e}")));
+    }
+    Line::from(spans)
+}
+
+fn render_progress(frame: &mut Frame, area: Rect, app: &App) {
+    let s = &app.status;
+    let ratio = (s.current_step as f64 / s.max_steps.max(1) as f64).clamp(0.0, 1.0);
+    let label = format!(
+        " step {}/{} {:>3.0}% ",
+        s.current_step,
+        s.max_steps,
+        100.0 * ratio
+    );
+    let width = usize::from(area.width)
+        .saturating_sub(label.chars().count() + 1)
+        .max(1);
+    let mut spans = vec![Span::raw(label)];
+    spans.extend(bar(app, ratio, width, Color::Green));
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// What needs attention, in place of the progress bar: the process gone,
+/// a rank holding the others up, a stall, a failure.
+fn banner(app: &App) -> Option<Line<'static>> {
+    let alarm = |text: String, color: Color| {
+        Some(Line::from(text).style(fg(app, color).add_modifier(Modifier::BOLD)))
+    };
     if let Some(gone) = &app.gone {
         let checkpoint = gone.last_checkpoint.as_deref().map_or_else(
             || " (no checkpoint yet)".to_owned(),
@@ -55,101 +192,83 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
                 format!(" (from {})", name.to_string_lossy())
             },
         );
-        let line = Line::from(format!(
-            " GONE since {} · resume: {}{checkpoint} · process {} ended without a final state",
-            since(&gone.since),
-            gone.resume,
-            gone.pid
-        ))
-        .style(fg(app, Color::Red).add_modifier(Modifier::BOLD));
-        frame.render_widget(Paragraph::new(line), progress_area);
-        return;
+        return alarm(
+            format!(
+                " GONE since {}{}resume: {}{checkpoint}{}process {} ended without a final state",
+                since(app, &gone.since),
+                sep(app),
+                gone.resume,
+                sep(app),
+                gone.pid
+            ),
+            Color::Red,
+        );
     }
     if let Some(view) = crate::ranks::first_stuck(&app.ranks) {
         let beat = &view.beat;
-        let line = Line::from(format!(
-            " RANK {} {} since {} · {} at step {} · {} pid {} · the other ranks wait for it",
-            beat.rank,
-            view.verdict.as_str(),
-            since(&beat.beat),
-            beat.phase.as_str(),
-            beat.step,
-            beat.host,
-            beat.pid,
-        ))
-        .style(fg(app, Color::Red).add_modifier(Modifier::BOLD));
-        frame.render_widget(Paragraph::new(line), progress_area);
-        return;
+        return alarm(
+            format!(
+                " RANK {} {} since {}{}{} at step {}{}{} pid {}{}the other ranks wait for it",
+                beat.rank,
+                view.verdict.as_str(),
+                since(app, &beat.beat),
+                sep(app),
+                beat.phase.as_str(),
+                beat.step,
+                sep(app),
+                beat.host,
+                beat.pid,
+                sep(app),
+            ),
+            Color::Red,
+        );
     }
     if let Some(stall) = &app.stall {
-        let line = Line::from(format!(
-            " STALLED: {stall} · r restarts from the latest checkpoint"
-        ))
-        .style(fg(app, Color::Magenta).add_modifier(Modifier::BOLD));
-        frame.render_widget(Paragraph::new(line), progress_area);
-        return;
+        let then = match (app.owner, app.restart_point()) {
+            (Owner::Trainer, Some(path)) => {
+                let name = std::path::Path::new(path).file_name().unwrap_or_default();
+                format!("r restarts from {}", name.to_string_lossy())
+            }
+            (Owner::Trainer, None) => "no checkpoint yet; q stops it".to_owned(),
+            _ => "its supervisor restarts it (--resume auto)".to_owned(),
+        };
+        return alarm(
+            format!(
+                " STALLED for {} at step {} ({}){}{then}",
+                duration(app.secs_since(stall.since)),
+                stall.step,
+                stall.phase.as_str(),
+                sep(app),
+            ),
+            Color::Magenta,
+        );
     }
     if let Some(failure) = &app.failure {
-        let line = Line::from(format!(" FAILED: {failure}"))
-            .style(fg(app, Color::Red).add_modifier(Modifier::BOLD));
-        frame.render_widget(Paragraph::new(line), progress_area);
-        return;
+        return alarm(format!(" FAILED: {failure}"), Color::Red);
     }
-    let speed = app
-        .status
-        .tokens_per_sec
-        .map_or_else(|| "-".to_owned(), |t| thousands(t.round() as u64));
-    let lr = app
-        .status
-        .learning_rate
-        .map_or_else(|| "-".to_owned(), |lr| format!("{lr:.2e}"));
-    let info = format!(
-        "{speed} tok/s · lr {lr} · {} ",
-        if app.status.device.is_empty() {
-            "-"
-        } else {
-            &app.status.device
-        }
-    );
-    let [gauge_area, info_area] = Layout::horizontal([
-        Constraint::Fill(1),
-        Constraint::Length(info.chars().count() as u16 + 1),
-    ])
-    .areas(progress_area);
-    let ratio =
-        (app.status.current_step as f64 / app.status.max_steps.max(1) as f64).clamp(0.0, 1.0);
-    let gauge = LineGauge::default()
-        .ratio(ratio)
-        .label(format!(
-            " step {}/{} {:>3.0}%",
-            app.status.current_step,
-            app.status.max_steps,
-            100.0 * ratio
-        ))
-        .filled_style(fg(app, Color::Green))
-        .unfilled_style(dim);
-    frame.render_widget(gauge, gauge_area);
-    frame.render_widget(Paragraph::new(Line::from(info).right_aligned()), info_area);
+    None
 }
 
 /// An RFC 3339 time as `HH:MM:SS UTC (N ago)`, or as it is when it does not
 /// parse.
-fn since(time: &str) -> String {
+fn since(app: &App, time: &str) -> String {
     let Ok(when) = humantime::parse_rfc3339_weak(time) else {
         return time.to_owned();
     };
     let clock = time.get(11..19).unwrap_or(time);
-    let ago = std::time::SystemTime::now()
-        .duration_since(when)
-        .map_or(0.0, |d| d.as_secs_f64());
-    format!("{clock} UTC ({} ago)", duration(ago))
+    format!("{clock} UTC ({})", ago(app.secs_since(when)))
 }
 
 /// Who writes the run, when it is not trainui's own trainer: ` transformers ×2`.
 fn producer(app: &App) -> String {
+    let device = if app.status.device.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", app.status.device)
+    };
     match app.status.producer.as_ref().filter(|p| p.name != "trainui") {
-        Some(p) if p.world_size > 1 => format!(" {} ×{}", p.framework, p.world_size),
-        Some(p) => format!(" {}", p.framework),
-        None => String::new(),
+        Some(p) if p.world_size > 1 => format!(" {} ×{}{device}", p.framework, p.world_size),
+        Some(p) => format!(" {}{device}", p.framework),
+        None => device,
     }
 }

@@ -73,6 +73,7 @@ impl History {
         points
     }
 
+    #[cfg(test)]
     #[must_use]
     pub fn last(&self) -> Option<(f64, f64)> {
         self.recent.back().copied()

@@ -1,11 +1,15 @@
-//! Every key of the TUI in one table: what it does, the commands it can
-//! send, its line in the help overlay and its word in the footer. The
-//! commands that no key sends are listed with the reason, so a command added
-//! to [`Command`](crate::events::Command) without a key or a reason fails a
+//! Every key of the TUI in one map: per screen (the panes, a sample, the
+//! log, a dialog, the help), what each key does, the commands it can send,
+//! its line in the help overlay (which differs between a run this process
+//! trains and one it watches) and its word in the footer. The help overlay,
+//! the footer and the README's key table are all made from this map. The
+//! commands no key sends are listed with the reason, so a command added to
+//! [`Command`](crate::events::Command) without a key or a reason fails a
 //! test.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use super::app::Owner;
 use crate::events::CommandKind;
 
 /// What a key asks for.
@@ -17,22 +21,46 @@ pub enum KeyAction {
     Save,
     /// Ask to confirm a stop, or quit at once when already asking.
     Quit,
-    /// On a stalled run: start again from the latest checkpoint.
+    /// On a stalled run: offer to start again from the latest checkpoint.
     Restart,
     Confirm,
     Cancel,
     ToggleHelp,
     ToggleLogScale,
     ToggleWindow,
+    ToggleTimeAxis,
+    SmoothLess,
+    SmoothMore,
     FocusNext,
     ScrollUp,
     ScrollDown,
     PageUp,
     PageDown,
+    Top,
+    Bottom,
+    /// Open the selected sample whole.
+    Open,
+    /// The full-screen log.
+    OpenLog,
+    Close,
+    Search,
+    NextMatch,
+    PreviousMatch,
+    Filter,
 }
 
-/// One row of the key table: keys that belong together, each with its
-/// action, under one line of help.
+/// The screen keys act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    Panes,
+    Sample,
+    Log,
+    Dialog,
+    Help,
+}
+
+/// One row of a key map: keys that belong together, each with its action,
+/// under one line of help.
 #[derive(Debug, Clone, Copy)]
 pub struct Binding {
     /// The keys as the help overlay names them.
@@ -40,6 +68,9 @@ pub struct Binding {
     pub keys: &'static [(KeyModifiers, KeyCode, KeyAction)],
     /// Its line in the help overlay.
     pub help: &'static str,
+    /// Its line when the run is another process's (`watch`), where that
+    /// differs; `Some("")` leaves the row out there.
+    pub watch_help: Option<&'static str>,
     /// Its word in the footer, for the rows shown there.
     pub footer: Option<&'static str>,
 }
@@ -50,42 +81,88 @@ impl Binding {
     pub fn action(&self) -> Option<KeyAction> {
         self.keys.first().map(|&(_, _, action)| action)
     }
+
+    /// The help line for a run owned by `owner`, if the row applies there.
+    #[must_use]
+    pub fn help_for(&self, owner: Owner) -> Option<&'static str> {
+        match (owner, self.watch_help) {
+            (Owner::Watcher, Some("")) => None,
+            (Owner::Watcher, Some(help)) => Some(help),
+            _ => Some(self.help),
+        }
+    }
 }
 
 const fn key(code: KeyCode, action: KeyAction) -> (KeyModifiers, KeyCode, KeyAction) {
     (KeyModifiers::NONE, code, action)
 }
 
-/// Every key, in the order of the footer and the help overlay.
-pub const KEYS: &[Binding] = &[
+const fn row(
+    label: &'static str,
+    keys: &'static [(KeyModifiers, KeyCode, KeyAction)],
+    help: &'static str,
+) -> Binding {
+    Binding {
+        label,
+        keys,
+        help,
+        watch_help: None,
+        footer: None,
+    }
+}
+
+const SCROLL: &[(KeyModifiers, KeyCode, KeyAction)] = &[
+    key(KeyCode::Up, KeyAction::ScrollUp),
+    key(KeyCode::Char('k'), KeyAction::ScrollUp),
+    key(KeyCode::Down, KeyAction::ScrollDown),
+    key(KeyCode::Char('j'), KeyAction::ScrollDown),
+];
+const PAGE: &[(KeyModifiers, KeyCode, KeyAction)] = &[
+    key(KeyCode::PageUp, KeyAction::PageUp),
+    key(KeyCode::PageDown, KeyAction::PageDown),
+];
+const ENDS: &[(KeyModifiers, KeyCode, KeyAction)] = &[
+    key(KeyCode::Home, KeyAction::Top),
+    key(KeyCode::Char('g'), KeyAction::Top),
+    key(KeyCode::End, KeyAction::Bottom),
+    key(KeyCode::Char('G'), KeyAction::Bottom),
+];
+
+/// The main screen, in the order of the footer and the help overlay.
+pub const PANES: &[Binding] = &[
     Binding {
         label: "r",
         keys: &[key(KeyCode::Char('r'), KeyAction::Restart)],
-        help: "restart a stalled run from its last checkpoint",
+        help: "restart a stalled run from its checkpoint",
+        watch_help: Some("its supervisor restarts it (--resume auto)"),
         footer: Some("restart"),
     },
     Binding {
         label: "e",
         keys: &[key(KeyCode::Char('e'), KeyAction::EvalNow)],
         help: "evaluate now (at the next step boundary)",
+        watch_help: None,
         footer: Some("eval"),
     },
     Binding {
         label: "a",
         keys: &[key(KeyCode::Char('a'), KeyAction::AbortGeneration)],
         help: "abort the generation in progress",
+        watch_help: None,
         footer: Some("abort"),
     },
     Binding {
         label: "p",
         keys: &[key(KeyCode::Char('p'), KeyAction::TogglePause)],
         help: "pause / resume training",
+        watch_help: None,
         footer: Some("pause"),
     },
     Binding {
         label: "s",
         keys: &[key(KeyCode::Char('s'), KeyAction::Save)],
         help: "save a checkpoint now",
+        watch_help: None,
         footer: Some("save"),
     },
     Binding {
@@ -94,36 +171,33 @@ pub const KEYS: &[Binding] = &[
             key(KeyCode::Char('q'), KeyAction::Quit),
             (KeyModifiers::CONTROL, KeyCode::Char('c'), KeyAction::Quit),
         ],
-        help: "quit: asks to stop the run and save; again: now",
+        help: "stop and save (asks first); twice: at once",
+        watch_help: Some("quit watching; the run goes on"),
         footer: Some("quit"),
     },
     Binding {
-        label: "? h",
+        label: "?",
         keys: &[
             key(KeyCode::Char('?'), KeyAction::ToggleHelp),
             key(KeyCode::Char('h'), KeyAction::ToggleHelp),
+            key(KeyCode::F(1), KeyAction::ToggleHelp),
         ],
-        help: "this help",
+        help: "this help (also h, F1)",
+        watch_help: None,
         footer: Some("help"),
     },
     Binding {
-        label: "y n",
-        keys: &[
-            key(KeyCode::Char('y'), KeyAction::Confirm),
-            key(KeyCode::Enter, KeyAction::Confirm),
-            key(KeyCode::Char('n'), KeyAction::Cancel),
-            key(KeyCode::Esc, KeyAction::Cancel),
-        ],
-        help: "yes (Enter) / no (Esc), in the quit dialog",
-        footer: None,
+        label: "L",
+        keys: &[key(KeyCode::Char('L'), KeyAction::OpenLog)],
+        help: "the whole log, full screen, with search",
+        watch_help: None,
+        footer: Some("log"),
     },
     Binding {
-        label: "l z",
-        keys: &[
-            key(KeyCode::Char('l'), KeyAction::ToggleLogScale),
-            key(KeyCode::Char('z'), KeyAction::ToggleWindow),
-        ],
-        help: "loss chart: log scale, whole run or recent",
+        label: "Enter",
+        keys: &[key(KeyCode::Enter, KeyAction::Open)],
+        help: "open the selected sample whole",
+        watch_help: None,
         footer: None,
     },
     Binding {
@@ -132,51 +206,238 @@ pub const KEYS: &[Binding] = &[
             key(KeyCode::Tab, KeyAction::FocusNext),
             key(KeyCode::BackTab, KeyAction::FocusNext),
         ],
-        help: "focus samples / events",
+        help: "move the focus: samples / events",
+        watch_help: None,
         footer: None,
+    },
+    row("↑ ↓ k j", SCROLL, "select a sample / scroll the events"),
+    row("PgUp PgDn", PAGE, "the same, a page at a time"),
+    row(
+        "Home End g G",
+        ENDS,
+        "first / newest (End follows new ones)",
+    ),
+    row(
+        "l",
+        &[key(KeyCode::Char('l'), KeyAction::ToggleLogScale)],
+        "loss chart: log scale on / off",
+    ),
+    row(
+        "z",
+        &[key(KeyCode::Char('z'), KeyAction::ToggleWindow)],
+        "loss chart: whole run / recent points",
+    ),
+    row(
+        "t",
+        &[key(KeyCode::Char('t'), KeyAction::ToggleTimeAxis)],
+        "loss chart: x axis steps / wall-clock time",
+    ),
+    row(
+        "[ ]",
+        &[
+            key(KeyCode::Char('['), KeyAction::SmoothLess),
+            key(KeyCode::Char(']'), KeyAction::SmoothMore),
+        ],
+        "loss chart: shorter / longer smoothing",
+    ),
+];
+
+/// A sample opened whole.
+pub const SAMPLE: &[Binding] = &[
+    row("↑ ↓ k j", SCROLL, "scroll"),
+    row("PgUp PgDn", PAGE, "scroll a page"),
+    row("Home End g G", ENDS, "top / bottom"),
+    Binding {
+        label: "Esc",
+        keys: &[
+            key(KeyCode::Esc, KeyAction::Close),
+            key(KeyCode::Enter, KeyAction::Close),
+            key(KeyCode::Char('q'), KeyAction::Close),
+        ],
+        help: "back to the panes (also Enter, q)",
+        watch_help: None,
+        footer: Some("back"),
+    },
+];
+
+/// The full-screen log.
+pub const LOG: &[Binding] = &[
+    Binding {
+        label: "/",
+        keys: &[key(KeyCode::Char('/'), KeyAction::Search)],
+        help: "search (Enter keeps it, Esc clears it)",
+        watch_help: None,
+        footer: Some("search"),
     },
     Binding {
-        label: "↑ ↓ k j",
+        label: "n N",
         keys: &[
-            key(KeyCode::Up, KeyAction::ScrollUp),
-            key(KeyCode::Char('k'), KeyAction::ScrollUp),
-            key(KeyCode::Down, KeyAction::ScrollDown),
-            key(KeyCode::Char('j'), KeyAction::ScrollDown),
+            key(KeyCode::Char('n'), KeyAction::NextMatch),
+            key(KeyCode::Char('N'), KeyAction::PreviousMatch),
         ],
-        help: "scroll the focused pane",
-        footer: None,
+        help: "next / previous match",
+        watch_help: None,
+        footer: Some("next"),
     },
     Binding {
-        label: "PgUp PgDn",
+        label: "f",
+        keys: &[key(KeyCode::Char('f'), KeyAction::Filter)],
+        help: "show: all / warnings and errors / errors",
+        watch_help: None,
+        footer: Some("filter"),
+    },
+    row("↑ ↓ k j", SCROLL, "scroll"),
+    row("PgUp PgDn", PAGE, "scroll a page"),
+    row("Home End g G", ENDS, "oldest / newest (End follows)"),
+    Binding {
+        label: "Esc",
         keys: &[
-            key(KeyCode::PageUp, KeyAction::PageUp),
-            key(KeyCode::PageDown, KeyAction::PageDown),
+            key(KeyCode::Esc, KeyAction::Close),
+            key(KeyCode::Char('L'), KeyAction::Close),
+            key(KeyCode::Char('q'), KeyAction::Close),
         ],
-        help: "scroll the focused pane by a page",
+        help: "back to the panes (also L, q)",
+        watch_help: None,
+        footer: Some("back"),
+    },
+];
+
+/// A question (quit, restart).
+pub const DIALOG: &[Binding] = &[
+    Binding {
+        label: "y Enter",
+        keys: &[
+            key(KeyCode::Char('y'), KeyAction::Confirm),
+            key(KeyCode::Enter, KeyAction::Confirm),
+        ],
+        help: "yes",
+        watch_help: None,
+        footer: Some("yes"),
+    },
+    Binding {
+        label: "n Esc",
+        keys: &[
+            key(KeyCode::Char('n'), KeyAction::Cancel),
+            key(KeyCode::Esc, KeyAction::Cancel),
+        ],
+        help: "no",
+        watch_help: None,
+        footer: Some("no"),
+    },
+    Binding {
+        label: "q Ctrl-C",
+        keys: &[
+            key(KeyCode::Char('q'), KeyAction::Quit),
+            (KeyModifiers::CONTROL, KeyCode::Char('c'), KeyAction::Quit),
+        ],
+        help: "quit dialog: quit at once, without saving",
+        watch_help: Some(""),
         footer: None,
     },
+];
+
+/// The help overlay.
+pub const HELP: &[Binding] = &[
+    row("↑ ↓ k j", SCROLL, "scroll the help"),
+    row("PgUp PgDn", PAGE, "scroll a page"),
+    Binding {
+        label: "Esc ?",
+        keys: &[
+            key(KeyCode::Esc, KeyAction::Close),
+            key(KeyCode::Char('?'), KeyAction::Close),
+            key(KeyCode::Char('h'), KeyAction::Close),
+            key(KeyCode::F(1), KeyAction::Close),
+            key(KeyCode::Char('q'), KeyAction::Close),
+        ],
+        help: "close this help (also h, F1, q)",
+        watch_help: None,
+        footer: Some("close"),
+    },
+];
+
+/// The map of a screen.
+#[must_use]
+pub fn map(context: Context) -> &'static [Binding] {
+    match context {
+        Context::Panes => PANES,
+        Context::Sample => SAMPLE,
+        Context::Log => LOG,
+        Context::Dialog => DIALOG,
+        Context::Help => HELP,
+    }
+}
+
+/// The sections of the help overlay: a title and its map.
+pub const SECTIONS: &[(&str, Context)] = &[
+    ("keys", Context::Panes),
+    ("a sample (Enter)", Context::Sample),
+    ("the log (L)", Context::Log),
+    ("a question", Context::Dialog),
 ];
 
 /// The commands no key sends, and why: the help overlay names them with
 /// the way to send them.
 pub const WITHOUT_KEY: &[(CommandKind, &str)] = &[(
     CommandKind::Set,
-    "ctl RUN_DIR set KEY=VALUE, or edit config.json",
+    "ctl RUN_DIR set KEY=VALUE (or config.json)",
 )];
 
-/// Maps a key press to its action.
+/// Maps a key press on `context` to its action.
 #[must_use]
-pub fn action_for(key: KeyEvent) -> Option<KeyAction> {
+pub fn action_for(context: Context, key: KeyEvent) -> Option<KeyAction> {
     if key.kind == KeyEventKind::Release {
         return None;
     }
     let control = key.modifiers.contains(KeyModifiers::CONTROL);
-    KEYS.iter()
+    map(context)
+        .iter()
         .flat_map(|binding| binding.keys)
         .find(|(modifiers, code, _)| {
             *code == key.code && modifiers.contains(KeyModifiers::CONTROL) == control
         })
         .map(|&(_, _, action)| action)
+}
+
+/// How a key press is named in a footer answer: `x`, `Ctrl-x`, `F5`.
+#[must_use]
+pub fn name(key: KeyEvent) -> String {
+    let base = match key.code {
+        KeyCode::Char(' ') => "Space".to_owned(),
+        KeyCode::Char(c) => c.to_string(),
+        KeyCode::F(n) => format!("F{n}"),
+        other => format!("{other:?}"),
+    };
+    if key.modifiers.contains(KeyModifiers::CONTROL) {
+        format!("Ctrl-{base}")
+    } else if key.modifiers.contains(KeyModifiers::ALT) {
+        format!("Alt-{base}")
+    } else {
+        base
+    }
+}
+
+/// The README's key table: every section of the help, in Markdown, with
+/// the difference `watch` makes.
+#[cfg(test)]
+#[must_use]
+pub fn markdown_table() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("| where | key | does | in `watch` |\n|---|---|---|---|\n");
+    for &(title, context) in SECTIONS {
+        for binding in map(context) {
+            let watch = match binding.help_for(Owner::Watcher) {
+                None => "(not offered)".to_owned(),
+                Some(help) if help == binding.help => "same".to_owned(),
+                Some(help) => help.to_owned(),
+            };
+            let label = binding.label.replace(' ', "` `");
+            let _ = writeln!(out, "| {title} | `{label}` | {} | {watch} |", binding.help);
+        }
+    }
+    for (kind, how) in WITHOUT_KEY {
+        let _ = writeln!(out, "| no key | `{}` | {how} | same |", kind.word());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -190,7 +451,7 @@ mod tests {
         use crate::tui::app::{App, Msg};
         let mut sent = Vec::new();
         for state in [RunState::Training, RunState::Paused] {
-            for binding in KEYS {
+            for binding in PANES {
                 let mut app = App::new("keys".into(), 10, false);
                 app.apply(&Event::State { step: 1, state });
                 for &(modifiers, code, _) in binding.keys {
@@ -222,16 +483,55 @@ mod tests {
     }
 
     #[test]
-    fn every_key_of_the_table_maps_to_its_action() {
-        for binding in KEYS {
-            for &(modifiers, code, action) in binding.keys {
-                let found = action_for(KeyEvent::new(code, modifiers));
-                assert_eq!(found, Some(action), "{}", binding.label);
+    fn every_key_of_every_map_maps_to_its_action_and_no_key_twice() {
+        for &context in &[
+            Context::Panes,
+            Context::Sample,
+            Context::Log,
+            Context::Dialog,
+            Context::Help,
+        ] {
+            let mut seen = Vec::new();
+            for binding in map(context) {
+                for &(modifiers, code, action) in binding.keys {
+                    let found = action_for(context, KeyEvent::new(code, modifiers));
+                    assert_eq!(found, Some(action), "{context:?} {}", binding.label);
+                    assert!(
+                        !seen.contains(&(modifiers, code)),
+                        "{context:?}: {code:?} twice"
+                    );
+                    seen.push((modifiers, code));
+                }
             }
         }
         let ctrl_x = KeyEvent::new(KeyCode::Char('x'), KeyModifiers::CONTROL);
-        assert_eq!(action_for(ctrl_x), None);
+        assert_eq!(action_for(Context::Panes, ctrl_x), None);
         let ctrl_q = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::CONTROL);
-        assert_eq!(action_for(ctrl_q), None, "only Ctrl-C quits with Control");
+        assert_eq!(
+            action_for(Context::Panes, ctrl_q),
+            None,
+            "only Ctrl-C quits with Control"
+        );
+    }
+
+    #[test]
+    fn the_readme_key_table_is_the_key_map() {
+        let readme_path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+        let readme = std::fs::read_to_string(readme_path).expect("README.md is readable");
+        let (begin, end) = ("<!-- keys:begin -->\n", "<!-- keys:end -->");
+        let start = readme.find(begin).expect("README has a keys:begin mark") + begin.len();
+        let stop = readme.find(end).expect("README has a keys:end mark");
+        let table = markdown_table();
+        if std::env::var_os("TRAINUI_BLESS").is_some() {
+            let updated = format!("{}{table}{}", &readme[..start], &readme[stop..]);
+            std::fs::write(readme_path, updated).expect("README.md is writable");
+            return;
+        }
+        assert_eq!(
+            &readme[start..stop],
+            table,
+            "the README's key table differs from the key map \
+             (TRAINUI_BLESS=1 cargo test keys rewrites it)"
+        );
     }
 }

@@ -1,33 +1,63 @@
-//! The latest events worth reading: evaluations, checkpoints, warnings,
-//! commands acknowledged.
+//! The latest events worth reading (evaluations, checkpoints, warnings,
+//! commands acknowledged), wrapped, the newest at the bottom; scrolled
+//! back, the title says where.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
-use ratatui::style::Color;
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 
-use super::app::{App, Focus};
+use super::app::{App, Focus, Level};
 use super::theme::{fg, pane};
+use super::wrap::wrap;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let block = pane(app, " events ", app.focus == Focus::Events);
-    let inner = block.inner(area);
-    let visible = usize::from(inner.height);
-    let end = app.log.len().saturating_sub(app.log_scroll);
-    let start = end.saturating_sub(visible);
-    let lines: Vec<Line> = app
-        .log
-        .range(start..end)
-        .map(|line| {
-            let style = if line.starts_with("WARNING") || line.starts_with("FAILED") {
-                fg(app, Color::Yellow)
-            } else {
-                fg(app, Color::Reset)
-            };
-            Line::from(line.as_str()).style(style)
+    let inner = pane(app, "", false).inner(area);
+    let (width, rows) = (inner.width, usize::from(inner.height));
+    let mut geometry = app.geometry.get();
+    geometry.log_width = width;
+    geometry.log_rows = inner.height;
+    app.geometry.set(geometry);
+    // Wrap from the newest back, only as far as the view reaches.
+    let want = app.log_scroll + rows;
+    let mut lines: Vec<(usize, String)> = Vec::new();
+    for (index, entry) in app.log.iter().enumerate().rev() {
+        if lines.len() >= want {
+            break;
+        }
+        let pieces = wrap(&entry.text, usize::from(width.max(8)));
+        lines.extend(pieces.into_iter().rev().map(|piece| (index, piece)));
+    }
+    lines.reverse();
+    let end = lines
+        .len()
+        .saturating_sub(app.log_scroll)
+        .max(rows.min(lines.len()));
+    let start = end.saturating_sub(rows);
+    let shown = &lines[start..end];
+    let title = match (shown.first(), shown.last()) {
+        (Some((first, _)), Some((last, _))) => {
+            format!(" events {}-{}/{} ", first + 1, last + 1, app.log.len())
+        }
+        _ => " events ".to_owned(),
+    };
+    let text: Vec<Line> = shown
+        .iter()
+        .map(|(index, piece)| {
+            Line::from(piece.clone()).style(level_style(app, app.log[*index].level))
         })
         .collect();
-    // Long lines are cut, not wrapped, so the newest stays at the bottom.
-    frame.render_widget(Paragraph::new(lines).block(block), area);
+    let block = pane(app, title, app.focus == Focus::Events);
+    frame.render_widget(Paragraph::new(text).block(block), area);
+}
+
+/// How a line of `level` looks.
+#[must_use]
+pub fn level_style(app: &App, level: Level) -> Style {
+    match level {
+        Level::Info => Style::new(),
+        Level::Warning => fg(app, Color::Yellow),
+        Level::Error => fg(app, Color::Red).add_modifier(Modifier::BOLD),
+    }
 }

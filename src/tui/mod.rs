@@ -8,29 +8,34 @@
 //! app.rs      the state, changed only by `App::update`
 //! keys.rs     every key: action, command, help line, footer word
 //! render.rs   the layout and the overlays; one file per pane:
-//!             header, loss, system, eval, counters, log (events), footer
-//! theme.rs    colours and borders the panes share
+//!             header, loss, system, eval, counters, log (events), footer;
+//!             per overlay: detail (a sample whole), logview (the log)
+//! theme.rs    colours, borders and glyphs the panes share; the ASCII look
+//! wrap.rs     word wrapping by display width
 //! history.rs  bounded loss curves
 //! sampler.rs  the thread that reads GPU or CPU load
 //! ```
 
 pub mod app;
 mod counters;
+mod detail;
 mod eval;
 mod footer;
 mod header;
 pub mod history;
 pub mod keys;
 mod log;
+mod logview;
 mod loss;
 pub mod render;
 pub mod sampler;
 mod system;
 mod theme;
+mod wrap;
 
 use std::io;
-use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant, SystemTime};
 
 use ratatui::backend::Backend;
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent, KeyEvent};
@@ -76,9 +81,30 @@ impl InputSource for TerminalInput {
     }
 }
 
+/// Where the run's events come from, each with the time it happened when
+/// that is known (read from events.jsonl), or none for "now".
+pub trait EventSource {
+    /// The next event, if one is waiting.
+    fn try_next(&self) -> Option<(Event, Option<SystemTime>)>;
+}
+
+/// The trainer thread's events, as they happen.
+impl EventSource for Receiver<Event> {
+    fn try_next(&self) -> Option<(Event, Option<SystemTime>)> {
+        self.try_recv().ok().map(|event| (event, None))
+    }
+}
+
+/// Events read back from a run directory, with their recorded times.
+impl EventSource for Receiver<(Event, SystemTime)> {
+    fn try_next(&self) -> Option<(Event, Option<SystemTime>)> {
+        self.try_recv().ok().map(|(event, at)| (event, Some(at)))
+    }
+}
+
 /// The sources and sinks the loop works with.
 pub struct Channels<'a> {
-    pub events: &'a Receiver<Event>,
+    pub events: &'a dyn EventSource,
     pub system: &'a Receiver<SystemSample>,
     /// For `watch`: whether the run's process is still there.
     pub liveness: Option<&'a Receiver<Liveness>>,
@@ -104,21 +130,33 @@ where
     let frame_time = Duration::from_secs(1) / MAX_FPS;
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
+    let mut second = 0;
     while app.exit.is_none() {
+        // The clock: a redraw each new second keeps the ages honest.
+        let now = SystemTime::now();
+        app.update(Msg::Tick(now));
+        let this_second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if this_second != second {
+            second = this_second;
+            dirty = true;
+        }
         for _ in 0..EVENTS_PER_TURN {
-            match channels.events.try_recv() {
-                Ok(event) => {
-                    if let Some(message) = (channels.record)(&event) {
-                        app.apply(&Event::Warning {
-                            step: app.status.current_step,
-                            message,
-                        });
-                    }
-                    app.update(Msg::Trainer(event));
-                    dirty = true;
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            let Some((event, at)) = channels.events.try_next() else {
+                break;
+            };
+            if let Some(message) = (channels.record)(&event) {
+                app.apply(&Event::Warning {
+                    step: app.status.current_step,
+                    message,
+                });
             }
+            app.update(match at {
+                Some(at) => Msg::Recorded(event, at),
+                None => Msg::Trainer(event),
+            });
+            dirty = true;
         }
         while let Ok(sample) = channels.system.try_recv() {
             app.update(Msg::System(sample));
@@ -146,8 +184,9 @@ where
         };
         match input.next(wait.max(Duration::from_millis(1)))? {
             Some(Input::Key(key)) => {
+                app.update(Msg::Tick(SystemTime::now()));
                 if let Some(problem) = app.update(Msg::Key(key)).and_then(&mut *channels.send) {
-                    app.ack = Some(problem);
+                    app.say(problem);
                 }
                 dirty = true;
             }
@@ -171,7 +210,7 @@ pub fn run_sampled<B: Backend>(
     terminal: &mut Terminal<B>,
     app: &mut App,
     input: &mut dyn InputSource,
-    events: &Receiver<Event>,
+    events: &dyn EventSource,
     liveness: Option<&Receiver<Liveness>>,
     record: &mut dyn FnMut(&Event) -> Option<String>,
     send: &mut dyn FnMut(Command) -> Option<String>,

@@ -2,14 +2,14 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::Color;
+use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
-use super::app::{App, Overlay};
-use super::keys::{KEYS, WITHOUT_KEY};
-use super::theme::{fg, key, pane};
-use super::{counters, eval, footer, header, log, loss, system};
+use super::app::{App, Overlay, Owner};
+use super::keys::{self, Context, WITHOUT_KEY};
+use super::theme::{asciify, dim, fg, key, pane};
+use super::{counters, detail, eval, footer, header, log, logview, loss, system};
 
 /// Smallest screen the layout fits.
 pub const MIN_WIDTH: u16 = 60;
@@ -18,24 +18,35 @@ pub const MIN_HEIGHT: u16 = 18;
 /// The full layout:
 ///
 /// ```text
-/// header   run · state · step gauge · elapsed/eta · tok/s · lr · device
+/// header   run · state · clocks / loss · val · rates / progress or banner
 /// ┌ loss ──────────────────────────┐┌ system ────────────┐
-/// │ raw, smoothed, validation      ││ GPU or CPU load    │
+/// │ legend with the latest values  ││ GPU or CPU load    │
+/// │ raw, smoothed, validation      ││ ranks of a job     │
 /// └────────────────────────────────┘└────────────────────┘
 /// ┌ eval ──────────────────────────┐┌ counters ──────────┐
 /// │ live generation, countdown     │└────────────────────┘
-/// │ recent samples (scrollable)    │┌ events ────────────┐
+/// │ evaluations and their samples  │┌ events ────────────┐
 /// └────────────────────────────────┘└────────────────────┘
-/// footer   keys · latest acknowledgement
+/// footer   keys of the screen in use · latest answer
 /// ```
+///
+/// Over it: the help, a question, a sample whole, or the log full screen.
+/// In the ASCII look, the finished frame is made ASCII last.
 pub fn render(frame: &mut Frame, app: &App) {
+    draw(frame, app);
+    if app.ascii {
+        asciify(frame.buffer_mut());
+    }
+}
+
+fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         render_too_small(frame, area);
         return;
     }
     let [header_area, body, footer_area] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(header::HEIGHT),
         Constraint::Fill(1),
         Constraint::Length(1),
     ])
@@ -54,13 +65,24 @@ pub fn render(frame: &mut Frame, app: &App) {
     eval::render(frame, eval_area, app);
     counters::render(frame, counters_area, app);
     log::render(frame, log_area, app);
-    footer::render(frame, footer_area, app);
 
+    let above_footer = Rect {
+        height: area.height - 1,
+        ..area
+    };
     match app.overlay {
         Overlay::ConfirmQuit => render_confirm_quit(frame, area, app),
-        Overlay::Help => render_help(frame, area, app),
+        Overlay::ConfirmRestart => render_confirm_restart(frame, area, app),
+        Overlay::Help => render_help(frame, above_footer, app),
+        Overlay::Sample => {
+            if let Some(detail) = &app.detail {
+                detail::render(frame, above_footer, app, detail);
+            }
+        }
+        Overlay::Log => logview::render(frame, above_footer, app),
         Overlay::None => {}
     }
+    footer::render(frame, footer_area, app);
 }
 
 fn render_too_small(frame: &mut Frame, area: Rect) {
@@ -84,31 +106,75 @@ fn popup(frame: &mut Frame, area: Rect, width: u16, height: u16) -> Rect {
     popup
 }
 
-/// Every key of the table, then the commands no key sends, with how to
-/// send them.
+/// Every key of the key map in force (a watched run's differs), section
+/// by section, then the commands no key sends with how to send them;
+/// scrollable when it does not fit.
 fn render_help(frame: &mut Frame, area: Rect, app: &App) {
-    let row = |name: String, what: &str| {
+    let row = |name: &str, what: &str| {
         Line::from(vec![
-            Span::styled(format!("{name:>9}  "), key(app)),
+            Span::styled(format!("{name:>12}  "), key(app)),
             Span::raw(what.to_owned()),
         ])
     };
-    let mut lines: Vec<Line> = KEYS
-        .iter()
-        .map(|binding| row(binding.label.to_owned(), binding.help))
-        .collect();
-    for (kind, how) in WITHOUT_KEY {
-        lines.push(row(kind.word().to_owned(), how));
+    let title = |text: &str| {
+        Line::from(Span::styled(
+            text.to_owned(),
+            dim(app).add_modifier(Modifier::BOLD),
+        ))
+    };
+    let mut lines = Vec::new();
+    for &(section, context) in keys::SECTIONS {
+        if context == Context::Dialog && app.owner == Owner::Watcher {
+            continue;
+        }
+        lines.push(title(section));
+        for binding in keys::map(context) {
+            if let Some(help) = binding.help_for(app.owner) {
+                lines.push(row(binding.label, help));
+            }
+        }
     }
-    lines.push(Line::from("any key closes this help").style(fg(app, Color::DarkGray)));
+    lines.push(title("without a key"));
+    for (kind, how) in WITHOUT_KEY {
+        lines.push(row(kind.word(), how));
+    }
+    let width = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 2;
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let popup = popup(frame, area, width, height);
+    let rows = usize::from(popup.height.saturating_sub(2));
+    let mut geometry = app.geometry.get();
+    geometry.help_lines = lines.len();
+    geometry.help_rows = popup.height.saturating_sub(2);
+    app.geometry.set(geometry);
+    let top = app.help_scroll.min(lines.len().saturating_sub(rows));
+    let scroll = if lines.len() > rows {
+        format!(" {}-{}/{} ↑↓ ", top + 1, top + rows, lines.len())
+    } else {
+        String::new()
+    };
+    let block = pane(app, " keys · Esc or ? closes ", true)
+        .title_bottom(Line::from(scroll).right_aligned());
+    let shown: Vec<Line> = lines.into_iter().skip(top).take(rows).collect();
+    frame.render_widget(Paragraph::new(shown).block(block), popup);
+}
+
+fn render_confirm_restart(frame: &mut Frame, area: Rect, app: &App) {
+    let key = |k: &'static str| Span::styled(k, key(app));
+    let from = app.restart_point().unwrap_or("-");
+    let lines = vec![
+        Line::from("Restart the stalled run?"),
+        Line::from(""),
+        Line::from(format!("from {from}")),
+        Line::from("this process is replaced by one that resumes with"),
+        Line::from("--resume auto; steps after the checkpoint run again"),
+        Line::from(""),
+        Line::from(vec![key("y"), Span::raw("      restart now")]),
+        Line::from(vec![key("n/Esc"), Span::raw("  keep waiting")]),
+    ];
     let width = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 2;
     let area = popup(frame, area, width, lines.len() as u16 + 2);
-    frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(pane(app, " keys ", true)),
-        area,
-    );
+    let block = pane(app, " restart ", true).border_style(fg(app, Color::Yellow));
+    frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
 fn render_confirm_quit(frame: &mut Frame, area: Rect, app: &App) {

@@ -43,7 +43,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             g.memory_total as f64 / GIB,
         );
         if let Some(t) = g.temperature {
-            let _ = write!(text, " {t}°C");
+            let _ = write!(text, " {t}{}", if app.ascii { "C" } else { "°C" });
         }
         if let Some(p) = g.power {
             let _ = write!(text, " {p:.0}W");

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -48,6 +49,7 @@ fn step(step: u64) -> Event {
         tokens_per_sec: 15_234.0,
         elapsed_secs: step as f64 * 0.045,
         eta_secs: (3000 - step) as f64 * 0.045,
+        grad_norm: None,
     })
 }
 
@@ -261,10 +263,12 @@ fn a_loss_that_is_not_a_number_leaves_the_curves_as_they_were() {
     assert_eq!(app.status.loss.map(f64::is_nan), Some(true));
     let after = screen(&app, 80, 24).to_string();
     // The chart is the same (the step counter moved on).
-    let chart = |text: &str| text.lines().skip(2).take(10).collect::<Vec<_>>().join("\n");
+    let chart = |text: &str| text.lines().skip(3).take(10).collect::<Vec<_>>().join("\n");
     assert_eq!(chart(&before.to_string()), chart(&after));
     app.apply(&step(1550));
-    assert!(app.smoothed_history.last().unwrap().1.is_finite());
+    assert!(app.loss_history.last().unwrap().1.is_finite());
+    let legend = screen(&app, 80, 24).to_string();
+    assert!(legend.contains("ema 100 steps 0."), "{legend}");
 }
 
 #[test]
@@ -321,26 +325,59 @@ fn stalled() {
     insta::assert_snapshot!(screen(&app, 80, 24));
 }
 
+fn press(app: &mut App, code: KeyCode) -> Option<Command> {
+    app.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+fn text(app: &App, width: u16, height: u16) -> String {
+    screen(app, width, height)
+        .buffer()
+        .content()
+        .iter()
+        .map(ratatui::buffer::Cell::symbol)
+        .collect()
+}
+
+/// Every line the help shows, scrolled from top to bottom on a screen of
+/// `width` x `height`.
+fn help_text(app: &mut App, width: u16, height: u16) -> String {
+    press(app, KeyCode::Char('?'));
+    let mut all = String::new();
+    for _ in 0..20 {
+        all.push_str(&screen(app, width, height).to_string());
+        press(app, KeyCode::PageDown);
+    }
+    press(app, KeyCode::Esc);
+    all
+}
+
 #[test]
-fn the_help_fits_the_smallest_screen_and_names_every_key() {
+fn the_help_is_the_key_map_in_force_and_scrolls_on_the_smallest_screen() {
     let mut app = training_app();
-    app.update(Msg::Key(KeyEvent::new(
-        KeyCode::Char('?'),
-        KeyModifiers::NONE,
-    )));
     let (width, height) = (render::MIN_WIDTH, render::MIN_HEIGHT);
-    let text = screen(&app, width, height).to_string();
-    for binding in keys::KEYS {
-        assert!(
-            text.contains(&format!("{}  {}", binding.label, binding.help)),
-            "{}: {text}",
-            binding.label
-        );
+    let all = help_text(&mut app, width, height);
+    for &(_, context) in keys::SECTIONS {
+        for binding in keys::map(context) {
+            let line = format!("{}  {}", binding.label, binding.help);
+            assert!(all.contains(&line), "{line}: {all}");
+        }
     }
     for (kind, how) in keys::WITHOUT_KEY {
-        assert!(text.contains(&format!("{}  {how}", kind.word())), "{text}");
+        assert!(all.contains(&format!("{}  {how}", kind.word())), "{all}");
     }
-    assert!(text.contains("any key closes this help"), "{text}");
+    assert!(all.contains("Esc or ? closes"), "{all}");
+    assert!(!all.contains("any key closes"), "{all}");
+    // watch: q leaves the run alone, r is the supervisor's, no quit dialog.
+    let mut watching = training_app();
+    watching.owner = app::Owner::Watcher;
+    let all = help_text(&mut watching, 100, 40);
+    assert!(
+        all.contains("q Ctrl-C  quit watching; the run goes on"),
+        "{all}"
+    );
+    assert!(all.contains("its supervisor restarts it"), "{all}");
+    assert!(!all.contains("stop and save"), "{all}");
+    assert!(!all.contains("without saving"), "{all}");
 }
 
 #[test]
@@ -534,4 +571,454 @@ fn a_job_shows_its_ranks_and_the_one_that_went_silent() {
     ] {
         assert!(text.contains(shown), "{shown}: {text}");
     }
+}
+
+#[test]
+fn the_header_says_the_current_numbers_and_its_clock_ticks_without_events() {
+    let mut app = training_app();
+    app.apply(&Event::ValLoss {
+        step: 1500,
+        loss: Some(0.42),
+        batches: 8,
+        timed_out: false,
+    });
+    let mut with_norm = step(1525);
+    if let Event::Step(m) = &mut with_norm {
+        m.grad_norm = Some(0.8123);
+    }
+    app.apply(&with_norm);
+    let shown = text(&app, 120, 40);
+    let loss = app.status.loss.unwrap();
+    for expected in [
+        format!("loss {loss:.3}"),
+        "val 0.420 (best 0.310 @1000)".to_owned(),
+        "grad 0.812".to_owned(),
+        "elapsed 0:01:09".to_owned(),
+        "updated 0s ago".to_owned(),
+    ] {
+        assert!(shown.contains(&expected), "{expected}: {shown}");
+    }
+    // 45 seconds without an event: the clock goes on, the age says so.
+    app.update(Msg::Tick(app.now + Duration::from_secs(45)));
+    let later = text(&app, 120, 40);
+    assert!(later.contains("elapsed 0:01:54"), "{later}");
+    assert!(later.contains("updated 45s ago"), "{later}");
+}
+
+#[test]
+fn a_paused_run_counts_its_pause_and_shows_no_rate_or_eta() {
+    let mut app = training_app();
+    assert!(text(&app, 120, 40).contains("eta 0:01:08"));
+    app.apply(&Event::State {
+        step: 1500,
+        state: RunState::Paused,
+    });
+    app.update(Msg::Tick(app.now + Duration::from_secs(45)));
+    let paused = text(&app, 120, 40);
+    assert!(paused.contains("PAUSED 0:00:45"), "{paused}");
+    assert!(
+        !paused.contains("eta") && !paused.contains("tok/s"),
+        "{paused}"
+    );
+    app.apply(&Event::Finished(Summary {
+        step: 1500,
+        max_steps: 3000,
+        state: RunState::Stopped,
+        loss: Some(0.25),
+        elapsed_secs: 67.5,
+    }));
+    let stopped = text(&app, 120, 40);
+    assert!(!stopped.contains("eta"), "{stopped}");
+    assert!(stopped.contains("ended 0s ago"), "{stopped}");
+}
+
+#[test]
+fn one_point_gives_distinct_axis_labels() {
+    let mut app = App::new(String::new(), 0, false);
+    app.apply(&started());
+    app.apply(&step(25));
+    let shown = screen(&app, 120, 40).to_string();
+    let labels: Vec<&str> = shown
+        .lines()
+        .filter_map(|l| l.split('│').nth(1))
+        .map(str::trim)
+        .filter(|l| l.parse::<f64>().is_ok())
+        .collect();
+    let mut distinct = labels.clone();
+    distinct.dedup();
+    assert!(
+        labels.len() >= 3 && distinct.len() == labels.len(),
+        "{labels:?} {shown}"
+    );
+}
+
+#[test]
+fn the_smoothing_window_is_in_the_legend_and_follows_the_keys() {
+    let mut app = training_app();
+    assert!(text(&app, 80, 24).contains("ema 100 steps"));
+    press(&mut app, KeyCode::Char(']'));
+    assert!(text(&app, 80, 24).contains("ema 250 steps"));
+    for _ in 0..10 {
+        press(&mut app, KeyCode::Char('['));
+    }
+    assert!(text(&app, 80, 24).contains("no smoothing"));
+}
+
+#[test]
+fn the_time_axis_labels_wall_clock_time() {
+    let mut app = training_app();
+    press(&mut app, KeyCode::Char('t'));
+    let shown = text(&app, 120, 40);
+    // 1500 steps at 0.045 s: the axis ends at 0:01:07.
+    assert!(
+        shown.contains("0:01:08") && shown.contains("time"),
+        "{shown}"
+    );
+}
+
+fn long_sample() -> Event {
+    let mut event = sample(
+        1500,
+        1,
+        GenerationOutcome::Completed,
+        &format!("12704{}", "1".repeat(300)),
+        counters(3, 0),
+    );
+    if let Event::Sample(s) = &mut event {
+        s.golden = "12705".into();
+    }
+    event
+}
+
+#[test]
+fn enter_opens_a_sample_whole_with_its_first_difference() {
+    let mut app = training_app();
+    app.apply(&long_sample());
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.overlay, app::Overlay::Sample);
+    let first = text(&app, 80, 24);
+    assert!(
+        first.contains("first difference at character 5: golden '5', output '4'"),
+        "{first}"
+    );
+    assert!(
+        first.contains("PROMPT") && first.contains("GOLDEN"),
+        "{first}"
+    );
+    // Scrolled to its end, the output's last characters are there.
+    press(&mut app, KeyCode::End);
+    let last = text(&app, 80, 24);
+    assert!(last.contains("OUTPUT") || last.contains("1111"), "{last}");
+    let total: usize = app.geometry.get().detail_lines;
+    assert!(total > 10, "300 characters wrap over several lines");
+    // The mark: the output from its 5th character on is underlined.
+    let buffer = screen(&app, 80, 24);
+    let marked = buffer
+        .buffer()
+        .content()
+        .iter()
+        .filter(|c| c.modifier.contains(ratatui::style::Modifier::UNDERLINED))
+        .count();
+    assert!(marked > 50, "{marked}");
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, app::Overlay::None);
+}
+
+#[test]
+fn each_evaluation_has_a_summary_line_and_counts_in_the_singular() {
+    let mut app = App::new(String::new(), 0, true);
+    app.apply(&started());
+    app.apply(&step(25));
+    app.apply(&Event::EvalStarted {
+        step: 25,
+        eval: 1,
+        samples: 1,
+    });
+    app.apply(&Event::ValLoss {
+        step: 25,
+        loss: Some(0.5),
+        batches: 1,
+        timed_out: false,
+    });
+    app.apply(&sample(
+        25,
+        1,
+        GenerationOutcome::TimedOut,
+        "111",
+        counters(1, 1),
+    ));
+    app.apply(&Event::EvalFinished(EvalSummary {
+        step: 25,
+        eval: 1,
+        val_loss: Some(0.5),
+        train_loss: None,
+        gap: None,
+        samples: 1,
+        matches: 0,
+        exact_match: 0.0,
+        counters: counters(1, 1),
+    }));
+    let shown = text(&app, 120, 40);
+    assert!(shown.contains("1/1 sample "), "{shown}");
+    assert!(!shown.contains("1 samples"), "{shown}");
+    assert!(
+        shown.contains("eval 1 @25 · val 0.500 · 0/1 matched · 1 timeout"),
+        "{shown}"
+    );
+    // 0% is a bar, on a stated scale.
+    assert!(shown.contains("match   0% ▁ of 0-100%"), "{shown}");
+}
+
+#[test]
+fn timeouts_are_red_and_aborts_yellow() {
+    let mut app = training_app();
+    app.apply(&sample(
+        1500,
+        1,
+        GenerationOutcome::TimedOut,
+        "1",
+        counters(3, 1),
+    ));
+    app.apply(&sample(
+        1500,
+        2,
+        GenerationOutcome::Aborted,
+        "1",
+        counters(4, 1),
+    ));
+    let buffer = screen(&app, 120, 40);
+    let color_of = |word: &str| {
+        let text = buffer.to_string();
+        let row = text.lines().position(|l| l.contains(word)).unwrap();
+        let line: Vec<&ratatui::buffer::Cell> = (0..120)
+            .map(|x| &buffer.buffer()[(x, row as u16)])
+            .collect();
+        let line_text: String = line.iter().map(|c| c.symbol()).collect();
+        let column = line_text.find(word).unwrap();
+        line[line_text[..column].chars().count()].fg
+    };
+    assert_eq!(color_of("TIMEOUT"), ratatui::style::Color::Red);
+    assert_eq!(color_of("ABORTED"), ratatui::style::Color::Yellow);
+}
+
+#[test]
+fn the_events_wrap_whole_and_scrolling_stays_in_range() {
+    let mut app = training_app();
+    app.apply(&Event::Control {
+        id: "0001-set".into(),
+        command: "set".into(),
+        accepted: false,
+        message: "model.n_layer cannot change while the run trains; restart with --set".into(),
+    });
+    let shown = text(&app, 120, 40);
+    // Wrapped, not cut: the message's end is on screen.
+    assert!(
+        shown.contains("control set REJECTED: model.n_layer cannot")
+            && shown.contains("restart with")
+            && shown.contains("--set "),
+        "{shown}"
+    );
+    // Everything fits: scrolling up does not hide the newest line.
+    press(&mut app, KeyCode::Tab);
+    let before = screen(&app, 120, 40).to_string();
+    press(&mut app, KeyCode::Up);
+    press(&mut app, KeyCode::PageUp);
+    assert_eq!(app.log_scroll, 0);
+    assert_eq!(screen(&app, 120, 40).to_string(), before);
+    // Many lines: PgUp goes back, Home to the oldest, End to the newest,
+    // PgDn never past it, and the title says where the view is.
+    for n in 0..60 {
+        app.apply(&Event::Checkpoint {
+            step: n,
+            path: format!("runs/x/checkpoints/checkpoint-{n}"),
+        });
+    }
+    let total = app.log.len();
+    screen(&app, 120, 40);
+    press(&mut app, KeyCode::Home);
+    let top = text(&app, 120, 40);
+    assert!(top.contains("events 1-"), "{top}");
+    assert!(top.contains("started on cpu"), "{top}");
+    press(&mut app, KeyCode::End);
+    let bottom = text(&app, 120, 40);
+    assert!(bottom.contains(&format!("/{total} ")), "{bottom}");
+    assert!(bottom.contains("checkpoint-59"), "{bottom}");
+    for _ in 0..5 {
+        press(&mut app, KeyCode::PageDown);
+    }
+    assert_eq!(app.log_scroll, 0);
+}
+
+#[test]
+fn the_log_view_is_full_screen_timestamped_searchable_and_filtered() {
+    let mut app = training_app();
+    for n in 0..80 {
+        app.apply(&Event::Checkpoint {
+            step: n,
+            path: format!("runs/x/checkpoints/checkpoint-{n}"),
+        });
+    }
+    app.apply(&Event::Warning {
+        step: 80,
+        message: "timeout rate 100.0% (1 of 1 generations) is above eval.timeout_warn_rate".into(),
+    });
+    press(&mut app, KeyCode::Char('L'));
+    let shown = text(&app, 120, 40);
+    let clock = humantime::format_rfc3339_seconds(app.now).to_string()[11..19].to_owned();
+    assert!(
+        shown.contains(&format!("{clock} WARNING at step 80")),
+        "{shown}"
+    );
+    assert!(shown.contains("lines"), "{shown}");
+    // Search: / types, Enter jumps to the first match at or below the top.
+    press(&mut app, KeyCode::Char('/'));
+    for c in "checkpoint-7".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    assert!(text(&app, 120, 40).contains("/checkpoint-7_"));
+    press(&mut app, KeyCode::Enter);
+    let found = text(&app, 120, 40);
+    assert!(found.contains("search \"checkpoint-7\""), "{found}");
+    // From the bottom of the log, the first match in view is the 2nd.
+    assert!(
+        app.ack_text().unwrap().starts_with("match 2 of 11"),
+        "{:?}",
+        app.ack
+    );
+    press(&mut app, KeyCode::Char('n'));
+    assert!(
+        app.ack_text().unwrap().starts_with("match 3 of 11"),
+        "{:?}",
+        app.ack
+    );
+    press(&mut app, KeyCode::Char('N'));
+    press(&mut app, KeyCode::Char('N'));
+    assert!(
+        app.ack_text().unwrap().starts_with("match 1 of 11"),
+        "{:?}",
+        app.ack
+    );
+    assert!(text(&app, 120, 40).contains("checkpoint at step 7: runs/x/checkpoints/checkpoint-7"));
+    // f: warnings and errors only.
+    press(&mut app, KeyCode::Char('f'));
+    let filtered = text(&app, 120, 40);
+    assert!(filtered.contains("WARNING at step 80"), "{filtered}");
+    assert!(!filtered.contains("checkpoint-79"), "{filtered}");
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, app::Overlay::None);
+}
+
+#[test]
+fn the_plain_look_is_ascii_with_progress_and_focus_by_shape() {
+    let mut app = training_app();
+    app.color = false;
+    app.ascii = true;
+    app.apply(&sample(
+        1500,
+        1,
+        GenerationOutcome::TimedOut,
+        "1",
+        counters(3, 1),
+    ));
+    for (width, height) in [(80, 24), (120, 40)] {
+        let buffer = screen(&app, width, height);
+        let shown = buffer.to_string();
+        assert!(
+            buffer
+                .buffer()
+                .content()
+                .iter()
+                .all(|c| c.symbol().is_ascii()),
+            "{shown}"
+        );
+        assert!(
+            buffer
+                .buffer()
+                .content()
+                .iter()
+                .all(|c| c.fg == ratatui::style::Color::Reset),
+            "no colour"
+        );
+        assert!(
+            shown.contains("50% ####") && shown.contains("#....."),
+            "{shown}"
+        );
+        // The focused pane (eval) has a = border, the others -.
+        assert!(
+            shown.contains("+ eval") && shown.contains("===="),
+            "{shown}"
+        );
+        assert!(shown.contains("+ loss"), "{shown}");
+    }
+    insta::assert_snapshot!("plain", screen(&app, 80, 24));
+}
+
+#[test]
+fn the_stall_banner_counts_up_and_restart_needs_a_checkpoint() {
+    let mut app = training_app();
+    app.apply(&Event::Stalled {
+        step: 1500,
+        phase: crate::events::Phase::Generating,
+        silent_secs: 10.0,
+        timeout_secs: 10.0,
+    });
+    let first = text(&app, 120, 40);
+    assert!(first.contains("STALLED for 0:00:10"), "{first}");
+    assert!(first.contains("no checkpoint yet; q stops it"), "{first}");
+    assert!(!first.contains("r restart"), "{first}");
+    app.update(Msg::Tick(app.now + Duration::from_secs(15)));
+    assert!(text(&app, 120, 40).contains("STALLED for 0:00:25"));
+    app.apply(&Event::Checkpoint {
+        step: 1488,
+        path: "runs/demo-run/checkpoints/checkpoint-1488".into(),
+    });
+    let offered = text(&app, 120, 40);
+    assert!(
+        offered.contains("r restarts from checkpoint-1488"),
+        "{offered}"
+    );
+    press(&mut app, KeyCode::Char('r'));
+    let asked = text(&app, 120, 40);
+    assert!(
+        asked.contains("Restart the stalled run?")
+            && asked.contains("from runs/demo-run/checkpoints/checkpoint-1488"),
+        "{asked}"
+    );
+}
+
+#[test]
+fn the_farewell_says_how_the_run_ended_and_how_to_go_on() {
+    let mut app = training_app();
+    app.resume = Some("trainui train --run-dir runs/demo-run --resume latest".into());
+    app.apply(&Event::Checkpoint {
+        step: 1500,
+        path: "runs/demo-run/checkpoints/checkpoint-1500".into(),
+    });
+    assert_eq!(
+        app.farewell(),
+        "demo-run quit at once at step 1500/3000 without saving; last checkpoint \
+         runs/demo-run/checkpoints/checkpoint-1500; resume: trainui train --run-dir \
+         runs/demo-run --resume latest"
+    );
+    app.apply(&Event::Finished(Summary {
+        step: 1500,
+        max_steps: 3000,
+        state: RunState::Stopped,
+        loss: Some(0.25),
+        elapsed_secs: 67.5,
+    }));
+    assert!(
+        app.farewell()
+            .starts_with("demo-run stopped at step 1500/3000; last checkpoint")
+    );
+    app.owner = app::Owner::Watcher;
+    let mut watching = training_app();
+    watching.owner = app::Owner::Watcher;
+    assert!(
+        watching
+            .farewell()
+            .starts_with("left demo-run training at step 1500/3000; the run goes on"),
+        "{}",
+        watching.farewell()
+    );
 }
