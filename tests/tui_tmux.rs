@@ -104,6 +104,29 @@ fn the_tui_trains_evaluates_aborts_and_quits_cleanly_in_tmux() {
         "{screen}"
     );
 
+    // Key to screen, while the trainer keeps both cores busy: `l` toggles
+    // the chart's scale and the footer says so.
+    let mut latencies = Vec::new();
+    for (round, said) in ["log scale", "linear scale"]
+        .iter()
+        .cycle()
+        .take(6)
+        .enumerate()
+    {
+        let before = std::time::Instant::now();
+        tmux.keys("l");
+        while !tmux.screen().contains(said) {
+            assert!(before.elapsed() < Duration::from_mins(1), "no answer to l");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        latencies.push(before.elapsed().as_secs_f64() * 1e3);
+        // The next answer must not be the one already shown.
+        std::thread::sleep(Duration::from_millis(50 + 10 * round as u64));
+    }
+    latencies.sort_by(f64::total_cmp);
+    eprintln!("key to screen (ms, sorted): {latencies:.1?}");
+    assert!(latencies[5] < 100.0, "key to screen: {latencies:?} ms");
+
     tmux.keys("e");
     let screen = tmux.wait_for_screen("a generation", |s| s.contains("generating 1/1"));
     assert!(screen.contains("EVALUATING"), "{screen}");
@@ -126,6 +149,13 @@ fn the_tui_trains_evaluates_aborts_and_quits_cleanly_in_tmux() {
         !screen.contains("TRAINING") && !screen.contains("┌"),
         "the TUI is gone:\n{screen}"
     );
+    // One line says how the run ended, where it saved and how to go on.
+    let joined = screen.replace('\n', "");
+    assert!(
+        joined.contains("stopped at step") && joined.contains("last checkpoint"),
+        "{screen}"
+    );
+    assert!(joined.contains("--resume latest"), "{screen}");
     assert_eq!(
         tmux.run(&["display-message", "-p", "-t", "tui", "#{alternate_on}"])
             .trim(),
@@ -200,9 +230,15 @@ fn r_on_a_stalled_run_restarts_it_from_the_latest_checkpoint() {
         run.display()
     );
     let tmux = Tmux::start("restart", &command);
-    let screen = tmux.wait_for_screen("the stall banner", |s| s.contains("STALLED: no progress"));
-    assert!(screen.contains("r restart"), "{screen}");
+    let screen = tmux.wait_for_screen("the stall banner", |s| s.contains("STALLED for"));
+    assert!(screen.contains("r restarts from checkpoint-"), "{screen}");
+    // The banner counts up.
+    tmux.wait_for_screen("the banner a few seconds on", |s| {
+        s.contains("STALLED for 0:00:0") && !s.contains(&screen)
+    });
     tmux.keys("r");
+    tmux.wait_for_screen("the question", |s| s.contains("Restart the stalled run?"));
+    tmux.keys("y");
     wait_for("the restarted process", Duration::from_mins(2), || {
         events_of(&run, "started").len() == 2
     });
@@ -321,5 +357,52 @@ fn trainui_run_shows_a_torchrun_job_whose_ranks_obey_its_keys() {
     assert_eq!(stops[0].1, stops[1].1, "{stops:?}");
     let step = stops[0].1;
     assert!(run.join(format!("checkpoints/checkpoint-{step}")).is_dir());
+    assert!(!events_of(&run, "finished").is_empty());
+}
+
+#[test]
+fn quit_at_once_leaves_a_true_final_state_and_a_c_locale_screen_is_ascii() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    // A generation that only ends by its deadline holds the run in
+    // `evaluating` when `q` `q` quits.
+    let command = format!(
+        "cd {} && LC_ALL=C {} --config config/tiny.json --run-dir {} --set train.max_steps=1000000 \
+         --set eval.eval_steps=0 --set eval.samples=1 --set eval.eval_timeout_seconds=120 \
+         --set eval.min_new_tokens=1000000 --set eval.max_new_tokens=1000000 \
+         --set checkpoint.save_steps=10; echo TRAINUI_EXIT=$?; sleep 120",
+        repo().display(),
+        binary.display(),
+        run.display()
+    );
+    let tmux = Tmux::start("quitnow", &command);
+    let screen = tmux.wait_for_screen("the training screen", |s| {
+        s.contains("TRAINING") && s.contains("###")
+    });
+    assert!(screen.is_ascii(), "{screen}");
+    assert!(screen.contains("+ loss | whole run"), "{screen}");
+    common::wait_for_event(&run, "checkpoint");
+    tmux.keys("e");
+    tmux.wait_for_screen("a generation", |s| s.contains("generating 1/1"));
+    tmux.keys("q");
+    tmux.wait_for_screen("the quit question", |s| {
+        s.contains("Stop training and quit?")
+    });
+    tmux.keys("q");
+    let screen = tmux.wait_for_screen("the exit", |s| s.contains("TRAINUI_EXIT="));
+    assert!(screen.contains("TRAINUI_EXIT=130"), "{screen}");
+    let joined = screen.replace('\n', "");
+    assert!(
+        joined.contains("quit at once at step") && joined.contains("without saving"),
+        "{screen}"
+    );
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("status/training_status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status["state"], "stopped", "{status}");
+    let message = status["last_message"].as_str().unwrap();
+    assert!(message.contains("quit at once"), "{message}");
     assert!(!events_of(&run, "finished").is_empty());
 }

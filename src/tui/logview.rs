@@ -13,6 +13,7 @@ use ratatui::widgets::{Clear, Paragraph};
 use super::app::{App, Level};
 use super::log::level_style;
 use super::theme::{dim, fg, pane, sep};
+use super::wrap::wrap;
 
 /// Columns of the time before each line.
 const TIME: u16 = 9;
@@ -39,10 +40,33 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     geometry.log_view_rows = inner.height;
     app.geometry.set(geometry);
 
-    let lines = app.log_lines(width, view.filter);
-    let max = lines.len().saturating_sub(rows);
-    let top = max - view.scroll.min(max);
-    let shown = &lines[top..(top + rows).min(lines.len())];
+    // Wrap from the newest back, only as far as the view reaches (a long
+    // log costs what the screen shows, until the view goes back to its
+    // start).
+    let want = view.scroll + rows;
+    let mut lines: Vec<(usize, String)> = Vec::new();
+    let shown_entries = app
+        .log
+        .iter()
+        .filter(|line| view.filter.is_none_or(|f| line.level >= f))
+        .count();
+    for (index, entry) in app.log.iter().enumerate().rev() {
+        if lines.len() >= want {
+            break;
+        }
+        if view.filter.is_some_and(|f| entry.level < f) {
+            continue;
+        }
+        let pieces = wrap(&entry.text, usize::from(width.max(8)));
+        lines.extend(pieces.into_iter().rev().map(|piece| (index, piece)));
+    }
+    lines.reverse();
+    let end = lines
+        .len()
+        .saturating_sub(view.scroll)
+        .max(rows.min(lines.len()));
+    let top = end.saturating_sub(rows);
+    let shown = &lines[top..end];
     let query = view.query.to_lowercase();
     let text: Vec<Line> = shown
         .iter()
@@ -61,16 +85,24 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             Line::from(spans)
         })
         .collect();
-    let position = if lines.is_empty() {
-        " nothing to show ".to_owned()
-    } else {
-        format!(
-            " {}-{}/{} lines{}Esc closes ",
-            top + 1,
-            top + shown.len(),
-            lines.len(),
-            sep(app)
-        )
+    let position = match (shown.first(), shown.last()) {
+        (Some((first, _)), Some((last, _))) => {
+            // Entries counted among those the filter lets through.
+            let before = |index: usize| {
+                app.log
+                    .iter()
+                    .take(index)
+                    .filter(|line| view.filter.is_none_or(|f| line.level >= f))
+                    .count()
+            };
+            format!(
+                " {}-{}/{shown_entries}{}Esc closes ",
+                before(*first) + 1,
+                before(*last) + 1,
+                sep(app)
+            )
+        }
+        _ => " nothing to show ".to_owned(),
     };
     let block = block.title_bottom(Line::from(position).right_aligned());
     frame.render_widget(Paragraph::new(text).block(block), area);

@@ -1,7 +1,7 @@
 //! The terminal front end: a ratatui app driven by the trainer's events and
-//! the user's keys. The loop never waits on the trainer, handles a key within
-//! a few milliseconds, and redraws only when something changed, at most
-//! [`MAX_FPS`] times a second.
+//! the user's keys. The loop never waits on the trainer, answers a key on
+//! screen at once, and otherwise redraws only when something changed (or the
+//! clock's second did), at most [`MAX_FPS`] times a second.
 //!
 //! ```text
 //! mod.rs      the loop: events and keys in, frames out
@@ -130,6 +130,7 @@ where
     let frame_time = Duration::from_secs(1) / MAX_FPS;
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
+    let mut answer_key = false;
     let mut second = 0;
     while app.exit.is_none() {
         // The clock: a redraw each new second keeps the ages honest.
@@ -166,13 +167,15 @@ where
             app.update(Msg::Liveness(notice));
             dirty = true;
         }
+        // A key is answered at once; only events wait for the frame cap.
         let since_draw = last_draw.map_or(frame_time, |t| t.elapsed());
-        if dirty && since_draw >= frame_time {
+        if dirty && (answer_key || since_draw >= frame_time) {
             terminal
                 .draw(|frame| render::render(frame, app))
                 .map_err(backend_error)?;
             last_draw = Some(Instant::now());
             dirty = false;
+            answer_key = false;
         }
         if app.exit.is_some() {
             break;
@@ -189,6 +192,7 @@ where
                     app.say(problem);
                 }
                 dirty = true;
+                answer_key = true;
             }
             Some(Input::Redraw) => {
                 terminal.clear().map_err(backend_error)?;
