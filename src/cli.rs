@@ -136,8 +136,8 @@ pub struct BenchArgs {
 pub struct WatchArgs {
     /// The run directory.
     pub run_dir: PathBuf,
-    /// Plain ASCII screen without colours (also NO_COLOR for colours,
-    /// TERM=dumb or a locale that is not UTF-8 for ASCII).
+    /// Plain ASCII screen without colours (as NO_COLOR and TERM=dumb; a
+    /// locale that is not UTF-8 gives ASCII in colour).
     #[arg(long)]
     pub plain: bool,
 }
@@ -151,8 +151,8 @@ pub struct RunArgs {
     /// Print log lines instead of showing the TUI.
     #[arg(long)]
     pub no_tui: bool,
-    /// Plain ASCII screen without colours (also NO_COLOR for colours,
-    /// TERM=dumb or a locale that is not UTF-8 for ASCII).
+    /// Plain ASCII screen without colours (as NO_COLOR and TERM=dumb; a
+    /// locale that is not UTF-8 gives ASCII in colour).
     #[arg(long)]
     pub plain: bool,
     /// The job's command line, after `--`, e.g. `-- torchrun
@@ -192,8 +192,8 @@ pub struct TrainArgs {
     /// (the latest if there is one, else start), for supervisors.
     #[arg(long, value_name = "latest|auto|PATH")]
     pub resume: Option<Resume>,
-    /// Plain ASCII output without colours (also NO_COLOR for colours,
-    /// TERM=dumb or a locale that is not UTF-8 for ASCII).
+    /// Plain ASCII output without colours (as NO_COLOR and TERM=dumb; a
+    /// locale that is not UTF-8 gives ASCII in colour).
     #[arg(long)]
     pub plain: bool,
 }

@@ -66,28 +66,42 @@ impl Style {
 /// no `TERM=dumb`.
 #[must_use]
 pub fn colors_wanted(plain: bool) -> bool {
-    !plain && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && !dumb_terminal()
+    Look::from_env(plain, |name| std::env::var(name).ok()).color
 }
 
 /// Whether the screen may use more than ASCII (box drawing, braille,
-/// typography): not under `--plain` or `TERM=dumb`, and only in a UTF-8
-/// locale (the first of `LC_ALL`, `LC_CTYPE`, `LANG` that is set; none set
-/// is the C locale).
+/// typography): not under `--plain`, `NO_COLOR` or `TERM=dumb` (each asks
+/// for a plain screen), and only in a UTF-8 locale (the first of `LC_ALL`,
+/// `LC_CTYPE`, `LANG` that is set; none set is the C locale).
 #[must_use]
 pub fn unicode_wanted(plain: bool) -> bool {
-    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let locale = set("LC_ALL")
-        .or_else(|| set("LC_CTYPE"))
-        .or_else(|| set("LANG"));
-    let utf8 = locale.is_some_and(|l| {
-        let l = l.to_ascii_lowercase();
-        l.contains("utf-8") || l.contains("utf8")
-    });
-    !plain && utf8 && !dumb_terminal()
+    Look::from_env(plain, |name| std::env::var(name).ok()).unicode
 }
 
-fn dumb_terminal() -> bool {
-    std::env::var("TERM").is_ok_and(|term| term == "dumb")
+/// What a terminal screen may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    pub color: bool,
+    pub unicode: bool,
+}
+
+impl Look {
+    /// The look `plain` and the environment (read through `var`) ask for.
+    pub fn from_env(plain: bool, var: impl Fn(&str) -> Option<String>) -> Self {
+        let set = |name: &str| var(name).filter(|v| !v.is_empty());
+        let locale = set("LC_ALL")
+            .or_else(|| set("LC_CTYPE"))
+            .or_else(|| set("LANG"));
+        let utf8 = locale.is_some_and(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("utf-8") || l.contains("utf8")
+        });
+        let color = !plain && set("NO_COLOR").is_none() && set("TERM").as_deref() != Some("dumb");
+        Self {
+            color,
+            unicode: color && utf8,
+        }
+    }
 }
 
 /// Formats `event`, or `None` for events that print nothing.
@@ -383,6 +397,49 @@ pub fn duration(secs: f64) -> String {
 mod tests {
     use super::*;
     use crate::events::{SampleResult, StepMetrics};
+
+    #[test]
+    fn plain_no_color_dumb_terminals_and_other_locales_ask_for_a_plain_look() {
+        let look = |plain: bool, vars: &[(&str, &str)]| {
+            let vars: Vec<(String, String)> = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            Look::from_env(plain, |name| {
+                vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+            })
+        };
+        let fancy = Look {
+            color: true,
+            unicode: true,
+        };
+        let utf8 = [("LANG", "en_US.UTF-8"), ("TERM", "xterm-256color")];
+        assert_eq!(look(false, &utf8), fancy);
+        let plain = Look {
+            color: false,
+            unicode: false,
+        };
+        assert_eq!(look(true, &utf8), plain, "--plain");
+        assert_eq!(look(false, &[("NO_COLOR", "1"), utf8[0]]), plain);
+        assert_eq!(look(false, &[("TERM", "dumb"), utf8[0]]), plain);
+        let ascii_in_colour = Look {
+            color: true,
+            unicode: false,
+        };
+        assert_eq!(look(false, &[("LANG", "C")]), ascii_in_colour);
+        assert_eq!(look(false, &[]), ascii_in_colour, "no locale is C");
+        assert_eq!(
+            look(false, &[("LC_ALL", "C"), ("LANG", "en_US.UTF-8")]),
+            ascii_in_colour,
+            "LC_ALL first"
+        );
+        assert_eq!(look(false, &[("LC_CTYPE", "C.utf8")]), fancy);
+        assert_eq!(
+            look(false, &[("NO_COLOR", ""), utf8[0]]),
+            fancy,
+            "empty is unset"
+        );
+    }
 
     #[test]
     fn step_lines_are_greppable() {

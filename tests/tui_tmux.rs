@@ -233,8 +233,15 @@ fn r_on_a_stalled_run_restarts_it_from_the_latest_checkpoint() {
     let screen = tmux.wait_for_screen("the stall banner", |s| s.contains("STALLED for"));
     assert!(screen.contains("r restarts from checkpoint-"), "{screen}");
     // The banner counts up.
-    tmux.wait_for_screen("the banner a few seconds on", |s| {
-        s.contains("STALLED for 0:00:0") && !s.contains(&screen)
+    let stalled_for = |screen: &str| -> u64 {
+        let at = screen.find("STALLED for 0:").unwrap() + "STALLED for ".len();
+        let clock = &screen[at..at + 7];
+        let parts: Vec<u64> = clock.split(':').map(|p| p.parse().unwrap()).collect();
+        parts[0] * 3600 + parts[1] * 60 + parts[2]
+    };
+    let first = stalled_for(&screen);
+    tmux.wait_for_screen("the banner two seconds on", |s| {
+        s.contains("STALLED for 0:") && stalled_for(s) >= first + 2
     });
     tmux.keys("r");
     tmux.wait_for_screen("the question", |s| s.contains("Restart the stalled run?"));

@@ -275,6 +275,8 @@ pub struct App {
     pub now: SystemTime,
     /// The run's elapsed seconds at a moment: the clock ticks on from it.
     elapsed_at: Option<(f64, SystemTime)>,
+    /// The ETA the trainer gave at a moment: it counts down while training.
+    eta_at: Option<(f64, SystemTime)>,
     pub paused_since: Option<SystemTime>,
     /// When the run last said anything.
     pub last_event_at: Option<SystemTime>,
@@ -341,6 +343,7 @@ impl App {
             last_warning: None,
             now: SystemTime::now(),
             elapsed_at: None,
+            eta_at: None,
             paused_since: None,
             last_event_at: None,
             color,
@@ -504,6 +507,17 @@ impl App {
     }
 
     fn key(&mut self, key: KeyEvent) -> Option<Command> {
+        let ctrl_c = key.code == KeyCode::Char('c')
+            && key
+                .modifiers
+                .contains(ratatui::crossterm::event::KeyModifiers::CONTROL);
+        if ctrl_c && !matches!(self.context(), Context::Panes | Context::Dialog) {
+            // Ctrl-C quits from every screen, as from the panes.
+            self.log_view.typing = None;
+            self.detail = None;
+            self.overlay = Overlay::None;
+            return self.act(KeyAction::Quit);
+        }
         if let Some(typing) = self.log_view.typing.as_mut() {
             match key.code {
                 KeyCode::Enter => {
@@ -520,7 +534,7 @@ impl App {
                     typing.pop();
                 }
                 KeyCode::Char(c) => typing.push(c),
-                _ => {}
+                _ => self.say("typing a search: Enter searches, Esc clears it"),
             }
             return None;
         }
@@ -529,7 +543,8 @@ impl App {
             let hint = match context {
                 Context::Help => "Esc or ? closes the help",
                 Context::Dialog => "y or n",
-                _ => "? lists the keys",
+                Context::Sample | Context::Log => "Esc goes back, ? there lists the keys",
+                Context::Panes => "? lists the keys",
             };
             self.say(format!("{}: not a key here; {hint}", keys::name(key)));
             return None;
@@ -663,7 +678,7 @@ impl App {
     /// Scrolls the log view to the next (or previous) line holding the
     /// search, from the line at the top of the view (`here`: including it).
     fn next_match(&mut self, forward: bool, here: bool) {
-        let query = self.log_view.query.to_lowercase();
+        let query = self.log_view.query.to_ascii_lowercase();
         if query.is_empty() {
             self.say("no search: / starts one");
             return;
@@ -678,7 +693,7 @@ impl App {
         let hits: Vec<usize> = lines
             .iter()
             .enumerate()
-            .filter(|(_, (_, text))| text.to_lowercase().contains(&query))
+            .filter(|(_, (_, text))| text.to_ascii_lowercase().contains(&query))
             .map(|(index, _)| index)
             .collect();
         let from = self.log_view.current.unwrap_or(top);
@@ -944,6 +959,19 @@ impl App {
             .as_secs_f64()
     }
 
+    /// The time left: the trainer's estimate at its latest step, counted
+    /// down by the clock while the run trains (an evaluation or a pause
+    /// does not bring the end nearer).
+    #[must_use]
+    pub fn eta_secs(&self) -> Option<f64> {
+        let (eta, at) = self.eta_at?;
+        if self.status.state == RunState::Training {
+            Some((eta - self.secs_since(at)).max(0.0))
+        } else {
+            Some(eta)
+        }
+    }
+
     /// Seconds since `at`, by the app's clock.
     #[must_use]
     pub fn secs_since(&self, at: SystemTime) -> f64 {
@@ -993,6 +1021,7 @@ impl App {
             }
             Event::Step(m) => {
                 self.elapsed_at = Some((m.elapsed_secs, at));
+                self.eta_at = Some((m.eta_secs, at));
                 self.clock_history.push(m.step as f64, m.elapsed_secs);
                 if m.grad_norm.is_some() {
                     self.grad_norm = m.grad_norm;
@@ -1265,6 +1294,14 @@ impl App {
         if self.log.len() == LOG_LINES_KEPT {
             self.log.pop_front();
         }
+        // A view scrolled back keeps its lines in place as new ones come.
+        let geometry = self.geometry.get();
+        if self.log_scroll > 0 {
+            self.log_scroll += wrap(&text, usize::from(geometry.log_width.max(8))).len();
+        }
+        if self.log_view.scroll > 0 && self.log_view.filter.is_none_or(|f| level >= f) {
+            self.log_view.scroll += wrap(&text, usize::from(geometry.log_view_width.max(8))).len();
+        }
         self.log.push_back(LogLine { at, level, text });
     }
 
@@ -1279,11 +1316,13 @@ impl App {
             || "no checkpoint".to_owned(),
             |path| format!("last checkpoint {path}"),
         );
+        // A job of another framework resumes with its own command.
+        let foreign = s.producer.as_ref().is_some_and(|p| p.name != "trainui");
         let resume = self
             .gone
             .as_ref()
             .map(|g| g.resume.clone())
-            .or_else(|| self.resume.clone());
+            .or_else(|| self.resume.clone().filter(|_| !foreign));
         let go_on = resume.map_or_else(String::new, |r| format!("; resume: {r}"));
         if let Some(status) = self.job_status {
             return format!("{name}: the job exited with status {status} {at}; {checkpoint}");

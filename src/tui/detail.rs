@@ -7,6 +7,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
+use unicode_width::UnicodeWidthChar;
 
 use super::app::{App, Detail};
 use super::eval::outcome;
@@ -99,6 +100,9 @@ fn lines(
     let verdict = match (&s.outcome, difference) {
         (GenerationOutcome::Error { message }, _) => format!("error: {message}"),
         (_, None) => "the output is the golden answer".to_owned(),
+        (_, Some(_)) if s.exact_match => {
+            "the output is the golden answer once surrounding whitespace is trimmed".to_owned()
+        }
         (_, Some(at)) if at == output_len => format!(
             "the output stops after {at} characters; the golden answer goes on for {}",
             golden_len - at
@@ -136,12 +140,27 @@ fn marked_text(text: &str, width: usize, mark: Option<usize>, marked: Style) -> 
     let mut lines = Vec::new();
     let mut offset = 0;
     for paragraph in text.split('\n') {
-        let chars: Vec<char> = paragraph.chars().collect();
-        let pieces: Vec<&[char]> = if chars.is_empty() {
-            vec![&[]]
-        } else {
-            chars.chunks(width).collect()
-        };
+        // Tabs and control characters take one cell each, as spaces and `?`.
+        let chars: Vec<char> = paragraph
+            .chars()
+            .map(|c| match c {
+                '\t' => ' ',
+                c if c.is_control() => '?',
+                c => c,
+            })
+            .collect();
+        // Pieces at most `width` cells wide (a wide character takes two).
+        let mut pieces: Vec<&[char]> = Vec::new();
+        let (mut start, mut cells) = (0, 0);
+        for (at, c) in chars.iter().enumerate() {
+            let w = c.width().unwrap_or(0);
+            if cells + w > width && at > start {
+                pieces.push(&chars[start..at]);
+                (start, cells) = (at, 0);
+            }
+            cells += w;
+        }
+        pieces.push(&chars[start..]);
         for piece in pieces {
             let cut = mark.map_or(piece.len(), |m| m.saturating_sub(offset).min(piece.len()));
             let (plain, rest) = piece.split_at(cut);

@@ -107,7 +107,7 @@ fn render_live(frame: &mut Frame, area: Rect, app: &App, live: &LiveGeneration) 
 }
 
 fn render_samples(frame: &mut Frame, area: Rect, app: &App) {
-    if app.samples.is_empty() {
+    if app.samples.is_empty() && app.evals.is_empty() {
         let note = if app.live.is_some() {
             ""
         } else {
@@ -116,20 +116,33 @@ fn render_samples(frame: &mut Frame, area: Rect, app: &App) {
         frame.render_widget(Paragraph::new(note).style(dim(app)), area);
         return;
     }
-    let selected = app.sample_cursor.unwrap_or(app.samples.len() - 1);
+    let selected = app
+        .sample_cursor
+        .or_else(|| app.samples.len().checked_sub(1));
     let mut lines = Vec::new();
     let mut selected_line = 0;
-    let mut previous_step = None;
-    for (index, sample) in app.samples.iter().enumerate() {
-        if previous_step != Some(sample.step) {
-            previous_step = Some(sample.step);
-            let eval = app.evals.iter().rev().find(|e| e.step == sample.step);
-            lines.push(eval_line(app, sample.step, eval));
+    // Every evaluation since the oldest sample kept (those without samples
+    // too), each with its samples.
+    let oldest = app.samples.front().map_or(0, |s| s.step);
+    let mut steps: Vec<u64> = app
+        .evals
+        .iter()
+        .map(|e| e.step)
+        .filter(|&step| step >= oldest)
+        .chain(app.samples.iter().map(|s| s.step))
+        .collect();
+    steps.sort_unstable();
+    steps.dedup();
+    let mut next = app.samples.iter().enumerate().peekable();
+    for step in steps {
+        let eval = app.evals.iter().rev().find(|e| e.step == step);
+        lines.push(eval_line(app, step, eval));
+        while let Some((index, sample)) = next.next_if(|(_, s)| s.step == step) {
+            if Some(index) == selected {
+                selected_line = lines.len();
+            }
+            lines.extend(sample_lines(app, sample, Some(index) == selected));
         }
-        if index == selected {
-            selected_line = lines.len();
-        }
-        lines.extend(sample_lines(app, sample, index == selected));
     }
     let rows = usize::from(area.height);
     let bottom = lines.len().saturating_sub(rows);

@@ -72,7 +72,7 @@ fn render_title(frame: &mut Frame, area: Rect, app: &App) {
         Span::raw(duration(app.elapsed_secs())),
     ];
     let training = matches!(state, RunState::Training | RunState::Evaluating);
-    if let (true, true, Some(eta)) = (running, training, app.status.eta_secs) {
+    if let (true, true, Some(eta)) = (running, training, app.eta_secs()) {
         right.push(Span::styled(format!("{}eta ", sep(app)), dim(app)));
         right.push(Span::raw(duration(eta)));
     }
@@ -89,13 +89,23 @@ fn render_title(frame: &mut Frame, area: Rect, app: &App) {
             style,
         ));
     }
+    // The run and its state come first; the clocks give way, the age of
+    // the news first, when the row is too narrow for both.
+    let left = Line::from(left);
+    let room = usize::from(area.width).saturating_sub(left.width());
+    let width = |spans: &[Span]| spans.iter().map(Span::width).sum::<usize>();
+    if width(&right) > room && app.last_event_at.is_some() {
+        right.pop();
+    }
+    if width(&right) > room && right.len() == 4 {
+        // The ETA: its label and its value.
+        right.truncate(2);
+    }
     let right = Line::from(right).right_aligned();
-    let [left_area, right_area] = Layout::horizontal([
-        Constraint::Fill(1),
-        Constraint::Length(right.width() as u16),
-    ])
-    .areas(area);
-    frame.render_widget(Paragraph::new(Line::from(left)), left_area);
+    let [left_area, right_area] =
+        Layout::horizontal([Constraint::Length(left.width() as u16), Constraint::Fill(1)])
+            .areas(area);
+    frame.render_widget(Paragraph::new(left), left_area);
     frame.render_widget(Paragraph::new(right), right_area);
 }
 

@@ -340,6 +340,7 @@ pub const DIALOG: &[Binding] = &[
 pub const HELP: &[Binding] = &[
     row("↑ ↓ k j", SCROLL, "scroll the help"),
     row("PgUp PgDn", PAGE, "scroll a page"),
+    row("Home End g G", ENDS, "top / bottom"),
     Binding {
         label: "Esc ?",
         keys: &[
@@ -369,10 +370,11 @@ pub fn map(context: Context) -> &'static [Binding] {
 
 /// The sections of the help overlay: a title and its map.
 pub const SECTIONS: &[(&str, Context)] = &[
-    ("keys", Context::Panes),
+    ("the panes", Context::Panes),
     ("a sample (Enter)", Context::Sample),
     ("the log (L)", Context::Log),
     ("a question", Context::Dialog),
+    ("this help", Context::Help),
 ];
 
 /// The commands no key sends, and why: the help overlay names them with

@@ -67,7 +67,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         .max(rows.min(lines.len()));
     let top = end.saturating_sub(rows);
     let shown = &lines[top..end];
-    let query = view.query.to_lowercase();
+    let query = view.query.to_ascii_lowercase();
     let text: Vec<Line> = shown
         .iter()
         .enumerate()
@@ -117,8 +117,10 @@ fn clock(at: SystemTime) -> String {
 /// `piece` with every (case-insensitive) occurrence of `query` marked.
 fn marked(app: &App, piece: &str, query: &str, style: ratatui::style::Style) -> Vec<Span<'static>> {
     let hit = fg(app, Color::Yellow).add_modifier(Modifier::REVERSED | Modifier::BOLD);
-    let lower = piece.to_lowercase();
-    if query.is_empty() || lower.len() != piece.len() {
+    // ASCII case folding keeps every byte offset, so the slices below fall
+    // on character boundaries.
+    let lower = piece.to_ascii_lowercase();
+    if query.is_empty() {
         return vec![Span::styled(piece.to_owned(), style)];
     }
     let mut spans = Vec::new();

@@ -107,8 +107,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             format!("{x:.0}")
         }
     };
+    // In ASCII, braille becomes `.`, a bar `-` and a dot `o`.
     let (raw_marker, smoothed_marker, val_marker) = if app.ascii {
-        (Marker::Braille, Marker::Block, Marker::Dot)
+        (Marker::Braille, Marker::Bar, Marker::Dot)
     } else {
         (Marker::Braille, Marker::Braille, Marker::Dot)
     };
@@ -174,7 +175,7 @@ fn render_legend(
 ) {
     let value = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), loss);
     let (raw_mark, smoothed_mark, val_mark) = if app.ascii {
-        (".", "#", "o")
+        (".", "-", "o")
     } else {
         ("⠒", "━", "•")
     };

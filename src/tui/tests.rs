@@ -650,6 +650,13 @@ fn one_point_gives_distinct_axis_labels() {
         labels.len() >= 3 && distinct.len() == labels.len(),
         "{labels:?} {shown}"
     );
+    // The x axis runs from the start of the run to the point.
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("\"│     0 ") && l.contains(" 25│")),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -668,12 +675,14 @@ fn the_smoothing_window_is_in_the_legend_and_follows_the_keys() {
 fn the_time_axis_labels_wall_clock_time() {
     let mut app = training_app();
     press(&mut app, KeyCode::Char('t'));
-    let shown = text(&app, 120, 40);
-    // 1500 steps at 0.045 s: the axis ends at 0:01:07.
-    assert!(
-        shown.contains("0:01:08") && shown.contains("time"),
-        "{shown}"
-    );
+    let shown = screen(&app, 120, 40).to_string();
+    // 1500 steps at 0.045 s: the chart's x axis runs from 0:00:01 to 0:01:08.
+    let axis = shown
+        .lines()
+        .find(|l| l.starts_with("\"│0:00:01"))
+        .unwrap_or_else(|| panic!("no time axis: {shown}"));
+    assert!(axis.contains("0:01:08"), "{axis}");
+    assert!(shown.contains("loss · whole run · time"), "{shown}");
 }
 
 fn long_sample() -> Event {
@@ -681,7 +690,7 @@ fn long_sample() -> Event {
         1500,
         1,
         GenerationOutcome::Completed,
-        &format!("12704{}", "1".repeat(300)),
+        &format!("12704{}", "1".repeat(1500)),
         counters(3, 0),
     );
     if let Event::Sample(s) = &mut event {
@@ -705,12 +714,14 @@ fn enter_opens_a_sample_whole_with_its_first_difference() {
         first.contains("PROMPT") && first.contains("GOLDEN"),
         "{first}"
     );
-    // Scrolled to its end, the output's last characters are there.
+    // Scrolled to its end, the view shows the last line of the output.
+    let total: usize = app.geometry.get().detail_lines;
+    assert!(total > 30, "1500 characters wrap over many lines");
+    assert!(!first.contains(&format!("-{total}/{total}")), "{first}");
     press(&mut app, KeyCode::End);
     let last = text(&app, 80, 24);
-    assert!(last.contains("OUTPUT") || last.contains("1111"), "{last}");
-    let total: usize = app.geometry.get().detail_lines;
-    assert!(total > 10, "300 characters wrap over several lines");
+    assert!(last.contains(&format!("-{total}/{total}")), "{last}");
+    assert!(!last.contains("PROMPT"), "{last}");
     // The mark: the output from its 5th character on is underlined.
     let buffer = screen(&app, 80, 24);
     let marked = buffer
@@ -843,10 +854,27 @@ fn the_events_wrap_whole_and_scrolling_stays_in_range() {
     let bottom = text(&app, 120, 40);
     assert!(bottom.contains(&format!("/{total} ")), "{bottom}");
     assert!(bottom.contains("checkpoint-59"), "{bottom}");
+    press(&mut app, KeyCode::PageUp);
+    assert!(app.log_scroll > 0);
     for _ in 0..5 {
         press(&mut app, KeyCode::PageDown);
     }
     assert_eq!(app.log_scroll, 0);
+    // Scrolled back, new lines do not move what is being read.
+    press(&mut app, KeyCode::PageUp);
+    let reading = screen(&app, 120, 40).to_string();
+    app.apply(&Event::Checkpoint {
+        step: 99,
+        path: "runs/x/checkpoints/checkpoint-99".into(),
+    });
+    let events = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip(21)
+            .filter(|l| !l.contains(" events "))
+            .map(|l| l.chars().skip(76).collect())
+            .collect()
+    };
+    assert_eq!(events(&reading), events(&screen(&app, 120, 40).to_string()));
 }
 
 #[test]
@@ -1012,7 +1040,6 @@ fn the_farewell_says_how_the_run_ended_and_how_to_go_on() {
         app.farewell()
             .starts_with("demo-run stopped at step 1500/3000; last checkpoint")
     );
-    app.owner = app::Owner::Watcher;
     let mut watching = training_app();
     watching.owner = app::Owner::Watcher;
     assert!(
@@ -1021,5 +1048,26 @@ fn the_farewell_says_how_the_run_ended_and_how_to_go_on() {
             .starts_with("left demo-run training at step 1500/3000; the run goes on"),
         "{}",
         watching.farewell()
+    );
+    watching.update(Msg::Liveness(app::Liveness::Gone(app::GoneRun {
+        pid: 7,
+        since: "2026-11-29T15:00:01.000Z".into(),
+        last_checkpoint: None,
+        resume: "trainui train --run-dir runs/demo-run --resume latest".into(),
+    })));
+    assert!(
+        watching
+            .farewell()
+            .starts_with("demo-run: its process is gone at step 1500/3000"),
+        "{}",
+        watching.farewell()
+    );
+    let mut job = training_app();
+    job.owner = app::Owner::Job;
+    job.update(Msg::Liveness(app::Liveness::JobEnded(3)));
+    assert!(
+        job.farewell().contains("the job exited with status 3"),
+        "{}",
+        job.farewell()
     );
 }
