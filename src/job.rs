@@ -203,7 +203,7 @@ fn show(
         tui::run_sampled(
             terminal,
             &mut app,
-            &mut tui::TerminalInput,
+            &mut tui::TerminalInput::default(),
             &events,
             Some(notices_received),
             &mut record,

@@ -7,9 +7,10 @@
 //! destructors under that thread, which crashes (a segfault, or an "Invalid
 //! (backend, op) pair") instead of giving the exit status asked for.
 //!
-//! The two calls into libc that Rust's standard library does not wrap
-//! (`_exit`, and `kill` to pass a signal on to a child) are here, the only
-//! `unsafe` of the crate.
+//! The calls into libc that Rust's standard library does not wrap
+//! (`_exit`; `kill` to pass a signal on to a child; `poll` and `ioctl` to
+//! wait for keys and see that the terminal has hung up, which crossterm does
+//! not notice) are here, the only `unsafe` of the crate.
 
 use std::fmt::Display;
 use std::io::Write as _;
@@ -43,5 +44,52 @@ pub fn signal(pid: u32, signal: i32) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+/// What waiting on stdin found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdin {
+    /// Input is waiting.
+    Ready,
+    /// Nothing within the time given.
+    Quiet,
+    /// The terminal hung up (its window or SSH session closed): reading it
+    /// would only ever give end-of-file.
+    HungUp,
+}
+
+/// Waits up to `timeout` for input on stdin. The TUI waits here rather
+/// than in crossterm, which spins without end on a terminal that hung up.
+#[must_use]
+pub fn wait_stdin(timeout: std::time::Duration) -> Stdin {
+    let mut fds = [libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fds` is a valid array of one `pollfd` that lives across the
+    // call, and its length is passed with it.
+    #[allow(unsafe_code)]
+    let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
+    if ready <= 0 {
+        // A signal (a resize) or nothing: the caller looks again.
+        return Stdin::Quiet;
+    }
+    if fds[0].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        return Stdin::HungUp;
+    }
+    // Readable with nothing to read is end-of-file: a terminal that hung up
+    // (a key in raw mode is at least one byte).
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one `c_int` through the pointer, which points
+    // at `waiting`, alive across the call.
+    #[allow(unsafe_code)]
+    let asked = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::FIONREAD, &raw mut waiting) };
+    if asked == 0 && waiting == 0 {
+        Stdin::HungUp
+    } else {
+        Stdin::Ready
     }
 }

@@ -115,7 +115,7 @@ impl Session {
             events: wiring.event_sender(),
             stall_recorded: Arc::clone(&stall_recorded),
             before_exit: if options.owns_process && options.front == Front::Tui {
-                ratatui::restore
+                tui::restore
             } else {
                 || {}
             },
@@ -180,7 +180,7 @@ impl Session {
 
     /// The TUI in this process's terminal until the user quits.
     pub fn run_tui_in_terminal(&mut self, app: &mut App) -> Result<Exit> {
-        tui::in_terminal(|terminal| self.run_tui(terminal, &mut TerminalInput, app))
+        tui::in_terminal(|terminal| self.run_tui(terminal, &mut TerminalInput::default(), app))
     }
 
     /// Quit at once (`q` `q`): records the events that have arrived, then
@@ -336,7 +336,7 @@ fn install_signal_handlers(
     let tui = front == Front::Tui;
     let exit_now = move |signal: i32| -> ! {
         if tui {
-            ratatui::restore();
+            crate::tui::restore();
         }
         process::exit_now(128 + signal)
     };

@@ -225,7 +225,7 @@ pub fn run(run_dir: &Path, plain: bool) -> Result<()> {
             .map(|e| e.to_string())
     };
     tui::in_terminal(|terminal| {
-        let input = &mut tui::TerminalInput;
+        let input = &mut tui::TerminalInput::default();
         let liveness = Some(&liveness);
         tui::run_sampled(
             terminal,

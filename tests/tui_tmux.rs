@@ -413,3 +413,26 @@ fn quit_at_once_leaves_a_true_final_state_and_a_c_locale_screen_is_ascii() {
     assert!(message.contains("quit at once"), "{message}");
     assert!(!events_of(&run, "finished").is_empty());
 }
+
+#[test]
+fn a_terminal_that_closes_stops_and_saves_the_run_with_a_true_final_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    let command = format!(
+        "cd {} && {} --config config/tiny.json --run-dir {} --set train.max_steps=1000000 \
+         --set eval.eval_steps=0; sleep 120",
+        repo().display(),
+        binary.display(),
+        run.display()
+    );
+    let tmux = Tmux::start("hangup", &command);
+    tmux.wait_for_screen("the training screen", chart_filled);
+    // The window closes: the terminal hangs up under the TUI.
+    tmux.run(&["kill-server"]);
+    wait_for("the final state", Duration::from_mins(1), || {
+        common::status(&run)["state"] == "stopped"
+    });
+    let step = common::status(&run)["current_step"].as_u64().unwrap();
+    assert!(run.join(format!("checkpoints/checkpoint-{step}")).is_dir());
+}

@@ -31,7 +31,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     ])
     .areas(area);
     render_title(frame, title_area, app);
-    frame.render_widget(Paragraph::new(numbers(app)), numbers_area);
+    frame.render_widget(
+        Paragraph::new(numbers(app, numbers_area.width)),
+        numbers_area,
+    );
     if let Some(banner) = banner(app) {
         frame.render_widget(Paragraph::new(banner), progress_area);
     } else {
@@ -129,10 +132,12 @@ pub fn loss(value: f64) -> String {
     }
 }
 
-fn numbers(app: &App) -> Line<'static> {
+/// The current numbers, each whole: those that do not fit in `width` are
+/// left out from the right (learning rate first, loss last).
+fn numbers(app: &App, width: u16) -> Line<'static> {
     let s = &app.status;
     let label = |text: &str| Span::styled(text.to_owned(), dim(app));
-    let mut spans = vec![
+    let mut groups = vec![vec![
         Span::raw(" "),
         label("loss "),
         match s.loss {
@@ -143,30 +148,45 @@ fn numbers(app: &App) -> Line<'static> {
             Some(value) => Span::styled(loss(value), Modifier::BOLD),
             None => Span::raw("-"),
         },
-    ];
+    ]];
     if let Some(val) = s.val_loss {
-        spans.push(label(&format!("{}val ", sep(app))));
-        spans.push(Span::styled(loss(val), Modifier::BOLD));
+        let mut group = vec![
+            label(&format!("{}val ", sep(app))),
+            Span::styled(loss(val), Modifier::BOLD),
+        ];
         if let Some((best, step)) = app.best_val {
-            spans.push(label(&format!(" (best {} @{step})", loss(best))));
+            group.push(label(&format!(" (best {} @{step})", loss(best))));
         }
+        groups.push(group);
     }
     if let Some(norm) = app.grad_norm {
-        spans.push(label(&format!("{}grad ", sep(app))));
-        spans.push(Span::raw(loss(norm)));
+        groups.push(vec![
+            label(&format!("{}grad ", sep(app))),
+            Span::raw(loss(norm)),
+        ]);
     }
     let training = matches!(s.state, RunState::Training | RunState::Evaluating);
     if let (true, true, Some(rate)) = (training, app.running(), s.tokens_per_sec) {
-        spans.push(Span::raw(format!(
-            "{}{} ",
-            sep(app),
-            thousands(rate.round() as u64)
-        )));
-        spans.push(label("tok/s"));
+        groups.push(vec![
+            Span::raw(format!("{}{} ", sep(app), thousands(rate.round() as u64))),
+            label("tok/s"),
+        ]);
     }
     if let Some(lr) = s.learning_rate {
-        spans.push(label(&format!("{}lr ", sep(app))));
-        spans.push(Span::raw(format!("{lr:.2e}")));
+        groups.push(vec![
+            label(&format!("{}lr ", sep(app))),
+            Span::raw(format!("{lr:.2e}")),
+        ]);
+    }
+    let mut spans = Vec::new();
+    let mut used = 0;
+    for group in groups {
+        let wide: usize = group.iter().map(Span::width).sum();
+        if used + wide > usize::from(width) && !spans.is_empty() {
+            break;
+        }
+        used += wide;
+        spans.extend(group);
     }
     Line::from(spans)
 }

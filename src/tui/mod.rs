@@ -66,19 +66,45 @@ pub trait InputSource {
 }
 
 /// Keys and resizes from the terminal (crossterm).
-pub struct TerminalInput;
+#[derive(Debug, Default)]
+pub struct TerminalInput {
+    /// The terminal's size when last looked at.
+    size: Option<(u16, u16)>,
+}
 
 impl InputSource for TerminalInput {
     fn next(&mut self, timeout: Duration) -> io::Result<Option<Input>> {
-        if !term_event::poll(timeout)? {
-            return Ok(None);
+        use crate::process::{Stdin, wait_stdin};
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            return read_key(timeout);
         }
-        Ok(match term_event::read()? {
-            TermEvent::Key(key) => Some(Input::Key(key)),
-            TermEvent::Resize(..) | TermEvent::FocusGained => Some(Input::Redraw),
-            _ => None,
-        })
+        // On a terminal, wait here: crossterm spins for ever on a terminal
+        // that hung up instead of saying so. It is asked only for the bytes
+        // that are there; a resize is seen by the size changing.
+        match wait_stdin(timeout) {
+            Stdin::HungUp => Err(io::Error::other("the terminal hung up")),
+            Stdin::Ready => read_key(Duration::ZERO),
+            Stdin::Quiet => {
+                let size = ratatui::crossterm::terminal::size().ok();
+                let resized = self.size.is_some() && size != self.size;
+                self.size = size;
+                Ok(resized.then_some(Input::Redraw))
+            }
+        }
     }
+}
+
+/// The next key or resize crossterm has, waiting at most `timeout`.
+fn read_key(timeout: Duration) -> io::Result<Option<Input>> {
+    if !term_event::poll(timeout)? {
+        return Ok(None);
+    }
+    Ok(match term_event::read()? {
+        TermEvent::Key(key) => Some(Input::Key(key)),
+        TermEvent::Resize(..) | TermEvent::FocusGained => Some(Input::Redraw),
+        _ => None,
+    })
 }
 
 /// Where the run's events come from, each with the time it happened when
@@ -236,24 +262,46 @@ where
 }
 
 /// Takes over the terminal for `body` and gives it back, also on error and
-/// on a panic of the UI thread.
+/// on a panic of the UI thread. Giving it back never fails loudly: a
+/// terminal that hung up (its window or SSH session closed) cannot be
+/// restored, and saying so on its dead stderr would panic.
 pub fn in_terminal<T>(body: impl FnOnce(&mut DefaultTerminal) -> Result<T>) -> Result<T> {
-    // Readable panic reports, then ratatui's hook, which restores the
-    // terminal first (each process shows one TUI, so this runs once).
+    use ratatui::crossterm::{execute, terminal};
+    // Readable panic reports, behind a hook that restores the terminal
+    // first (each process shows one TUI, so this runs once). A trainer
+    // panic is not the UI's: it arrives as a `failed` event and the screen
+    // stays up.
     color_eyre::install()
         .map_err(|e| Error::Failed(format!("cannot install panic reports: {e}")))?;
-    let mut terminal = ratatui::init();
-    // A trainer panic is not the UI's: it arrives as a `failed` event and
-    // the screen stays up.
-    let ui_hook = std::panic::take_hook();
+    let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         if std::thread::current().name() != Some("trainer") {
-            ui_hook(info);
+            restore();
+            report(info);
         }
     }));
+    let start = || -> io::Result<DefaultTerminal> {
+        terminal::enable_raw_mode()?;
+        execute!(io::stdout(), terminal::EnterAlternateScreen)?;
+        Terminal::new(ratatui::backend::CrosstermBackend::new(io::stdout()))
+    };
+    let mut terminal = start().map_err(|e| {
+        restore();
+        Error::Failed(format!("cannot take over the terminal: {e}"))
+    })?;
     let result = body(&mut terminal);
-    ratatui::restore();
+    // The cursor back, then the terminal forgotten rather than dropped: its
+    // drop says on stderr when the cursor cannot be shown, which panics on
+    // a terminal that hung up.
+    let _ = terminal.show_cursor();
+    std::mem::forget(terminal);
+    restore();
     result
+}
+
+/// Gives the terminal back (main screen, cooked mode), quietly.
+pub fn restore() {
+    let _ = ratatui::try_restore();
 }
 
 #[cfg(test)]
