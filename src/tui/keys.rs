@@ -9,7 +9,6 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::app::Owner;
 use crate::events::CommandKind;
 
 /// What a key asks for.
@@ -82,12 +81,13 @@ impl Binding {
         self.keys.first().map(|&(_, _, action)| action)
     }
 
-    /// The help line for a run owned by `owner`, if the row applies there.
+    /// The help line for a run this process trains or starts, or (when
+    /// `watching`) one it watches; none when the row does not apply there.
     #[must_use]
-    pub fn help_for(&self, owner: Owner) -> Option<&'static str> {
-        match (owner, self.watch_help) {
-            (Owner::Watcher, Some("")) => None,
-            (Owner::Watcher, Some(help)) => Some(help),
+    pub fn help_for(&self, watching: bool) -> Option<&'static str> {
+        match (watching, self.watch_help) {
+            (true, Some("")) => None,
+            (true, Some(help)) => Some(help),
             _ => Some(self.help),
         }
     }
@@ -427,7 +427,7 @@ pub fn markdown_table() -> String {
     let mut out = String::from("| where | key | does | in `watch` |\n|---|---|---|---|\n");
     for &(title, context) in SECTIONS {
         for binding in map(context) {
-            let watch = match binding.help_for(Owner::Watcher) {
+            let watch = match binding.help_for(true) {
                 None => "(not offered)".to_owned(),
                 Some(help) if help == binding.help => "same".to_owned(),
                 Some(help) => help.to_owned(),

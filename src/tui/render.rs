@@ -129,7 +129,7 @@ fn render_help(frame: &mut Frame, area: Rect, app: &App) {
         }
         lines.push(title(section));
         for binding in keys::map(context) {
-            if let Some(help) = binding.help_for(app.owner) {
+            if let Some(help) = binding.help_for(app.owner == Owner::Watcher) {
                 lines.push(row(binding.label, help));
             }
         }
