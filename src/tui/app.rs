@@ -647,6 +647,39 @@ impl App {
             .collect()
     }
 
+    /// The log's lines the last `rows` of which, `scroll` lines back from the
+    /// newest, are in view: wrapped from the newest back only as far as the
+    /// view reaches (a long log costs what the screen shows). Returns the
+    /// lines, starting at an entry's first, and the range in view.
+    #[must_use]
+    pub fn log_window(
+        &self,
+        width: u16,
+        filter: Option<Level>,
+        scroll: usize,
+        rows: usize,
+    ) -> (Vec<(usize, String)>, std::ops::Range<usize>) {
+        let want = scroll + rows;
+        let mut lines: Vec<(usize, String)> = Vec::new();
+        for (index, entry) in self.log.iter().enumerate().rev() {
+            if lines.len() >= want {
+                break;
+            }
+            if filter.is_some_and(|f| entry.level < f) {
+                continue;
+            }
+            let pieces = wrap(&entry.text, usize::from(width.max(8)));
+            lines.extend(pieces.into_iter().rev().map(|piece| (index, piece)));
+        }
+        lines.reverse();
+        let end = lines
+            .len()
+            .saturating_sub(scroll)
+            .max(rows.min(lines.len()));
+        let start = end.saturating_sub(rows);
+        (lines, start..end)
+    }
+
     fn act_in_log(&mut self, action: KeyAction) {
         match action {
             KeyAction::Close => {

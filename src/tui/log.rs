@@ -10,7 +10,6 @@ use ratatui::widgets::Paragraph;
 
 use super::app::{App, Focus, Level};
 use super::theme::{fg, pane};
-use super::wrap::wrap;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let inner = pane(app, "", false).inner(area);
@@ -19,23 +18,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     geometry.log_width = width;
     geometry.log_rows = inner.height;
     app.geometry.set(geometry);
-    // Wrap from the newest back, only as far as the view reaches.
-    let want = app.log_scroll + rows;
-    let mut lines: Vec<(usize, String)> = Vec::new();
-    for (index, entry) in app.log.iter().enumerate().rev() {
-        if lines.len() >= want {
-            break;
-        }
-        let pieces = wrap(&entry.text, usize::from(width.max(8)));
-        lines.extend(pieces.into_iter().rev().map(|piece| (index, piece)));
-    }
-    lines.reverse();
-    let end = lines
-        .len()
-        .saturating_sub(app.log_scroll)
-        .max(rows.min(lines.len()));
-    let start = end.saturating_sub(rows);
-    let shown = &lines[start..end];
+    let (lines, in_view) = app.log_window(width, None, app.log_scroll, rows);
+    let shown = &lines[in_view];
     let title = match (shown.first(), shown.last()) {
         (Some((first, _)), Some((last, _))) => {
             format!(" events {}-{}/{} ", first + 1, last + 1, app.log.len())

@@ -13,7 +13,6 @@ use ratatui::widgets::{Clear, Paragraph};
 use super::app::{App, Level};
 use super::log::level_style;
 use super::theme::{dim, fg, pane, sep};
-use super::wrap::wrap;
 
 /// Columns of the time before each line.
 const TIME: u16 = 9;
@@ -40,33 +39,14 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     geometry.log_view_rows = inner.height;
     app.geometry.set(geometry);
 
-    // Wrap from the newest back, only as far as the view reaches (a long
-    // log costs what the screen shows, until the view goes back to its
-    // start).
-    let want = view.scroll + rows;
-    let mut lines: Vec<(usize, String)> = Vec::new();
     let shown_entries = app
         .log
         .iter()
         .filter(|line| view.filter.is_none_or(|f| line.level >= f))
         .count();
-    for (index, entry) in app.log.iter().enumerate().rev() {
-        if lines.len() >= want {
-            break;
-        }
-        if view.filter.is_some_and(|f| entry.level < f) {
-            continue;
-        }
-        let pieces = wrap(&entry.text, usize::from(width.max(8)));
-        lines.extend(pieces.into_iter().rev().map(|piece| (index, piece)));
-    }
-    lines.reverse();
-    let end = lines
-        .len()
-        .saturating_sub(view.scroll)
-        .max(rows.min(lines.len()));
-    let top = end.saturating_sub(rows);
-    let shown = &lines[top..end];
+    let (lines, in_view) = app.log_window(width, view.filter, view.scroll, rows);
+    let top = in_view.start;
+    let shown = &lines[in_view];
     let query = view.query.to_ascii_lowercase();
     let text: Vec<Line> = shown
         .iter()
