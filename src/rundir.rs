@@ -606,3 +606,30 @@ mod tests {
         assert_eq!((tail.newer, tail.garbage), (Some(7), 0));
     }
 }
+
+#[cfg(test)]
+mod timed_tests {
+    use super::*;
+
+    #[test]
+    fn each_event_comes_with_its_time_and_a_bad_time_reads_as_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let event = serde_json::to_string(&crate::events::examples::step(1, 9, 1.0)).unwrap();
+        let with = |time: &str| format!("{{\"v\":3,\"time\":{time},{}", &event[1..]);
+        let lines = [
+            with("\"2026-11-29T15:00:01.250Z\""),
+            with("\"yesterday\""),
+            with("17"),
+            format!("{{\"v\":3,{}", &event[1..]),
+        ];
+        fs::write(dir.path().join(EVENTS_FILE), lines.join("\n") + "\n").unwrap();
+        let before = SystemTime::now();
+        let read = EventTail::new(dir.path(), 0).read_new_timed(1 << 20);
+        assert_eq!(read.len(), 4, "every line is still an event");
+        let written = humantime::parse_rfc3339("2026-11-29T15:00:01.250Z").unwrap();
+        assert_eq!(read[0].1, written);
+        for (_, at) in &read[1..] {
+            assert!(*at >= before, "a missing or unreadable time is now");
+        }
+    }
+}
