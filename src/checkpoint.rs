@@ -291,7 +291,9 @@ pub fn latest(run_dir: &Path) -> (Option<PathBuf>, Vec<String>) {
 }
 
 /// Removes the oldest complete checkpoints beyond `keep` (0 keeps all), and
-/// incomplete ones older than the newest complete one. Returns what was removed.
+/// incomplete ones older than the newest complete one. Returns what was
+/// removed (for tests; the trainer needs no answer).
+#[allow(clippy::must_use_candidate)]
 pub fn prune(run_dir: &Path, keep: u32) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let mut complete = 0u32;

@@ -127,9 +127,14 @@ pub struct BenchArgs {
     /// Generations ended by an abort, and by a deadline, for the latency figures.
     #[arg(long, default_value_t = 200)]
     pub abort_samples: u32,
-    /// Step events of history behind the TUI frame and memory figures.
+    /// Step events of history behind the TUI frame and memory figures, and
+    /// of the run `watch` and `status` open.
     #[arg(long, default_value_t = 1_000_000)]
     pub history_steps: u64,
+    /// Only open a long history with `watch` and `status` (no training, no
+    /// peer): the figures of a week-long run.
+    #[arg(long)]
+    pub history_only: bool,
 }
 
 #[derive(Args)]

@@ -2,11 +2,11 @@
 //! each from its arguments to what it prints.
 
 use crate::bench;
-use crate::cli::{BenchArgs, ExportArgs, GenerateArgs, TokenizerArgs};
-use crate::data;
-use crate::error::{Error, Result};
-use crate::events::GenerationOutcome;
 use crate::trainer::inference;
+use trainui::cli::{BenchArgs, ExportArgs, GenerateArgs, TokenizerArgs};
+use trainui::data;
+use trainui::error::{Error, Result};
+use trainui::events::GenerationOutcome;
 
 /// Prints a completion; a generation that did not complete is a failure.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
@@ -67,6 +67,18 @@ pub fn tokenizer(args: TokenizerArgs) -> Result<()> {
 /// Runs the bench and prints its table (or JSON). Succeeds even when a
 /// target is missed: the table says which, and why is for a person to find.
 pub fn bench(args: BenchArgs) -> Result<()> {
+    if args.history_only {
+        let figures = bench::history_only(args.history_steps.max(1))?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&figures).expect("the figures serialise")
+            );
+        } else {
+            print!("{}", bench::report::history_table(&figures));
+        }
+        return Ok(());
+    }
     let report = bench::run(&bench::BenchOptions {
         config: args.config,
         overrides: args.overrides,

@@ -20,6 +20,27 @@ pub fn say(message: impl Display) {
     let _ = writeln!(std::io::stderr(), "{message}");
 }
 
+/// Replaces this process with `trainui-torch` beside it, given the same
+/// arguments: the commands that train or run a model live there, so that
+/// the others start without loading libtorch. Returns only on failure.
+#[must_use]
+pub fn exec_torch_program() -> std::process::ExitCode {
+    use std::os::unix::process::CommandExt;
+    let program = std::env::current_exe().map_or_else(
+        |_| crate::TORCH_PROGRAM.into(),
+        |exe| exe.with_file_name(crate::TORCH_PROGRAM),
+    );
+    let err = std::process::Command::new(&program)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    say(format!(
+        "error: cannot run {}: {err}; it is built and installed with trainui \
+         (cargo build --release builds both; copy both when installing)",
+        program.display()
+    ));
+    std::process::ExitCode::FAILURE
+}
+
 /// Ends the process at once with `code`. stdout is not flushed: a printer
 /// blocked on a full pipe would block the exit too (lines are written
 /// whole, so little is lost).

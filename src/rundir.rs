@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::events::{Event, RunStatus, SCHEMA_VERSION};
+use crate::events::{Event, RunStatus, SCHEMA_VERSION, StepMetrics};
 
 pub const EVENTS_FILE: &str = "events.jsonl";
 pub const STATUS_FILE: &str = "status/training_status.json";
@@ -114,6 +114,17 @@ struct EventRecord<'a> {
     event: &'a Event,
 }
 
+/// The events.jsonl line of `event` written at `time`, without its newline.
+#[must_use]
+pub fn event_line(event: &Event, time: SystemTime) -> Vec<u8> {
+    let record = EventRecord {
+        v: SCHEMA_VERSION,
+        time: humantime::format_rfc3339_millis(time).to_string(),
+        event,
+    };
+    serde_json::to_vec(&record).expect("an event serialises")
+}
+
 /// Writes events, status and log lines of one run.
 pub struct RunDir {
     root: PathBuf,
@@ -152,12 +163,7 @@ impl RunDir {
     /// it changes what the status file shows, rewrites that too. The status
     /// in memory follows every event even when the disk refuses a write.
     pub fn record(&mut self, event: &Event) -> io::Result<()> {
-        let record = EventRecord {
-            v: SCHEMA_VERSION,
-            time: now_rfc3339(),
-            event,
-        };
-        let line = serde_json::to_vec(&record)?;
+        let line = event_line(event, SystemTime::now());
         let shown = !matches!(
             event,
             Event::GenerationStarted(_) | Event::GenerationProgress { .. }
@@ -298,8 +304,78 @@ struct LineVersion {
     v: u64,
 }
 
+/// Lines in one read from which parsing is split over two threads.
+const PARALLEL_LINES: usize = 8192;
+
+/// What a run of events.jsonl lines holds.
+#[derive(Default)]
+struct Lines {
+    /// The events, each with the time written on its line (now, when not
+    /// asked for or not readable).
+    events: Vec<(Event, SystemTime)>,
+    /// Lines that were not events.
+    garbage: u64,
+    /// The newest protocol version of the lines left out for being newer
+    /// than this trainui reads.
+    newer: Option<u64>,
+}
+
+impl Lines {
+    fn read(lines: &[&[u8]], timed: bool) -> Self {
+        let mut read = Self {
+            events: Vec::with_capacity(lines.len()),
+            ..Self::default()
+        };
+        for line in lines {
+            if let Some(version) = newer_version(line) {
+                read.newer = read.newer.max(Some(version));
+                continue;
+            }
+            match parse_line(line) {
+                Some(event) => {
+                    let at = if timed { line_time(line) } else { None };
+                    read.events
+                        .push((event, at.unwrap_or_else(SystemTime::now)));
+                }
+                None => read.garbage += 1,
+            }
+        }
+        read
+    }
+}
+
+/// An events.jsonl line as an event. Step lines, nearly all of a long
+/// run's history, are read straight into their metrics when they start as
+/// trainui and the Python package write them (`{"v":N,"time":"…","type":
+/// "step",`): the tagged enum's generic path buffers every field first and
+/// costs three times as much.
+fn parse_line(line: &[u8]) -> Option<Event> {
+    // One check of the whole line is cheaper than serde_json's of each
+    // string in it.
+    let line = std::str::from_utf8(line).ok()?;
+    let is_step = written_time(line.as_bytes())
+        .is_some_and(|(_, rest)| rest.starts_with(br#","type":"step","#));
+    if is_step && let Ok(metrics) = serde_json::from_str::<StepMetrics>(line) {
+        return Some(Event::Step(metrics));
+    }
+    serde_json::from_str::<Event>(line).ok()
+}
+
+/// The time string of a line that starts as trainui writes it
+/// (`{"v":N,"time":"…"`), and what follows its closing quote.
+fn written_time(line: &[u8]) -> Option<(&str, &[u8])> {
+    let rest = line.strip_prefix(br#"{"v":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let rest = rest[digits..].strip_prefix(br#","time":""#)?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    Some((std::str::from_utf8(&rest[..end]).ok()?, &rest[end + 1..]))
+}
+
 /// The time an events.jsonl line was written, if it says.
 fn line_time(line: &[u8]) -> Option<SystemTime> {
+    if let Some((time, _)) = written_time(line) {
+        return humantime::parse_rfc3339_weak(time).ok();
+    }
     let time = serde_json::from_slice::<LineTime>(line).ok()?.time?;
     humantime::parse_rfc3339_weak(&time).ok()
 }
@@ -341,55 +417,64 @@ impl EventTail {
     }
 
     fn read_lines(&mut self, max_bytes: u64, timed: bool) -> Vec<(Event, SystemTime)> {
-        let mut chunk = self.read_chunk(max_bytes);
-        if chunk.is_empty() && self.replaced() {
+        if self.read_chunk(max_bytes) == 0 && self.replaced() {
             // Start over on the file the path names now.
             self.file = None;
             self.offset = 0;
             self.partial.clear();
-            chunk = self.read_chunk(max_bytes);
+            self.read_chunk(max_bytes);
         }
-        self.partial.extend_from_slice(&chunk);
-        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+        let Some(end) = memchr::memrchr(b'\n', &self.partial) else {
             return Vec::new();
         };
-        let complete: Vec<u8> = self.partial.drain(..=end).collect();
-        let mut events = Vec::new();
-        for line in complete
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        {
-            if let Some(version) = newer_version(line) {
-                self.newer = self.newer.max(Some(version));
-                continue;
-            }
-            match serde_json::from_slice::<Event>(line) {
-                Ok(event) => {
-                    let at = if timed { line_time(line) } else { None };
-                    events.push((event, at.unwrap_or_else(SystemTime::now)));
-                }
-                Err(_) => self.garbage += 1,
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', &self.partial[..=end]) {
+            let line = &self.partial[start..newline];
+            start = newline + 1;
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                lines.push(line);
             }
         }
+        // A long history is parsed on two threads: a week-long run's first
+        // screen waits on this.
+        let (mut read, later) = if lines.len() >= PARALLEL_LINES {
+            let (first, second) = lines.split_at(lines.len() / 2);
+            std::thread::scope(|scope| {
+                let later = scope.spawn(|| Lines::read(second, timed));
+                let read = Lines::read(first, timed);
+                (read, later.join().unwrap_or_default())
+            })
+        } else {
+            (Lines::read(&lines, timed), Lines::default())
+        };
+        read.events.extend(later.events);
+        self.garbage += read.garbage + later.garbage;
+        self.newer = self.newer.max(read.newer).max(later.newer);
+        let events = read.events;
+        self.partial.drain(..=end);
         events
     }
 
-    /// Up to `max_bytes` past the offset, from the open file (opened if it
-    /// is not yet).
-    fn read_chunk(&mut self, max_bytes: u64) -> Vec<u8> {
+    /// Appends up to `max_bytes` past the offset, from the open file
+    /// (opened if it is not yet), to the partial line; returns how many.
+    fn read_chunk(&mut self, max_bytes: u64) -> usize {
         use std::io::{Read, Seek, SeekFrom};
         if self.file.is_none() {
             self.file = File::open(&self.path).ok();
         }
         let Some(file) = self.file.as_mut() else {
-            return Vec::new();
+            return 0;
         };
-        let mut chunk = Vec::new();
-        if file.seek(SeekFrom::Start(self.offset)).is_ok() {
-            let read = file.take(max_bytes).read_to_end(&mut chunk).unwrap_or(0);
-            self.offset += read as u64;
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return 0;
         }
-        chunk
+        let before = self.partial.len();
+        // A failed read keeps what it had read: whole lines are taken later.
+        let _ = file.take(max_bytes).read_to_end(&mut self.partial);
+        let read = self.partial.len() - before;
+        self.offset += read as u64;
+        read
     }
 
     /// The open file is no longer the one to follow: the path names another

@@ -20,20 +20,21 @@ use std::sync::atomic::AtomicBool;
 use ratatui::Terminal;
 use ratatui::backend::Backend;
 
-use crate::channel::{Controller, Wiring};
-use crate::checkpoint;
-use crate::cli::TrainArgs;
-use crate::control::Spool;
-use crate::error::{Error, Result};
-use crate::events::{Command, Event, Phase, RunState, RunStatus, Summary};
-use crate::lines::Style;
-use crate::recorder::Recorder;
-use crate::rundir::{RunDir, RunLock};
+use crate::setup;
 use crate::trainer::{self, TrainSetup, TrainerHandle};
-use crate::tui::app::{App, Exit};
-use crate::tui::{self, InputSource, TerminalInput};
-use crate::watchdog::{Heartbeat, Watchdog};
-use crate::{headless, process, setup};
+use trainui::channel::{Controller, Wiring};
+use trainui::checkpoint;
+use trainui::cli::TrainArgs;
+use trainui::control::Spool;
+use trainui::error::{Error, Result};
+use trainui::events::{Command, Event, Phase, RunState, RunStatus, Summary};
+use trainui::lines::Style;
+use trainui::recorder::Recorder;
+use trainui::rundir::{RunDir, RunLock};
+use trainui::tui::app::{App, Exit};
+use trainui::tui::{self, InputSource, TerminalInput};
+use trainui::watchdog::{Heartbeat, Watchdog};
+use trainui::{headless, process};
 
 /// Which front end consumes the events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,8 +284,12 @@ pub fn train(args: &TrainArgs) -> Result<()> {
             session.finish(true)
         }
         Front::Tui => {
-            let mut app = App::new(run_name, max_steps, crate::lines::colors_wanted(args.plain));
-            app.ascii = !crate::lines::unicode_wanted(args.plain);
+            let mut app = App::new(
+                run_name,
+                max_steps,
+                trainui::lines::colors_wanted(args.plain),
+            );
+            app.ascii = !trainui::lines::unicode_wanted(args.plain);
             app.resume = Some(format!(
                 "trainui train --run-dir {} --resume latest",
                 run_dir.display()
@@ -336,7 +341,7 @@ fn install_signal_handlers(
     let tui = front == Front::Tui;
     let exit_now = move |signal: i32| -> ! {
         if tui {
-            crate::tui::restore();
+            trainui::tui::restore();
         }
         process::exit_now(128 + signal)
     };
@@ -458,5 +463,83 @@ mod tests {
             "auto",
         ];
         assert_eq!(got, expected.map(OsString::from));
+    }
+}
+
+/// `trainui watch` against the in-process TUI, on the same run.
+#[cfg(test)]
+mod watch_tests {
+    use std::time::Duration;
+
+    use trainui::events::{Command, Event};
+    use trainui::rundir;
+    use trainui::tui::{self, app::App};
+    use trainui::watch::{attached_app, follow};
+
+    fn screen(app: &App) -> ratatui::buffer::Buffer {
+        let backend = ratatui::backend::TestBackend::new(100, 30);
+        let mut terminal = ratatui::Terminal::new(backend).unwrap();
+        terminal
+            .draw(|frame| tui::render::render(frame, app))
+            .unwrap();
+        terminal.backend().buffer().clone()
+    }
+
+    #[test]
+    fn watch_shows_the_same_history_as_the_in_process_tui() {
+        use crate::trainer::{
+            self,
+            tests::{demo_val, tiny_setup},
+        };
+        use trainui::events::RunStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        let sets = [
+            "train.max_steps=60",
+            "train.log_steps=5",
+            "eval.eval_steps=20",
+            "eval.samples=2",
+        ];
+        let setup = tiny_setup(&run_dir, &sets, demo_val());
+        let status = RunStatus::new("run".into(), 60);
+        let mut run = rundir::RunDir::open(&run_dir, &setup.config, status).unwrap();
+        let handle = trainer::spawn(setup, trainui::channel::Wiring::default()).unwrap();
+        // A live change (`ctl set`) reaches both through the event stream.
+        handle
+            .controller
+            .send(Command::Set(std::collections::BTreeMap::from([(
+                "eval.timeout_warn_rate".to_owned(),
+                0.5.into(),
+            )])));
+        let mut live = App::new("run".into(), 0, false);
+        for event in &handle.events {
+            run.record(&event).unwrap();
+            live.apply(&event);
+        }
+        handle.thread.join().unwrap();
+
+        let mut watched = attached_app(&run_dir, false);
+        let events = follow(&run_dir).unwrap();
+        loop {
+            let (event, _) = events.recv_timeout(Duration::from_secs(30)).unwrap();
+            watched.apply(&event);
+            if matches!(event, Event::Finished(_)) {
+                break;
+            }
+        }
+        let (live_screen, watched_screen) = (screen(&live), screen(&watched));
+        assert_eq!(live_screen, watched_screen);
+        let text: String = watched_screen
+            .content()
+            .iter()
+            .map(ratatui::buffer::Cell::symbol)
+            .collect();
+        assert!(
+            text.contains("FINISHED") && text.contains("evals 3"),
+            "{text}"
+        );
+        assert!(text.contains("(warn 50%)"), "{text}");
+        let settings = watched.status.settings.as_ref().unwrap();
+        assert!((settings.eval.timeout_warn_rate - 0.5).abs() < f64::EPSILON);
     }
 }

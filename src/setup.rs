@@ -4,17 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{self, TrainerState};
-use crate::cli::{Resume, TrainArgs};
-use crate::config::{self, Config};
-use crate::control;
-use crate::data::{self, Dataset, TextTokenizer};
-use crate::error::{Error, Result};
-use crate::hf::{self, Architecture, HfFolder};
-use crate::machine;
-use crate::process;
-use crate::rundir::{self, RunLock};
 use crate::trainer::{self, TrainSetup};
+use trainui::checkpoint::{self, TrainerState};
+use trainui::cli::{Resume, TrainArgs};
+use trainui::config::{self, Config};
+use trainui::control;
+use trainui::data::{self, Dataset, TextTokenizer};
+use trainui::error::{Error, Result};
+use trainui::hf::{self, Architecture, HfFolder};
+use trainui::machine;
+use trainui::process;
+use trainui::rundir::{self, RunLock};
 
 /// The run `args` ask for, checked: nothing is written yet, but the lock of
 /// a run directory that already holds a run, taken before its checkpoints
@@ -219,7 +219,7 @@ fn check_memory(config: &Config, architecture: &Architecture, bf16: bool) -> Res
              to train, more than the {:.1} GiB of {what}; make the model smaller \
              (model.n_layer, model.n_embd), or lower train.batch_size and raise \
              train.grad_accum_steps",
-            crate::lines::thousands(parameters as u64),
+            trainui::lines::thousands(parameters as u64),
             config.train.batch_size,
             config.model.block_size,
             needed / GIB,

@@ -3,6 +3,8 @@
 //! appended; its keys write command files to the run's control spool.
 //! Quitting never affects the run.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -20,8 +22,9 @@ use crate::rundir::{self, EventTail};
 use crate::tui;
 use crate::tui::app::{App, GoneRun, Liveness, Owner};
 
-/// Events waiting for the screen; the reader waits when it is this far ahead.
-const BACKLOG: usize = 10_000;
+/// Reads waiting for the screen; the reader waits when it is this far
+/// ahead, so memory stays bounded however long the history.
+const BACKLOG: usize = 4;
 /// Bytes parsed per read, so a long history streams instead of loading whole.
 const CHUNK: u64 = 4 << 20;
 /// Longest wait between looks at the file when no notification arrives.
@@ -51,18 +54,59 @@ pub fn attached_app(run_dir: &Path, color: bool) -> App {
     app
 }
 
+/// The events of a run directory, read on a thread of their own: the
+/// history first, then each append. They travel a read at a time (a week's
+/// history is a million events) and are handed out one by one.
+pub struct Followed {
+    reads: Receiver<Vec<(Event, SystemTime)>>,
+    pending: RefCell<VecDeque<(Event, SystemTime)>>,
+}
+
+impl Followed {
+    /// The next event, waiting at most `timeout` for one.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<(Event, SystemTime), RecvTimeoutError> {
+        if let Some(event) = self.pending.borrow_mut().pop_front() {
+            return Ok(event);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let read = self
+                .reads
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))?;
+            let mut pending = self.pending.borrow_mut();
+            pending.extend(read);
+            if let Some(event) = pending.pop_front() {
+                return Ok(event);
+            }
+        }
+    }
+}
+
+impl tui::EventSource for Followed {
+    fn try_next(&self) -> Option<(Event, Option<SystemTime>)> {
+        let mut pending = self.pending.borrow_mut();
+        if pending.is_empty() {
+            pending.extend(self.reads.try_recv().ok()?);
+        }
+        pending.pop_front().map(|(event, at)| (event, Some(at)))
+    }
+}
+
 /// Reads the run's events on a thread of its own: the history first, then
 /// each append, woken by file notifications or, where none arrive, by polling.
-pub fn follow(run_dir: &Path) -> std::io::Result<Receiver<(Event, SystemTime)>> {
-    let (events, receiver) = mpsc::sync_channel(BACKLOG);
+pub fn follow(run_dir: &Path) -> std::io::Result<Followed> {
+    let (reads, receiver) = mpsc::sync_channel(BACKLOG);
     let run_dir = run_dir.to_owned();
     thread::Builder::new()
         .name("events-reader".into())
-        .spawn(move || read_forever(&run_dir, &events))?;
-    Ok(receiver)
+        .spawn(move || read_forever(&run_dir, &reads))?;
+    Ok(Followed {
+        reads: receiver,
+        pending: RefCell::new(VecDeque::new()),
+    })
 }
 
-fn read_forever(run_dir: &Path, events: &SyncSender<(Event, SystemTime)>) {
+fn read_forever(run_dir: &Path, events: &SyncSender<Vec<(Event, SystemTime)>>) {
     let (wake, woken) = mpsc::channel();
     // Notifications are an optimisation: without them, polling still works.
     // Only writes wake the reader: its own reads of events.jsonl are
@@ -90,17 +134,15 @@ fn read_forever(run_dir: &Path, events: &SyncSender<(Event, SystemTime)>) {
                      reads ({SCHEMA_VERSION}); they are left out: update trainui to see them"
                 );
                 let warning = Event::Warning { step: 0, message };
-                if events.send((warning, SystemTime::now())).is_err() {
+                if events.send(vec![(warning, SystemTime::now())]).is_err() {
                     return;
                 }
             }
             if batch.is_empty() {
                 break;
             }
-            for event in batch {
-                if events.send(event).is_err() {
-                    return;
-                }
+            if events.send(batch).is_err() {
+                return;
             }
         }
         match woken.recv_timeout(POLL) {
@@ -111,7 +153,7 @@ fn read_forever(run_dir: &Path, events: &SyncSender<(Event, SystemTime)>) {
 }
 
 /// Watches the run's process on a thread of its own, at once and then every
-/// [`LIVENESS_EVERY`]: a notice when it is gone without a final state (and
+/// `LIVENESS_EVERY`: a notice when it is gone without a final state (and
 /// the command files this process left for it are withdrawn), another when
 /// a process trains in the run again.
 pub fn watch_liveness(run_dir: &Path) -> std::io::Result<Receiver<Liveness>> {
@@ -337,73 +379,6 @@ mod tests {
         // About two looks a second; a reader woken by its own reads makes
         // thousands.
         assert!(reads < 60, "{reads} reads in 3 s of an idle run");
-    }
-
-    fn screen(app: &App) -> ratatui::buffer::Buffer {
-        let backend = ratatui::backend::TestBackend::new(100, 30);
-        let mut terminal = ratatui::Terminal::new(backend).unwrap();
-        terminal
-            .draw(|frame| tui::render::render(frame, app))
-            .unwrap();
-        terminal.backend().buffer().clone()
-    }
-
-    #[test]
-    fn watch_shows_the_same_history_as_the_in_process_tui() {
-        use crate::events::RunStatus;
-        use crate::trainer::{
-            self,
-            tests::{demo_val, tiny_setup},
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let run_dir = dir.path().join("run");
-        let sets = [
-            "train.max_steps=60",
-            "train.log_steps=5",
-            "eval.eval_steps=20",
-            "eval.samples=2",
-        ];
-        let setup = tiny_setup(&run_dir, &sets, demo_val());
-        let status = RunStatus::new("run".into(), 60);
-        let mut run = rundir::RunDir::open(&run_dir, &setup.config, status).unwrap();
-        let handle = trainer::spawn(setup, crate::channel::Wiring::default()).unwrap();
-        // A live change (`ctl set`) reaches both through the event stream.
-        handle
-            .controller
-            .send(Command::Set(std::collections::BTreeMap::from([(
-                "eval.timeout_warn_rate".to_owned(),
-                0.5.into(),
-            )])));
-        let mut live = App::new("run".into(), 0, false);
-        for event in &handle.events {
-            run.record(&event).unwrap();
-            live.apply(&event);
-        }
-        handle.thread.join().unwrap();
-
-        let mut watched = attached_app(&run_dir, false);
-        let events = follow(&run_dir).unwrap();
-        loop {
-            let (event, _) = events.recv_timeout(Duration::from_secs(30)).unwrap();
-            watched.apply(&event);
-            if matches!(event, Event::Finished(_)) {
-                break;
-            }
-        }
-        let (live_screen, watched_screen) = (screen(&live), screen(&watched));
-        assert_eq!(live_screen, watched_screen);
-        let text: String = watched_screen
-            .content()
-            .iter()
-            .map(ratatui::buffer::Cell::symbol)
-            .collect();
-        assert!(
-            text.contains("FINISHED") && text.contains("evals 3"),
-            "{text}"
-        );
-        assert!(text.contains("(warn 50%)"), "{text}");
-        let settings = watched.status.settings.as_ref().unwrap();
-        assert!((settings.eval.timeout_warn_rate - 0.5).abs() < f64::EPSILON);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The seams of the house, checked from the source: the event contract
-//! imports nothing from the crate, only the trainer knows tch, and no two
-//! files import each other, directly or around a circle.
+//! imports nothing from the crate, only the trainer knows tch (and the
+//! `trainui` program links no libtorch), and no two files import each
+//! other, directly or around a circle.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,7 +39,7 @@ fn module_of(file: &Path) -> Vec<String> {
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    if parts.last().is_some_and(|p| p == "mod" || p == "main") {
+    if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
         parts.pop();
     }
     parts
@@ -47,7 +48,7 @@ fn module_of(file: &Path) -> Vec<String> {
 /// The file of a module, if it is one.
 fn file_of(module: &[String], files: &BTreeMap<PathBuf, String>) -> Option<PathBuf> {
     if module.is_empty() {
-        return Some(PathBuf::from("main.rs"));
+        return Some(PathBuf::from("lib.rs"));
     }
     let base: PathBuf = module.iter().collect();
     [base.with_extension("rs"), base.join("mod.rs")]
@@ -88,7 +89,8 @@ fn referenced_paths(
         let Some(first) = parts.next() else { continue };
         let rest: Vec<String> = parts.map(str::to_owned).collect();
         let absolute = match first {
-            "crate" => rest,
+            // The library's own files, seen from trainui-torch's modules.
+            "crate" | "trainui" => rest,
             "super" => {
                 let mut parent = module[..module.len().saturating_sub(1)].to_vec();
                 let mut rest = rest.into_iter().peekable();
@@ -128,7 +130,7 @@ fn imports() -> BTreeMap<PathBuf, BTreeSet<PathBuf>> {
             let target = (1..=path.len())
                 .rev()
                 .find_map(|n| file_of(&path[..n], &files));
-            if let Some(target) = target.filter(|t| t != file && t != Path::new("main.rs")) {
+            if let Some(target) = target.filter(|t| t != file && t != Path::new("lib.rs")) {
                 targets.insert(target);
             }
         }
@@ -162,6 +164,32 @@ fn only_the_trainer_knows_tch() {
             !names_tch,
             "src/{} names tch, which only src/trainer/ may",
             file.display()
+        );
+    }
+}
+
+/// `trainui` starts without loading libtorch (which takes most of a
+/// second): its library leaves out every module that needs it.
+#[test]
+fn the_trainui_program_links_no_libtorch() {
+    let output = std::process::Command::new("readelf")
+        .args(["--dynamic", env!("CARGO_BIN_EXE_trainui")])
+        .output()
+        .expect("readelf (binutils) reads the binary");
+    assert!(output.status.success());
+    let dynamic = String::from_utf8_lossy(&output.stdout);
+    assert!(dynamic.contains("(NEEDED)"), "{dynamic}");
+    for library in ["libtorch", "libc10"] {
+        assert!(
+            !dynamic.contains(library),
+            "trainui needs {library}: {dynamic}"
+        );
+    }
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    for module in ["trainer", "session", "setup", "commands", "bench"] {
+        assert!(
+            !lib.contains(&format!("mod {module};")),
+            "src/lib.rs declares {module}, which trainui-torch alone may"
         );
     }
 }

@@ -6,9 +6,10 @@
 //! Training and generation run the real trainer thread and the real decoder;
 //! the UI figures come from the real app, renderer and run directory.
 
+mod history;
 mod peer;
 mod plan;
-mod report;
+pub mod report;
 mod ui;
 mod watch;
 
@@ -22,19 +23,20 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
-use crate::channel::Wiring;
-use crate::config::{self, Config, Seconds};
-use crate::data::{Example, TextTokenizer};
-use crate::error::{Error, Result};
-use crate::events::{Command, Event, GenerationOutcome, Phase};
-use crate::lines::Style;
-use crate::rundir::EventTail;
 use crate::session::{Front, Options, Session};
 use crate::trainer::{self, TrainSetup, bench::BenchModel};
-use crate::tui;
-use crate::watchdog::Heartbeat;
 use plan::{NEW_TOKENS, PROMPT_LEN, TrainRun, WARMUP_STEPS};
+use trainui::channel::Wiring;
+use trainui::config::{self, Config, Seconds};
+use trainui::data::{Example, TextTokenizer};
+use trainui::error::{Error, Result};
+use trainui::events::{Command, Event, GenerationOutcome, Phase};
+use trainui::lines::Style;
+use trainui::rundir::EventTail;
+use trainui::tui;
+use trainui::watchdog::Heartbeat;
 
+pub use history::HistoryFigures;
 pub use report::Report;
 
 /// What `trainui bench` was asked to do.
@@ -175,6 +177,7 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
 
     progress("TUI frames and memory");
     let ui = ui::measure(options.history_steps, 300, &[(120, 40), (200, 60)]);
+    figures.history = history_figures(options.history_steps, work.path());
 
     Ok(report::build(
         report::Setup {
@@ -196,8 +199,29 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
     ))
 }
 
+/// Only the figures of a long history (`trainui bench --history-only`).
+pub fn history_only(steps: u64) -> Result<HistoryFigures> {
+    let work = tempfile_dir()?;
+    progress(&format!(
+        "watch and status on a history of {} steps",
+        trainui::lines::thousands(steps)
+    ));
+    history::measure(steps, work.path())
+}
+
+/// The long-history figures, or none (said on stderr) when tmux is missing.
+fn history_figures(steps: u64, work: &Path) -> Option<HistoryFigures> {
+    progress(&format!(
+        "watch and status on a history of {} steps",
+        trainui::lines::thousands(steps)
+    ));
+    history::measure(steps, work)
+        .map_err(|err| progress(&format!("long history not measured: {err}")))
+        .ok()
+}
+
 fn progress(what: &str) {
-    crate::process::say(format!("bench: {what}"));
+    trainui::process::say(format!("bench: {what}"));
 }
 
 fn tempfile_dir() -> Result<TempDir> {

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
-use crate::config::Config;
-use crate::error::{Error, Result};
+use trainui::config::Config;
+use trainui::error::{Error, Result};
 
 /// Where the peer's weights and logits check comes from.
 pub struct LogitsCheck {

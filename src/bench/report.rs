@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::history::HistoryFigures;
 use super::peer::PeerResult;
 use super::plan::{
     EARLY_POSITION, LATE_POSITION, NEW_TOKENS, POSITION_WINDOW, PROMPT_LEN, TrainRun, WARMUP_STEPS,
@@ -13,11 +14,16 @@ use super::plan::{
 };
 use super::ui::UiFigures;
 use super::watch::WatchFigures;
-use crate::config::ModelConfig;
+use trainui::config::ModelConfig;
 
 /// CPU `watch` may spend on an event it reads: about a frame and the
 /// parsing (a frame is well under 1 ms).
 const WATCH_MS_PER_EVENT: f64 = 2.0;
+/// A week-long run's first screen in `watch`, and `status` on it.
+const WATCH_FIRST_SCREEN_SECS: f64 = 2.0;
+const STATUS_SECS: f64 = 0.2;
+/// Memory `watch` may hold, whatever the length of the history.
+const WATCH_PEAK_MIB: f64 = 200.0;
 
 /// Largest difference allowed between trainui's and the peer's logits.
 const LOGITS_TOLERANCE: f64 = 1e-4;
@@ -61,6 +67,8 @@ pub struct Raw {
     pub overshoot_secs: Vec<f64>,
     /// What `trainui watch` cost, when it could be measured.
     pub watch: Option<WatchFigures>,
+    /// `watch` and `status` on a long history, when they could be measured.
+    pub history: Option<HistoryFigures>,
 }
 
 impl Raw {
@@ -146,6 +154,9 @@ pub struct Ui {
     /// `trainui watch` on a busy and an idle run (absent when script(1),
     /// which gives it a terminal, is missing).
     pub watch: Option<WatchFigures>,
+    /// `watch` and `status` on a long history (absent when tmux, which
+    /// gives `watch` its terminal, is missing).
+    pub history: Option<HistoryFigures>,
 }
 
 #[derive(Debug, Serialize)]
@@ -284,6 +295,7 @@ pub fn build(setup: Setup, raw: Raw, ui: UiFigures, elapsed: Duration) -> Report
         run_dir_share: raw.record_secs / (raw.recorded_steps as f64 * step),
         figures: ui,
         watch: raw.watch,
+        history: raw.history,
     };
     let latency_limit = decode_step * 1e3 + 10.0;
     let latency_shown = format!("{latency_limit:.1} ms (1 step + 10 ms)");
@@ -362,6 +374,10 @@ pub fn build(setup: Setup, raw: Raw, ui: UiFigures, elapsed: Duration) -> Report
             &format!("{WATCH_MS_PER_EVENT} ms"),
         ),
     ];
+    let targets = targets
+        .into_iter()
+        .chain(history_targets(ui.history.as_ref()))
+        .collect();
     Report {
         setup,
         torch: raw.torch,
@@ -382,7 +398,7 @@ fn ms(value: f64) -> String {
 }
 
 fn rate(value: f64) -> String {
-    crate::lines::thousands(value.round() as u64)
+    trainui::lines::thousands(value.round() as u64)
 }
 
 impl Report {
@@ -520,7 +536,7 @@ impl Report {
             [
                 format!(
                     "memory growth, {} step events (MiB)",
-                    crate::lines::thousands(u.figures.history_steps)
+                    trainui::lines::thousands(u.figures.history_steps)
                 ),
                 format!(
                     "{:.2}",
@@ -536,6 +552,9 @@ impl Report {
                 String::new(),
             ],
         ])
+        .chain(u.history.iter().flat_map(|h| {
+            history_rows(h).map(|[name, value]| [name, value, String::new(), String::new()])
+        }))
         .chain(u.watch.iter().flat_map(|w| {
             [
                 [
@@ -593,6 +612,84 @@ impl Report {
         );
         out
     }
+}
+
+/// The targets of a week-long history: `watch` shows it within 2 s and
+/// `status` answers within 0.2 s (failed when not measured).
+fn history_targets(history: Option<&HistoryFigures>) -> [Target; 3] {
+    let figure = |f: fn(&HistoryFigures) -> f64| history.map_or(f64::INFINITY, f);
+    [
+        at_most(
+            "watch first screen, long history (s)",
+            figure(|h| h.watch_first_screen_secs),
+            WATCH_FIRST_SCREEN_SECS,
+            "2 s",
+        ),
+        at_most(
+            "watch peak memory, long history (MiB)",
+            figure(|h| h.watch_peak_bytes as f64 / f64::from(1 << 20)),
+            WATCH_PEAK_MIB,
+            "200 MiB",
+        ),
+        at_most(
+            "status, long history, slowest (s)",
+            figure(|h| h.status_max_secs),
+            STATUS_SECS,
+            "0.2 s",
+        ),
+    ]
+}
+
+/// The figures and targets of `trainui bench --history-only`.
+#[must_use]
+pub fn history_table(history: &HistoryFigures) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "a run of {} steps logged every step: {} events, {:.0} MiB of events.jsonl\n",
+        trainui::lines::thousands(history.steps),
+        trainui::lines::thousands(history.events),
+        history.events_bytes as f64 / f64::from(1 << 20)
+    );
+    for [name, value] in history_rows(history) {
+        let _ = writeln!(out, "{name:<44} {value:>17}");
+    }
+    let _ = writeln!(out);
+    for target in history_targets(Some(history)) {
+        let _ = writeln!(
+            out,
+            "{:<44} {:>12}  {:<28} {}",
+            target.name,
+            format_value(target.value),
+            target.limit,
+            if target.pass { "pass" } else { "FAIL" }
+        );
+    }
+    out
+}
+
+fn history_rows(h: &HistoryFigures) -> [[String; 2]; 3] {
+    [
+        [
+            format!(
+                "watch first screen, {} steps",
+                trainui::lines::thousands(h.steps)
+            ),
+            format!(
+                "{:.2} s · {:.0} MiB",
+                h.watch_first_screen_secs,
+                h.watch_peak_bytes as f64 / f64::from(1 << 20)
+            ),
+        ],
+        [
+            "status, median of 10".into(),
+            format!("{:.1} ms", h.status_median_secs * 1e3),
+        ],
+        [
+            "status, slowest of 10".into(),
+            format!("{:.1} ms", h.status_max_secs * 1e3),
+        ],
+    ]
 }
 
 fn format_value(value: f64) -> String {
@@ -668,6 +765,15 @@ mod tests {
             idle_cpu_share: 0.004,
             idle_secs: 5.0,
         });
+        raw.history = Some(HistoryFigures {
+            steps: 1_000_000,
+            events: 1_002_403,
+            events_bytes: 233 << 20,
+            watch_first_screen_secs: 2.5,
+            watch_peak_bytes: 45 << 20,
+            status_median_secs: 0.002,
+            status_max_secs: 0.003,
+        });
         raw
     }
 
@@ -711,18 +817,36 @@ mod tests {
         assert!(verdicts.contains(&("timeout overshoot p99 (ms)", true)));
         assert!(verdicts.contains(&("watch CPU, idle run", true)));
         assert!(verdicts.contains(&("watch CPU per event, busy run (ms)", false)));
+        assert!(verdicts.contains(&("watch first screen, long history (s)", false)));
+        assert!(verdicts.contains(&("status, long history, slowest (s)", true)));
+        assert!(verdicts.contains(&("watch peak memory, long history (MiB)", true)));
         let table = report.table();
-        assert!(table.contains("2 of 14 targets missed"), "{table}");
+        assert!(table.contains("3 of 17 targets missed"), "{table}");
         assert!(table.contains("watch CPU, idle run (5 s)"), "{table}");
+        assert!(
+            table.contains("watch first screen, 1,000,000 steps")
+                && table.contains("2.50 s · 45 MiB"),
+            "{table}"
+        );
+        assert!(
+            table.contains("status, slowest of 10") && table.contains("3.0 ms"),
+            "{table}"
+        );
+        let alone = history_table(report.ui.history.as_ref().unwrap());
+        assert!(alone.contains("1,002,403 events, 233 MiB"), "{alone}");
+        assert!(alone.contains("FAIL") && alone.contains("pass"), "{alone}");
     }
 
     #[test]
     fn a_watch_that_could_not_be_measured_fails_its_targets() {
         let mut raw = raw(0.1, 0.11, 1.0);
         raw.watch = None;
+        raw.history = None;
         let report = build(setup(), raw, ui(), Duration::from_secs(1));
         let verdicts = verdicts(&report);
         assert!(verdicts.contains(&("watch CPU, idle run", false)));
+        assert!(verdicts.contains(&("watch first screen, long history (s)", false)));
+        assert!(verdicts.contains(&("status, long history, slowest (s)", false)));
     }
 
     #[test]

@@ -7,13 +7,13 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use super::plan::quantile;
-use crate::events::{
+use trainui::events::{
     Event, GenerationCounters, GenerationOutcome, GenerationStart, RunInfo, RunState, SampleResult,
     StepMetrics,
 };
-use crate::tui::app::{App, Msg};
-use crate::tui::render;
-use crate::tui::sampler::{HostSample, SystemSample};
+use trainui::tui::app::{App, Msg};
+use trainui::tui::render;
+use trainui::tui::sampler::{HostSample, SystemSample};
 
 /// Frame times of one terminal size, milliseconds.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -57,7 +57,7 @@ fn resident_bytes() -> Option<i64> {
 }
 
 /// An evaluation in progress: finished samples, one being written, a warning.
-fn evaluation_events(at: u64) -> Vec<Event> {
+pub(super) fn evaluation_events(at: u64) -> Vec<Event> {
     let counters = GenerationCounters {
         generations: 7,
         completed: 6,
@@ -148,8 +148,8 @@ pub fn measure(history_steps: u64, frames: usize, sizes: &[(u16, u16)]) -> UiFig
         resumed_from: None,
         evals: 0,
         counters: GenerationCounters::default(),
-        settings: Some(crate::config::live_settings(
-            &crate::config::Config::default(),
+        settings: Some(trainui::config::live_settings(
+            &trainui::config::Config::default(),
         )),
         nonfinite_steps: 0,
         producer: None,

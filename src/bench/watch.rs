@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use trainui::error::{Error, Result};
 
 /// Clock ticks a second of /proc's CPU times: USER_HZ, which Linux fixes at
 /// 100 for what it reports to user space.

@@ -6,7 +6,7 @@
 
 use tch::{Device, Tensor};
 
-use crate::data::Example;
+use trainui::data::Example;
 
 use super::rng::{SplitMix64, derive_seed};
 

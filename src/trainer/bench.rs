@@ -12,10 +12,10 @@ use super::device::{device_name, device_of};
 use super::generate::{GenerationRequest, generate};
 use super::model::{CausalLm, Gpt, GptShape};
 use super::rng::SplitMix64;
-use crate::config::{DevicePref, ModelConfig};
-use crate::error::{Error, Result};
-use crate::events::GenerationOutcome;
-use crate::watchdog::Heartbeat;
+use trainui::config::{DevicePref, ModelConfig};
+use trainui::error::{Error, Result};
+use trainui::events::GenerationOutcome;
+use trainui::watchdog::Heartbeat;
 
 /// The benchmarked model: sizes, vocabulary, seed and device.
 #[derive(Debug, Clone)]

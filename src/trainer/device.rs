@@ -5,9 +5,9 @@ use tch::{Device, nn};
 
 use super::llama::Llama;
 use super::model::{CausalLm, Gpt, GptShape};
-use crate::config::DevicePref;
-use crate::error::{Error, Result};
-use crate::hf::Architecture;
+use trainui::config::DevicePref;
+use trainui::error::{Error, Result};
+use trainui::hf::Architecture;
 
 /// Checks that the requested device exists and names the one that will be
 /// used, e.g. `cpu` or `cuda:0`.

@@ -9,8 +9,8 @@ use super::batch::{self, Batcher};
 use super::generate::{GenerationRequest, generate};
 use super::rng;
 use super::run::{Flow, Trainer};
-use crate::data::Example;
-use crate::events::{
+use trainui::data::Example;
+use trainui::events::{
     Command, EvalSummary, Event, GenerationOutcome, GenerationStart, Phase, RunState, SampleResult,
 };
 

@@ -9,9 +9,9 @@ use tch::{Device, Kind, TchError, Tensor};
 
 use super::model::{CausalLm, KvCache};
 use super::rng::SplitMix64;
-use crate::events::GenerationOutcome;
-use crate::events::Phase;
-use crate::watchdog::Heartbeat;
+use trainui::events::GenerationOutcome;
+use trainui::events::Phase;
+use trainui::watchdog::Heartbeat;
 
 /// What to generate and the limits it runs under.
 pub struct GenerationRequest<'a> {

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::error::{Error, Result};
-use crate::hf::{Architecture, WeightFile};
+use trainui::error::{Error, Result};
+use trainui::hf::{Architecture, WeightFile};
 
 /// GPT-2's Conv1D weights are stored `(in, out)`; trainui's Linear layers
 /// hold `(out, in)`.
@@ -35,7 +35,7 @@ fn kind_of(dtype: &str) -> Kind {
     }
 }
 
-/// Copies the tensors of `weights` (checked by [`crate::hf::read_folder`]
+/// Copies the tensors of `weights` (checked by [`trainui::hf::read_folder`]
 /// against the architecture) into the variables of `vs`.
 pub fn load(vs: &nn::VarStore, architecture: &Architecture, weights: &[WeightFile]) -> Result<()> {
     let variables = vs.variables();
@@ -108,7 +108,7 @@ pub fn export(vs: &nn::VarStore, architecture: &Architecture, out: &Path) -> Res
             (name.clone(), tensor.contiguous())
         })
         .collect();
-    let path = out.join(crate::hf::WEIGHTS_FILE);
+    let path = out.join(trainui::hf::WEIGHTS_FILE);
     Tensor::write_safetensors(&tensors, &path)
         .map_err(|e| Error::Torch(format!("{}: cannot write the weights: {e}", path.display())))
 }

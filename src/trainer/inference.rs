@@ -12,13 +12,13 @@ use super::device::{build_model, device_of, use_bf16};
 use super::generate::{GenerationRequest, generate};
 use super::hf_weights;
 use super::model::CausalLm;
-use crate::checkpoint;
-use crate::config::DevicePref;
-use crate::data::TextTokenizer;
-use crate::error::{Error, Result};
-use crate::events::GenerationOutcome;
-use crate::hf::{self, Architecture};
-use crate::watchdog::Heartbeat;
+use trainui::checkpoint;
+use trainui::config::DevicePref;
+use trainui::data::TextTokenizer;
+use trainui::error::{Error, Result};
+use trainui::events::GenerationOutcome;
+use trainui::hf::{self, Architecture};
+use trainui::watchdog::Heartbeat;
 
 struct Loaded {
     vs: nn::VarStore,

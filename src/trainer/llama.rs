@@ -9,7 +9,7 @@
 use tch::{Device, Kind, TchError, Tensor, nn};
 
 use super::model::{CausalLm, KvCache};
-use crate::hf::LlamaConfig;
+use trainui::hf::LlamaConfig;
 
 struct Projection {
     weight: Tensor,

@@ -1,6 +1,6 @@
 //! The trainer thread: it owns every tch object and talks to the rest of the
 //! program only through commands in and [`Event`]s out (see
-//! [`crate::channel`]), plus the shared abort flag that the decoder checks
+//! [`trainui::channel`]), plus the shared abort flag that the decoder checks
 //! before every step.
 //!
 //! ```text
@@ -32,10 +32,10 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::thread::{self, JoinHandle};
 
-use crate::channel::{Controller, Wiring};
-use crate::error::{Error, Result};
-use crate::events::{Event, Phase};
-use crate::watchdog::Heartbeat;
+use trainui::channel::{Controller, Wiring};
+use trainui::error::{Error, Result};
+use trainui::events::{Event, Phase};
+use trainui::watchdog::Heartbeat;
 
 pub use device::resolve_device;
 pub use run::TrainSetup;
@@ -102,10 +102,10 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::config::{self, Overlong};
-    use crate::data::{self, Example, TextTokenizer};
-    use crate::events::{Command, GenerationOutcome, RunState, SampleResult};
     use std::path::Path;
+    use trainui::config::{self, Overlong};
+    use trainui::data::{self, Example, TextTokenizer};
+    use trainui::events::{Command, GenerationOutcome, RunState, SampleResult};
 
     /// The demo's validation examples.
     pub(crate) fn demo_val() -> Vec<Example> {

@@ -7,7 +7,7 @@
 
 use tch::{Device, Kind, TchError, Tensor, nn};
 
-use crate::config::ModelConfig;
+use trainui::config::ModelConfig;
 
 /// Sizes of the model; the vocabulary comes from the tokenizer.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +34,7 @@ impl GptShape {
     }
 
     #[must_use]
-    pub fn of(config: &crate::hf::Gpt2Config) -> Self {
+    pub fn of(config: &trainui::hf::Gpt2Config) -> Self {
         Self {
             vocab_size: i64::from(config.vocab_size),
             n_layer: i64::from(config.n_layer),

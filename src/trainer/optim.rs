@@ -7,8 +7,8 @@ use std::path::Path;
 use tch::nn::OptimizerConfig;
 use tch::{TchError, Tensor, nn};
 
-use crate::config::TrainConfig;
-use crate::error::{Error, Result};
+use trainui::config::TrainConfig;
+use trainui::error::{Error, Result};
 
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.95;

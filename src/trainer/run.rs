@@ -18,17 +18,17 @@ use super::device::{build_model, device_name, device_of, use_bf16};
 use super::hf_weights;
 use super::model::CausalLm;
 use super::optim::{self, AdamW};
-use crate::channel::TrainerEnds;
-use crate::checkpoint::{self, TrainerState};
-use crate::config::{self, Config};
-use crate::data::{Example, TextTokenizer};
-use crate::error::{Error, Result};
-use crate::events::{
+use trainui::channel::TrainerEnds;
+use trainui::checkpoint::{self, TrainerState};
+use trainui::config::{self, Config};
+use trainui::data::{Example, TextTokenizer};
+use trainui::error::{Error, Result};
+use trainui::events::{
     Command, Event, GenerationCounters, OnNonFinite, Phase, Producer, RunInfo, RunState,
     StepMetrics, Summary,
 };
-use crate::hf::{Architecture, HfFolder};
-use crate::watchdog::Heartbeat;
+use trainui::hf::{Architecture, HfFolder};
+use trainui::watchdog::Heartbeat;
 
 /// Everything a run needs, prepared (and checked) before the thread starts.
 pub struct TrainSetup {

@@ -86,6 +86,7 @@ impl History {
 
     /// Points kept in memory.
     #[cfg(test)]
+    #[must_use]
     pub fn stored(&self) -> usize {
         self.recent.len() + self.whole.len()
     }

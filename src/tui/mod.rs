@@ -121,13 +121,6 @@ impl EventSource for Receiver<Event> {
     }
 }
 
-/// Events read back from a run directory, with their recorded times.
-impl EventSource for Receiver<(Event, SystemTime)> {
-    fn try_next(&self) -> Option<(Event, Option<SystemTime>)> {
-        self.try_recv().ok().map(|(event, at)| (event, Some(at)))
-    }
-}
-
 /// The sources and sinks the loop works with.
 pub struct Channels<'a> {
     pub events: &'a dyn EventSource,
@@ -169,10 +162,16 @@ where
             second = this_second;
             dirty = true;
         }
+        // A full turn means more are waiting (a history being read back):
+        // the next turn comes at once, after a look at the keys.
+        let mut backlog = true;
+        let mut arrived = false;
         for _ in 0..EVENTS_PER_TURN {
             let Some((event, at)) = channels.events.try_next() else {
+                backlog = false;
                 break;
             };
+            arrived = true;
             if let Some(message) = (channels.record)(&event) {
                 app.apply(&Event::Warning {
                     step: app.status.current_step,
@@ -206,12 +205,20 @@ where
         if app.exit.is_some() {
             break;
         }
-        let wait = if dirty {
-            frame_time.saturating_sub(since_draw)
+        // After events, more tend to follow (a reader between two reads):
+        // a short look at the keys, not the idle wait.
+        let wait = if backlog {
+            Duration::ZERO
+        } else if arrived {
+            Duration::from_millis(1)
+        } else if dirty {
+            frame_time
+                .saturating_sub(since_draw)
+                .max(Duration::from_millis(1))
         } else {
             IDLE_POLL
         };
-        match input.next(wait.max(Duration::from_millis(1)))? {
+        match input.next(wait)? {
             Some(Input::Key(key)) => {
                 app.update(Msg::Tick(SystemTime::now()));
                 if let Some(problem) = app.update(Msg::Key(key)).and_then(&mut *channels.send) {
