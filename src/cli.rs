@@ -30,6 +30,10 @@ pub enum Commands {
     Train(TrainArgs),
     /// Summarise a run directory's status.
     Status(StatusArgs),
+    /// One line per run directory under DIR (default runs/), from their
+    /// status files: state and whether its process is alive, step, losses,
+    /// timeout rate, last update.
+    Runs(RunsArgs),
     /// Train a byte-level BPE tokenizer.json from JSONL data.
     Tokenizer(TokenizerArgs),
     /// Send a command to a running job (its words are listed below), or
@@ -208,6 +212,16 @@ pub struct StatusArgs {
     /// The run directory.
     pub run_dir: PathBuf,
     /// Print the status file as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RunsArgs {
+    /// The folder that holds run directories.
+    #[arg(default_value = "runs")]
+    pub dir: PathBuf,
+    /// Print a JSON array (one object per run) for scripts.
     #[arg(long)]
     pub json: bool,
 }

@@ -705,6 +705,27 @@ pub struct RunStatus {
     /// RFC 3339 time of the last change.
     pub updated_at: String,
     pub pid: u32,
+    /// The machine's GPUs as last read (every few seconds) by the process
+    /// that writes this file; empty without GPUs or readings.
+    #[serde(default)]
+    pub gpus: Vec<GpuStatus>,
+}
+
+/// One GPU's reading in the status file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub struct GpuStatus {
+    /// Its index on the machine (as nvidia-smi numbers it).
+    pub index: u32,
+    pub name: String,
+    /// Percent of the last sample period the GPU was busy.
+    pub utilization: u32,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// Degrees Celsius.
+    pub temperature: Option<u32>,
+    /// Watts.
+    pub power_watts: Option<f64>,
 }
 
 impl RunStatus {
@@ -741,6 +762,7 @@ impl RunStatus {
             state_before_stall: None,
             updated_at: String::new(),
             pid: std::process::id(),
+            gpus: Vec::new(),
         }
     }
 

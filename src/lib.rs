@@ -29,6 +29,7 @@ pub mod process;
 pub mod ranks;
 pub mod recorder;
 pub mod rundir;
+pub mod runs;
 #[cfg(test)]
 mod schema;
 pub mod smooth;
@@ -48,6 +49,7 @@ pub const TORCH_PROGRAM: &str = "trainui-torch";
 pub fn without_torch(command: Commands) -> std::result::Result<ExitCode, Box<Commands>> {
     let result = match command {
         Commands::Status(args) => client::status(&args),
+        Commands::Runs(args) => runs::run(&args.dir, args.json),
         Commands::Ctl(args) => client::ctl(&args),
         Commands::Watch(args) => watch::run(&args.run_dir, args.plain),
         Commands::Run(args) => match job::run(&args) {

@@ -382,6 +382,16 @@ pub fn thousands(value: u64) -> String {
     out
 }
 
+/// `3s ago`, `4:05 ago`, `1:02:03 ago`.
+#[must_use]
+pub fn ago(secs: f64) -> String {
+    if secs < 60.0 {
+        format!("{:.0}s ago", secs.max(0.0).floor())
+    } else {
+        format!("{} ago", duration(secs))
+    }
+}
+
 /// Seconds as `H:MM:SS`.
 #[must_use]
 pub fn duration(secs: f64) -> String {

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use crate::events::Event;
 use crate::lines;
 use crate::rundir::RunDir;
+use crate::tui::sampler::SystemSample;
 
 /// Writes every event to the run directory and formats its log line.
 pub struct Recorder {
@@ -19,6 +21,8 @@ pub struct Recorder {
     /// Time spent formatting and writing, over the whole run (the bench
     /// reports it as a share of step time).
     pub busy: Duration,
+    /// The machine's readings, for the GPUs in the status file.
+    readings: Option<Receiver<SystemSample>>,
 }
 
 impl Recorder {
@@ -29,7 +33,16 @@ impl Recorder {
             write_failed: false,
             stall_recorded,
             busy: Duration::ZERO,
+            readings: None,
         }
+    }
+
+    /// Puts the latest of `readings` in the status file (its GPUs), with
+    /// each status change.
+    #[must_use]
+    pub fn with_readings(mut self, readings: Receiver<SystemSample>) -> Self {
+        self.readings = Some(readings);
+        self
     }
 
     /// Records `event` and returns its printable line, if it has one, and
@@ -41,6 +54,9 @@ impl Recorder {
         style: lines::Style,
     ) -> (Option<lines::Line>, Option<String>) {
         let started = Instant::now();
+        if let Some(latest) = self.readings.as_ref().and_then(|r| r.try_iter().last()) {
+            self.run.set_gpus(latest.gpu_status());
+        }
         let line = lines::format(event, style);
         let written = self.run.record(event).and_then(|()| match &line {
             Some(line) => self.run.log_line(&line.text),
@@ -60,5 +76,53 @@ impl Recorder {
         };
         self.busy += started.elapsed();
         (line, failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::events::RunStatus;
+    use crate::tui::sampler::{GpuSample, HostSample};
+
+    #[test]
+    fn the_status_file_has_the_gpus_latest_readings() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open(
+            dir.path(),
+            &Config::default(),
+            RunStatus::new("g".into(), 9),
+        )
+        .unwrap();
+        let (readings_out, readings) = std::sync::mpsc::channel();
+        let mut recorder =
+            Recorder::new(run, Arc::new(AtomicBool::new(false))).with_readings(readings);
+        let reading = |utilization| SystemSample {
+            gpus: (0..2u32)
+                .map(|i| GpuSample {
+                    name: format!("GPU {i}"),
+                    utilization: utilization + i,
+                    memory_used: 1 << 30,
+                    memory_total: 80 << 30,
+                    temperature: Some(50),
+                    power: None,
+                })
+                .collect(),
+            host: HostSample::default(),
+            note: None,
+        };
+        readings_out.send(reading(10)).unwrap();
+        readings_out.send(reading(90)).unwrap();
+        recorder.record(
+            &crate::events::examples::step(1, 9, 1.0),
+            lines::Style::PLAIN,
+        );
+        let status = crate::rundir::read_status(dir.path()).unwrap();
+        assert_eq!(status.gpus.len(), 2);
+        assert_eq!((status.gpus[1].index, status.gpus[1].utilization), (1, 91));
+        assert_eq!(status.gpus[0].name, "GPU 0");
+        assert_eq!(status.gpus[0].memory_total_bytes, 80 << 30);
+        assert_eq!(status.gpus[0].power_watts, None);
     }
 }

@@ -181,6 +181,11 @@ impl RunDir {
         self.log.append(line.as_bytes())
     }
 
+    /// The GPUs' latest readings, written with the next status change.
+    pub fn set_gpus(&mut self, gpus: Vec<crate::events::GpuStatus>) {
+        self.status.gpus = gpus;
+    }
+
     #[must_use]
     pub fn status(&self) -> &RunStatus {
         &self.status
@@ -560,6 +565,77 @@ mod tests {
 
     fn step(step: u64) -> Event {
         crate::events::examples::step(step, 1_000_000, 1.0 / (step as f64 + 1.0))
+    }
+
+    #[test]
+    fn step_lines_read_the_same_by_the_short_path_and_the_generic_one() {
+        let mut with_norm = step(7);
+        if let Event::Step(m) = &mut with_norm {
+            m.grad_norm = Some(2.5);
+            m.loss = f64::NAN;
+        }
+        let written = [
+            // As trainui and the Python package write them.
+            String::from_utf8(event_line(&step(3), SystemTime::UNIX_EPOCH)).unwrap(),
+            String::from_utf8(event_line(&with_norm, SystemTime::UNIX_EPOCH)).unwrap(),
+            // Another writer's field order: the generic path.
+            r#"{"type":"step","v":3,"step":9,"max_steps":10,"loss":1.5,"learning_rate":0.1,"tokens_per_sec":5.0,"elapsed_secs":1.0,"eta_secs":0.5}"#.to_owned(),
+        ];
+        for line in &written {
+            let generic: Event = serde_json::from_str(line).unwrap();
+            let short = parse_line(line.as_bytes()).unwrap();
+            // NaN is not equal to itself: compare the lines they make again.
+            assert_eq!(
+                event_line(&short, SystemTime::UNIX_EPOCH),
+                event_line(&generic, SystemTime::UNIX_EPOCH),
+                "{line}"
+            );
+        }
+        assert!(
+            written[0].starts_with(r#"{"v":3,"time":"1970-01-01T00:00:00.000Z","type":"step","#)
+        );
+        assert_eq!(
+            line_time(written[0].as_bytes()),
+            Some(SystemTime::UNIX_EPOCH)
+        );
+        // A step line that is not a step event is garbage on both paths.
+        let broken = written[0].replace(r#""loss":"#, r#""lost":"#);
+        assert!(parse_line(broken.as_bytes()).is_none());
+        assert!(parse_line(b"\xff\xfe not utf-8").is_none());
+    }
+
+    #[test]
+    fn a_history_read_in_pieces_on_two_threads_keeps_every_event_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = Vec::new();
+        for n in 1..=3 * PARALLEL_LINES as u64 {
+            text.extend(event_line(&step(n), SystemTime::UNIX_EPOCH));
+            text.push(b'\n');
+            if n % 1000 == 0 {
+                text.extend_from_slice(b"not an event\n\n");
+            }
+        }
+        fs::write(dir.path().join(EVENTS_FILE), &text).unwrap();
+        let mut tail = EventTail::new(dir.path(), 0);
+        let mut steps = Vec::new();
+        let step_of = |event: &Event| match event {
+            Event::Step(m) => m.step,
+            other => panic!("{other:?}"),
+        };
+        loop {
+            let read = tail.read_new_timed(100_000);
+            if read.is_empty() {
+                break;
+            }
+            steps.extend(read.iter().map(|(event, _)| step_of(event)));
+        }
+        let expected: Vec<u64> = (1..=3 * PARALLEL_LINES as u64).collect();
+        assert_eq!(steps, expected);
+        assert_eq!(tail.garbage, 3 * PARALLEL_LINES as u64 / 1000);
+        // And one read of it all takes the two-thread path.
+        let all = EventTail::new(dir.path(), 0).read_new(u64::MAX);
+        assert_eq!(all.len(), 3 * PARALLEL_LINES);
+        assert_eq!(all.last().map(step_of), Some(3 * PARALLEL_LINES as u64));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use ratatui::Terminal;
 use ratatui::backend::Backend;
@@ -52,6 +53,9 @@ pub struct Options {
     /// the TUI first.
     pub owns_process: bool,
 }
+
+/// How often the status file's GPU readings are taken.
+const READINGS_EVERY: Duration = Duration::from_secs(5);
 
 /// A trainer with its helpers, its run directory and its record.
 pub struct Session {
@@ -130,7 +134,13 @@ impl Session {
                 options.front,
             )?;
         }
-        Ok((handle, Recorder::new(run, stall_recorded)))
+        // The machine's readings every few seconds, for the status file.
+        let (readings_out, readings) = std::sync::mpsc::channel();
+        let recorder = match trainui::tui::sampler::spawn(readings_out, READINGS_EVERY) {
+            Ok(()) => Recorder::new(run, stall_recorded).with_readings(readings),
+            Err(_) => Recorder::new(run, stall_recorded),
+        };
+        Ok((handle, recorder))
     }
 
     /// The trainer's heartbeat (its phase says when it is done).

@@ -16,7 +16,7 @@ use ratatui::widgets::Paragraph;
 use super::app::{App, Owner};
 use super::theme::{bar, dim, fg, sep, state_style};
 use crate::events::RunState;
-use crate::lines::{duration, thousands};
+use crate::lines::{ago, duration, thousands};
 
 /// Rows the header takes.
 pub const HEIGHT: u16 = 3;
@@ -110,15 +110,6 @@ fn render_title(frame: &mut Frame, area: Rect, app: &App) {
             .areas(area);
     frame.render_widget(Paragraph::new(left), left_area);
     frame.render_widget(Paragraph::new(right), right_area);
-}
-
-/// `3s ago`, `4:05 ago`, `1:02:03 ago`.
-fn ago(secs: f64) -> String {
-    if secs < 60.0 {
-        format!("{:.0}s ago", secs.floor())
-    } else {
-        format!("{} ago", duration(secs))
-    }
 }
 
 /// A loss to four significant figures or so: `0.758`, `12.34`.

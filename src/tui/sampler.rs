@@ -40,6 +40,26 @@ pub struct HostSample {
     pub memory_total: Option<u64>,
 }
 
+impl SystemSample {
+    /// The GPUs of this reading, as the status file has them.
+    #[must_use]
+    pub fn gpu_status(&self) -> Vec<crate::events::GpuStatus> {
+        self.gpus
+            .iter()
+            .enumerate()
+            .map(|(index, gpu)| crate::events::GpuStatus {
+                index: index as u32,
+                name: gpu.name.clone(),
+                utilization: gpu.utilization,
+                memory_used_bytes: gpu.memory_used,
+                memory_total_bytes: gpu.memory_total,
+                temperature: gpu.temperature,
+                power_watts: gpu.power,
+            })
+            .collect()
+    }
+}
+
 /// Starts the sampler; it stops when `samples` is closed.
 pub fn spawn(samples: Sender<SystemSample>, every: Duration) -> std::io::Result<()> {
     thread::Builder::new()

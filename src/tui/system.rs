@@ -5,11 +5,11 @@ use std::fmt::Write;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Color;
-use ratatui::text::Line;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline};
 
 use super::app::App;
-use super::theme::{fg, pane};
+use super::theme::{bar, dim, fg, pane};
 use crate::ranks::Verdict;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -19,7 +19,21 @@ fn gib(bytes: u64) -> String {
 }
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let block = pane(app, " system ", false);
+    // Many GPUs of one kind: their name once, in the title.
+    let title = match app.gpus.first() {
+        Some(first)
+            if app.gpus.len() > 2
+                && app.gpus.iter().all(|g| g.latest.name == first.latest.name) =>
+        {
+            format!(
+                " system · {} x {} ",
+                app.gpus.len(),
+                first.latest.name.trim_start_matches("NVIDIA ")
+            )
+        }
+        _ => " system ".to_owned(),
+    };
+    let block = pane(app, title, false);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     // The ranks of a multi-process job, below the machine's readings.
@@ -29,6 +43,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     render_ranks(frame, ranks_area, app);
     if app.gpus.is_empty() {
         render_host(frame, inner, app);
+        return;
+    }
+    if usize::from(inner.height) < 2 * app.gpus.len() {
+        render_compact(frame, inner, app);
         return;
     }
     // Two rows for each GPU: its readings and a utilisation sparkline.
@@ -58,6 +76,61 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             .style(fg(app, Color::Green));
         frame.render_widget(spark, spark_area);
     }
+}
+
+/// One line per GPU, as many GPUs as there are rows: its number, a bar and
+/// its utilisation, memory, temperature and power. When they do not all
+/// fit, the busiest are shown and the last line counts the others.
+fn render_compact(frame: &mut Frame, area: Rect, app: &App) {
+    let rows = usize::from(area.height);
+    if rows == 0 {
+        return;
+    }
+    let mut order: Vec<usize> = (0..app.gpus.len()).collect();
+    let hidden = app.gpus.len().saturating_sub(rows);
+    let shown = if hidden > 0 {
+        // The busiest first (then by number), and a line for the rest.
+        order.sort_by_key(|&i| (std::cmp::Reverse(app.gpus[i].latest.utilization), i));
+        rows - 1
+    } else {
+        app.gpus.len()
+    };
+    let number_width = (app.gpus.len() - 1).to_string().len();
+    let mut lines: Vec<Line> = order[..shown]
+        .iter()
+        .map(|&index| {
+            let g = &app.gpus[index].latest;
+            let mut spans = vec![Span::raw(format!("{index:>number_width$} "))];
+            spans.extend(bar(app, f64::from(g.utilization) / 100.0, 6, Color::Green));
+            let mut text = format!(
+                " {:>3}% {:>3.0}/{:.0}G",
+                g.utilization,
+                g.memory_used as f64 / GIB,
+                g.memory_total as f64 / GIB,
+            );
+            if let Some(t) = g.temperature {
+                let _ = write!(text, " {t:>2}{}", if app.ascii { "C" } else { "°C" });
+            }
+            if let Some(p) = g.power {
+                let _ = write!(text, " {p:>3.0}W");
+            }
+            spans.push(Span::raw(text));
+            Line::from(spans)
+        })
+        .collect();
+    if hidden > 0 {
+        let rest = &order[shown..];
+        let busiest = rest
+            .iter()
+            .map(|&i| app.gpus[i].latest.utilization)
+            .max()
+            .unwrap_or(0);
+        lines.push(Line::styled(
+            format!("+{} more, at most {busiest}% busy", rest.len()),
+            dim(app),
+        ));
+    }
+    frame.render_widget(Paragraph::new(lines), area);
 }
 
 fn render_host(frame: &mut Frame, area: Rect, app: &App) {

@@ -427,6 +427,81 @@ fn gpus_with_their_load() {
     insta::assert_snapshot!(screen(&app, 80, 24));
 }
 
+/// `count` GPUs of one machine, GPU `i` busy at `busy(i)` percent.
+fn machine_of(count: u32, busy: impl Fn(u32) -> u32) -> SystemSample {
+    SystemSample {
+        gpus: (0..count)
+            .map(|i| GpuSample {
+                name: "NVIDIA H100 80GB HBM3".into(),
+                utilization: busy(i),
+                memory_used: u64::from(10 + 4 * i) << 30,
+                memory_total: 80 << 30,
+                temperature: Some(40 + i),
+                power: Some(100.0 + 20.0 * f64::from(i)),
+            })
+            .collect(),
+        host: HostSample::default(),
+        note: None,
+    }
+}
+
+fn text_of(backend: &TestBackend) -> String {
+    let buffer = backend.buffer();
+    (0..buffer.area.height)
+        .map(|y| {
+            (0..buffer.area.width)
+                .map(|x| buffer[(x, y)].symbol())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn eight_gpus_take_a_line_each() {
+    let mut app = training_app();
+    app.update(Msg::System(machine_of(8, |i| 10 * i + 20)));
+    let backend = screen(&app, 120, 40);
+    let text = text_of(&backend);
+    assert!(text.contains("system · 8 x H100 80GB HBM3"), "{text}");
+    for i in 0..8 {
+        let line = format!("{i} ");
+        let busy = format!("{:>3}%", 10 * i + 20);
+        assert!(
+            text.lines().any(|l| l.contains(&line) && l.contains(&busy)),
+            "GPU {i} at {busy}: {text}"
+        );
+    }
+    insta::assert_snapshot!("eight_gpus_120x40", backend);
+}
+
+#[test]
+fn sixteen_gpus_show_the_busiest_first_when_they_do_not_fit() {
+    let mut app = training_app();
+    // GPU 13 is the busiest, GPU 2 the idlest.
+    let busy = |i: u32| match i {
+        13 => 99,
+        2 => 0,
+        i => 30 + 3 * i,
+    };
+    app.update(Msg::System(machine_of(16, busy)));
+    let backend = screen(&app, 120, 40);
+    let text = text_of(&backend);
+    let system: Vec<&str> = text.lines().filter_map(|l| l.split('│').nth(3)).collect();
+    let first = system.iter().find(|l| l.contains('%')).unwrap();
+    assert!(first.trim_start().starts_with("13 "), "{text}");
+    assert!(text.contains("more, at most"), "{text}");
+    assert!(
+        !system.iter().any(|l| l.trim_start().starts_with(" 2 ")),
+        "{text}"
+    );
+    insta::assert_snapshot!("sixteen_gpus_120x40", backend);
+    // The plain look says the same in ASCII.
+    app.ascii = true;
+    let plain = text_of(&screen(&app, 120, 40));
+    assert!(plain.is_ascii() && plain.contains("13 #"), "{plain}");
+}
+
 /// Keys from a script; when it runs out, nothing more happens.
 struct Script(VecDeque<Input>);
 
