@@ -194,6 +194,43 @@ fn the_trainui_program_links_no_libtorch() {
     }
 }
 
+/// `trainui` hands training to `trainui-torch` beside it, and says what is
+/// wrong when that program is not there.
+#[test]
+fn trainui_hands_training_to_trainui_torch_and_names_it_when_missing() {
+    let trainui = std::path::Path::new(env!("CARGO_BIN_EXE_trainui"));
+    // Beside its sibling: the sibling answers (its own usage error here).
+    let output = std::process::Command::new(trainui)
+        .args(["train", "--config", "/nonexistent/config.json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/config.json"), "{stderr}");
+    // Alone: a clear failure naming the missing program.
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("trainui");
+    std::fs::copy(trainui, &alone).unwrap();
+    let output = std::process::Command::new(&alone)
+        .args(["train", "--config", "/nonexistent/config.json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot run") && stderr.contains("trainui-torch"),
+        "{stderr}"
+    );
+    // What needs no libtorch works alone.
+    let output = std::process::Command::new(&alone)
+        .args(["runs", "--json"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "[]");
+}
+
 /// Depth-first search for a path from `node` that comes back to a file on it.
 fn cycle_from(
     node: &PathBuf,

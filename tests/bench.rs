@@ -61,8 +61,21 @@ fn the_bench_compares_trainui_with_the_pytorch_peer_on_the_same_function() {
     assert!(watch["busy_secs"].as_f64().unwrap() > 0.0, "{watch}");
     assert!(watch["idle_cpu_share"].as_f64().unwrap() >= 0.0, "{watch}");
 
+    // The real `watch` and `status` on a long history (here 2,000 steps).
+    let history = &report["ui"]["history"];
+    assert_eq!(history["steps"], 2000, "{history}");
+    assert!(history["events"].as_u64().unwrap() > 2000, "{history}");
+    assert!(
+        history["watch_first_screen_secs"].as_f64().unwrap() > 0.0,
+        "{history}"
+    );
+    assert!(
+        history["status_max_secs"].as_f64().unwrap() > 0.0,
+        "{history}"
+    );
+
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 14, "{targets:#?}");
+    assert_eq!(targets.len(), 17, "{targets:#?}");
     for target in targets {
         assert!(target["pass"].is_boolean(), "{target}");
     }
