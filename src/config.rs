@@ -36,6 +36,7 @@ pub struct Config {
     pub eval: EvalConfig,
     pub checkpoint: CheckpointConfig,
     pub watchdog: WatchdogConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +132,26 @@ pub struct WatchdogConfig {
     /// A run with no progress for this long is marked stalled.
     pub stall_timeout_seconds: Seconds,
     pub on_stall: OnStall,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// A shell command (`sh -c`) run on each alert (finished, stopped,
+    /// failed, stalled, recovered, the timeout-rate warning, a non-finite
+    /// loss) with the event's events.jsonl line on stdin; none by default.
+    pub command: Option<String>,
+    /// The command is killed after this long.
+    pub timeout_seconds: Seconds,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            command: None,
+            timeout_seconds: Seconds(10.0),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,6 +308,7 @@ impl Default for Config {
             eval: EvalConfig::default(),
             checkpoint: CheckpointConfig::default(),
             watchdog: WatchdogConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -882,6 +904,17 @@ impl Config {
             ),
             ..invalid
         })?;
+        if self
+            .alerts
+            .command
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            return Err(Invalid::of(
+                "alerts.command",
+                "alerts.command is empty: give a shell command, or null for none".into(),
+            ));
+        }
         Ok(())
     }
 

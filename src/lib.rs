@@ -11,6 +11,7 @@
 //! commands.rs, bench/). An error's kind decides the exit code (2 for the
 //! user's mistakes, 1 for failures while running).
 
+pub mod alerts;
 pub mod channel;
 pub mod checkpoint;
 pub mod cli;

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::alerts::{self, AlertCommand};
 use crate::events::Event;
 use crate::lines;
-use crate::rundir::RunDir;
+use crate::rundir::{self, RunDir};
 use crate::tui::sampler::SystemSample;
 
 /// Writes every event to the run directory and formats its log line.
@@ -23,6 +24,8 @@ pub struct Recorder {
     pub busy: Duration,
     /// The machine's readings, for the GPUs in the status file.
     readings: Option<Receiver<SystemSample>>,
+    /// `alerts.command`, when the config names one.
+    alerts: Option<AlertCommand>,
 }
 
 impl Recorder {
@@ -34,7 +37,45 @@ impl Recorder {
             stall_recorded,
             busy: Duration::ZERO,
             readings: None,
+            alerts: None,
         }
+    }
+
+    /// Runs `command` on each alerting event.
+    #[must_use]
+    pub fn with_alert_command(mut self, command: AlertCommand) -> Self {
+        self.alerts = Some(command);
+        self
+    }
+
+    /// Waits for the alert commands still running and records their
+    /// failures; returns what failed.
+    pub fn settle_alerts(&mut self) -> Vec<String> {
+        let Some(alerts) = self.alerts.as_mut() else {
+            return Vec::new();
+        };
+        alerts.settle();
+        self.record_alert_failures()
+    }
+
+    /// Records the alert commands' failures since the last look as warnings.
+    fn record_alert_failures(&mut self) -> Vec<String> {
+        let failures = self
+            .alerts
+            .as_ref()
+            .map(AlertCommand::failures)
+            .unwrap_or_default();
+        for message in &failures {
+            let warning = Event::Warning {
+                step: self.run.status().current_step,
+                message: message.clone(),
+            };
+            let _ = self.run.record(&warning);
+            if let Some(line) = lines::format(&warning, lines::Style::PLAIN) {
+                let _ = self.run.log_line(&line.text);
+            }
+        }
+        failures
     }
 
     /// Puts the latest of `readings` in the status file (its GPUs), with
@@ -65,15 +106,21 @@ impl Recorder {
         if matches!(event, Event::Stalled { .. }) {
             self.stall_recorded.store(true, Ordering::Release);
         }
-        let failure = match written {
-            Err(err) if !self.write_failed => {
-                self.write_failed = true;
-                Some(format!(
-                    "cannot write the run directory ({err}); training goes on"
-                ))
-            }
-            _ => None,
-        };
+        if let Some(alerts) = self.alerts.as_mut()
+            && let Some(alert) = alerts::of(event, &self.run.status().run_name)
+        {
+            alerts.start(&alert, &rundir::event_line(event, SystemTime::now()));
+        }
+        let mut failures = self.record_alert_failures();
+        if let Err(err) = written
+            && !self.write_failed
+        {
+            self.write_failed = true;
+            failures.push(format!(
+                "cannot write the run directory ({err}); training goes on"
+            ));
+        }
+        let failure = (!failures.is_empty()).then(|| failures.join("; "));
         self.busy += started.elapsed();
         (line, failure)
     }

@@ -23,6 +23,7 @@ use ratatui::backend::Backend;
 
 use crate::setup;
 use crate::trainer::{self, TrainSetup, TrainerHandle};
+use trainui::alerts::AlertCommand;
 use trainui::channel::{Controller, Wiring};
 use trainui::checkpoint;
 use trainui::cli::TrainArgs;
@@ -125,6 +126,13 @@ impl Session {
                 || {}
             },
         };
+        let alert_command = config.alerts.command.clone().map(|command| {
+            AlertCommand::new(
+                command,
+                config.alerts.timeout_seconds.duration(),
+                config.run_dir.clone(),
+            )
+        });
         let handle = trainer::spawn(setup, wiring)?;
         watchdog.spawn()?;
         if options.owns_process {
@@ -136,10 +144,13 @@ impl Session {
         }
         // The machine's readings every few seconds, for the status file.
         let (readings_out, readings) = std::sync::mpsc::channel();
-        let recorder = match trainui::tui::sampler::spawn(readings_out, READINGS_EVERY) {
+        let mut recorder = match trainui::tui::sampler::spawn(readings_out, READINGS_EVERY) {
             Ok(()) => Recorder::new(run, stall_recorded).with_readings(readings),
             Err(_) => Recorder::new(run, stall_recorded),
         };
+        if let Some(command) = alert_command {
+            recorder = recorder.with_alert_command(command);
+        }
         Ok((handle, recorder))
     }
 
@@ -246,6 +257,9 @@ impl Session {
             }
         }
         let _ = self.handle.thread.join();
+        for failure in self.recorder.settle_alerts() {
+            trainui::process::say(format!("warning: {failure}"));
+        }
         let status = self.recorder.run.status();
         match status.state {
             RunState::Finished | RunState::Stopped => Ok(()),

@@ -41,6 +41,7 @@ use ratatui::backend::Backend;
 use ratatui::crossterm::event::{self as term_event, Event as TermEvent, KeyEvent};
 use ratatui::{DefaultTerminal, Terminal};
 
+use crate::alerts::{self, Alert};
 use crate::error::{Error, Result};
 use crate::events::{Command, Event};
 use app::{App, Liveness, Msg};
@@ -49,6 +50,9 @@ use sampler::SystemSample;
 pub const MAX_FPS: u32 = 20;
 /// Longest wait for a key when nothing else is happening.
 const IDLE_POLL: Duration = Duration::from_millis(25);
+/// How old a recorded event may be, at the start of the screen, and still
+/// ring an alert (the file may lag its writer by a moment).
+const LIVE_SLACK: Duration = Duration::from_secs(5);
 /// Events folded in before the screen gets a chance to redraw and read keys.
 const EVENTS_PER_TURN: usize = 10_000;
 
@@ -59,10 +63,15 @@ pub enum Input {
     Redraw,
 }
 
-/// Where keys come from: the real terminal, or a script in tests.
+/// Where keys come from, and where alerts go: the real terminal, or a
+/// script in tests.
 pub trait InputSource {
     /// The next input, waiting at most `timeout`.
     fn next(&mut self, timeout: Duration) -> io::Result<Option<Input>>;
+
+    /// Tells the person at the terminal (a bell and a notification); an
+    /// off-screen terminal keeps quiet.
+    fn alert(&mut self, _alert: &Alert) {}
 }
 
 /// Keys and resizes from the terminal (crossterm).
@@ -73,6 +82,15 @@ pub struct TerminalInput {
 }
 
 impl InputSource for TerminalInput {
+    fn alert(&mut self, alert: &Alert) {
+        use io::Write;
+        let mut stdout = io::stdout();
+        // A terminal that is gone hears nothing; that is no error.
+        let _ = stdout
+            .write_all(&alerts::terminal_bytes(alert, alerts::in_tmux()))
+            .and_then(|()| stdout.flush());
+    }
+
     fn next(&mut self, timeout: Duration) -> io::Result<Option<Input>> {
         use crate::process::{Stdin, wait_stdin};
         use std::io::IsTerminal;
@@ -151,6 +169,7 @@ where
     let mut dirty = true;
     let mut answer_key = false;
     let mut second = 0;
+    let shown_since = SystemTime::now();
     while app.exit.is_none() {
         // The clock: a redraw each new second keeps the ages honest.
         let now = SystemTime::now();
@@ -172,6 +191,12 @@ where
                 break;
             };
             arrived = true;
+            // Only what happens while the screen is up rings: not the
+            // history `watch` reads back.
+            let live = at.is_none_or(|at| at + LIVE_SLACK >= shown_since);
+            if live && let Some(alert) = alerts::of(&event, &app.status.run_name) {
+                input.alert(&alert);
+            }
             if let Some(message) = (channels.record)(&event) {
                 app.apply(&Event::Warning {
                     step: app.status.current_step,

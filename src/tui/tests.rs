@@ -590,6 +590,105 @@ fn the_loop_sends_each_keys_command_and_exits_once_the_run_stopped() {
     assert!(screen.contains("STOPPED"), "{screen}");
 }
 
+/// Events read back from a run directory, each with its recorded time.
+struct Recorded(std::cell::RefCell<VecDeque<(Event, std::time::SystemTime)>>);
+
+impl crate::tui::EventSource for Recorded {
+    fn try_next(&self) -> Option<(Event, Option<std::time::SystemTime>)> {
+        let (event, at) = self.0.borrow_mut().pop_front()?;
+        Some((event, Some(at)))
+    }
+}
+
+/// Keys from a script, and the alerts the terminal was given.
+struct Listening {
+    keys: Script,
+    alerts: Vec<crate::alerts::Alert>,
+}
+
+impl InputSource for Listening {
+    fn next(&mut self, timeout: std::time::Duration) -> io::Result<Option<Input>> {
+        self.keys.next(timeout)
+    }
+
+    fn alert(&mut self, alert: &crate::alerts::Alert) {
+        self.alerts.push(alert.clone());
+    }
+}
+
+#[test]
+fn live_events_alert_the_terminal_and_a_history_read_back_does_not() {
+    use crate::alerts::Kind;
+    use crate::events::OnNonFinite;
+    use std::time::SystemTime;
+    let now = SystemTime::now();
+    let hour_ago = now - Duration::from_hours(1);
+    let old_nan = Event::NonFinite {
+        step: 3,
+        loss: f64::NAN,
+        grad_norm: f64::NAN,
+        action: OnNonFinite::Skip,
+        count: 1,
+    };
+    let nan = Event::NonFinite {
+        step: 20,
+        loss: f64::INFINITY,
+        grad_norm: f64::NAN,
+        action: OnNonFinite::Stop,
+        count: 2,
+    };
+    let events = Recorded(std::cell::RefCell::new(VecDeque::from([
+        (started(), hour_ago),
+        (old_nan, hour_ago),
+        (crate::events::examples::step(10, 3000, 0.5), now),
+        (nan, now),
+        (
+            Event::Failed {
+                step: 20,
+                message: "the loss is inf".into(),
+            },
+            now,
+        ),
+    ])));
+    let (_system_tx, system_rx) = mpsc::channel();
+    let mut record = |_: &Event| None;
+    let mut send = |_: Command| None;
+    let mut app = App::new(String::new(), 0, false);
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    let mut input = Listening {
+        keys: keys(&[KeyCode::Char('q'), KeyCode::Char('y')]),
+        alerts: Vec::new(),
+    };
+    let mut channels = Channels {
+        events: &events,
+        system: &system_rx,
+        liveness: None,
+        record: &mut record,
+        send: &mut send,
+    };
+    run(&mut terminal, &mut app, &mut input, &mut channels).unwrap();
+    let heard: Vec<(Kind, String, String)> = input
+        .alerts
+        .into_iter()
+        .map(|a| (a.kind, a.title, a.body))
+        .collect();
+    assert_eq!(
+        heard,
+        [
+            (
+                Kind::NonFinite,
+                "trainui: demo-run non-finite loss".to_owned(),
+                "loss inf at step 20 (stop)".to_owned()
+            ),
+            (
+                Kind::Failed,
+                "trainui: demo-run failed".to_owned(),
+                "at step 20: the loss is inf".to_owned()
+            ),
+        ]
+    );
+}
+
 #[test]
 fn a_job_shows_its_ranks_and_the_one_that_went_silent() {
     use crate::events::{Phase, Producer, RankBeat, RunInfo};
