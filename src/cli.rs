@@ -34,6 +34,9 @@ pub enum Commands {
     /// status files: state and whether its process is alive, step, losses,
     /// timeout rate, last update.
     Runs(RunsArgs),
+    /// Draw the loss curves of runs (raw, smoothed as in the TUI,
+    /// validation) into an SVG or PNG picture, several runs overlaid.
+    Plot(PlotArgs),
     /// Train a byte-level BPE tokenizer.json from JSONL data.
     Tokenizer(TokenizerArgs),
     /// Send a command to a running job (its words are listed below), or
@@ -214,6 +217,32 @@ pub struct StatusArgs {
     /// Print the status file as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// Run directories (one or more).
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+    /// The picture to write: FILE.svg or FILE.png.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Loss on a log scale.
+    #[arg(long)]
+    pub log: bool,
+    /// EMA window in steps (default: as the TUI picks it, about 1/20 of the
+    /// longest run).
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub smoothing: Option<u64>,
+    /// Width in pixels.
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(200..=8000))]
+    pub width: u32,
+    /// Height in pixels.
+    #[arg(long, default_value_t = 700, value_parser = clap::value_parser!(u32).range(150..=8000))]
+    pub height: u32,
+    /// The title (default: `loss · RUN, RUN`).
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 #[derive(Args)]

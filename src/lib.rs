@@ -26,6 +26,7 @@ pub mod hf;
 pub mod job;
 pub mod lines;
 pub mod machine;
+pub mod plot;
 pub mod process;
 pub mod ranks;
 pub mod recorder;
@@ -51,6 +52,15 @@ pub fn without_torch(command: Commands) -> std::result::Result<ExitCode, Box<Com
     let result = match command {
         Commands::Status(args) => client::status(&args),
         Commands::Runs(args) => runs::run(&args.dir, args.json),
+        Commands::Plot(args) => plot::run(&plot::PlotOptions {
+            runs: args.runs,
+            out: args.out,
+            width: args.width,
+            height: args.height,
+            log_scale: args.log,
+            smoothing: args.smoothing,
+            title: args.title,
+        }),
         Commands::Ctl(args) => client::ctl(&args),
         Commands::Watch(args) => watch::run(&args.run_dir, args.plain),
         Commands::Run(args) => match job::run(&args) {
