@@ -107,12 +107,13 @@ TRAINUI_PYTHON_TEST_DEPS=(
   "accelerate==1.15.0"
   "pytest==9.2.0"
   "jsonschema==4.26.0"
+  "tensorboard==2.21.0"
 )
 
 # Installs (once) what TRAINUI_PYTHON lacks of TRAINUI_PYTHON_TEST_DEPS,
 # beside its torch.
 trainui_python_test_deps() {
-  if "$TRAINUI_PYTHON" -c "import transformers, accelerate, pytest, jsonschema" 2>/dev/null; then
+  if "$TRAINUI_PYTHON" -c "import transformers, accelerate, pytest, jsonschema, tensorboard" 2>/dev/null; then
     return 0
   fi
   echo "trainui: installing ${TRAINUI_PYTHON_TEST_DEPS[*]} for the tests" >&2

@@ -37,6 +37,9 @@ pub enum Commands {
     /// Draw the loss curves of runs (raw, smoothed as in the TUI,
     /// validation) into an SVG or PNG picture, several runs overlaid.
     Plot(PlotArgs),
+    /// Write a run's events.jsonl as a TensorBoard event file (into
+    /// RUN_DIR/tensorboard/), for `tensorboard --logdir`.
+    ExportTensorboard(ExportTensorboardArgs),
     /// Train a byte-level BPE tokenizer.json from JSONL data.
     Tokenizer(TokenizerArgs),
     /// Send a command to a running job (its words are listed below), or
@@ -217,6 +220,15 @@ pub struct StatusArgs {
     /// Print the status file as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ExportTensorboardArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The folder of the event file (default RUN_DIR/tensorboard).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args)]

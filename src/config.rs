@@ -37,6 +37,7 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     pub watchdog: WatchdogConfig,
     pub alerts: AlertsConfig,
+    pub tensorboard: TensorboardConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +144,13 @@ pub struct AlertsConfig {
     pub command: Option<String>,
     /// The command is killed after this long.
     pub timeout_seconds: Seconds,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TensorboardConfig {
+    /// Also write TensorBoard event files, into RUN_DIR/tensorboard/.
+    pub enabled: bool,
 }
 
 impl Default for AlertsConfig {
@@ -309,6 +317,7 @@ impl Default for Config {
             checkpoint: CheckpointConfig::default(),
             watchdog: WatchdogConfig::default(),
             alerts: AlertsConfig::default(),
+            tensorboard: TensorboardConfig::default(),
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod runs;
 #[cfg(test)]
 mod schema;
 pub mod smooth;
+pub mod tensorboard;
 pub mod tui;
 pub mod watch;
 pub mod watchdog;
@@ -52,6 +53,11 @@ pub fn without_torch(command: Commands) -> std::result::Result<ExitCode, Box<Com
     let result = match command {
         Commands::Status(args) => client::status(&args),
         Commands::Runs(args) => runs::run(&args.dir, args.json),
+        Commands::ExportTensorboard(args) => {
+            tensorboard::export(&args.run_dir, args.out.as_deref()).map(|path| {
+                println!("wrote {}", path.display());
+            })
+        }
         Commands::Plot(args) => plot::run(&plot::PlotOptions {
             runs: args.runs,
             out: args.out,

@@ -10,6 +10,7 @@ use crate::alerts::{self, AlertCommand};
 use crate::events::Event;
 use crate::lines;
 use crate::rundir::{self, RunDir};
+use crate::tensorboard;
 use crate::tui::sampler::SystemSample;
 
 /// Writes every event to the run directory and formats its log line.
@@ -26,6 +27,8 @@ pub struct Recorder {
     readings: Option<Receiver<SystemSample>>,
     /// `alerts.command`, when the config names one.
     alerts: Option<AlertCommand>,
+    /// TensorBoard's event file, when `tensorboard.enabled`.
+    tensorboard: Option<tensorboard::Writer>,
 }
 
 impl Recorder {
@@ -38,7 +41,15 @@ impl Recorder {
             busy: Duration::ZERO,
             readings: None,
             alerts: None,
+            tensorboard: None,
         }
+    }
+
+    /// Also writes the events TensorBoard shows into `writer`.
+    #[must_use]
+    pub fn with_tensorboard(mut self, writer: tensorboard::Writer) -> Self {
+        self.tensorboard = Some(writer);
+        self
     }
 
     /// Runs `command` on each alerting event.
@@ -112,6 +123,21 @@ impl Recorder {
             alerts.start(&alert, &rundir::event_line(event, SystemTime::now()));
         }
         let mut failures = self.record_alert_failures();
+        if let Some(writer) = self.tensorboard.as_mut() {
+            let written = writer
+                .add(event, SystemTime::now())
+                .and_then(|wrote| if wrote { writer.flush() } else { Ok(()) });
+            if let Err(err) = written {
+                // One failure said, then no more TensorBoard for this run.
+                self.tensorboard = None;
+                let warning = format!("TensorBoard files are no longer written: {err}");
+                let _ = self.run.record(&Event::Warning {
+                    step: self.run.status().current_step,
+                    message: warning.clone(),
+                });
+                failures.push(warning);
+            }
+        }
         if let Err(err) = written
             && !self.write_failed
         {

@@ -133,6 +133,15 @@ impl Session {
                 config.run_dir.clone(),
             )
         });
+        let tensorboard = if config.tensorboard.enabled {
+            let folder = config.run_dir.join(trainui::tensorboard::FOLDER);
+            Some(trainui::tensorboard::Writer::create(
+                &folder,
+                std::time::SystemTime::now(),
+            )?)
+        } else {
+            None
+        };
         let handle = trainer::spawn(setup, wiring)?;
         watchdog.spawn()?;
         if options.owns_process {
@@ -150,6 +159,9 @@ impl Session {
         };
         if let Some(command) = alert_command {
             recorder = recorder.with_alert_command(command);
+        }
+        if let Some(writer) = tensorboard {
+            recorder = recorder.with_tensorboard(writer);
         }
         Ok((handle, recorder))
     }
