@@ -187,6 +187,8 @@ impl AlertCommand {
         let (command, timeout, failures) =
             (self.command.clone(), self.timeout, self.failures.clone());
         let mut child = Command::new("sh");
+        // A group of its own: the limit ends what it started too.
+        std::os::unix::process::CommandExt::process_group(&mut child, 0);
         child
             .arg("-c")
             .arg(&self.command)
@@ -241,20 +243,25 @@ fn run(mut child: Command, input: &[u8], timeout: Duration) -> Result<(), String
         // A command that does not read its input may exit first.
         let _ = stdin.write_all(input);
     }
+    // stderr is read on a thread of its own and waited for briefly: a
+    // process the command left in the background may hold it open.
     let mut stderr = process.stderr.take();
-    let reader = thread::spawn(move || {
+    let (said, text) = mpsc::channel();
+    thread::spawn(move || {
         let mut text = Vec::new();
         if let Some(stderr) = stderr.as_mut() {
             let _ = stderr.read_to_end(&mut text);
         }
-        text
+        let _ = said.send(text);
     });
     let deadline = Instant::now() + timeout;
+    let group = process.id();
     let status = loop {
         match process.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
             Ok(None) => {
+                let _ = crate::process::signal_group(group, libc::SIGKILL);
                 let _ = process.kill();
                 let _ = process.wait();
                 return Err(format!(
@@ -268,7 +275,9 @@ fn run(mut child: Command, input: &[u8], timeout: Duration) -> Result<(), String
     if status.success() {
         return Ok(());
     }
-    let text = reader.join().unwrap_or_default();
+    let text = text
+        .recv_timeout(Duration::from_millis(200))
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let tail: String = text.trim().chars().rev().take(STDERR_TAIL).collect();
     let tail: String = tail.chars().rev().collect();
@@ -433,5 +442,22 @@ mod tests {
             started.elapsed() < Duration::from_secs(20),
             "the limit holds"
         );
+
+        // A command that fails and leaves a process behind holding its
+        // stderr: its failure is still told, without waiting for that one.
+        let mut leaving = AlertCommand::new(
+            "sleep 60 & echo gone >&2; exit 2".into(),
+            Duration::from_secs(30),
+            dir.path().to_owned(),
+        );
+        let started = Instant::now();
+        leaving.start(&alert, b"{}");
+        leaving.settle();
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not held by the sleep"
+        );
+        let failures = leaving.failures();
+        assert!(failures[0].contains("exit status: 2"), "{failures:?}");
     }
 }

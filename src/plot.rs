@@ -84,9 +84,13 @@ pub fn curves(run_dir: &Path) -> Result<Curves> {
         ..Curves::default()
     };
     let mut tail = EventTail::new(run_dir, 0);
+    let length = std::fs::metadata(&path).map_or(0, |m| m.len());
     loop {
+        let before = tail.offset();
         let events = tail.read_new(CHUNK);
-        if events.is_empty() {
+        // A piece without a whole line is not the end of the file; a read
+        // that moves no further is.
+        if events.is_empty() && (tail.offset() >= length || tail.offset() == before) {
             break;
         }
         for event in events {
@@ -258,7 +262,7 @@ fn chart<DB: DrawingBackend>(
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| error(&e))?;
-        series(&mut chart, runs, window)?;
+        series(&mut chart, runs, window, options.log_scale)?;
     } else {
         let mut chart = builder
             .build_cartesian_2d(x_range, low..high)
@@ -272,7 +276,7 @@ fn chart<DB: DrawingBackend>(
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| error(&e))?;
-        series(&mut chart, runs, window)?;
+        series(&mut chart, runs, window, options.log_scale)?;
     }
     root.present().map_err(|e| error(&e))
 }
@@ -309,6 +313,7 @@ fn series<'a, DB, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     runs: &[Curves],
     window: u64,
+    log_scale: bool,
 ) -> std::result::Result<(), String>
 where
     DB: DrawingBackend + 'a,
@@ -318,7 +323,15 @@ where
     let error = |e: &dyn std::fmt::Display| e.to_string();
     for (index, run) in runs.iter().enumerate() {
         let color = PALETTE[index % PALETTE.len()];
-        let raw = thin(&run.train, MAX_POINTS);
+        // A log scale has no room for losses at or below zero.
+        let drawable = |points: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
+            if log_scale {
+                points.into_iter().filter(|p| p.1 > 0.0).collect()
+            } else {
+                points
+            }
+        };
+        let raw = drawable(thin(&run.train, MAX_POINTS));
         chart
             .draw_series(LineSeries::new(raw, color.mix(0.25).stroke_width(1)))
             .map_err(|e| error(&e))?
@@ -326,14 +339,14 @@ where
             .legend(move |(x, y)| {
                 PathElement::new([(x, y), (x + 18, y)], color.mix(0.25).stroke_width(2))
             });
-        let smoothed = thin(&smooth::ema(&run.train, window as f64), MAX_POINTS);
+        let smoothed = drawable(thin(&smooth::ema(&run.train, window as f64), MAX_POINTS));
         chart
             .draw_series(LineSeries::new(smoothed, color.stroke_width(2)))
             .map_err(|e| error(&e))?
             .label(format!("{} ema {window} steps", run.name))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
         if !run.val.is_empty() {
-            let val = thin(&run.val, MAX_POINTS);
+            let val = drawable(thin(&run.val, MAX_POINTS));
             chart
                 .draw_series(
                     val.iter()

@@ -8,7 +8,7 @@
 //! (backend, op) pair") instead of giving the exit status asked for.
 //!
 //! The calls into libc that Rust's standard library does not wrap
-//! (`_exit`; `kill` to pass a signal on to a child; `poll` and `ioctl` to
+//! (`_exit`; `kill` to pass a signal on to a child or its group; `poll` and `ioctl` to
 //! wait for keys and see that the terminal has hung up, which crossterm does
 //! not notice) are here, the only `unsafe` of the crate.
 
@@ -51,6 +51,20 @@ pub fn exit_now(code: i32) -> ! {
     #[allow(unsafe_code)]
     unsafe {
         libc::_exit(code)
+    }
+}
+
+/// Sends `signal` to every process of the group `group` (a command
+/// started in a group of its own, whose leader's pid names the group).
+pub fn signal_group(group: u32, signal: i32) -> std::io::Result<()> {
+    let group = libc::pid_t::try_from(group).map_err(std::io::Error::other)?;
+    // SAFETY: as in `signal`: integers only; a negative pid names a group.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::kill(-group, signal) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -114,13 +114,19 @@ impl Recorder {
             Some(line) => self.run.log_line(&line.text),
             None => Ok(()),
         });
-        if matches!(event, Event::Stalled { .. }) {
-            self.stall_recorded.store(true, Ordering::Release);
-        }
+        let stalled = matches!(event, Event::Stalled { .. });
         if let Some(alerts) = self.alerts.as_mut()
             && let Some(alert) = alerts::of(event, &self.run.status().run_name)
         {
             alerts.start(&alert, &rundir::event_line(event, SystemTime::now()));
+            if stalled {
+                // With `on_stall: exit` the watchdog ends the process once
+                // the stall is recorded: the command is heard out first.
+                alerts.settle();
+            }
+        }
+        if stalled {
+            self.stall_recorded.store(true, Ordering::Release);
         }
         let mut failures = self.record_alert_failures();
         if let Some(writer) = self.tensorboard.as_mut() {

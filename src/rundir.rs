@@ -406,6 +406,12 @@ impl EventTail {
         }
     }
 
+    /// Bytes of the file read so far (whole lines and the partial one).
+    #[must_use]
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// The events appended since the last call (none while the file does not
     /// exist yet). At most `max_bytes` are read at a time.
     pub fn read_new(&mut self, max_bytes: u64) -> Vec<Event> {

@@ -146,7 +146,12 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<Resumed>, Option
                 .map_err(|reason| Error::Input(format!("{named}: {reason}")))?;
             if args.config.is_none() {
                 // Continue with the run's own settings, plus any --set.
-                let saved = serde_json::to_value(&state.config).expect("a config serialises");
+                let mut saved = serde_json::to_value(&state.config).expect("a config serialises");
+                // A checkpoint may come from someone else: its shell command
+                // is not run. Alerts come from this command line alone.
+                if let Some(saved) = saved.as_object_mut() {
+                    saved.remove("alerts");
+                }
                 let source = path.join(checkpoint::STATE_FILE).display().to_string();
                 config = config::from_value(&source, saved, &args.overrides)?;
             }

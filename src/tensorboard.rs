@@ -31,6 +31,8 @@ const BYTES: u8 = 2;
 const FIXED32: u8 = 5;
 /// `DT_STRING` of TensorFlow's `types.proto`.
 const DT_STRING: u64 = 7;
+/// `SessionLog.START` of `event.proto`.
+const SESSION_START: u64 = 1;
 
 fn varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
@@ -51,7 +53,7 @@ fn bytes_field(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
 }
 
 /// `Event` with its `wall_time` (1) and `step` (2), and then its `what`.
-fn event(wall_time: f64, step: u64, what: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+fn event_with(wall_time: f64, step: u64, what: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut out = Vec::new();
     key(&mut out, 1, FIXED64);
     out.extend_from_slice(&wall_time.to_le_bytes());
@@ -63,7 +65,7 @@ fn event(wall_time: f64, step: u64, what: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> 
 
 /// An `Event` holding a `Summary` (5) of one `Value` (1).
 fn summary_event(wall_time: f64, step: u64, value: &[u8]) -> Vec<u8> {
-    event(wall_time, step, |out| {
+    event_with(wall_time, step, |out| {
         let mut summary = Vec::new();
         bytes_field(&mut summary, 1, value);
         bytes_field(out, 5, &summary);
@@ -149,7 +151,7 @@ impl Writer {
             out: BufWriter::new(file),
             samples: Vec::new(),
         };
-        let version = event(seconds(time), 0, |out| {
+        let version = event_with(seconds(time), 0, |out| {
             bytes_field(out, 3, b"brain.Event:2");
         });
         writer.write(&version)?;
@@ -176,6 +178,18 @@ impl Writer {
     pub fn add(&mut self, event: &Event, time: SystemTime) -> Result<bool> {
         let at = seconds(time);
         match event {
+            // A resumed run rewinds: what was logged past its checkpoint is
+            // dropped by TensorBoard at a session start (SessionLog START,
+            // `Event.session_log` = 7) at the first new step.
+            Event::Started(info) if info.start_step > 0 => {
+                let restart = event_with(at, info.start_step + 1, |out| {
+                    let mut log = Vec::new();
+                    key(&mut log, 1, VARINT);
+                    varint(&mut log, SESSION_START);
+                    bytes_field(out, 7, &log);
+                });
+                self.write(&restart)?;
+            }
             Event::Step(m) => {
                 self.scalar(at, m.step, "train/loss", m.loss)?;
                 self.scalar(at, m.step, "train/learning_rate", m.learning_rate)?;
@@ -281,9 +295,13 @@ pub fn export(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     }
     let mut tail = EventTail::new(run_dir, 0);
     let mut writer: Option<Writer> = None;
+    let length = std::fs::metadata(&events_path).map_or(0, |m| m.len());
     loop {
+        let before = tail.offset();
         let events = tail.read_new_timed(16 << 20);
-        if events.is_empty() {
+        // A piece without a whole line is not the end of the file; a read
+        // that moves no further is.
+        if events.is_empty() && (tail.offset() >= length || tail.offset() == before) {
             break;
         }
         for (event, time) in events {

@@ -16,11 +16,12 @@ use serde_json::Value;
 use trainui::events::{Event, RunState, Summary};
 use trainui::rundir;
 
-/// A command that appends each alert's stdin line and its kind to `out`.
-fn recording_command(out: &Path) -> String {
+/// A command that writes each alert's stdin line to `DIR/KIND.json` (alerts
+/// may run at once: one file each).
+fn recording_command(dir: &Path) -> String {
     format!(
-        "alerts.command=cat >> '{0}'; echo \"kind=$TRAINUI_ALERT\" >> '{0}'",
-        out.display()
+        "alerts.command=cat > '{}'/\"$TRAINUI_ALERT.json\"",
+        dir.display()
     )
 }
 
@@ -28,7 +29,8 @@ fn recording_command(out: &Path) -> String {
 fn a_non_finite_loss_reaches_the_alert_command_through_the_guard() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let out = dir.path().join("alerts.txt");
+    let out = dir.path().join("alerts");
+    std::fs::create_dir(&out).unwrap();
     let command = recording_command(&out);
     let output = tiny_run(
         &run,
@@ -46,18 +48,22 @@ fn a_non_finite_loss_reaches_the_alert_command_through_the_guard() {
     .output()
     .unwrap();
     assert_runtime_error(&output, &["the loss is NaN"]);
-    let text = std::fs::read_to_string(&out).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    // Each alert: its events.jsonl line, then its kind.
-    assert_eq!(lines.len(), 4, "{text}");
-    let nan: Value = serde_json::from_str(lines[0]).unwrap();
-    assert_eq!(nan["type"], "non_finite", "{text}");
+    let mut heard: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    heard.sort();
+    assert_eq!(heard, ["failed.json", "non_finite.json"]);
+    let read = |name: &str| -> Value {
+        let text = std::fs::read_to_string(out.join(name)).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        serde_json::from_str(&text).unwrap()
+    };
+    let nan = read("non_finite.json");
+    assert_eq!(nan["type"], "non_finite");
     assert_eq!(nan["loss"], "NaN");
     assert_eq!(nan["v"], 3);
-    assert_eq!(lines[1], "kind=non_finite");
-    let failed: Value = serde_json::from_str(lines[2]).unwrap();
-    assert_eq!(failed["type"], "failed", "{text}");
-    assert_eq!(lines[3], "kind=failed");
+    assert_eq!(read("failed.json")["type"], "failed");
     assert!(
         events_of(&run, "warning")
             .iter()
@@ -127,6 +133,42 @@ fn an_alert_command_past_its_time_limit_is_killed() {
         stderr.contains("ran past its 0.5s limit and was killed"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_checkpoint_brings_no_alert_command_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, out) = (dir.path().join("run"), dir.path().join("alerts"));
+    std::fs::create_dir(&out).unwrap();
+    let command = recording_command(&out);
+    let sets = [
+        "train.max_steps=4",
+        "eval.eval_steps=0",
+        "checkpoint.save_steps=4",
+    ];
+    let mut with_command = sets.to_vec();
+    with_command.push(&command);
+    assert_success(&tiny_run(&run, &with_command).output().unwrap());
+    let finished = out.join("finished.json");
+    assert!(finished.exists());
+    std::fs::remove_file(&finished).unwrap();
+    // Someone else's checkpoint, resumed without a config: its command is
+    // not run.
+    let output = common::trainui()
+        .args([
+            "train",
+            "--no-tui",
+            "--set",
+            "train.max_steps=6",
+            "--run-dir",
+        ])
+        .arg(dir.path().join("mine"))
+        .arg("--resume")
+        .arg(run.join("checkpoints/checkpoint-4"))
+        .output()
+        .unwrap();
+    assert_success(&output);
+    assert!(!finished.exists(), "the checkpoint's alerts.command ran");
 }
 
 #[test]

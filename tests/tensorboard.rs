@@ -155,3 +155,71 @@ fn a_run_writes_tensorboard_files_and_export_writes_the_same_from_its_events() {
         .success();
     check(&read(&plain.join("tensorboard")), &plain);
 }
+
+#[test]
+fn a_resumed_run_shows_its_rewound_steps_once() {
+    use std::io::Write as _;
+    use trainui::events::{Event, GenerationCounters, RunInfo, StepMetrics};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let mut file = std::fs::File::create(run.join(trainui::rundir::EVENTS_FILE)).unwrap();
+    let mut write = |event: &Event| {
+        let mut line = trainui::rundir::event_line(event, std::time::SystemTime::now());
+        line.push(b'\n');
+        file.write_all(&line).unwrap();
+    };
+    let started = |start_step| {
+        Event::Started(Box::new(RunInfo {
+            run_name: "run".into(),
+            pid: 1,
+            device: "cpu".into(),
+            start_step,
+            max_steps: 40,
+            parameters: 1,
+            vocab_size: 2,
+            train_examples: 1,
+            val_examples: 1,
+            skipped_overlong: 0,
+            resumed_from: None,
+            evals: 0,
+            counters: GenerationCounters::default(),
+            settings: None,
+            nonfinite_steps: 0,
+            producer: None,
+        }))
+    };
+    let step = |step, loss| {
+        Event::Step(StepMetrics {
+            step,
+            max_steps: 40,
+            loss,
+            learning_rate: 1e-3,
+            tokens_per_sec: 100.0,
+            elapsed_secs: 1.0,
+            eta_secs: 1.0,
+            grad_norm: None,
+        })
+    };
+    // Steps 10 to 30 logged, then a resume from the checkpoint at 20 that
+    // logs 30 and 40 with other losses.
+    write(&started(0));
+    for (s, loss) in [(10, 3.0), (20, 2.0), (30, 1.5)] {
+        write(&step(s, loss));
+    }
+    write(&started(20));
+    for (s, loss) in [(30, 1.25), (40, 1.0)] {
+        write(&step(s, loss));
+    }
+    trainui()
+        .arg("export-tensorboard")
+        .arg(&run)
+        .assert()
+        .success();
+    let read = read(&run.join("tensorboard"));
+    assert_scalars(
+        &read,
+        "train/loss",
+        &[(10, 3.0), (20, 2.0), (30, 1.25), (40, 1.0)],
+    );
+}

@@ -191,6 +191,8 @@ fn first_screen(program: &Path, run_dir: &Path, steps: u64) -> Result<(f64, u64)
     let command = format!("exec '{}' watch '{}'", program.display(), run_dir.display());
     let marker = format!("step {steps}/{steps}");
     let started = Instant::now();
+    // The tmux server (and watch in it) ends however this returns.
+    let _server = KillServer(socket.clone());
     tmux(&[
         "new-session",
         "-d",
@@ -202,24 +204,36 @@ fn first_screen(program: &Path, run_dir: &Path, steps: u64) -> Result<(f64, u64)
         "40",
         &command,
     ])?;
-    let result = loop {
+    loop {
         let screen = tmux(&["capture-pane", "-p", "-t", "watch"])?;
         if screen.contains(&marker) {
             let secs = started.elapsed().as_secs_f64();
             let pid = tmux(&["display", "-p", "-t", "watch", "#{pane_pid}"])?;
             let peak = peak_bytes(pid.trim()).unwrap_or(0);
-            break Ok((secs, peak));
+            return Ok((secs, peak));
         }
         if started.elapsed() > WATCH_LIMIT {
-            break Err(Error::Failed(format!(
+            return Err(Error::Failed(format!(
                 "watch showed no `{marker}` within {}s; its screen:\n{screen}",
                 WATCH_LIMIT.as_secs()
             )));
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
-    let _ = tmux(&["kill-server"]);
-    result
+    }
+}
+
+/// Ends the bench's own tmux server when dropped.
+struct KillServer(String);
+
+impl Drop for KillServer {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// VmHWM of process `pid`, from /proc (Linux).
