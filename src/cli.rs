@@ -45,8 +45,8 @@ pub enum Commands {
     /// Send a command to a running job (its words are listed below), or
     /// `set KEY=VALUE` to change a live setting.
     Ctl(CtlArgs),
-    /// The TUI of a run started elsewhere (e.g. with --no-tui); quitting it
-    /// leaves the run alone.
+    /// The TUI of a run started elsewhere (e.g. with --no-tui), or of
+    /// several side by side; quitting it leaves the runs alone.
     Watch(WatchArgs),
     /// Start a training job (a Python script with the trainui package, alone
     /// or under torchrun) and show it like a trainui run: the TUI, or log
@@ -149,8 +149,10 @@ pub struct BenchArgs {
 
 #[derive(Args)]
 pub struct WatchArgs {
-    /// The run directory.
-    pub run_dir: PathBuf,
+    /// The run directory; several, or a folder of run directories, to
+    /// compare them on one screen.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub run_dirs: Vec<PathBuf>,
     /// Plain ASCII screen without colours (as NO_COLOR and TERM=dumb; a
     /// locale that is not UTF-8 gives ASCII in colour).
     #[arg(long)]

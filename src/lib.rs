@@ -68,7 +68,7 @@ pub fn without_torch(command: Commands) -> std::result::Result<ExitCode, Box<Com
             title: args.title,
         }),
         Commands::Ctl(args) => client::ctl(&args),
-        Commands::Watch(args) => watch::run(&args.run_dir, args.plain),
+        Commands::Watch(args) => watch::run(&args.run_dirs, args.plain),
         Commands::Run(args) => match job::run(&args) {
             // The job's own status, whatever it is.
             Ok(status) => return Ok(ExitCode::from(u8::try_from(status).unwrap_or(1))),

@@ -60,8 +60,19 @@ pub fn list(dir: &Path) -> Result<Vec<RunEntry>> {
     Ok(runs)
 }
 
+/// The run directories directly under `dir`, in name order.
+pub fn runs_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|path| is_run(path))
+        .collect();
+    runs.sort();
+    Ok(runs)
+}
+
 /// A run directory has a status file or an event log.
-fn is_run(path: &Path) -> bool {
+#[must_use]
+pub fn is_run(path: &Path) -> bool {
     path.join(rundir::STATUS_FILE).is_file() || path.join(rundir::EVENTS_FILE).is_file()
 }
 

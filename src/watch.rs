@@ -1,7 +1,8 @@
-//! `trainui watch RUN_DIR`: the TUI fed by a run directory instead of an
-//! in-process trainer. It replays events.jsonl, then follows what is
-//! appended; its keys write command files to the run's control spool.
-//! Quitting never affects the run.
+//! `trainui watch RUN_DIR...`: the TUI fed by run directories instead of
+//! an in-process trainer. It replays each run's events.jsonl, then follows
+//! what is appended; its keys write command files to the followed run's
+//! control spool. Several runs share one screen: their curves in one
+//! chart, their figures in a table. Quitting never affects a run.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -19,8 +20,10 @@ use crate::error::{Error, Result};
 use crate::events::{Command, Event, SCHEMA_VERSION};
 use crate::ranks::{self, RankView};
 use crate::rundir::{self, EventTail};
+use crate::runs;
 use crate::tui;
 use crate::tui::app::{App, GoneRun, Liveness, Owner};
+use crate::tui::board::Board;
 
 /// Reads waiting for the screen; the reader waits when it is this far
 /// ahead, so memory stays bounded however long the history.
@@ -234,52 +237,115 @@ fn ranks_of(run_dir: &Path) -> Vec<RankView> {
     ranks::read(run_dir, control::unix_now(), stall_timeout)
 }
 
-/// Runs the attached TUI until `q`; its keys become command files in the
-/// run's control spool. `plain` (or NO_COLOR) turns colours off.
-pub fn run(run_dir: &Path, plain: bool) -> Result<()> {
+/// The run directories `paths` name, each once: a path that is not a run
+/// itself but holds runs stands for them (in name order); any other folder
+/// is a run, perhaps one that has not started yet.
+pub fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            return Err(Error::Usage(format!(
+                "{}: no such run directory",
+                path.display()
+            )));
+        }
+        let inside = if runs::is_run(path) {
+            Vec::new()
+        } else {
+            runs::runs_in(path).map_err(|e| {
+                Error::Usage(format!("{}: cannot list its runs: {e}", path.display()))
+            })?
+        };
+        let found = if inside.is_empty() {
+            vec![path.clone()]
+        } else {
+            inside
+        };
+        for dir in found {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    Ok(dirs)
+}
+
+/// Runs the attached TUI until `q`, for one run or several side by side;
+/// its keys become command files in the followed run's control spool.
+/// `plain` (or NO_COLOR) turns colours off.
+pub fn run(paths: &[PathBuf], plain: bool) -> Result<()> {
     if !std::io::stdout().is_terminal() {
         return Err(Error::Usage(
             "watch needs a terminal; for scripts use `trainui status` or read events.jsonl".into(),
         ));
     }
+    let run_dirs = targets(paths)?;
     let color = crate::lines::colors_wanted(plain);
-    let run_dir: PathBuf = run_dir.to_owned();
-    if !run_dir.is_dir() {
-        return Err(Error::Usage(format!(
-            "{}: no such run directory",
+    let mut followed = Vec::new();
+    let mut apps = Vec::new();
+    for run_dir in &run_dirs {
+        let events = follow(run_dir).map_err(|e| {
+            Error::Failed(format!(
+                "cannot read the events of {}: {e}",
+                run_dir.display()
+            ))
+        })?;
+        let liveness = watch_liveness(run_dir).map_err(|e| {
+            Error::Failed(format!(
+                "cannot watch the process of {}: {e}",
+                run_dir.display()
+            ))
+        })?;
+        followed.push((events, liveness));
+        let mut app = attached_app(run_dir, color);
+        app.ascii = !crate::lines::unicode_wanted(plain);
+        app.resume = Some(format!(
+            "trainui train --run-dir {} --resume latest",
             run_dir.display()
-        )));
+        ));
+        apps.push(app);
     }
-    let events = follow(&run_dir)
-        .map_err(|e| Error::Failed(format!("cannot read the run's events: {e}")))?;
-    let liveness = watch_liveness(&run_dir)
-        .map_err(|e| Error::Failed(format!("cannot watch the run's process: {e}")))?;
-    let mut app = attached_app(&run_dir, color);
-    app.ascii = !crate::lines::unicode_wanted(plain);
-    app.resume = Some(format!(
-        "trainui train --run-dir {} --resume latest",
-        run_dir.display()
-    ));
-    let mut record = |_: &Event| None;
-    let mut send = |command: Command| {
-        control::send(&run_dir, &command)
-            .err()
-            .map(|e| e.to_string())
-    };
+    // Two runs of one name (runs/a/exp, runs/b/exp) go by their paths.
+    for index in 0..apps.len() {
+        let name = &apps[index].status.run_name;
+        if apps
+            .iter()
+            .filter(|app| &app.status.run_name == name)
+            .count()
+            > 1
+        {
+            apps[index].status.run_name = run_dirs[index].display().to_string();
+        }
+    }
+    let mut records: Vec<fn(&Event) -> Option<String>> = vec![|_| None; run_dirs.len()];
+    let mut sends: Vec<_> = run_dirs
+        .iter()
+        .map(|run_dir| {
+            move |command: Command| {
+                control::send(run_dir, &command)
+                    .err()
+                    .map(|e| e.to_string())
+            }
+        })
+        .collect();
+    let mut feeds: Vec<tui::Feed> = followed
+        .iter()
+        .zip(records.iter_mut().zip(sends.iter_mut()))
+        .map(|((events, liveness), (record, send))| tui::Feed {
+            events,
+            liveness: Some(liveness),
+            record,
+            send,
+        })
+        .collect();
+    let mut board = Board::new(&mut apps);
     tui::in_terminal(|terminal| {
         let input = &mut tui::TerminalInput::default();
-        let liveness = Some(&liveness);
-        tui::run_sampled(
-            terminal,
-            &mut app,
-            input,
-            &events,
-            liveness,
-            &mut record,
-            &mut send,
-        )
+        tui::run_board_sampled(terminal, &mut board, input, &mut feeds)
     })?;
-    crate::process::say(app.farewell());
+    for app in board.runs.iter() {
+        crate::process::say(app.farewell());
+    }
     Ok(())
 }
 
@@ -324,6 +390,35 @@ mod tests {
                 step: 1,
                 state: RunState::Paused
             }
+        );
+    }
+
+    #[test]
+    fn a_folder_of_runs_stands_for_its_runs_in_name_order_and_each_run_comes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        for (name, file) in [
+            ("b", rundir::EVENTS_FILE),
+            ("a", rundir::STATUS_FILE),
+            ("not-a-run", "notes.txt"),
+        ] {
+            let path = runs.join(name).join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        }
+        let fresh = dir.path().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        let got = targets(&[runs.clone(), runs.join("b"), fresh.clone()]).unwrap();
+        assert_eq!(got, [runs.join("a"), runs.join("b"), fresh.clone()]);
+        // A run directory stands for itself.
+        assert_eq!(targets(&[runs.join("a")]).unwrap(), [runs.join("a")]);
+        // A folder that holds no run is a run that has not started.
+        assert_eq!(targets(std::slice::from_ref(&fresh)).unwrap(), [fresh]);
+        let missing = dir.path().join("missing");
+        let err = targets(&[runs, missing.clone()]).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{}: no such run directory", missing.display())),
+            "{err}"
         );
     }
 

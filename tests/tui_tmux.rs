@@ -301,6 +301,73 @@ fn watch_says_when_the_run_is_gone_and_sends_it_nothing() {
     assert_eq!(left, 0);
 }
 
+#[test]
+fn watch_compares_a_folder_of_runs_and_steers_the_followed_one_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let (live, done) = (runs.join("a-live"), runs.join("b-done"));
+    let finished = common::tiny_run_std(&done, &["train.max_steps=30", "eval.eval_steps=0"])
+        .output()
+        .unwrap();
+    assert!(finished.status.success(), "{finished:?}");
+    let mut job = common::tiny_run_std(
+        &live,
+        &[
+            "train.max_steps=1000000",
+            "eval.eval_steps=0",
+            "eval.samples=1",
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn_for_test();
+    common::wait_for_event(&live, "step");
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    let command = format!(
+        "{} watch {}; echo WATCH_EXIT=$?; sleep 120",
+        binary.display(),
+        runs.display()
+    );
+    let tmux = Tmux::start("compare", &command);
+
+    // Both runs: one chart, one table; the finished one says so.
+    let screen = tmux.wait_for_screen("both runs", |s| {
+        s.contains("2 of 2 runs") && s.contains("FINISHED") && s.contains("30/30")
+    });
+    assert!(screen.contains("▶ a-live 1/2"), "{screen}");
+    assert!(screen.contains("b-done"), "{screen}");
+
+    // `e` goes to the followed run, and says which.
+    tmux.keys("e");
+    tmux.wait_for_screen("the answer", |s| s.contains("sent: eval to a-live"));
+    common::wait_for_event(&live, "eval_finished");
+
+    // Following the finished run: its panes, and no command for it.
+    tmux.keys("Right");
+    tmux.wait_for_screen("the other run", |s| s.contains("▶ b-done 2/2"));
+    tmux.keys("e");
+    tmux.wait_for_screen("the refusal", |s| s.contains("the run is finished"));
+    assert!(
+        !done.join("control").exists()
+            || std::fs::read_dir(done.join("control")).unwrap().count() == 0,
+        "nothing was sent to the finished run"
+    );
+    tmux.keys("v");
+    tmux.wait_for_screen("its curve hidden", |s| s.contains("1 of 2 runs"));
+
+    // The live run's process goes: its row says GONE.
+    common::signal(&job, "KILL");
+    let _ = job.wait();
+    tmux.wait_for_screen("the gone run", |s| s.contains("GONE"));
+    tmux.keys("q");
+    let screen = tmux.wait_for_screen("the exit", |s| s.contains("WATCH_EXIT="));
+    assert!(screen.contains("WATCH_EXIT=0"), "{screen}");
+    assert!(
+        screen.contains("b-done finished at step 30/30"),
+        "a farewell per run: {screen}"
+    );
+}
+
 /// The command of `e` as each rank recorded it applied: (rank, step).
 fn acks(run: &std::path::Path, command: &str) -> Vec<(u64, u64)> {
     (0..2)

@@ -317,6 +317,9 @@ pub struct App {
     pub ranks: Vec<RankView>,
     /// The job's exit status, once it has ended.
     pub job_status: Option<i32>,
+    /// The run shares the screen with others (`watch RUN_A RUN_B`): its
+    /// answers name it, and the keys of several runs are offered.
+    pub compared: bool,
 }
 
 impl App {
@@ -373,6 +376,7 @@ impl App {
             gone: None,
             ranks: Vec::new(),
             job_status: None,
+            compared: false,
         }
     }
 
@@ -544,13 +548,13 @@ impl App {
                 Context::Help => "Esc or ? closes the help",
                 Context::Dialog => "y or n",
                 Context::Sample | Context::Log => "Esc goes back, ? there lists the keys",
-                Context::Panes => "? lists the keys",
+                Context::Panes | Context::Runs => "? lists the keys",
             };
             self.say(format!("{}: not a key here; {hint}", keys::name(key)));
             return None;
         };
         match context {
-            Context::Panes => self.act(action),
+            Context::Panes | Context::Runs => self.act(action),
             Context::Dialog => self.act_confirming(action),
             Context::Help => {
                 match action {
@@ -879,12 +883,32 @@ impl App {
             | KeyAction::Search
             | KeyAction::NextMatch
             | KeyAction::PreviousMatch
-            | KeyAction::Filter => None,
+            | KeyAction::Filter
+            | KeyAction::PreviousRun
+            | KeyAction::NextRun
+            | KeyAction::SelectRun(_)
+            | KeyAction::ToggleShown
+            | KeyAction::ShowOnly => None,
         };
         if let Some(command) = &command {
-            self.say(format!("sent: {}", command.word()));
+            if self.compared {
+                self.say(format!(
+                    "sent: {} to {}",
+                    command.word(),
+                    self.status.run_name
+                ));
+            } else {
+                self.say(format!("sent: {}", command.word()));
+            }
         }
         command
+    }
+
+    /// Draws its chart as `other` does (a key changed the view of one of
+    /// several runs shown together).
+    pub fn chart_like(&mut self, other: &App) {
+        self.chart = other.chart;
+        self.smoothing_chosen = other.smoothing_chosen;
     }
 
     /// The checkpoint a restart would continue from.

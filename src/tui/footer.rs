@@ -9,11 +9,13 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::app::{App, Owner};
-use super::keys::{KeyAction, map};
+use super::keys::{Context, KeyAction, map};
 use super::theme::{fg, key};
 use crate::events::RunState;
 
-pub fn render(frame: &mut Frame, area: Rect, app: &App) {
+/// `lead`, when given, comes first: the run the keys act on, when several
+/// share the screen.
+pub fn render(frame: &mut Frame, area: Rect, app: &App, lead: Option<Span<'static>>) {
     if let Some(typing) = &app.log_view.typing {
         let line = Line::from(vec![
             Span::styled(" /", key(app)),
@@ -28,8 +30,16 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         return;
     }
     let state = app.status.state;
-    let mut spans = vec![Span::raw(" ")];
-    for binding in map(app.context()) {
+    let mut spans: Vec<Span> = lead.into_iter().collect();
+    spans.push(Span::raw(" "));
+    let before_keys = spans.len();
+    // Several runs: their keys after the panes' own.
+    let runs = if app.compared && app.context() == Context::Panes {
+        map(Context::Runs)
+    } else {
+        &[]
+    };
+    for binding in map(app.context()).iter().chain(runs) {
         let Some(mut what) = binding.footer else {
             continue;
         };
@@ -56,13 +66,24 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         spans.push(Span::styled(name, key(app)));
         spans.push(Span::raw(format!(" {what}  ")));
     }
+    // A fresh answer is read before the keys: the keys go from the right,
+    // a whole key at a time, until it fits.
+    let ack = app.ack_text().map(|ack| format!("{ack} "));
+    let ack_width = ack
+        .as_ref()
+        .map_or(0, |ack| Line::from(ack.as_str()).width());
+    while spans.len() > before_keys
+        && spans.iter().map(Span::width).sum::<usize>() + ack_width > usize::from(area.width)
+    {
+        spans.truncate(spans.len() - 2);
+    }
     let keys_width: usize = spans.iter().map(Span::width).sum();
     let [keys_area, ack_area] =
         Layout::horizontal([Constraint::Length(keys_width as u16), Constraint::Fill(1)])
             .areas(area);
     frame.render_widget(Paragraph::new(Line::from(spans)), keys_area);
-    if let Some(ack) = app.ack_text() {
-        let line = Line::from(format!("{ack} "))
+    if let Some(ack) = ack {
+        let line = Line::from(ack)
             .style(fg(app, Color::Yellow))
             .right_aligned();
         frame.render_widget(Paragraph::new(line), ack_area);

@@ -21,7 +21,7 @@ use crate::lines::{ago, duration, thousands};
 /// Rows the header takes.
 pub const HEIGHT: u16 = 3;
 /// Silence after which "updated … ago" turns yellow on a running run.
-const QUIET_SECS: f64 = 60.0;
+pub(super) const QUIET_SECS: f64 = 60.0;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let [title_area, numbers_area, progress_area] = Layout::vertical([

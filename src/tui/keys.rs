@@ -46,12 +46,25 @@ pub enum KeyAction {
     NextMatch,
     PreviousMatch,
     Filter,
+    /// Several runs: the panes follow the previous / next one.
+    PreviousRun,
+    NextRun,
+    /// Several runs: the panes follow the run of this number (0 is the
+    /// first).
+    SelectRun(u8),
+    /// Several runs: the followed run's curve in the chart, or not.
+    ToggleShown,
+    /// Several runs: the followed run's curve alone, or every run's again.
+    ShowOnly,
 }
 
 /// The screen keys act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Context {
     Panes,
+    /// The panes when several runs share the screen (`watch A B ...`):
+    /// these keys come before the panes' own.
+    Runs,
     Sample,
     Log,
     Dialog,
@@ -242,6 +255,50 @@ pub const PANES: &[Binding] = &[
     ),
 ];
 
+/// The panes of several runs: which run they follow and which runs the
+/// chart shows. The steering keys above act on the followed run only.
+pub const RUNS: &[Binding] = &[
+    Binding {
+        label: "← →",
+        keys: &[
+            key(KeyCode::Left, KeyAction::PreviousRun),
+            key(KeyCode::Right, KeyAction::NextRun),
+        ],
+        help: "follow the previous / next run (panes, steering keys)",
+        watch_help: None,
+        footer: Some("run"),
+    },
+    row(
+        "1-9",
+        &[
+            key(KeyCode::Char('1'), KeyAction::SelectRun(0)),
+            key(KeyCode::Char('2'), KeyAction::SelectRun(1)),
+            key(KeyCode::Char('3'), KeyAction::SelectRun(2)),
+            key(KeyCode::Char('4'), KeyAction::SelectRun(3)),
+            key(KeyCode::Char('5'), KeyAction::SelectRun(4)),
+            key(KeyCode::Char('6'), KeyAction::SelectRun(5)),
+            key(KeyCode::Char('7'), KeyAction::SelectRun(6)),
+            key(KeyCode::Char('8'), KeyAction::SelectRun(7)),
+            key(KeyCode::Char('9'), KeyAction::SelectRun(8)),
+        ],
+        "follow run 1 to 9 of the table",
+    ),
+    Binding {
+        label: "v",
+        keys: &[key(KeyCode::Char('v'), KeyAction::ToggleShown)],
+        help: "the followed run's curve in the chart: shown / hidden",
+        watch_help: None,
+        footer: Some("show"),
+    },
+    Binding {
+        label: "o",
+        keys: &[key(KeyCode::Char('o'), KeyAction::ShowOnly)],
+        help: "the chart: the followed run alone / every run",
+        watch_help: None,
+        footer: Some("only"),
+    },
+];
+
 /// A sample opened whole.
 pub const SAMPLE: &[Binding] = &[
     row("↑ ↓ k j", SCROLL, "scroll"),
@@ -361,6 +418,7 @@ pub const HELP: &[Binding] = &[
 pub fn map(context: Context) -> &'static [Binding] {
     match context {
         Context::Panes => PANES,
+        Context::Runs => RUNS,
         Context::Sample => SAMPLE,
         Context::Log => LOG,
         Context::Dialog => DIALOG,
@@ -371,6 +429,7 @@ pub fn map(context: Context) -> &'static [Binding] {
 /// The sections of the help overlay: a title and its map.
 pub const SECTIONS: &[(&str, Context)] = &[
     ("the panes", Context::Panes),
+    ("several runs (watch RUN_A RUN_B ...)", Context::Runs),
     ("a sample (Enter)", Context::Sample),
     ("the log (L)", Context::Log),
     ("a question", Context::Dialog),
@@ -488,6 +547,7 @@ mod tests {
     fn every_key_of_every_map_maps_to_its_action_and_no_key_twice() {
         for &context in &[
             Context::Panes,
+            Context::Runs,
             Context::Sample,
             Context::Log,
             Context::Dialog,
@@ -514,6 +574,20 @@ mod tests {
             None,
             "only Ctrl-C quits with Control"
         );
+    }
+
+    #[test]
+    fn the_keys_of_several_runs_take_no_key_of_the_panes() {
+        for binding in RUNS {
+            for &(modifiers, code, _) in binding.keys {
+                assert_eq!(
+                    action_for(Context::Panes, KeyEvent::new(code, modifiers)),
+                    None,
+                    "{} is a key of the panes already",
+                    binding.label
+                );
+            }
+        }
     }
 
     #[test]

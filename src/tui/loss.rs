@@ -20,14 +20,7 @@ const SMOOTHED: Color = Color::Cyan;
 const VAL: Color = Color::Yellow;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
-    let window = if app.chart.whole_run {
-        "whole run"
-    } else {
-        "recent"
-    };
-    let scale = if app.chart.log_scale { " · log" } else { "" };
-    let axis = if app.chart.time_axis { "time" } else { "steps" };
-    let block = pane(app, format!(" loss · {window} · {axis}{scale} "), false);
+    let block = pane(app, title(app, "loss"), false);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     if app.loss_history.is_empty() {
@@ -39,18 +32,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let [legend_area, chart_area] =
         Layout::vertical([Constraint::Length(1), Constraint::Fill(1)]).areas(inner);
 
-    let points = |history: &History| {
-        if app.chart.whole_run {
-            history.whole()
-        } else {
-            history.recent()
-        }
-    };
-    let raw_points = points(&app.loss_history);
+    let raw_points = window(app, &app.loss_history);
     // Smoothed before thinning, so that it is the same curve at any width.
     let smoothed_points = ema(&raw_points, app.chart.smoothing as f64);
     let first_step = raw_points.first().map_or(0.0, |p| p.0);
-    let val_points: Vec<(f64, f64)> = points(&app.val_history)
+    let val_points: Vec<(f64, f64)> = window(app, &app.val_history)
         .into_iter()
         .filter(|p| p.0 >= first_step)
         .collect();
@@ -63,50 +49,11 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         val_points.last().map(|p| p.1),
     );
 
-    // Braille gives two points per cell; more would not be seen.
-    let max_points = usize::from(chart_area.width.saturating_sub(8)) * 2;
     let clock = app.clock_history.whole();
-    let shape = |series: &[(f64, f64)]| {
-        let mut series = thin(series, max_points.max(2));
-        for point in &mut series {
-            if app.chart.time_axis {
-                point.0 = seconds_at(&clock, point.0);
-            }
-            if app.chart.log_scale {
-                point.1 = point.1.max(1e-12).ln();
-            }
-        }
-        series
-    };
+    let shape = |series: &[(f64, f64)]| shape(app, chart_area, &clock, series);
     let raw = shape(&raw_points);
     let smoothed = shape(&smoothed_points);
     let val = shape(&val_points);
-
-    let (mut left, mut right) = (f64::INFINITY, f64::NEG_INFINITY);
-    let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, y) in raw.iter().chain(&smoothed).chain(&val) {
-        (left, right) = (left.min(x), right.max(x));
-        (low, high) = (low.min(y), high.max(y));
-    }
-    if right - left < 1.0 {
-        // One point: from the start of the run to it.
-        left = left.min(0.0);
-        right = right.max(left + 1.0);
-    }
-    let margin = ((high - low) * 0.05).max(high.abs().max(1.0) * 0.01);
-    let (low, high) = (low - margin, high + margin);
-
-    let rows = usize::from(chart_area.height.saturating_sub(2));
-    let y_ticks = (rows.div_ceil(2) + 1).clamp(2, 8);
-    let x_ticks = (usize::from(chart_area.width) / 14).clamp(2, 6);
-    let y_label = |y: f64| loss(if app.chart.log_scale { y.exp() } else { y });
-    let x_label = |x: f64| {
-        if app.chart.time_axis {
-            duration(x)
-        } else {
-            format!("{x:.0}")
-        }
-    };
     // In ASCII, braille becomes `.`, a bar `-` and a dot `o`.
     let (raw_marker, smoothed_marker, val_marker) = if app.ascii {
         (Marker::Braille, Marker::Bar, Marker::Dot)
@@ -130,8 +77,92 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             .style(fg(app, VAL).add_modifier(Modifier::BOLD))
             .data(&val),
     ];
+    let all = [raw.as_slice(), &smoothed, &val];
+    frame.render_widget(chart(app, chart_area, datasets, &all), chart_area);
+}
+
+/// The pane's title: `what`, then the chart view.
+pub(super) fn title(app: &App, what: &str) -> String {
+    let window = if app.chart.whole_run {
+        "whole run"
+    } else {
+        "recent"
+    };
+    let scale = if app.chart.log_scale { " · log" } else { "" };
+    let axis = if app.chart.time_axis { "time" } else { "steps" };
+    format!(" {what} · {window} · {axis}{scale} ")
+}
+
+/// The points of the chart's window (the whole run or the recent points)
+/// of `history`.
+pub(super) fn window(app: &App, history: &History) -> Vec<(f64, f64)> {
+    if app.chart.whole_run {
+        history.whole()
+    } else {
+        history.recent()
+    }
+}
+
+/// `series` as the chart in `area` draws it: thinned to what the width
+/// shows, against the run's clock (`clock`: step, seconds) on a time axis,
+/// and as its logarithm on a log scale.
+pub(super) fn shape(
+    app: &App,
+    area: Rect,
+    clock: &[(f64, f64)],
+    series: &[(f64, f64)],
+) -> Vec<(f64, f64)> {
+    // Braille gives two points per cell; more would not be seen.
+    let max_points = usize::from(area.width.saturating_sub(8)) * 2;
+    let mut series = thin(series, max_points.max(2));
+    for point in &mut series {
+        if app.chart.time_axis {
+            point.0 = seconds_at(clock, point.0);
+        }
+        if app.chart.log_scale {
+            point.1 = point.1.max(1e-12).ln();
+        }
+    }
+    series
+}
+
+/// A chart of `datasets` in `area`, its axes spanning every point of
+/// `series` (shaped) and labelled as the chart view says.
+pub(super) fn chart<'a>(
+    app: &App,
+    area: Rect,
+    datasets: Vec<Dataset<'a>>,
+    series: &[&[(f64, f64)]],
+) -> Chart<'a> {
+    let (mut left, mut right) = (f64::INFINITY, f64::NEG_INFINITY);
+    let (mut low, mut high) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in series.iter().copied().flatten() {
+        (left, right) = (left.min(x), right.max(x));
+        (low, high) = (low.min(y), high.max(y));
+    }
+    if right - left < 1.0 {
+        // One point: from the start of the run to it.
+        left = left.min(0.0);
+        right = right.max(left + 1.0);
+    }
+    let margin = ((high - low) * 0.05).max(high.abs().max(1.0) * 0.01);
+    let (low, high) = (low - margin, high + margin);
+
+    let rows = usize::from(area.height.saturating_sub(2));
+    let y_ticks = (rows.div_ceil(2) + 1).clamp(2, 8);
+    let x_ticks = (usize::from(area.width) / 14).clamp(2, 6);
+    let log_scale = app.chart.log_scale;
+    let y_label = |y: f64| loss(if log_scale { y.exp() } else { y });
+    let time_axis = app.chart.time_axis;
+    let x_label = |x: f64| {
+        if time_axis {
+            duration(x)
+        } else {
+            format!("{x:.0}")
+        }
+    };
     let axis_style = dim(app);
-    let chart = Chart::new(datasets)
+    Chart::new(datasets)
         .legend_position(None)
         .x_axis(
             Axis::default()
@@ -144,8 +175,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
                 .style(axis_style)
                 .bounds([low, high])
                 .labels(ticks(low, high, y_ticks).map(y_label)),
-        );
-    frame.render_widget(chart, chart_area);
+        )
 }
 
 /// `count` evenly spaced values from `low` to `high`.

@@ -6,10 +6,12 @@
 //! ```text
 //! mod.rs      the loop: events and keys in, frames out
 //! app.rs      the state, changed only by `App::update`
+//! board.rs    several runs on one screen: which one the panes follow
 //! keys.rs     every key: action, command, help line, footer word
 //! render.rs   the layout and the overlays; one file per pane:
 //!             header, loss, system, eval, counters, log (events), footer;
-//!             per overlay: detail (a sample whole), logview (the log)
+//!             per overlay: detail (a sample whole), logview (the log);
+//!             for several runs: compare (their curves), table (their rows)
 //! theme.rs    colours, borders and glyphs the panes share; the ASCII look
 //! wrap.rs     word wrapping by display width
 //! history.rs  bounded loss curves
@@ -17,6 +19,8 @@
 //! ```
 
 pub mod app;
+pub mod board;
+mod compare;
 mod counters;
 mod detail;
 mod eval;
@@ -30,6 +34,7 @@ mod loss;
 pub mod render;
 pub mod sampler;
 mod system;
+mod table;
 mod theme;
 mod wrap;
 
@@ -45,6 +50,7 @@ use crate::alerts::{self, Alert};
 use crate::error::{Error, Result};
 use crate::events::{Command, Event};
 use app::{App, Liveness, Msg};
+use board::Board;
 use sampler::SystemSample;
 
 pub const MAX_FPS: u32 = 20;
@@ -139,7 +145,7 @@ impl EventSource for Receiver<Event> {
     }
 }
 
-/// The sources and sinks the loop works with.
+/// The sources and sinks the loop works with, for one run.
 pub struct Channels<'a> {
     pub events: &'a dyn EventSource,
     pub system: &'a Receiver<SystemSample>,
@@ -153,12 +159,43 @@ pub struct Channels<'a> {
     pub send: &'a mut dyn FnMut(Command) -> Option<String>,
 }
 
+/// One run's sources and sinks, as in [`Channels`].
+pub struct Feed<'a> {
+    pub events: &'a dyn EventSource,
+    pub liveness: Option<&'a Receiver<Liveness>>,
+    pub record: &'a mut dyn FnMut(&Event) -> Option<String>,
+    pub send: &'a mut dyn FnMut(Command) -> Option<String>,
+}
+
 /// Runs the app until it asks to exit.
 pub fn run<B: Backend>(
     terminal: &mut Terminal<B>,
     app: &mut App,
     input: &mut dyn InputSource,
     channels: &mut Channels<'_>,
+) -> io::Result<()>
+where
+    B::Error: std::fmt::Display,
+{
+    let mut feeds = [Feed {
+        events: channels.events,
+        liveness: channels.liveness,
+        record: &mut *channels.record,
+        send: &mut *channels.send,
+    }];
+    let mut board = Board::new(std::slice::from_mut(app));
+    run_board(terminal, &mut board, input, channels.system, &mut feeds)
+}
+
+/// Runs the board until one of its runs asks to exit; `feeds` has one
+/// feed per run, in the board's order. The machine's load goes to every
+/// run; keys go to the board.
+pub fn run_board<B: Backend>(
+    terminal: &mut Terminal<B>,
+    board: &mut Board,
+    input: &mut dyn InputSource,
+    system: &Receiver<SystemSample>,
+    feeds: &mut [Feed<'_>],
 ) -> io::Result<()>
 where
     B::Error: std::fmt::Display,
@@ -170,10 +207,12 @@ where
     let mut answer_key = false;
     let mut second = 0;
     let shown_since = SystemTime::now();
-    while app.exit.is_none() {
+    // However many runs, a turn folds in about as many events.
+    let per_run = (EVENTS_PER_TURN / feeds.len().max(1)).max(1);
+    while !board.exits() {
         // The clock: a redraw each new second keeps the ages honest.
         let now = SystemTime::now();
-        app.update(Msg::Tick(now));
+        board.update_all(&Msg::Tick(now));
         let this_second = now
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -181,53 +220,32 @@ where
             second = this_second;
             dirty = true;
         }
-        // A full turn means more are waiting (a history being read back):
-        // the next turn comes at once, after a look at the keys.
-        let mut backlog = true;
-        let mut arrived = false;
-        for _ in 0..EVENTS_PER_TURN {
-            let Some((event, at)) = channels.events.try_next() else {
-                backlog = false;
-                break;
-            };
-            arrived = true;
-            // Only what happens while the screen is up rings: not the
-            // history `watch` reads back.
-            let live = at.is_none_or(|at| at + LIVE_SLACK >= shown_since);
-            if live && let Some(alert) = alerts::of(&event, &app.status.run_name) {
-                input.alert(&alert);
+        let (mut backlog, mut arrived) = (false, false);
+        for (app, feed) in board.runs.iter_mut().zip(feeds.iter_mut()) {
+            let (more, some) = fold_events(app, feed, input, shown_since, per_run);
+            backlog |= more;
+            arrived |= some;
+            while let Some(notice) = feed.liveness.and_then(|l| l.try_recv().ok()) {
+                app.update(Msg::Liveness(notice));
+                dirty = true;
             }
-            if let Some(message) = (channels.record)(&event) {
-                app.apply(&Event::Warning {
-                    step: app.status.current_step,
-                    message,
-                });
-            }
-            app.update(match at {
-                Some(at) => Msg::Recorded(event, at),
-                None => Msg::Trainer(event),
-            });
-            dirty = true;
         }
-        while let Ok(sample) = channels.system.try_recv() {
-            app.update(Msg::System(sample));
-            dirty = true;
-        }
-        while let Some(notice) = channels.liveness.and_then(|l| l.try_recv().ok()) {
-            app.update(Msg::Liveness(notice));
+        dirty |= arrived;
+        while let Ok(sample) = system.try_recv() {
+            board.update_all(&Msg::System(sample));
             dirty = true;
         }
         // A key is answered at once; only events wait for the frame cap.
         let since_draw = last_draw.map_or(frame_time, |t| t.elapsed());
         if dirty && (answer_key || since_draw >= frame_time) {
             terminal
-                .draw(|frame| render::render(frame, app))
+                .draw(|frame| render::render_board(frame, board))
                 .map_err(backend_error)?;
             last_draw = Some(Instant::now());
             dirty = false;
             answer_key = false;
         }
-        if app.exit.is_some() {
+        if board.exits() {
             break;
         }
         // After events, more tend to follow (a reader between two reads):
@@ -245,9 +263,11 @@ where
         };
         match input.next(wait)? {
             Some(Input::Key(key)) => {
-                app.update(Msg::Tick(SystemTime::now()));
-                if let Some(problem) = app.update(Msg::Key(key)).and_then(&mut *channels.send) {
-                    app.say(problem);
+                board.update_all(&Msg::Tick(SystemTime::now()));
+                let command = board.key(key);
+                let send = &mut feeds[board.selected].send;
+                if let Some(problem) = command.and_then(&mut **send) {
+                    board.followed_mut().say(problem);
                 }
                 dirty = true;
                 answer_key = true;
@@ -261,9 +281,45 @@ where
     }
     // The last state is on screen when the loop ends.
     terminal
-        .draw(|frame| render::render(frame, app))
+        .draw(|frame| render::render_board(frame, board))
         .map_err(backend_error)?;
     Ok(())
+}
+
+/// Folds up to `limit` of the feed's waiting events into `app`, ringing
+/// for those that happen while the screen is up. Returns whether more are
+/// waiting (a full turn: a history being read back) and whether any came.
+fn fold_events(
+    app: &mut App,
+    feed: &mut Feed<'_>,
+    input: &mut dyn InputSource,
+    shown_since: SystemTime,
+    limit: usize,
+) -> (bool, bool) {
+    let mut arrived = false;
+    for _ in 0..limit {
+        let Some((event, at)) = feed.events.try_next() else {
+            return (false, arrived);
+        };
+        arrived = true;
+        // Only what happens while the screen is up rings: not the history
+        // `watch` reads back.
+        let live = at.is_none_or(|at| at + LIVE_SLACK >= shown_since);
+        if live && let Some(alert) = alerts::of(&event, &app.status.run_name) {
+            input.alert(&alert);
+        }
+        if let Some(message) = (feed.record)(&event) {
+            app.apply(&Event::Warning {
+                step: app.status.current_step,
+                message,
+            });
+        }
+        app.update(match at {
+            Some(at) => Msg::Recorded(event, at),
+            None => Msg::Trainer(event),
+        });
+    }
+    (true, arrived)
 }
 
 /// Runs the app until it asks to exit, with the system sampler feeding it
@@ -280,17 +336,32 @@ pub fn run_sampled<B: Backend>(
 where
     B::Error: std::fmt::Display,
 {
-    let (system_sender, system) = std::sync::mpsc::channel();
-    sampler::spawn(system_sender, Duration::from_secs(1))
-        .map_err(|e| Error::Failed(format!("cannot start the system monitor: {e}")))?;
-    let mut channels = Channels {
+    let mut feeds = [Feed {
         events,
-        system: &system,
         liveness,
         record,
         send,
-    };
-    run(terminal, app, input, &mut channels).map_err(|e| Error::Failed(format!("terminal: {e}")))
+    }];
+    let mut board = Board::new(std::slice::from_mut(app));
+    run_board_sampled(terminal, &mut board, input, &mut feeds)
+}
+
+/// Runs the board until a run asks to exit, with the system sampler
+/// feeding it a reading of the machine every second.
+pub fn run_board_sampled<B: Backend>(
+    terminal: &mut Terminal<B>,
+    board: &mut Board,
+    input: &mut dyn InputSource,
+    feeds: &mut [Feed<'_>],
+) -> Result<()>
+where
+    B::Error: std::fmt::Display,
+{
+    let (system_sender, system) = std::sync::mpsc::channel();
+    sampler::spawn(system_sender, Duration::from_secs(1))
+        .map_err(|e| Error::Failed(format!("cannot start the system monitor: {e}")))?;
+    run_board(terminal, board, input, &system, feeds)
+        .map_err(|e| Error::Failed(format!("terminal: {e}")))
 }
 
 /// Takes over the terminal for `body` and gives it back, also on error and

@@ -7,9 +7,10 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
 use super::app::{App, Overlay, Owner};
+use super::board::Board;
 use super::keys::{self, Context, WITHOUT_KEY};
-use super::theme::{asciify, dim, fg, key, pane};
-use super::{counters, detail, eval, footer, header, log, logview, loss, system};
+use super::theme::{asciify, dim, fg, key, pane, run_color};
+use super::{compare, counters, detail, eval, footer, header, log, logview, loss, system, table};
 
 /// Smallest screen the layout fits.
 pub const MIN_WIDTH: u16 = 60;
@@ -33,13 +34,36 @@ pub const MIN_HEIGHT: u16 = 18;
 /// Over it: the help, a question, a sample whole, or the log full screen.
 /// In the ASCII look, the finished frame is made ASCII last.
 pub fn render(frame: &mut Frame, app: &App) {
-    draw(frame, app);
+    draw(frame, app, None);
     if app.ascii {
         asciify(frame.buffer_mut());
     }
 }
 
-fn draw(frame: &mut Frame, app: &App) {
+/// The screen of a board: one run as [`render`] draws it; several with
+/// their curves in one chart and their table above the followed run's
+/// panes:
+///
+/// ```text
+/// header   the followed run
+/// ┌ loss · 3 of 3 runs ───────────────────────────────────┐
+/// │ each shown run's smoothed loss, in its colour         │
+/// └───────────────────────────────────────────────────────┘
+/// ┌ runs ─────────────────────────────────────────────────┐
+/// │ ▶ one row per run: state, step, losses, rates         │
+/// └───────────────────────────────────────────────────────┘
+/// eval · counters · events of the followed run
+/// footer   ▶ the followed run · keys · latest answer
+/// ```
+pub fn render_board(frame: &mut Frame, board: &Board) {
+    let app = board.followed();
+    draw(frame, app, board.compares().then_some(board));
+    if app.ascii {
+        asciify(frame.buffer_mut());
+    }
+}
+
+fn draw(frame: &mut Frame, app: &App, board: Option<&Board>) {
     let area = frame.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         render_too_small(frame, area);
@@ -51,17 +75,33 @@ fn draw(frame: &mut Frame, app: &App) {
         Constraint::Length(1),
     ])
     .areas(area);
-    let [top, bottom] =
-        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
     let columns = [Constraint::Percentage(62), Constraint::Percentage(38)];
-    let [loss_area, system_area] = Layout::horizontal(columns).areas(top);
+    let bottom = if let Some(board) = board {
+        // The table's rows, its header and borders; a third of the body at
+        // most (it scrolls).
+        let rows = (board.runs.len() as u16 + 3).min(body.height / 3);
+        let [chart_area, table_area, bottom] = Layout::vertical([
+            Constraint::Fill(1),
+            Constraint::Length(rows),
+            Constraint::Fill(1),
+        ])
+        .areas(body);
+        compare::render(frame, chart_area, board);
+        table::render(frame, table_area, board);
+        bottom
+    } else {
+        let [top, bottom] =
+            Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
+        let [loss_area, system_area] = Layout::horizontal(columns).areas(top);
+        loss::render(frame, loss_area, app);
+        system::render(frame, system_area, app);
+        bottom
+    };
     let [eval_area, side] = Layout::horizontal(columns).areas(bottom);
     let [counters_area, log_area] =
         Layout::vertical([Constraint::Length(6), Constraint::Fill(1)]).areas(side);
 
     header::render(frame, header_area, app);
-    loss::render(frame, loss_area, app);
-    system::render(frame, system_area, app);
     eval::render(frame, eval_area, app);
     counters::render(frame, counters_area, app);
     log::render(frame, log_area, app);
@@ -82,7 +122,19 @@ fn draw(frame: &mut Frame, app: &App) {
         Overlay::Log => logview::render(frame, above_footer, app),
         Overlay::None => {}
     }
-    footer::render(frame, footer_area, app);
+    // With several runs, the footer starts with the one the keys act on.
+    let lead = board.map(|board| {
+        Span::styled(
+            format!(
+                " ▶ {} {}/{} ",
+                app.status.run_name,
+                board.selected + 1,
+                board.runs.len()
+            ),
+            run_color(app, board.selected).add_modifier(Modifier::BOLD | Modifier::REVERSED),
+        )
+    });
+    footer::render(frame, footer_area, app, lead);
 }
 
 fn render_too_small(frame: &mut Frame, area: Rect) {
@@ -124,7 +176,9 @@ fn render_help(frame: &mut Frame, area: Rect, app: &App) {
     };
     let mut lines = Vec::new();
     for &(section, context) in keys::SECTIONS {
-        if context == Context::Dialog && app.owner == Owner::Watcher {
+        if (context == Context::Dialog && app.owner == Owner::Watcher)
+            || (context == Context::Runs && !app.compared)
+        {
             continue;
         }
         lines.push(title(section));

@@ -357,6 +357,9 @@ fn the_help_is_the_key_map_in_force_and_scrolls_on_the_smallest_screen() {
     let (width, height) = (render::MIN_WIDTH, render::MIN_HEIGHT);
     let all = help_text(&mut app, width, height);
     for &(_, context) in keys::SECTIONS {
+        if context == keys::Context::Runs {
+            continue;
+        }
         for binding in keys::map(context) {
             let line = format!("{}  {}", binding.label, binding.help);
             assert!(all.contains(&line), "{line}: {all}");
@@ -378,6 +381,14 @@ fn the_help_is_the_key_map_in_force_and_scrolls_on_the_smallest_screen() {
     assert!(all.contains("its supervisor restarts it"), "{all}");
     assert!(!all.contains("stop and save"), "{all}");
     assert!(!all.contains("without saving"), "{all}");
+    assert!(!all.contains("several runs"), "one run: {all}");
+    // Several runs: their keys too.
+    watching.compared = true;
+    let all = help_text(&mut watching, 100, 60);
+    for binding in keys::RUNS {
+        let line = format!("{}  {}", binding.label, binding.help);
+        assert!(all.contains(&line), "{line}: {all}");
+    }
 }
 
 #[test]
@@ -1244,4 +1255,244 @@ fn the_farewell_says_how_the_run_ended_and_how_to_go_on() {
         "{}",
         job.farewell()
     );
+}
+
+/// A run for comparison: its loss falls as `scale` says, logged every 25
+/// steps up to `last` of 3000 at `at`, with an evaluation at 500 when it
+/// got there.
+fn compared_run(name: &str, last: u64, scale: f64, at: std::time::SystemTime) -> App {
+    let mut app = App::new(name.into(), 3000, true);
+    app.now = at;
+    app.owner = app::Owner::Watcher;
+    let Event::Started(mut info) = started() else {
+        unreachable!()
+    };
+    info.run_name = name.into();
+    app.apply(&Event::Started(info));
+    app.apply(&Event::State {
+        step: 0,
+        state: RunState::Training,
+    });
+    for s in (25..=last).step_by(25) {
+        let Event::Step(mut metrics) = step(s) else {
+            unreachable!()
+        };
+        metrics.loss *= scale;
+        app.apply(&Event::Step(metrics));
+        if s == 500 {
+            app.apply(&Event::ValLoss {
+                step: 500,
+                loss: Some(0.9 * scale),
+                batches: 8,
+                timed_out: false,
+            });
+            app.apply(&Event::EvalFinished(EvalSummary {
+                step: 500,
+                eval: 1,
+                val_loss: Some(0.9 * scale),
+                train_loss: Some(0.8 * scale),
+                gap: Some(0.1 * scale),
+                samples: 4,
+                matches: 1,
+                exact_match: 0.25,
+                counters: counters(4, 1),
+            }));
+            app.apply(&Event::State {
+                step: 500,
+                state: RunState::Training,
+            });
+        }
+    }
+    app
+}
+
+/// Four runs: training, finished, gone and silent for five minutes.
+fn four_runs(color: bool) -> Vec<App> {
+    let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_hours(500_000);
+    let mut runs = vec![
+        compared_run("lr-3e-4", 1500, 1.0, now),
+        compared_run("lr-1e-3", 3000, 0.7, now),
+        compared_run("lr-3e-3", 800, 1.5, now),
+        compared_run("lr-1e-2", 600, 2.2, now - Duration::from_mins(5)),
+    ];
+    runs[1].apply(&Event::Finished(Summary {
+        step: 3000,
+        max_steps: 3000,
+        state: RunState::Finished,
+        loss: Some(0.14),
+        elapsed_secs: 135.0,
+    }));
+    runs[2].update(Msg::Liveness(app::Liveness::Gone(app::GoneRun {
+        pid: 7,
+        since: "2027-01-15T08:00:00.000Z".into(),
+        last_checkpoint: None,
+        resume: "trainui train --run-dir runs/lr-3e-3 --resume latest".into(),
+    })));
+    for run in &mut runs {
+        run.update(Msg::Tick(now));
+        run.color = color;
+        run.ascii = !color;
+    }
+    runs
+}
+
+fn board_screen(board: &board::Board, width: u16, height: u16) -> TestBackend {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal
+        .draw(|frame| render::render_board(frame, board))
+        .unwrap();
+    terminal.backend().clone()
+}
+
+/// The rows of the chart pane: from its title to the runs table's
+/// header.
+fn chart_rows(screen: &TestBackend) -> std::ops::Range<u16> {
+    let buffer = screen.buffer();
+    let row_of = |text: &str| {
+        (0..buffer.area.height)
+            .find(|&y| {
+                let line: String = (0..buffer.area.width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect();
+                line.contains(text)
+            })
+            .unwrap_or_else(|| panic!("{text} is on the screen"))
+    };
+    row_of(" loss · ")..row_of("# run")
+}
+
+/// Cells of the chart pane drawn in `color`.
+fn chart_cells_in(screen: &TestBackend, color: ratatui::style::Color) -> usize {
+    let buffer = screen.buffer();
+    chart_rows(screen)
+        .flat_map(|y| (0..buffer.area.width).map(move |x| (x, y)))
+        .filter(|&(x, y)| buffer[(x, y)].fg == color && buffer[(x, y)].symbol() != " ")
+        .count()
+}
+
+#[test]
+fn compare_four_runs_120x40() {
+    use ratatui::style::Color;
+    let mut runs = four_runs(true);
+    let mut board = board::Board::new(&mut runs);
+    board.key(KeyEvent::from(KeyCode::Right));
+    let screen = board_screen(&board, 120, 40);
+    let text = screen.to_string();
+    for shown in [
+        "loss · 4 of 4 runs · ema 100 steps · whole run · steps",
+        "FINISHED",
+        "GONE",
+        "training · silent",
+        "3,000/3,000",
+        "▶ lr-1e-3 2/4",
+        "following lr-1e-3 (2/4)",
+        "← run",
+    ] {
+        assert!(text.contains(shown), "{shown}: {text}");
+    }
+    // Each run's curve in its own colour.
+    for color in [Color::Cyan, Color::Yellow, Color::Magenta, Color::Green] {
+        assert!(chart_cells_in(&screen, color) > 10, "{color:?}: {text}");
+    }
+    insta::assert_snapshot!(text);
+
+    // Hidden: its curve and its legend leave the chart; its row stays.
+    board.key(KeyEvent::from(KeyCode::Char('1')));
+    board.key(KeyEvent::from(KeyCode::Char('v')));
+    let screen = board_screen(&board, 120, 40);
+    assert_eq!(chart_cells_in(&screen, Color::Cyan), 0);
+    assert!(chart_cells_in(&screen, Color::Yellow) > 10);
+    let text = screen.to_string();
+    assert!(text.contains("loss · 3 of 4 runs"), "{text}");
+    assert!(text.contains("lr-3e-4"), "{text}");
+}
+
+#[test]
+fn compare_plain_100x30() {
+    let mut runs = four_runs(false);
+    let mut board = board::Board::new(&mut runs);
+    board.key(KeyEvent::from(KeyCode::Char('3')));
+    let text = board_screen(&board, 100, 30).to_string();
+    assert!(text.is_ascii(), "{text}");
+    // Without colour each run has its own shape: `.`, `o`, `#`, `-`.
+    for legend in [". lr-3e-4", "o lr-1e-3", "# lr-3e-3", "- lr-1e-2"] {
+        assert!(text.contains(legend), "{legend}: {text}");
+    }
+    assert!(text.contains("> lr-3e-3 3/4"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn the_loop_feeds_each_run_its_events_and_sends_the_followed_runs_commands_to_it() {
+    let (_system_tx, system_rx) = mpsc::channel();
+    let (first_tx, first_rx) = mpsc::channel();
+    let (second_tx, second_rx) = mpsc::channel();
+    for (events, name) in [(&first_tx, "first"), (&second_tx, "second")] {
+        let Event::Started(mut info) = started() else {
+            unreachable!()
+        };
+        info.run_name = name.into();
+        events.send(Event::Started(info)).unwrap();
+        events
+            .send(Event::State {
+                step: 0,
+                state: RunState::Training,
+            })
+            .unwrap();
+    }
+    second_tx.send(step(50)).unwrap();
+    let (mut to_first, mut to_second) = (Vec::new(), Vec::new());
+    let mut send_first = |command: Command| {
+        to_first.push(command);
+        None
+    };
+    let mut send_second = |command: Command| {
+        to_second.push(command);
+        None
+    };
+    let (mut record_first, mut record_second) = (|_: &Event| None, |_: &Event| None);
+    let mut feeds = [
+        Feed {
+            events: &first_rx,
+            liveness: None,
+            record: &mut record_first,
+            send: &mut send_first,
+        },
+        Feed {
+            events: &second_rx,
+            liveness: None,
+            record: &mut record_second,
+            send: &mut send_second,
+        },
+    ];
+    let mut runs = vec![
+        App::new(String::new(), 0, false),
+        App::new(String::new(), 0, false),
+    ];
+    for run in &mut runs {
+        run.owner = app::Owner::Watcher;
+    }
+    let mut board = board::Board::new(&mut runs);
+    let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
+    let mut input = keys(&[
+        KeyCode::Char('p'),
+        KeyCode::Right,
+        KeyCode::Char('e'),
+        KeyCode::Char('s'),
+        KeyCode::Char('q'),
+    ]);
+    run_board(
+        &mut terminal,
+        &mut board,
+        &mut input,
+        &system_rx,
+        &mut feeds,
+    )
+    .unwrap();
+    assert_eq!(to_first, [Command::Pause]);
+    assert_eq!(to_second, [Command::EvalNow, Command::Save]);
+    assert_eq!(board.runs[0].status.run_name, "first");
+    assert_eq!(board.runs[0].status.current_step, 0);
+    assert_eq!(board.runs[1].status.current_step, 50);
+    assert_eq!(board.runs[1].ack_text(), Some("sent: save to second"));
 }

@@ -8,7 +8,7 @@
 
 use ratatui::buffer::Buffer;
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::symbols::border;
+use ratatui::symbols::{Marker, border};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Block;
 
@@ -84,6 +84,44 @@ pub fn state_style(app: &App, state: RunState) -> Style {
         RunState::Stalled => Color::Magenta,
     };
     fg(app, color).add_modifier(Modifier::BOLD)
+}
+
+/// The colours of runs shown together, in the order of their table: as
+/// far apart as the terminal's sixteen colours go.
+const RUN_COLORS: [Color; 10] = [
+    Color::Cyan,
+    Color::Yellow,
+    Color::Magenta,
+    Color::Green,
+    Color::LightBlue,
+    Color::LightRed,
+    Color::LightCyan,
+    Color::LightYellow,
+    Color::LightMagenta,
+    Color::LightGreen,
+];
+
+/// The colour of the `index`-th run of several shown together.
+#[must_use]
+pub fn run_color(app: &App, index: usize) -> Style {
+    fg(app, RUN_COLORS[index % RUN_COLORS.len()])
+}
+
+/// How the `index`-th run's curve is drawn, and the mark that stands for
+/// it in the legend: braille in colour; without colour, a shape per run.
+#[must_use]
+pub fn run_marker(app: &App, index: usize) -> (Marker, &'static str) {
+    const SHAPES: [(Marker, &str); 4] = [
+        (Marker::Braille, "⠒"),
+        (Marker::Dot, "•"),
+        (Marker::Block, "█"),
+        (Marker::Bar, "▄"),
+    ];
+    if app.color {
+        (Marker::Braille, "━")
+    } else {
+        SHAPES[index % SHAPES.len()]
+    }
 }
 
 /// A progress bar `width` cells wide, done part then to-do part, which
