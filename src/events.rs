@@ -915,6 +915,31 @@ pub(crate) mod examples {
             grad_norm: None,
         })
     }
+
+    /// The start of a fresh run of trainui's own, on the CPU, with the
+    /// default settings.
+    pub(crate) fn started(run_name: &str, max_steps: u64) -> Event {
+        Event::Started(Box::new(RunInfo {
+            run_name: run_name.into(),
+            pid: 4242,
+            device: "cpu".into(),
+            start_step: 0,
+            max_steps,
+            parameters: 830_976,
+            vocab_size: 262,
+            train_examples: 20_000,
+            val_examples: 500,
+            skipped_overlong: 0,
+            resumed_from: None,
+            evals: 0,
+            counters: GenerationCounters::default(),
+            settings: Some(crate::config::live_settings(
+                &crate::config::Config::default(),
+            )),
+            nonfinite_steps: 0,
+            producer: None,
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ const BACKLOG: usize = 4;
 const CHUNK: u64 = 4 << 20;
 /// Longest wait between looks at the file when no notification arrives.
 const POLL: Duration = Duration::from_millis(500);
+/// The most runs one screen compares: beyond it the table and the colours
+/// stop telling them apart, and each run costs two threads and its reads.
+const MAX_RUNS: usize = 16;
 /// How often `watch` checks that the run's process is still there.
 const LIVENESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -98,7 +101,13 @@ impl tui::EventSource for Followed {
 /// Reads the run's events on a thread of its own: the history first, then
 /// each append, woken by file notifications or, where none arrive, by polling.
 pub fn follow(run_dir: &Path) -> std::io::Result<Followed> {
-    let (reads, receiver) = mpsc::sync_channel(BACKLOG);
+    follow_ahead(run_dir, BACKLOG)
+}
+
+/// As [`follow`], with at most `reads_ahead` reads waiting for the screen
+/// (several runs on one screen each keep fewer).
+pub fn follow_ahead(run_dir: &Path, reads_ahead: usize) -> std::io::Result<Followed> {
+    let (reads, receiver) = mpsc::sync_channel(reads_ahead);
     let run_dir = run_dir.to_owned();
     thread::Builder::new()
         .name("events-reader".into())
@@ -237,37 +246,75 @@ fn ranks_of(run_dir: &Path) -> Vec<RankView> {
     ranks::read(run_dir, control::unix_now(), stall_timeout)
 }
 
-/// The run directories `paths` name, each once: a path that is not a run
-/// itself but holds runs stands for them (in name order); any other folder
-/// is a run, perhaps one that has not started yet.
+/// The run directories `paths` name, each once, in order. A path that is
+/// not a run itself but holds runs stands for them (in name order). A lone
+/// path that is neither is a run that has not started yet; among several
+/// (a glob), files and folders that are no runs are left out.
 pub fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let lone = paths.len() == 1;
     for path in paths {
         if !path.is_dir() {
-            return Err(Error::Usage(format!(
-                "{}: no such run directory",
-                path.display()
-            )));
+            if lone {
+                return Err(Error::Usage(format!(
+                    "{}: no such run directory",
+                    path.display()
+                )));
+            }
+            continue;
         }
-        let inside = if runs::is_run(path) {
-            Vec::new()
-        } else {
-            runs::runs_in(path).map_err(|e| {
-                Error::Usage(format!("{}: cannot list its runs: {e}", path.display()))
-            })?
-        };
-        let found = if inside.is_empty() {
+        let found = if runs::is_run(path) {
             vec![path.clone()]
         } else {
-            inside
+            let inside = runs::runs_in(path).map_err(|e| {
+                Error::Usage(format!("{}: cannot list its runs: {e}", path.display()))
+            })?;
+            if inside.is_empty() && lone {
+                vec![path.clone()]
+            } else {
+                inside
+            }
         };
         for dir in found {
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
+            // `runs/a`, `./runs/a` and a link to it are one run.
+            let real = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+            if !dirs.iter().any(|(_, seen)| *seen == real) {
+                dirs.push((dir, real));
             }
         }
     }
-    Ok(dirs)
+    if dirs.is_empty() {
+        return Err(Error::Usage(format!(
+            "no run directory among the {} paths given (trainui runs DIR lists runs)",
+            paths.len()
+        )));
+    }
+    if dirs.len() > MAX_RUNS {
+        return Err(Error::Usage(format!(
+            "{} runs: watch compares at most {MAX_RUNS} at once; name the ones to compare \
+             (trainui runs DIR lists them)",
+            dirs.len()
+        )));
+    }
+    Ok(dirs.into_iter().map(|(dir, _)| dir).collect())
+}
+
+/// Two runs of one name (runs/a/exp, runs/b/exp) go by their paths, which
+/// their events replayed do not undo.
+fn label_namesakes(apps: &mut [App], run_dirs: &[PathBuf]) {
+    let names: Vec<String> = apps.iter().map(|app| app.status.run_name.clone()).collect();
+    for (app, run_dir) in apps.iter_mut().zip(run_dirs) {
+        if names
+            .iter()
+            .filter(|&name| *name == app.status.run_name)
+            .count()
+            > 1
+        {
+            let label = run_dir.display().to_string();
+            app.status.run_name.clone_from(&label);
+            app.label = Some(label);
+        }
+    }
 }
 
 /// Runs the attached TUI until `q`, for one run or several side by side;
@@ -284,7 +331,8 @@ pub fn run(paths: &[PathBuf], plain: bool) -> Result<()> {
     let mut followed = Vec::new();
     let mut apps = Vec::new();
     for run_dir in &run_dirs {
-        let events = follow(run_dir).map_err(|e| {
+        let reads_ahead = if run_dirs.len() > 1 { 1 } else { BACKLOG };
+        let events = follow_ahead(run_dir, reads_ahead).map_err(|e| {
             Error::Failed(format!(
                 "cannot read the events of {}: {e}",
                 run_dir.display()
@@ -305,18 +353,7 @@ pub fn run(paths: &[PathBuf], plain: bool) -> Result<()> {
         ));
         apps.push(app);
     }
-    // Two runs of one name (runs/a/exp, runs/b/exp) go by their paths.
-    for index in 0..apps.len() {
-        let name = &apps[index].status.run_name;
-        if apps
-            .iter()
-            .filter(|app| &app.status.run_name == name)
-            .count()
-            > 1
-        {
-            apps[index].status.run_name = run_dirs[index].display().to_string();
-        }
-    }
+    label_namesakes(&mut apps, &run_dirs);
     let mut records: Vec<fn(&Event) -> Option<String>> = vec![|_| None; run_dirs.len()];
     let mut sends: Vec<_> = run_dirs
         .iter()
@@ -406,18 +443,69 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, "").unwrap();
         }
+        std::fs::write(runs.join("notes.txt"), "").unwrap();
+        let (a, b) = (runs.join("a"), runs.join("b"));
+        let again = runs.join("b/../b");
+        let got = targets(&[runs.clone(), again]).unwrap();
+        assert_eq!(got, [a.clone(), b.clone()], "b once, however named");
+        // A glob's files and folders that are no runs are left out.
+        let glob = [a.clone(), runs.join("not-a-run"), runs.join("notes.txt")];
+        assert_eq!(targets(&glob).unwrap(), [a]);
+        // A run directory stands for itself.
+        assert_eq!(targets(std::slice::from_ref(&b)).unwrap(), [b]);
+        // A lone folder that holds no run is a run that has not started.
         let fresh = dir.path().join("fresh");
         std::fs::create_dir(&fresh).unwrap();
-        let got = targets(&[runs.clone(), runs.join("b"), fresh.clone()]).unwrap();
-        assert_eq!(got, [runs.join("a"), runs.join("b"), fresh.clone()]);
-        // A run directory stands for itself.
-        assert_eq!(targets(&[runs.join("a")]).unwrap(), [runs.join("a")]);
-        // A folder that holds no run is a run that has not started.
         assert_eq!(targets(std::slice::from_ref(&fresh)).unwrap(), [fresh]);
         let missing = dir.path().join("missing");
-        let err = targets(&[runs, missing.clone()]).unwrap_err().to_string();
+        let err = targets(std::slice::from_ref(&missing))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&format!("{}: no such run directory", missing.display())),
+            "{err}"
+        );
+        let err = targets(&[runs.join("notes.txt"), missing])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no run directory among the 2 paths"), "{err}");
+    }
+
+    #[test]
+    fn runs_of_one_name_go_by_their_paths_through_their_replayed_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dirs = ["a/exp", "b/exp", "c/other"].map(|name| dir.path().join(name));
+        let mut apps: Vec<App> = run_dirs
+            .iter()
+            .map(|run_dir| {
+                std::fs::create_dir_all(run_dir).unwrap();
+                attached_app(run_dir, false)
+            })
+            .collect();
+        label_namesakes(&mut apps, &run_dirs);
+        for app in &mut apps {
+            // A run's events name it by its folder.
+            app.apply(&crate::events::examples::started("exp", 100));
+        }
+        let names: Vec<&str> = apps.iter().map(|a| a.status.run_name.as_str()).collect();
+        let (a, b) = (run_dirs[0].display(), run_dirs[1].display());
+        assert_eq!(names, [a.to_string().as_str(), &b.to_string(), "exp"]);
+    }
+
+    #[test]
+    fn more_runs_than_one_screen_tells_apart_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for index in 0..=MAX_RUNS {
+            let run = dir.path().join(format!("run-{index:02}"));
+            std::fs::create_dir(&run).unwrap();
+            std::fs::write(run.join(rundir::EVENTS_FILE), "").unwrap();
+        }
+        let err = targets(&[dir.path().to_owned()]).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "{} runs: watch compares at most {MAX_RUNS}",
+                MAX_RUNS + 1
+            )),
             "{err}"
         );
     }

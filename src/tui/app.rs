@@ -320,6 +320,9 @@ pub struct App {
     /// The run shares the screen with others (`watch RUN_A RUN_B`): its
     /// answers name it, and the keys of several runs are offered.
     pub compared: bool,
+    /// The name the screen gives the run over the one its events give (two
+    /// compared runs of one name go by their paths).
+    pub label: Option<String>,
 }
 
 impl App {
@@ -377,6 +380,7 @@ impl App {
             ranks: Vec::new(),
             job_status: None,
             compared: false,
+            label: None,
         }
     }
 
@@ -1049,6 +1053,9 @@ impl App {
     #[allow(clippy::too_many_lines)]
     pub fn apply_at(&mut self, event: &Event, at: SystemTime) {
         self.status.apply(event);
+        if let Some(label) = &self.label {
+            self.status.run_name.clone_from(label);
+        }
         self.last_event_at = Some(at);
         match event {
             Event::Started(info) => {

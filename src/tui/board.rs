@@ -12,14 +12,19 @@ use crate::events::Command;
 pub struct Board<'a> {
     pub runs: &'a mut [App],
     /// Per run: its curve is in the chart.
-    pub shown: Vec<bool>,
+    shown: Vec<bool>,
     /// The run the panes below the chart and the steering keys follow.
-    pub selected: usize,
+    selected: usize,
 }
 
 impl<'a> Board<'a> {
     /// A board of `runs`, following the first, every run shown.
+    ///
+    /// # Panics
+    ///
+    /// With no run: a board has at least one.
     pub fn new(runs: &'a mut [App]) -> Self {
+        assert!(!runs.is_empty(), "a board has at least one run");
         let compared = runs.len() > 1;
         for app in runs.iter_mut() {
             app.compared = compared;
@@ -35,6 +40,24 @@ impl<'a> Board<'a> {
     #[must_use]
     pub fn compares(&self) -> bool {
         self.runs.len() > 1
+    }
+
+    /// The index of the run the panes follow.
+    #[must_use]
+    pub fn selected(&self) -> usize {
+        self.selected
+    }
+
+    /// Whether the `index`-th run's curve is in the chart.
+    #[must_use]
+    pub fn shown(&self, index: usize) -> bool {
+        self.shown[index]
+    }
+
+    /// How many runs the chart shows.
+    #[must_use]
+    pub fn shown_count(&self) -> usize {
+        self.shown.iter().filter(|&&shown| shown).count()
     }
 
     /// The run the panes follow.
@@ -62,14 +85,14 @@ impl<'a> Board<'a> {
 
     /// The smoothing window of the chart, in steps: one for every run, so
     /// that their curves lag alike; until a key sets it, the shortest run's
-    /// own.
+    /// own (among the runs whose length is known yet).
     #[must_use]
     pub fn smoothing(&self) -> u64 {
-        self.runs
-            .iter()
+        let known = self.runs.iter().filter(|app| app.status.max_steps > 0);
+        known
             .map(|app| app.chart.smoothing)
             .min()
-            .unwrap_or(0)
+            .unwrap_or(self.runs[0].chart.smoothing)
     }
 
     /// A key: with several runs on the panes, the board's own keys first;

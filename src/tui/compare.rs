@@ -1,7 +1,7 @@
 //! The loss curves of several runs in one chart (`watch RUN_A RUN_B ...`):
 //! each shown run's smoothed training loss in its colour (or, without
 //! colour, its shape), the followed run's on top with its validation
-//! losses as dots, and a legend of the latest values.
+//! losses as dots (in colour), and a legend of the latest values.
 //!
 //! ```text
 //! ┌ loss · 3 of 3 runs · whole run · steps ──────────────────────────┐
@@ -26,7 +26,7 @@ use crate::smooth::ema;
 
 pub fn render(frame: &mut Frame, area: Rect, board: &Board) {
     let app = board.followed();
-    let shown = board.shown.iter().filter(|&&shown| shown).count();
+    let shown = board.shown_count();
     let smoothing = match board.smoothing() {
         0 => "no smoothing".to_owned(),
         steps => format!("ema {steps} steps"),
@@ -45,8 +45,8 @@ pub fn render(frame: &mut Frame, area: Rect, board: &Board) {
 
     // The followed run last, so that its curve is on top.
     let order: Vec<usize> = (0..board.runs.len())
-        .filter(|&index| board.shown[index] && index != board.selected)
-        .chain(board.shown[board.selected].then_some(board.selected))
+        .filter(|&index| board.shown(index) && index != board.selected())
+        .chain(board.shown(board.selected()).then_some(board.selected()))
         .collect();
     let curves: Vec<(usize, Vec<(f64, f64)>)> = order
         .iter()
@@ -71,7 +71,8 @@ pub fn render(frame: &mut Frame, area: Rect, board: &Board) {
         })
         .collect();
     // The followed run's validation losses, within its curve's steps.
-    let val = if board.shown[board.selected] {
+    // Without colour, dots would pass for a run's shape.
+    let val = if board.shown(board.selected()) && app.color {
         let first_step = window(app, &app.loss_history).first().map_or(0.0, |p| p.0);
         let points: Vec<(f64, f64)> = window(app, &app.val_history)
             .into_iter()
@@ -85,7 +86,7 @@ pub fn render(frame: &mut Frame, area: Rect, board: &Board) {
         .iter()
         .map(|(index, points)| {
             let mut style = run_color(app, *index);
-            if *index == board.selected {
+            if *index == board.selected() {
                 style = style.add_modifier(Modifier::BOLD);
             }
             Dataset::default()
@@ -99,7 +100,7 @@ pub fn render(frame: &mut Frame, area: Rect, board: &Board) {
         Dataset::default()
             .marker(Marker::Dot)
             .graph_type(GraphType::Scatter)
-            .style(run_color(app, board.selected).add_modifier(Modifier::BOLD))
+            .style(run_color(app, board.selected()).add_modifier(Modifier::BOLD))
             .data(&val),
     );
     let mut series: Vec<&[(f64, f64)]> = shaped.iter().map(|(_, p)| p.as_slice()).collect();
@@ -122,7 +123,7 @@ fn render_legend(
     for (index, points) in listed {
         let run = &board.runs[*index];
         let mut name = Span::raw(run.status.run_name.clone());
-        if *index == board.selected {
+        if *index == board.selected() {
             name = name.style(Modifier::BOLD | Modifier::UNDERLINED);
         }
         spans.push(Span::styled(

@@ -62,7 +62,13 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, lead: Option<Span<'stati
             }
             _ => {}
         }
-        let name = binding.label.split(' ').next().unwrap_or(binding.label);
+        // The first key names the row (`q` of `q Ctrl-C`); a pair of
+        // arrows is named whole.
+        let name = if binding.label == "← →" {
+            "←→"
+        } else {
+            binding.label.split(' ').next().unwrap_or(binding.label)
+        };
         spans.push(Span::styled(name, key(app)));
         spans.push(Span::raw(format!(" {what}  ")));
     }

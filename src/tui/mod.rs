@@ -190,6 +190,10 @@ where
 /// Runs the board until one of its runs asks to exit; `feeds` has one
 /// feed per run, in the board's order. The machine's load goes to every
 /// run; keys go to the board.
+///
+/// # Panics
+///
+/// When `feeds` and the board's runs differ in number.
 pub fn run_board<B: Backend>(
     terminal: &mut Terminal<B>,
     board: &mut Board,
@@ -200,6 +204,7 @@ pub fn run_board<B: Backend>(
 where
     B::Error: std::fmt::Display,
 {
+    assert_eq!(feeds.len(), board.runs.len(), "one feed per run");
     let backend_error = |err: B::Error| io::Error::other(err.to_string());
     let frame_time = Duration::from_secs(1) / MAX_FPS;
     let mut last_draw: Option<Instant> = None;
@@ -265,7 +270,7 @@ where
             Some(Input::Key(key)) => {
                 board.update_all(&Msg::Tick(SystemTime::now()));
                 let command = board.key(key);
-                let send = &mut feeds[board.selected].send;
+                let send = &mut feeds[board.selected()].send;
                 if let Some(problem) = command.and_then(&mut **send) {
                     board.followed_mut().say(problem);
                 }

@@ -128,10 +128,10 @@ fn draw(frame: &mut Frame, app: &App, board: Option<&Board>) {
             format!(
                 " ▶ {} {}/{} ",
                 app.status.run_name,
-                board.selected + 1,
+                board.selected() + 1,
                 board.runs.len()
             ),
-            run_color(app, board.selected).add_modifier(Modifier::BOLD | Modifier::REVERSED),
+            run_color(app, board.selected()).add_modifier(Modifier::BOLD | Modifier::REVERSED),
         )
     });
     footer::render(frame, footer_area, app, lead);

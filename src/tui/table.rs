@@ -77,7 +77,7 @@ pub fn render(frame: &mut Frame, area: Rect, board: &Board) {
         .block(block)
         .row_highlight_style(Style::new().add_modifier(Modifier::BOLD))
         .highlight_symbol("▶ ");
-    let mut state = TableState::default().with_selected(Some(board.selected));
+    let mut state = TableState::default().with_selected(Some(board.selected()));
     frame.render_stateful_widget(table, area, &mut state);
 }
 
@@ -97,7 +97,7 @@ fn cells(board: &Board, index: usize, run: &App) -> Vec<(String, Style)> {
     let s = &run.status;
     let figure = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), loss);
     let percent = |value: f64| format!("{:.0}%", 100.0 * value);
-    let mark = if board.shown[index] {
+    let mark = if board.shown(index) {
         run_marker(app, index).1.repeat(2)
     } else {
         "  ".to_owned()
@@ -144,7 +144,8 @@ fn cells(board: &Board, index: usize, run: &App) -> Vec<(String, Style)> {
 }
 
 /// The run's state as the table says it: an ended run in capitals, one
-/// whose process is gone as GONE, one silent for a minute as silent.
+/// whose process is gone as GONE, one training but silent for a minute as
+/// silent (an evaluation has its own deadlines).
 fn state(app: &App, run: &App) -> (String, Style) {
     let state = run.status.state;
     if run.gone.is_some() {
@@ -157,7 +158,7 @@ fn state(app: &App, run: &App) -> (String, Style) {
         return (state.as_str().to_uppercase(), state_style(app, state));
     }
     let quiet = run.last_event_at.map_or(0.0, |at| run.secs_since(at));
-    if state != RunState::Paused && quiet > QUIET_SECS {
+    if state == RunState::Training && quiet > QUIET_SECS {
         return (
             format!("{} · silent", state.as_str()),
             fg(app, Color::Yellow).add_modifier(Modifier::BOLD),

@@ -12,31 +12,12 @@ use super::app::{App, Exit, Msg};
 use super::sampler::{GpuSample, HostSample, SystemSample};
 use super::*;
 use crate::events::{
-    Command, EvalSummary, Event, GenerationCounters, GenerationOutcome, GenerationStart, RunInfo,
-    RunState, SampleResult, StepMetrics, Summary,
+    Command, EvalSummary, Event, GenerationCounters, GenerationOutcome, GenerationStart, RunState,
+    SampleResult, StepMetrics, Summary,
 };
 
 fn started() -> Event {
-    Event::Started(Box::new(RunInfo {
-        run_name: "demo-run".into(),
-        pid: 4242,
-        device: "cpu".into(),
-        start_step: 0,
-        max_steps: 3000,
-        parameters: 830_976,
-        vocab_size: 262,
-        train_examples: 20_000,
-        val_examples: 500,
-        skipped_overlong: 0,
-        resumed_from: None,
-        evals: 0,
-        counters: GenerationCounters::default(),
-        settings: Some(crate::config::live_settings(
-            &crate::config::Config::default(),
-        )),
-        nonfinite_steps: 0,
-        producer: None,
-    }))
+    crate::events::examples::started("demo-run", 3000)
 }
 
 fn step(step: u64) -> Event {
@@ -1386,7 +1367,7 @@ fn compare_four_runs_120x40() {
         "3,000/3,000",
         "▶ lr-1e-3 2/4",
         "following lr-1e-3 (2/4)",
-        "← run",
+        "←→ run",
     ] {
         assert!(text.contains(shown), "{shown}: {text}");
     }
