@@ -445,6 +445,33 @@ pub struct RunInfo {
     pub producer: Option<Producer>,
 }
 
+impl RunInfo {
+    /// The start of a fresh run of this process, on the CPU, with nothing
+    /// else known yet (no data, no settings): for programs that write a run
+    /// directory of their own, such as fake histories.
+    #[must_use]
+    pub fn new(run_name: impl Into<String>, max_steps: u64) -> Self {
+        Self {
+            run_name: run_name.into(),
+            pid: std::process::id(),
+            device: "cpu".into(),
+            start_step: 0,
+            max_steps,
+            parameters: 0,
+            vocab_size: 0,
+            train_examples: 0,
+            val_examples: 0,
+            skipped_overlong: 0,
+            resumed_from: None,
+            evals: 0,
+            counters: GenerationCounters::default(),
+            settings: None,
+            nonfinite_steps: 0,
+            producer: None,
+        }
+    }
+}
+
 /// Who writes a run: trainui's trainer, or a Python job through the
 /// `trainui` package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -920,24 +947,15 @@ pub(crate) mod examples {
     /// default settings.
     pub(crate) fn started(run_name: &str, max_steps: u64) -> Event {
         Event::Started(Box::new(RunInfo {
-            run_name: run_name.into(),
             pid: 4242,
-            device: "cpu".into(),
-            start_step: 0,
-            max_steps,
             parameters: 830_976,
             vocab_size: 262,
             train_examples: 20_000,
             val_examples: 500,
-            skipped_overlong: 0,
-            resumed_from: None,
-            evals: 0,
-            counters: GenerationCounters::default(),
             settings: Some(crate::config::live_settings(
                 &crate::config::Config::default(),
             )),
-            nonfinite_steps: 0,
-            producer: None,
+            ..RunInfo::new(run_name, max_steps)
         }))
     }
 }

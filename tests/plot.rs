@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use common::trainui;
-use trainui::events::{Event, GenerationCounters, RunInfo, StepMetrics};
+use trainui::events::{Event, RunInfo, StepMetrics};
 use trainui::plot::PALETTE;
 use trainui::rundir;
 
@@ -24,22 +24,8 @@ fn write_run(dir: &Path, steps: u64, start: f64) {
         file.write_all(&line).unwrap();
     };
     write(&Event::Started(Box::new(RunInfo {
-        run_name: "r".into(),
         pid: 1,
-        device: "cpu".into(),
-        start_step: 0,
-        max_steps: steps,
-        parameters: 1,
-        vocab_size: 2,
-        train_examples: 1,
-        val_examples: 1,
-        skipped_overlong: 0,
-        resumed_from: None,
-        evals: 0,
-        counters: GenerationCounters::default(),
-        settings: None,
-        nonfinite_steps: 0,
-        producer: None,
+        ..RunInfo::new("r", steps)
     })));
     for step in 1..=steps {
         let loss = 0.3 + start * (-(step as f64) / 60.0).exp() + 0.1 * (step as f64).sin();

@@ -159,7 +159,7 @@ fn a_run_writes_tensorboard_files_and_export_writes_the_same_from_its_events() {
 #[test]
 fn a_resumed_run_shows_its_rewound_steps_once() {
     use std::io::Write as _;
-    use trainui::events::{Event, GenerationCounters, RunInfo, StepMetrics};
+    use trainui::events::{Event, RunInfo, StepMetrics};
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     std::fs::create_dir(&run).unwrap();
@@ -171,22 +171,9 @@ fn a_resumed_run_shows_its_rewound_steps_once() {
     };
     let started = |start_step| {
         Event::Started(Box::new(RunInfo {
-            run_name: "run".into(),
             pid: 1,
-            device: "cpu".into(),
             start_step,
-            max_steps: 40,
-            parameters: 1,
-            vocab_size: 2,
-            train_examples: 1,
-            val_examples: 1,
-            skipped_overlong: 0,
-            resumed_from: None,
-            evals: 0,
-            counters: GenerationCounters::default(),
-            settings: None,
-            nonfinite_steps: 0,
-            producer: None,
+            ..RunInfo::new("run", 40)
         }))
     };
     let step = |step, loss| {

@@ -139,24 +139,14 @@ fn write_history(run_dir: &Path, steps: u64) -> Result<(u64, u64)> {
 
 fn started(steps: u64) -> Event {
     Event::Started(Box::new(RunInfo {
-        run_name: "week".into(),
-        pid: std::process::id(),
-        device: "cpu".into(),
-        start_step: 0,
-        max_steps: steps,
         parameters: 3_716_608,
         vocab_size: 2048,
         train_examples: 20_000,
         val_examples: 500,
-        skipped_overlong: 0,
-        resumed_from: None,
-        evals: 0,
-        counters: trainui::events::GenerationCounters::default(),
         settings: Some(trainui::config::live_settings(
             &trainui::config::Config::default(),
         )),
-        nonfinite_steps: 0,
-        producer: None,
+        ..RunInfo::new("week", steps)
     }))
 }
 

@@ -135,24 +135,14 @@ pub(super) fn evaluation_events(at: u64) -> Vec<Event> {
 pub fn measure(history_steps: u64, frames: usize, sizes: &[(u16, u16)]) -> UiFigures {
     let mut app = App::new("bench".into(), 2_000_000, true);
     app.apply(&Event::Started(Box::new(RunInfo {
-        run_name: "bench".into(),
-        pid: std::process::id(),
-        device: "cpu".into(),
-        start_step: 0,
-        max_steps: 2_000_000,
         parameters: 3_716_608,
         vocab_size: 2048,
         train_examples: 20_000,
         val_examples: 500,
-        skipped_overlong: 0,
-        resumed_from: None,
-        evals: 0,
-        counters: GenerationCounters::default(),
         settings: Some(trainui::config::live_settings(
             &trainui::config::Config::default(),
         )),
-        nonfinite_steps: 0,
-        producer: None,
+        ..RunInfo::new("bench", 2_000_000)
     })));
     app.apply(&Event::State {
         step: 0,
