@@ -309,8 +309,9 @@ fn every_live_key_takes_effect_through_ctl_set() {
     let greedy = evaluate(&run).0[0]["output"].clone();
     assert_eq!(evaluate(&run).0[0]["output"], greedy);
     set(&run, "eval.temperature", "1.0");
-    let drawn = evaluate(&run).0[0]["output"].clone();
-    assert_ne!(drawn, greedy);
+    // A small model can draw the greedy text by chance: up to five draws.
+    let differs = (0..5).any(|_| evaluate(&run).0[0]["output"] != greedy);
+    assert!(differs, "five draws at temperature 1.0 all gave {greedy}");
 
     // eval.max_new_tokens and eval.min_new_tokens: exactly 3 tokens.
     set(&run, "eval.min_new_tokens", "3");
