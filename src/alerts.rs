@@ -123,13 +123,9 @@ pub fn of(event: &Event, run_name: &str) -> Option<Alert> {
 /// tmux's own to show.
 #[must_use]
 pub fn terminal_bytes(alert: &Alert, tmux: bool) -> Vec<u8> {
-    // Control characters would end the sequence early; `;` separates
-    // OSC 777's fields.
-    let clean = |text: &str| -> String {
-        text.chars()
-            .map(|c| if c.is_control() || c == ';' { ' ' } else { c })
-            .collect()
-    };
+    // Text from a run, escaped as everywhere (a control character would
+    // end the sequence early); `;` separates OSC 777's fields.
+    let clean = |text: &str| -> String { crate::text::escape(text).replace(';', " ") };
     let (title, body) = (clean(&alert.title), clean(&alert.body));
     let notifications = [
         format!("\x1b]9;{title}: {body}\x07"),
@@ -372,13 +368,13 @@ mod tests {
         let alert = Alert {
             kind: Kind::Failed,
             title: "trainui: demo failed".into(),
-            body: "at step 9; out\x1b[31m of memory".into(),
+            body: "at step 9; out\x1b[31m of\u{202e} memory".into(),
         };
         let plain = String::from_utf8(terminal_bytes(&alert, false)).unwrap();
         assert_eq!(
             plain,
-            "\x07\x1b]9;trainui: demo failed: at step 9  out [31m of memory\x07\
-             \x1b]777;notify;trainui: demo failed;at step 9  out [31m of memory\x07"
+            "\x07\x1b]9;trainui: demo failed: at step 9  out\\x1b[31m of\\u{202e} memory\x07\
+             \x1b]777;notify;trainui: demo failed;at step 9  out\\x1b[31m of\\u{202e} memory\x07"
         );
         let tmux = String::from_utf8(terminal_bytes(&alert, true)).unwrap();
         assert!(

@@ -71,6 +71,9 @@ struct Manifest {
     files: BTreeMap<String, u64>,
 }
 
+/// Largest manifest or trainer state read (a few kilobytes in practice).
+const STATE_LIMIT: u64 = 1 << 20;
+
 /// Folder of the checkpoints of a run.
 #[must_use]
 pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
@@ -212,8 +215,10 @@ pub fn verify(path: &Path) -> Result<TrainerState> {
 }
 
 fn verified(path: &Path) -> std::result::Result<TrainerState, String> {
+    // The manifest and the state are small; anything else in their place
+    // (a FIFO, a device, a huge file) is named, not read.
     let read = |name: &str| {
-        fs::read(path.join(name)).map_err(|err| format!("{}: {err}", path.join(name).display()))
+        crate::runfile::read(&path.join(name), STATE_LIMIT).map_err(|err| err.at(&path.join(name)))
     };
     let manifest: Manifest = serde_json::from_slice(&read(MANIFEST_FILE)?)
         .map_err(|err| format!("{}: unreadable manifest: {err}", path.display()))?;
@@ -225,9 +230,15 @@ fn verified(path: &Path) -> std::result::Result<TrainerState, String> {
         ));
     }
     for (name, size) in &manifest.files {
-        let actual = fs::metadata(path.join(name))
-            .map(|m| m.len())
-            .map_err(|err| format!("{}: {err}", path.join(name).display()))?;
+        let file = path.join(name);
+        let meta = fs::metadata(&file).map_err(|err| format!("{}: {err}", file.display()))?;
+        if !meta.is_file() {
+            return Err(format!(
+                "{}: not a regular file; a checkpoint holds files only",
+                file.display()
+            ));
+        }
+        let actual = meta.len();
         if actual != *size {
             return Err(format!(
                 "{}: {actual} bytes where the manifest says {size}: incomplete",

@@ -12,8 +12,12 @@ use crate::control;
 use crate::error::{Error, Result};
 use crate::events::{Command, CommandKind, Event, RunStatus};
 use crate::lines::{duration, thousands};
+use crate::process;
 use crate::ranks::{self, RankView};
 use crate::rundir::{self, EventTail};
+use crate::runfile;
+use crate::runlock;
+use crate::text;
 
 /// Sends a command file to a running job and waits for its answer: first
 /// the spool's (accepted or rejected), then the trainer's acknowledgement
@@ -37,11 +41,14 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
                     ..
                 } if answer == id => {
                     if !accepted {
-                        return Err(Error::Rejected(format!("{word}: rejected: {message}")));
+                        return Err(Error::Rejected(format!(
+                            "{word}: rejected: {}",
+                            text::escape(&message)
+                        )));
                     }
                     answered = true;
                     if matches!(command, Command::Set(_)) {
-                        println!("{word}: {message}");
+                        process::print(format!("{word}: {}\n", text::escape(&message)));
                         return Ok(());
                     }
                 }
@@ -50,7 +57,7 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
                     message,
                     ..
                 } if answered && acked == command => {
-                    println!("{word}: {message}");
+                    process::print(format!("{word}: {}\n", text::escape(&message)));
                     return Ok(());
                 }
                 _ => {}
@@ -59,16 +66,20 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     if answered {
-        println!("{word}: accepted; the trainer acts at its next step boundary");
+        process::print(format!(
+            "{word}: accepted; the trainer acts at its next step boundary\n"
+        ));
         return Ok(());
     }
     control::withdraw(&args.run_dir, &id);
-    let why = match rundir::read_status(&args.run_dir) {
-        Ok(status) if rundir::run_alive(&args.run_dir, status.pid) => {
+    let why = match (rundir::read_status(&args.run_dir), &tail.problem) {
+        // Its answer, if any, cannot be read.
+        (_, Some(problem)) => problem.clone(),
+        (Ok(status), None) if runlock::run_alive(&args.run_dir, status.pid) => {
             format!("process {} is alive but did not answer", status.pid)
         }
-        Ok(status) => format!("its process {} is not running", status.pid),
-        Err(_) => "it has no status file".to_owned(),
+        (Ok(status), None) => format!("its process {} is not running", status.pid),
+        (Err(err), None) => err.to_string(),
     };
     Err(Error::Failed(format!(
         "no answer from the run in {} within {}s: {why}; the command was withdrawn",
@@ -103,54 +114,89 @@ fn command_of(kind: CommandKind, assignments: &[String]) -> Result<Command> {
     Ok(Command::Set(changes))
 }
 
-/// `trainui status`: the status file as it is (`--json`), or a summary
-/// that says whether the run's process is still alive.
+/// `trainui status`: the status file parsed and printed again as JSON
+/// (`--json`), or a summary that says whether the run's process is still
+/// alive. Text from the file never reaches the terminal unescaped.
 pub fn status(args: &StatusArgs) -> Result<()> {
     if args.json {
         let path = args.run_dir.join(rundir::STATUS_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::Usage(format!(
-                "{}: cannot read the status file: {e}",
+        let bytes = runfile::read(&path, runfile::STATUS_LIMIT).map_err(|err| {
+            Error::Usage(format!("{}: cannot read the status file", err.at(&path)))
+        })?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|err| {
+            Error::Input(format!(
+                "{}: not a trainui status file: {err}",
                 path.display()
             ))
         })?;
-        print!("{text}");
+        let json = serde_json::to_string_pretty(&value).expect("a JSON value serialises");
+        process::print(format!("{}\n", text::json_safe(json)));
         return Ok(());
     }
-    let status = rundir::read_status(&args.run_dir)?;
-    let alive = rundir::run_alive(&args.run_dir, status.pid);
+    let (status, unknown) = rundir::read_status_fields(&args.run_dir)?;
+    let alive = runlock::run_alive(&args.run_dir, status.pid);
     let stall_timeout = status
         .settings
         .as_ref()
         .map_or(300.0, |s| s.watchdog.stall_timeout_seconds);
     let ranks = ranks::read(&args.run_dir, control::unix_now(), stall_timeout);
-    print!("{}", describe_status(&status, alive, &ranks));
+    for field in &unknown {
+        process::say(format!(
+            "warning: {}: field {}; shown as ?",
+            args.run_dir.join(rundir::STATUS_FILE).display(),
+            field.why
+        ));
+    }
+    let unknown: Vec<String> = unknown.into_iter().map(|field| field.name).collect();
+    process::print(describe_status(&status, alive, &ranks, &unknown));
     Ok(())
 }
 
-fn describe_status(status: &RunStatus, alive: bool, ranks: &[RankView]) -> String {
-    let number = |value: Option<f64>, digits: usize| {
-        value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+/// The summary `status` prints; the fields in `unknown` (which the file
+/// held in a form this trainui cannot take) show as `?`.
+fn describe_status(
+    status: &RunStatus,
+    alive: bool,
+    ranks: &[RankView],
+    unknown: &[String],
+) -> String {
+    let shown = |field: &str, text: String| {
+        if unknown.iter().any(|u| u == field) {
+            "?".to_owned()
+        } else {
+            text
+        }
+    };
+    let number = |field: &str, value: Option<f64>, digits: usize| {
+        shown(
+            field,
+            value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}")),
+        )
     };
     let mut out = String::new();
     let process = if alive { "running" } else { "not running" };
     let _ = writeln!(
         out,
         "run        {} (pid {}, {process})",
-        status.run_name, status.pid
+        shown("run_name", text::escape(&status.run_name).into_owned()),
+        shown("pid", status.pid.to_string())
     );
     if let Some(producer) = status.producer.as_ref().filter(|p| p.name != "trainui") {
         let _ = writeln!(
             out,
             "job        {} {} ({}), {} rank{}",
-            producer.name,
-            producer.version,
-            producer.framework,
+            text::escape(&producer.name),
+            text::escape(&producer.version),
+            text::escape(&producer.framework),
             producer.world_size,
             if producer.world_size == 1 { "" } else { "s" }
         );
     }
-    let _ = writeln!(out, "state      {}", status.state.as_str());
+    let _ = writeln!(
+        out,
+        "state      {}",
+        shown("state", status.state.as_str().to_owned())
+    );
     if !alive && !status.state.is_final() {
         let _ = writeln!(
             out,
@@ -160,42 +206,63 @@ fn describe_status(status: &RunStatus, alive: bool, ranks: &[RankView]) -> Strin
     let percent = 100.0 * status.current_step as f64 / status.max_steps.max(1) as f64;
     let _ = writeln!(
         out,
-        "step       {} / {} ({percent:.1}%)",
-        status.current_step, status.max_steps
+        "step       {} / {} ({})",
+        shown("current_step", status.current_step.to_string()),
+        shown("max_steps", status.max_steps.to_string()),
+        shown(
+            if unknown.iter().any(|u| u == "max_steps") {
+                "max_steps"
+            } else {
+                "current_step"
+            },
+            format!("{percent:.1}%")
+        )
     );
     let _ = writeln!(
         out,
         "loss       {}  (val {})",
-        number(status.loss, 4),
-        number(status.val_loss, 4)
+        number("loss", status.loss, 4),
+        number("val_loss", status.val_loss, 4)
     );
     let _ = writeln!(
         out,
         "lr         {}",
-        status
-            .learning_rate
-            .map_or_else(|| "-".to_owned(), |lr| format!("{lr:.2e}"))
+        shown(
+            "learning_rate",
+            status
+                .learning_rate
+                .map_or_else(|| "-".to_owned(), |lr| format!("{lr:.2e}"))
+        )
     );
     let _ = writeln!(
         out,
         "speed      {} tok/s",
-        status
-            .tokens_per_sec
-            .map_or_else(|| "-".to_owned(), |t| thousands(t as u64))
+        shown(
+            "tokens_per_sec",
+            status
+                .tokens_per_sec
+                .map_or_else(|| "-".to_owned(), |t| thousands(t as u64))
+        )
     );
     let _ = writeln!(
         out,
         "time       elapsed {}, eta {}",
-        duration(status.elapsed_secs),
-        status.eta_secs.map_or_else(|| "-".to_owned(), duration)
+        shown("elapsed_secs", duration(status.elapsed_secs)),
+        shown(
+            "eta_secs",
+            status.eta_secs.map_or_else(|| "-".to_owned(), duration)
+        )
     );
     let _ = writeln!(
         out,
         "eval       {} evals, exact match {}",
-        status.evals,
-        status
-            .exact_match
-            .map_or_else(|| "-".to_owned(), |m| format!("{:.1}%", 100.0 * m))
+        shown("evals", status.evals.to_string()),
+        shown(
+            "exact_match",
+            status
+                .exact_match
+                .map_or_else(|| "-".to_owned(), |m| format!("{:.1}%", 100.0 * m))
+        )
     );
     let warns = status.settings.as_ref().map_or_else(String::new, |s| {
         format!(", warns above {:.1}%", 100.0 * s.eval.timeout_warn_rate)
@@ -203,19 +270,22 @@ fn describe_status(status: &RunStatus, alive: bool, ranks: &[RankView]) -> Strin
     let _ = writeln!(
         out,
         "generate   {} generations: {} completed, {} timeouts, {} aborts, {} errors \
-         (timeout rate {:.1}%{warns})",
-        status.generations,
-        status.completed,
-        status.timeouts,
-        status.aborts,
-        status.errors,
-        100.0 * status.timeout_rate
+         (timeout rate {}{warns})",
+        shown("generations", status.generations.to_string()),
+        shown("completed", status.completed.to_string()),
+        shown("timeouts", status.timeouts.to_string()),
+        shown("aborts", status.aborts.to_string()),
+        shown("errors", status.errors.to_string()),
+        shown(
+            "timeout_rate",
+            format!("{:.1}%", 100.0 * status.timeout_rate)
+        )
     );
     if let Some(path) = &status.last_checkpoint {
-        let _ = writeln!(out, "checkpoint {path}");
+        let _ = writeln!(out, "checkpoint {}", text::escape(path));
     }
     if let Some(message) = &status.last_message {
-        let _ = writeln!(out, "last       {message}");
+        let _ = writeln!(out, "last       {}", text::escape(message));
     }
     for view in ranks {
         let _ = writeln!(
@@ -231,7 +301,7 @@ fn describe_status(status: &RunStatus, alive: bool, ranks: &[RankView]) -> Strin
             out,
             "           rank {} went silent first: last beat {} at step {}, {}{}",
             beat.rank,
-            beat.beat,
+            text::escape(&beat.beat),
             beat.step,
             beat.phase.as_str(),
             if first.verdict == ranks::Verdict::Gone {
@@ -241,7 +311,11 @@ fn describe_status(status: &RunStatus, alive: bool, ranks: &[RankView]) -> Strin
             }
         );
     }
-    let _ = writeln!(out, "updated    {}", status.updated_at);
+    let _ = writeln!(
+        out,
+        "updated    {}",
+        shown("updated_at", text::escape(&status.updated_at).into_owned())
+    );
     out
 }
 
@@ -255,10 +329,10 @@ mod tests {
         let mut status = RunStatus::new("demo".into(), 100);
         status.state = RunState::Training;
         status.current_step = 40;
-        let text = describe_status(&status, false, &[]);
+        let text = describe_status(&status, false, &[], &[]);
         assert!(text.contains("step       40 / 100 (40.0%)"), "{text}");
         assert!(text.contains("gone without a final state"), "{text}");
-        assert!(!describe_status(&status, true, &[]).contains("gone"));
+        assert!(!describe_status(&status, true, &[], &[]).contains("gone"));
     }
 
     #[test]

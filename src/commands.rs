@@ -7,6 +7,9 @@ use trainui::cli::{BenchArgs, ExportArgs, GenerateArgs, TokenizerArgs};
 use trainui::data;
 use trainui::error::{Error, Result};
 use trainui::events::GenerationOutcome;
+use trainui::{process, text};
+
+use std::io::IsTerminal as _;
 
 /// Prints a completion; a generation that did not complete is a failure.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
@@ -22,13 +25,15 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             seed: args.seed,
         },
     )?;
+    // Model text reaches a terminal escaped; a pipe or a file gets it as
+    // it is (JSON is escaped either way).
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&generation).expect("a generation serialises")
-        );
+        let json = serde_json::to_string(&generation).expect("a generation serialises");
+        process::print(format!("{}\n", text::json_safe(json)));
+    } else if std::io::stdout().is_terminal() {
+        process::print(format!("{}\n", text::escape_lines(&generation.completion)));
     } else {
-        println!("{}", generation.completion);
+        process::print(format!("{}\n", generation.completion));
     }
     let how = match &generation.outcome {
         GenerationOutcome::Completed => return Ok(()),
@@ -45,11 +50,11 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
 
 pub fn export(args: &ExportArgs) -> Result<()> {
     inference::export(&args.checkpoint, &args.out)?;
-    println!(
-        "exported {} to {}",
+    process::print(format!(
+        "exported {} to {}\n",
         args.checkpoint.display(),
         args.out.display()
-    );
+    ));
     Ok(())
 }
 
@@ -60,7 +65,7 @@ pub fn tokenizer(args: TokenizerArgs) -> Result<()> {
         out: args.out,
     };
     let size = data::train_tokenizer(&options)?;
-    println!("wrote {} ({size} tokens)", options.out.display());
+    process::print(format!("wrote {} ({size} tokens)\n", options.out.display()));
     Ok(())
 }
 
@@ -70,12 +75,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if args.history_only {
         let figures = bench::history_only(args.history_steps.max(1))?;
         if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&figures).expect("the figures serialise")
-            );
+            let json = serde_json::to_string_pretty(&figures).expect("the figures serialise");
+            process::print(format!("{json}\n"));
         } else {
-            print!("{}", bench::report::history_table(&figures));
+            process::print(bench::report::history_table(&figures));
         }
         return Ok(());
     }
@@ -92,12 +95,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         history_steps: args.history_steps,
     })?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("the report serialises")
-        );
+        let json = serde_json::to_string_pretty(&report).expect("the report serialises");
+        process::print(format!("{json}\n"));
     } else {
-        print!("{}", report.table());
+        process::print(report.table());
     }
     Ok(())
 }

@@ -415,6 +415,35 @@ fn mistake(source: &str, message: impl fmt::Display) -> Error {
     Error::Config(format!("{source}: {message}"))
 }
 
+/// The keys whose value is a command trainui runs (or names a program it
+/// executes). They come only from the user's own `--config` and `--set`:
+/// a config read from a run directory or a checkpoint, which another
+/// program or user may have written, is read without them
+/// ([`without_commands`]).
+pub const COMMAND_KEYS: &[&str] = &["alerts.command"];
+
+/// `value` (a config read from a run directory or a checkpoint) without
+/// the keys of [`COMMAND_KEYS`]; returns those it held.
+pub fn without_commands(value: &mut Value) -> Vec<&'static str> {
+    let mut removed = Vec::new();
+    for &key in COMMAND_KEYS {
+        let (section, name) = key.rsplit_once('.').unwrap_or(("", key));
+        let parent = if section.is_empty() {
+            Some(&mut *value)
+        } else {
+            section
+                .split('.')
+                .try_fold(&mut *value, |node, part| node.get_mut(part))
+        };
+        if let Some(Value::Object(fields)) = parent
+            && fields.remove(name).is_some_and(|v| !v.is_null())
+        {
+            removed.push(key);
+        }
+    }
+    removed
+}
+
 /// Reads the config file (or the defaults when `path` is `None`), applies the
 /// `--set KEY=VALUE` overrides in order and validates the result.
 pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
@@ -425,20 +454,37 @@ pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
     from_value(&source, value, overrides)
 }
 
-/// A config file as JSON, with its mistakes of form (invalid JSON, a key
+/// A config file of the user's (`--config`, which may be a pipe such as
+/// `<(jq ...)`) as JSON, with its mistakes of form (invalid JSON, a key
 /// given twice) named by line.
 pub fn read_file(path: &Path) -> Result<Value> {
     let source = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|err| mistake(&source, format!("cannot read the config file: {err}")))?;
-    let value: Value = serde_json::from_str(&text).map_err(|err| {
+    parse_file(&source, &text)
+}
+
+/// The config.json of a run directory, read as every file there is (a
+/// regular file of at most [`crate::runfile::CONFIG_LIMIT`] bytes, never
+/// waited on), as [`read_file`] reads it.
+pub fn read_saved(path: &Path) -> Result<Value> {
+    let source = path.display().to_string();
+    let bytes = crate::runfile::read(path, crate::runfile::CONFIG_LIMIT)
+        .map_err(|err| mistake(&source, format!("cannot read the config file: {err}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|err| mistake(&source, format!("not UTF-8 text: {err}")))?;
+    parse_file(&source, &text)
+}
+
+fn parse_file(source: &str, text: &str) -> Result<Value> {
+    let value: Value = serde_json::from_str(text).map_err(|err| {
         Error::Config(format!(
             "{source}:{}:{}: invalid JSON: {err}",
             err.line(),
             err.column()
         ))
     })?;
-    if let Some((key, first, second)) = duplicate_key(&text) {
+    if let Some((key, first, second)) = duplicate_key(text) {
         return Err(Error::Config(format!(
             "{source}:{second}: \"{key}\" is given twice (lines {first} and {second}); \
              keep one"

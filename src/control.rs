@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::Read;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -66,15 +66,19 @@ pub fn unix_now() -> f64 {
 
 /// Writes a request atomically (a hidden temporary name, then a rename), so
 /// the run never reads half a file. Returns the request's id.
+/// The spool must pass the checks the run makes of it ([`check_spool`]): a
+/// command is never written through a link, into another user's folder or
+/// one that others can open or swap.
 pub fn send(run_dir: &Path, command: &Command) -> Result<String> {
     let dir = spool_dir(run_dir);
-    if !dir.is_dir() {
+    if fs::symlink_metadata(&dir).is_err() {
         return Err(Error::Usage(format!(
             "{}: no control folder; is {} a trainui run directory, and has its run started?",
             dir.display(),
             run_dir.display()
         )));
     }
+    check_spool_as(run_dir, "no command was sent: steer only runs of your own")?;
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -87,7 +91,14 @@ pub fn send(run_dir: &Path, command: &Command) -> Result<String> {
     };
     let json = serde_json::to_vec(&request).expect("a request serialises");
     let temp = dir.join(format!(".{id}.tmp"));
-    fs::write(&temp, json).map_err(Error::io("cannot write a command file", &temp))?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&temp)
+        .and_then(|mut file| file.write_all(&json))
+        .map_err(Error::io("cannot write a command file", &temp))?;
     let path = dir.join(format!("{id}.json"));
     fs::rename(&temp, &path).map_err(Error::io("cannot place a command file", &path))?;
     Ok(id)
@@ -261,11 +272,13 @@ impl Spool {
         }
     }
 
-    /// An edit of RUN_DIR/config.json: live keys apply, others are refused.
+    /// An edit of RUN_DIR/config.json: live keys apply, others are refused,
+    /// and so is a file that others could have written.
     fn reread_config(&mut self, path: &Path) {
         let source = path.display().to_string();
-        let edited =
-            config::read_file(path).and_then(|value| config::from_value(&source, value, &[]));
+        let edited = owned_by_me_alone(path)
+            .and_then(|()| config::read_saved(path))
+            .and_then(|value| config::from_value(&source, value, &[]));
         let outcome = edited.and_then(|mut edited| {
             // Relative data paths mean what they meant at start.
             if let Ok(cwd) = std::env::current_dir() {
@@ -338,17 +351,6 @@ fn command_file(path: &Path) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The effective user and group ids of this process (the owner of
-/// `/proc/self`).
-fn effective_ids() -> Result<(u32, u32)> {
-    fs::metadata("/proc/self")
-        .map(|m| (m.uid(), m.gid()))
-        .map_err(Error::io(
-            "cannot read this process's user",
-            Path::new("/proc/self"),
-        ))
-}
-
 /// Whether group `gid` is `uid`'s own, proved from /etc/passwd and
 /// /etc/group: the user's primary group, of the user's name, and no other
 /// user has it as primary group or is listed in it (the "user private
@@ -394,14 +396,22 @@ fn private_group(gid: u32, uid: u32) -> bool {
 /// of this user's own may write).
 /// Anything else is refused before the run writes a file.
 pub fn check_spool(run_dir: &Path) -> Result<()> {
-    let (uid, gid) = effective_ids()?;
+    let dir = spool_dir(run_dir);
+    check_spool_as(
+        run_dir,
+        &format!("pick another --run-dir, or move {} away", dir.display()),
+    )
+}
+
+/// [`check_spool`], its refusals ending with `advice`.
+fn check_spool_as(run_dir: &Path, advice: &str) -> Result<()> {
+    let (uid, gid) = crate::process::effective_ids()?;
     let dir = spool_dir(run_dir);
     let refuse = |why: String| {
         Err(Error::Usage(format!(
             "{}: {why}; the control folder of a run is made by trainui (mode 0700, \
-             owned by the user who runs it): pick another --run-dir, or move {} away",
+             owned by the user who runs it): {advice}",
             dir.display(),
-            dir.display()
         )))
     };
     match fs::symlink_metadata(&dir) {
@@ -460,6 +470,35 @@ pub fn check_spool(run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether a run's config.json may steer it (a live edit, or the settings
+/// a run is started again with): a regular file (not a link) of this
+/// process's user that no other user can write, in a run directory that
+/// passed [`check_spool`] (so nobody else can swap it).
+pub fn owned_by_me_alone(path: &Path) -> Result<()> {
+    let (uid, _) = crate::process::effective_ids()?;
+    let meta = fs::symlink_metadata(path).map_err(Error::io("cannot read", path))?;
+    let why = if meta.file_type().is_symlink() {
+        "it is a symbolic link".to_owned()
+    } else if !meta.is_file() {
+        "it is not a regular file".to_owned()
+    } else if meta.uid() != uid {
+        format!("it belongs to user {}, not to you ({uid})", meta.uid())
+    } else if meta.mode() & 0o022 != 0 {
+        format!(
+            "other users can write to it (mode {:o})",
+            meta.mode() & 0o777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::Usage(format!(
+        "{}: refused: {why}; a run takes settings from a file only its owner can write \
+         (chmod go-w {}), or from trainui ctl RUN_DIR set KEY=VALUE",
+        path.display(),
+        path.display()
+    )))
+}
+
 /// Reads a request file, refusing links, non-files and anything large.
 fn read_request(path: &Path) -> std::result::Result<Request, String> {
     command_file(path)?;
@@ -470,10 +509,13 @@ fn read_request(path: &Path) -> std::result::Result<Request, String> {
             meta.len()
         ));
     }
-    let mut text = String::new();
-    fs::File::open(path)
-        .and_then(|f| f.take(MAX_REQUEST_BYTES).read_to_string(&mut text))
-        .map_err(|e| format!("unreadable: {e}"))?;
+    let bytes = crate::runfile::read(path, MAX_REQUEST_BYTES).map_err(|e| match e {
+        crate::runfile::ReadError::TooLarge { .. } => {
+            format!("refused: more than {MAX_REQUEST_BYTES} bytes")
+        }
+        e => format!("unreadable: {e}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| format!("not a command: {e}"))?;
     parse_request(&text)
 }
 

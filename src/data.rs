@@ -184,7 +184,13 @@ fn read_tokenizer(path: &Path, fix: &str) -> Result<Tokenizer> {
             path.display()
         )));
     }
-    Tokenizer::from_file(path).map_err(|err| {
+    let text = crate::runfile::read_text(path).map_err(|err| {
+        Error::Input(format!(
+            "{}: cannot read the tokenizer: {err}",
+            path.display()
+        ))
+    })?;
+    Tokenizer::from_bytes(text).map_err(|err| {
         Error::Input(format!(
             "{}: not a valid tokenizer.json: {err}",
             path.display()
@@ -203,7 +209,7 @@ pub fn load_examples(
     let file_name = path
         .file_name()
         .map_or_else(|| name.to_string(), |n| n.to_string_lossy().into_owned());
-    let text = fs::read_to_string(path)
+    let text = crate::runfile::read_text(path)
         .map_err(|err| Error::Input(format!("{name}: cannot read the data file: {err}")))?;
     let mut examples = Vec::new();
     let mut skipped_overlong = 0;
@@ -313,7 +319,7 @@ pub fn train_tokenizer(options: &TokenizerTraining) -> Result<u32> {
     let mut texts = Vec::new();
     for path in &options.data {
         let name = path.display();
-        let text = fs::read_to_string(path)
+        let text = crate::runfile::read_text(path)
             .map_err(|err| Error::Input(format!("{name}: cannot read the data file: {err}")))?;
         for (index, line) in text.lines().enumerate() {
             if line.trim().is_empty() {

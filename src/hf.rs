@@ -193,7 +193,7 @@ pub fn read_folder(folder: &Path) -> Result<HfFolder> {
 
 fn read_folder_of(folder: &Path) -> std::result::Result<HfFolder, String> {
     let config_path = folder.join(CONFIG_FILE);
-    let text = fs::read_to_string(&config_path).map_err(|e| {
+    let text = crate::runfile::read_text(&config_path).map_err(|e| {
         format!(
             "{}: cannot read the model's config ({e}); model.init_from must name a Hugging Face \
              model folder with config.json, model.safetensors and tokenizer.json",
@@ -205,7 +205,7 @@ fn read_folder_of(folder: &Path) -> std::result::Result<HfFolder, String> {
     let at = |message: String| format!("{}: {message}", config_path.display());
     let architecture = parse_architecture(&config).map_err(at)?;
     let eos_token_id = eos_of(&config).or_else(|| {
-        fs::read_to_string(folder.join("generation_config.json"))
+        crate::runfile::read_text(&folder.join("generation_config.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .and_then(|c| eos_of(&c))
@@ -243,7 +243,7 @@ fn weight_files(folder: &Path) -> std::result::Result<Vec<PathBuf>, String> {
             folder.display()
         ));
     }
-    let index: Value = fs::read_to_string(&index_path)
+    let index: Value = crate::runfile::read_text(&index_path)
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
         .map_err(|e| format!("{}: {e}", index_path.display()))?;
@@ -680,7 +680,7 @@ fn check_weights(
 /// data starts.
 fn read_header(path: &Path) -> std::result::Result<(BTreeMap<String, Value>, u64), String> {
     use std::io::Read;
-    let mut file = fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut file = crate::runfile::open(path).map_err(|e| e.to_string())?;
     let mut length = [0u8; 8];
     file.read_exact(&mut length)
         .map_err(|e| format!("not a safetensors file: {e}"))?;

@@ -31,11 +31,14 @@ pub mod process;
 pub mod ranks;
 pub mod recorder;
 pub mod rundir;
+pub mod runfile;
+pub mod runlock;
 pub mod runs;
 #[cfg(test)]
 mod schema;
 pub mod smooth;
 pub mod tensorboard;
+pub mod text;
 pub mod tui;
 pub mod watch;
 pub mod watchdog;
@@ -55,7 +58,10 @@ pub fn without_torch(command: Commands) -> std::result::Result<ExitCode, Box<Com
         Commands::Runs(args) => runs::run(&args.dir, args.json),
         Commands::ExportTensorboard(args) => {
             tensorboard::export(&args.run_dir, args.out.as_deref()).map(|path| {
-                println!("wrote {}", path.display());
+                process::print(format!(
+                    "wrote {}\n",
+                    text::escape(&path.display().to_string())
+                ));
             })
         }
         Commands::Plot(args) => plot::run(&plot::PlotOptions {

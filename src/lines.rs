@@ -6,6 +6,7 @@
 use std::fmt::Write;
 
 use crate::events::{EvalSummary, Event, GenerationOutcome, OnNonFinite, RunState, SampleResult};
+use crate::text::escape;
 
 /// How lines are decorated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +122,8 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
         Event::Started(info) => {
             let mut line = format!(
                 "run {} | device {} | {} parameters | vocab {} | {} train / {} val examples",
-                info.run_name,
-                info.device,
+                escape(&info.run_name),
+                escape(&info.device),
                 thousands(info.parameters),
                 info.vocab_size,
                 thousands(info.train_examples),
@@ -132,7 +133,12 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
                 let _ = write!(line, " | {} overlong skipped", info.skipped_overlong);
             }
             if let Some(from) = &info.resumed_from {
-                let _ = write!(line, "\nresumed from {from} at step {}", info.start_step);
+                let _ = write!(
+                    line,
+                    "\nresumed from {} at step {}",
+                    escape(from),
+                    info.start_step
+                );
             }
             line
         }
@@ -161,12 +167,14 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
         Event::CommandAck {
             command, message, ..
         } => {
-            format!("command {}: {message}", command.word())
+            format!("command {}: {}", command.word(), escape(message))
         }
         Event::Settings { .. } => return None,
-        Event::Warning { step, message } => {
-            style.marker("⚠️ ", "33", &format!("WARNING at step {step}: {message}"))
-        }
+        Event::Warning { step, message } => style.marker(
+            "⚠️ ",
+            "33",
+            &format!("WARNING at step {step}: {}", escape(message)),
+        ),
         Event::EvalStarted { step, .. } => {
             let rule = "=".repeat(64);
             format!("{rule}\nFULL EVAL - Step {step}\n{rule}")
@@ -176,7 +184,9 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
         }
         Event::Sample(sample) => format_sample(sample, style),
         Event::EvalFinished(summary) => format_eval_summary(summary),
-        Event::Checkpoint { step, path } => format!("checkpoint saved at step {step}: {path}"),
+        Event::Checkpoint { step, path } => {
+            format!("checkpoint saved at step {step}: {}", escape(path))
+        }
         Event::NonFinite {
             step,
             loss,
@@ -219,7 +229,12 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
             accepted: true,
             message,
         } => {
-            format!("control {command} ({id}): {message}")
+            format!(
+                "control {} ({}): {}",
+                escape(command),
+                escape(id),
+                escape(message)
+            )
         }
         Event::Control {
             id,
@@ -229,7 +244,12 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
         } => style.marker(
             "⚠️ ",
             "33",
-            &format!("control {command} ({id}) REJECTED: {message}"),
+            &format!(
+                "control {} ({}) REJECTED: {}",
+                escape(command),
+                escape(id),
+                escape(message)
+            ),
         ),
         Event::Recovered { step, phase } => {
             format!(
@@ -253,9 +273,11 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
                 duration(summary.elapsed_secs)
             )
         }
-        Event::Failed { step, message } => {
-            style.marker("💥", "1;31", &format!("FAILED at step {step}: {message}"))
-        }
+        Event::Failed { step, message } => style.marker(
+            "💥",
+            "1;31",
+            &format!("FAILED at step {step}: {}", escape(message)),
+        ),
     })
 }
 
@@ -265,10 +287,12 @@ fn format_sample(s: &SampleResult, style: Style) -> String {
     } else {
         ", partial"
     };
+    // The prompt as Rust's `{:?}` writes it: quoted, with every control
+    // and bidirectional character escaped.
     let whom = format!(
         "example {}, {}, prompt {:?}",
         s.example,
-        s.origin,
+        escape(&s.origin),
         clip(&s.prompt, 60)
     );
     let verdict = match &s.outcome {
@@ -294,8 +318,9 @@ fn format_sample(s: &SampleResult, style: Style) -> String {
             "💥",
             "1;31",
             &format!(
-                "ERROR: generation failed at step {} ({whom}): {message}",
-                s.step
+                "ERROR: generation failed at step {} ({whom}): {}",
+                s.step,
+                escape(message)
             ),
         ),
     };
@@ -305,7 +330,10 @@ fn format_sample(s: &SampleResult, style: Style) -> String {
     [
         format!(
             "--- Sample {}/{} (example {}, {}) ---",
-            s.sample, s.of, s.example, s.origin
+            s.sample,
+            s.of,
+            s.example,
+            escape(&s.origin)
         ),
         format!("PROMPT: {}", printable(&s.prompt)),
         format!(
@@ -350,9 +378,10 @@ fn format_eval_summary(e: &EvalSummary) -> String {
     )
 }
 
-/// Model text on one line (newlines shown as `\n`), cut when very long.
+/// Model text on one line (newlines shown as `\n`, every character that
+/// could drive a terminal escaped), cut when very long.
 fn printable(text: &str) -> String {
-    let one_line = text.replace('\n', "\\n").replace('\r', "\\r");
+    let one_line = escape(text).into_owned();
     let chars = one_line.chars().count();
     if chars <= MAX_PRINTED_CHARS {
         return one_line;
@@ -571,6 +600,63 @@ mod tests {
             text.contains("ERROR: generation failed at step 2500 (example 17"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn text_from_a_run_or_a_model_is_printed_escaped_on_its_line() {
+        let hostile = "a\x1b]0;t\x07\x1b[8m\u{9b}\u{202e}z\tq\r\n";
+        let mut event = sample(
+            GenerationOutcome::Error {
+                message: hostile.into(),
+            },
+            hostile,
+        );
+        if let Event::Sample(s) = &mut event {
+            s.origin = hostile.into();
+            s.prompt = hostile.into();
+            s.golden = hostile.into();
+        }
+        let text = format(&event, Style::PLAIN).unwrap().text;
+        let shown = r"a\x1b]0;t\x07\x1b[8m\u{9b}\u{202e}z\tq\r\n";
+        assert_eq!(
+            text.lines().collect::<Vec<_>>()[..5],
+            [
+                format!("--- Sample 1/4 (example 17, {shown}) ---").as_str(),
+                &format!("PROMPT: {shown}"),
+                &format!("GOLDEN (2 tokens): {shown}"),
+                &format!("MODEL (21 tokens, partial): {shown}"),
+                &format!(
+                    "ERROR: generation failed at step 2500 (example 17, {shown}, prompt \
+                     {hostile:?}): {shown}"
+                ),
+            ]
+        );
+        assert!(!text.chars().any(|c| crate::text::is_unsafe(c) && c != '\n'));
+        for event in [
+            Event::Warning {
+                step: 1,
+                message: hostile.into(),
+            },
+            Event::Failed {
+                step: 1,
+                message: hostile.into(),
+            },
+            Event::Checkpoint {
+                step: 1,
+                path: hostile.into(),
+            },
+            Event::Control {
+                id: hostile.into(),
+                command: hostile.into(),
+                accepted: false,
+                message: hostile.into(),
+            },
+        ] {
+            let line = format(&event, Style::PLAIN).unwrap().text;
+            assert!(!line.contains('\n'), "one line: {line}");
+            assert!(line.contains(shown), "{line}");
+            assert!(!line.chars().any(crate::text::is_unsafe), "{line}");
+        }
     }
 
     #[test]

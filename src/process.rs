@@ -10,14 +10,94 @@
 //! The calls into libc that Rust's standard library does not wrap
 //! (`_exit`; `kill` to pass a signal on to a child or its group; `poll` and `ioctl` to
 //! wait for keys and see that the terminal has hung up, which crossterm does
-//! not notice) are here, the only `unsafe` of the crate.
+//! not notice; `umask`; `fstatfs`) are here, the only `unsafe` of the crate.
 
 use std::fmt::Display;
 use std::io::Write as _;
 
-/// Writes one line to stderr; a closed stderr is ignored.
+/// Writes a message to stderr, its text escaped where it could drive the
+/// terminal (a message may quote a run directory or a model); a message of
+/// several lines has its later lines indented, so that no text it quotes
+/// can pass for a message of its own. A closed stderr is ignored.
 pub fn say(message: impl Display) {
-    let _ = writeln!(std::io::stderr(), "{message}");
+    let message = message.to_string();
+    let shown = crate::text::escape_lines(&message).replace('\n', "\n  ");
+    let _ = writeln!(std::io::stderr(), "{shown}");
+}
+
+/// The effective user and group ids of this process (the owner of
+/// `/proc/self`).
+pub fn effective_ids() -> crate::error::Result<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| (m.uid(), m.gid()))
+        .map_err(crate::error::Error::io(
+            "cannot read this process's user",
+            std::path::Path::new("/proc/self"),
+        ))
+}
+
+/// Writes `text` to stdout as it is. Output cut off by its reader (`| head`)
+/// ends the process quietly, with status 0, as Unix tools end; other
+/// failures to write are ignored.
+pub fn print(text: impl Display) {
+    let mut out = std::io::stdout().lock();
+    let written = write!(out, "{text}").and_then(|()| out.flush());
+    if written.is_err_and(|err| err.kind() == std::io::ErrorKind::BrokenPipe) {
+        exit_now(0);
+    }
+}
+
+/// Whether `file` lives on one of the kernel's own filesystems (/proc,
+/// /sys and the like), whose "regular files" are views of the kernel:
+/// reading some of them has effects (`/proc/kmsg` consumes the kernel's
+/// log), so a run directory's reader never reads them.
+#[must_use]
+pub fn on_a_kernel_filesystem(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut stats = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `fstatfs` writes one `statfs` through the pointer, which
+    // points at memory of that size alive across the call; the descriptor
+    // is `file`'s, open for the call's length.
+    #[allow(unsafe_code)]
+    let stats = unsafe {
+        if libc::fstatfs(file.as_raw_fd(), stats.as_mut_ptr()) != 0 {
+            return false;
+        }
+        stats.assume_init()
+    };
+    [
+        libc::PROC_SUPER_MAGIC,
+        libc::SYSFS_MAGIC,
+        libc::DEBUGFS_MAGIC,
+        libc::TRACEFS_MAGIC,
+        libc::SECURITYFS_MAGIC,
+        libc::CGROUP_SUPER_MAGIC,
+        libc::CGROUP2_SUPER_MAGIC,
+        libc::BPF_FS_MAGIC,
+        libc::SELINUX_MAGIC,
+        libc::SMACK_MAGIC,
+        libc::NSFS_MAGIC,
+        libc::RDTGROUP_SUPER_MAGIC,
+        libc::USBDEVICE_SUPER_MAGIC,
+        libc::OPENPROM_SUPER_MAGIC,
+    ]
+    .contains(&stats.f_type)
+}
+
+/// Makes every file and folder this process creates from now on unwritable
+/// by the group and others, whatever the umask it was given (a run's files
+/// are its owner's to change): the umask gains 022. Called first thing,
+/// before any thread starts.
+pub fn keep_files_private() {
+    // SAFETY: `umask` takes and returns an integer mode and cannot fail;
+    // it is called before any other thread exists, so no file is being
+    // created with the intermediate mask.
+    #[allow(unsafe_code)]
+    unsafe {
+        let given = libc::umask(0o022);
+        libc::umask(given | 0o022);
+    }
 }
 
 /// Replaces this process with `trainui-torch` beside it, given the same

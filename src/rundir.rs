@@ -7,6 +7,8 @@
 //! RUN_DIR/training_output.log          the lines headless mode prints
 //! ```
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -17,91 +19,19 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{Event, RunStatus, SCHEMA_VERSION, StepMetrics};
+use crate::runfile;
 
 pub const EVENTS_FILE: &str = "events.jsonl";
 pub const STATUS_FILE: &str = "status/training_status.json";
 pub const LOG_FILE: &str = "training_output.log";
 pub const CONFIG_FILE: &str = "config.json";
-pub const LOCK_FILE: &str = "lock";
 
-/// The exclusive lock of a run directory, held by the process that trains
-/// in it for as long as it lives: an advisory lock on RUN_DIR/lock (which
-/// holds the pid), released by the kernel however the process ends, so a
-/// killed run never leaves a stale lock.
-#[derive(Debug)]
-pub struct RunLock {
-    _file: File,
-}
-
-impl RunLock {
-    /// Takes the lock of `root` (creating the folder), or says which process
-    /// holds it.
-    pub fn take(root: &Path) -> Result<Self> {
-        // Not writable by others, whatever the umask gives: the control
-        // folder's checks refuse a run directory that others could write.
-        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o755)
-            .create(root)
-            .map_err(Error::io("cannot create the run directory", root))?;
-        let path = root.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(Error::io("cannot open the lock", &path))?;
-        // A reader probing the lock holds it shared for an instant: try a
-        // few times before calling the run taken.
-        let mut attempt = 0;
-        let locked = loop {
-            match file.try_lock() {
-                Err(fs::TryLockError::WouldBlock) if attempt < 5 => {
-                    attempt += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => break other,
-            }
-        };
-        match locked {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                let holder = fs::read_to_string(&path).unwrap_or_default();
-                let holder = holder.trim();
-                return Err(Error::Usage(format!(
-                    "{}: in use by the trainui process {} (it holds {}); watch it with \
-                     `trainui watch {}`, or train in another --run-dir",
-                    root.display(),
-                    if holder.is_empty() { "?" } else { holder },
-                    path.display(),
-                    root.display()
-                )));
-            }
-            Err(fs::TryLockError::Error(err)) => {
-                return Err(Error::io("cannot lock", &path)(err));
-            }
-        }
-        file.set_len(0)
-            .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .map_err(Error::io("cannot write the lock", &path))?;
-        Ok(Self { _file: file })
-    }
-}
-
-/// Whether a process trains in `root` now: `Some(true)` when one holds its
-/// lock, `Some(false)` when none does, `None` when the run has no lock file
-/// (a run of a trainui without locks). Probing takes the lock shared for an
-/// instant, which a reader may do: it never blocks a run.
-#[must_use]
-pub fn lock_held(root: &Path) -> Option<bool> {
-    let file = File::open(root.join(LOCK_FILE)).ok()?;
-    match file.try_lock_shared() {
-        Ok(()) => {
-            let _ = file.unlock();
-            Some(false)
-        }
-        Err(fs::TryLockError::WouldBlock) => Some(true),
-        Err(fs::TryLockError::Error(_)) => None,
-    }
+/// Creates `root` and the folders above it that are missing, each with mode
+/// 0755 less the umask: never writable by others (the control folder's
+/// checks refuse a run directory that others could write).
+pub fn create_dirs(root: &Path) -> io::Result<()> {
+    std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o755)
+        .create(root)
 }
 
 /// One line of events.jsonl: the event with its schema version and time.
@@ -114,15 +44,68 @@ struct EventRecord<'a> {
     event: &'a Event,
 }
 
-/// The events.jsonl line of `event` written at `time`, without its newline.
+/// The events.jsonl line of `event` written at `time`, without its newline:
+/// at most [`runfile::MAX_EVENT_LINE`] bytes, which readers take whole (a
+/// longer event has its longest texts cut, each marked, until it fits).
 #[must_use]
 pub fn event_line(event: &Event, time: SystemTime) -> Vec<u8> {
-    let record = EventRecord {
-        v: SCHEMA_VERSION,
-        time: humantime::format_rfc3339_millis(time).to_string(),
-        event,
+    recorded(event, time).1
+}
+
+/// `event` as it is recorded at `time`, and its line: itself, or, when its
+/// line would be longer than [`runfile::MAX_EVENT_LINE`] (a model's output
+/// is as long as `eval.max_new_tokens` lets it be), a copy with its longest
+/// texts cut, each marked, until it fits. The status folds what was
+/// recorded.
+fn recorded(event: &Event, time: SystemTime) -> (Cow<'_, Event>, Vec<u8>) {
+    let line = |event: &Event| {
+        let record = EventRecord {
+            v: SCHEMA_VERSION,
+            time: humantime::format_rfc3339_millis(time).to_string(),
+            event,
+        };
+        serde_json::to_vec(&record).expect("an event serialises")
     };
-    serde_json::to_vec(&record).expect("an event serialises")
+    let mut written = line(event);
+    if written.len() <= runfile::MAX_EVENT_LINE {
+        return (Cow::Borrowed(event), written);
+    }
+    let mut cut = event.clone();
+    while written.len() > runfile::MAX_EVENT_LINE {
+        let Some(longest) = texts_mut(&mut cut)
+            .into_iter()
+            .max_by_key(|text| text.len())
+        else {
+            break;
+        };
+        let keep = longest.floor_char_boundary(longest.len() / 2);
+        let dropped = longest.len() - keep;
+        longest.truncate(keep);
+        let _ = write!(longest, "... ({dropped} more bytes not recorded)");
+        let shorter = line(&cut);
+        // The long part is elsewhere (texts too short to cut further): the
+        // line stays long, and readers skip it and say so.
+        if shorter.len() >= written.len() {
+            break;
+        }
+        written = shorter;
+    }
+    (Cow::Owned(cut), written)
+}
+
+/// The texts of an event that can be long: a model's output and what it
+/// was given, and messages.
+fn texts_mut(event: &mut Event) -> Vec<&mut String> {
+    match event {
+        Event::GenerationStarted(start) => vec![&mut start.prompt, &mut start.golden],
+        Event::GenerationProgress { text, .. } => vec![text],
+        Event::Sample(sample) => vec![&mut sample.prompt, &mut sample.golden, &mut sample.output],
+        Event::Warning { message, .. }
+        | Event::Failed { message, .. }
+        | Event::CommandAck { message, .. }
+        | Event::Control { message, .. } => vec![message],
+        _ => Vec::new(),
+    }
 }
 
 /// Writes events, status and log lines of one run.
@@ -138,7 +121,7 @@ impl RunDir {
     /// events and log lines are kept: a resumed run appends to them.
     pub fn open(root: &Path, config: &Config, status: RunStatus) -> Result<Self> {
         let status_dir = root.join("status");
-        fs::create_dir_all(&status_dir)
+        create_dirs(&status_dir)
             .map_err(Error::io("cannot create the run directory", &status_dir))?;
         let events = LineFile::open(&root.join(EVENTS_FILE))?;
         let log = LineFile::open(&root.join(LOG_FILE))?;
@@ -163,13 +146,13 @@ impl RunDir {
     /// it changes what the status file shows, rewrites that too. The status
     /// in memory follows every event even when the disk refuses a write.
     pub fn record(&mut self, event: &Event) -> io::Result<()> {
-        let line = event_line(event, SystemTime::now());
+        let (event, line) = recorded(event, SystemTime::now());
         let shown = !matches!(
-            event,
+            *event,
             Event::GenerationStarted(_) | Event::GenerationProgress { .. }
         );
         if shown {
-            self.status.apply(event);
+            self.status.apply(&event);
         }
         let appended = self.events.append(&line);
         let status = if shown { self.write_status() } else { Ok(()) };
@@ -212,12 +195,11 @@ struct LineFile {
 impl LineFile {
     fn open(path: &Path) -> Result<Self> {
         use std::io::{Read, Seek, SeekFrom};
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)
-            .map_err(Error::io("cannot open for appending", path))?;
+        let mut file = open_own(
+            path,
+            OpenOptions::new().create(true).read(true).append(true),
+            0o644,
+        )?;
         let mut len = file
             .metadata()
             .map_err(Error::io("cannot read", path))?
@@ -264,13 +246,54 @@ impl LineFile {
     }
 }
 
+/// Opens a file of the run's own (a log, the lock) with `options`, made
+/// with mode `mode` less the umask: never through a link, never a FIFO or
+/// a device (a write to a FIFO that nobody reads would hold the run up),
+/// only a regular file of this user; a file others could write to, left by
+/// an older run, is made no more open than `mode`.
+pub fn open_own(path: &Path, options: &mut OpenOptions, mode: u32) -> Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let refuse = |what: String| {
+        Error::Usage(format!(
+            "{}: {what}; a run writes this file itself: remove it, or pick another run \
+             directory",
+            path.display()
+        ))
+    };
+    let file = options
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => refuse("is a symbolic link".into()),
+            Some(libc::ENXIO) => refuse("is a FIFO (named pipe), not a regular file".into()),
+            _ => Error::io("cannot open", path)(err),
+        })?;
+    let meta = file.metadata().map_err(Error::io("cannot read", path))?;
+    if let Some(kind) = runfile::kind_of(&meta) {
+        return Err(refuse(format!("is {kind}, not a regular file")));
+    }
+    let (me, _) = crate::process::effective_ids()?;
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "belongs to user {}, not to you ({me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o777 & !mode != 0 {
+        file.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o777 & mode))
+            .map_err(Error::io("cannot make it the owner's alone", path))?;
+    }
+    Ok(file)
+}
+
 /// Replaces `path` with `contents` so that a reader sees the old file or the
 /// new one, never a mix: write a temporary file beside it, then rename.
 pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut temp_name = path.file_name().unwrap_or_default().to_os_string();
     temp_name.push(format!(".tmp.{}", std::process::id()));
     let temp = path.with_file_name(temp_name);
-    let written = File::create(&temp).and_then(|mut file| {
+    let written = create_file(&temp).and_then(|mut file| {
         file.write_all(contents)?;
         file.write_all(b"\n")
     });
@@ -279,6 +302,23 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     placed
+}
+
+/// Creates a new file for a run directory, in place of anything at `path`
+/// (a link there is replaced, not followed): mode 0644 less the umask, so
+/// never writable by others whatever the umask.
+pub fn create_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+        _ => {}
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
 }
 
 #[must_use]
@@ -295,11 +335,21 @@ pub struct EventTail {
     file: Option<File>,
     offset: u64,
     partial: Vec<u8>,
+    /// The bytes up to the next newline belong to an over-long line.
+    skipping: bool,
     /// Lines that were not events.
     pub garbage: u64,
+    /// Lines longer than [`runfile::MAX_EVENT_LINE`], skipped unread.
+    pub overlong: u64,
     /// The newest protocol version of the lines left out for being newer
     /// than this trainui reads.
     pub newer: Option<u64>,
+    /// Times the file was found replaced or cut shorter and read again
+    /// from its start: what was read before belongs to another run.
+    pub restarts: u64,
+    /// Why the file cannot be read (not a regular file, no permission),
+    /// while that lasts.
+    pub problem: Option<String>,
 }
 
 /// Only the version of an events.jsonl line.
@@ -401,8 +451,38 @@ impl EventTail {
             file: None,
             offset,
             partial: Vec::new(),
+            skipping: false,
             garbage: 0,
+            overlong: 0,
             newer: None,
+            restarts: 0,
+            problem: None,
+        }
+    }
+
+    /// Warns on stderr of the lines that were skipped: longer than any
+    /// event, or not events at all.
+    pub fn warn_skipped(&self) {
+        if self.overlong > 0 {
+            crate::process::say(format!(
+                "warning: {}: skipped {} line{} longer than {} bytes, more than any event",
+                self.path.display(),
+                self.overlong,
+                if self.overlong == 1 { "" } else { "s" },
+                runfile::MAX_EVENT_LINE
+            ));
+        }
+        if self.garbage > 0 {
+            let what = if self.garbage == 1 {
+                "line that is not a trainui event"
+            } else {
+                "lines that are not trainui events"
+            };
+            crate::process::say(format!(
+                "warning: {}: skipped {} {what}",
+                self.path.display(),
+                self.garbage
+            ));
         }
     }
 
@@ -433,9 +513,27 @@ impl EventTail {
             self.file = None;
             self.offset = 0;
             self.partial.clear();
+            self.skipping = false;
+            self.restarts += 1;
             self.read_chunk(max_bytes);
         }
+        if self.skipping {
+            // The rest of an over-long line, up to its end.
+            match memchr::memchr(b'\n', &self.partial) {
+                Some(newline) => {
+                    self.partial.drain(..=newline);
+                    self.skipping = false;
+                }
+                None => self.partial.clear(),
+            }
+        }
         let Some(end) = memchr::memrchr(b'\n', &self.partial) else {
+            if self.partial.len() > runfile::MAX_EVENT_LINE {
+                // Never held whole: dropped now, and up to its end later.
+                self.partial.clear();
+                self.skipping = true;
+                self.overlong += 1;
+            }
             return Vec::new();
         };
         let mut lines = Vec::new();
@@ -443,7 +541,9 @@ impl EventTail {
         for newline in memchr::memchr_iter(b'\n', &self.partial[..=end]) {
             let line = &self.partial[start..newline];
             start = newline + 1;
-            if !line.iter().all(u8::is_ascii_whitespace) {
+            if line.len() > runfile::MAX_EVENT_LINE {
+                self.overlong += 1;
+            } else if !line.iter().all(u8::is_ascii_whitespace) {
                 lines.push(line);
             }
         }
@@ -472,7 +572,14 @@ impl EventTail {
     fn read_chunk(&mut self, max_bytes: u64) -> usize {
         use std::io::{Read, Seek, SeekFrom};
         if self.file.is_none() {
-            self.file = File::open(&self.path).ok();
+            match runfile::open(&self.path) {
+                Ok(file) => {
+                    self.file = Some(file);
+                    self.problem = None;
+                }
+                Err(runfile::ReadError::Missing) => self.problem = None,
+                Err(err) => self.problem = Some(err.at(&self.path)),
+            }
         }
         let Some(file) = self.file.as_mut() else {
             return 0;
@@ -492,14 +599,44 @@ impl EventTail {
     /// file, or the file is shorter than what was read of it.
     fn replaced(&self) -> bool {
         use std::os::unix::fs::MetadataExt;
+        // Nothing open, nothing read that another file could replace.
         let Some(open) = self.file.as_ref().and_then(|f| f.metadata().ok()) else {
-            return self.path.exists();
+            return false;
         };
         if open.len() < self.offset {
             return true;
         }
         fs::metadata(&self.path).is_ok_and(|now| (now.dev(), now.ino()) != (open.dev(), open.ino()))
     }
+}
+
+/// The error for a run directory without an events.jsonl (nothing there,
+/// or a link to nothing), if it has none; `fix` ends the message.
+#[must_use]
+pub fn missing_events(run_dir: &Path, fix: &str) -> Option<Error> {
+    let path = run_dir.join(EVENTS_FILE);
+    if path.exists() {
+        return None;
+    }
+    Some(Error::Usage(match std::fs::read_link(&path) {
+        Ok(target) => format!(
+            "{}: is a link to {}, which does not exist; {fix}",
+            path.display(),
+            target.display()
+        ),
+        Err(_) => format!("{}: no events.jsonl here; {fix}", run_dir.display()),
+    }))
+}
+
+/// The error for an events.jsonl that is there but cannot be read:
+/// `problem` names the file and why ([`EventTail::problem`]); `command`
+/// is the command that needs it.
+#[must_use]
+pub fn unreadable_events(problem: &str, command: &str) -> Error {
+    Error::Usage(format!(
+        "{problem}; {command} needs a readable events.jsonl: fix that file, or give another \
+         run directory"
+    ))
 }
 
 /// The version of an events.jsonl line when it is newer than this trainui
@@ -517,28 +654,34 @@ fn newer_version(line: &[u8]) -> Option<u64> {
     (version > u64::from(SCHEMA_VERSION)).then_some(version)
 }
 
-/// Whether the process of the run in `root` (whose status names `pid`) is
-/// alive: it holds the run's lock. A run without a lock file (made by a
-/// trainui without locks) is alive when `pid` is a trainui process, which a
-/// reused pid is not.
-#[must_use]
-pub fn run_alive(root: &Path, pid: u32) -> bool {
-    lock_held(root).unwrap_or_else(|| {
-        fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("trainui"))
-    })
+/// Reads the status file of a run directory (see [`read_status_fields`]).
+pub fn read_status(root: &Path) -> Result<RunStatus> {
+    read_status_fields(root).map(|(status, _)| status)
 }
 
-/// Reads the status file of a run directory.
-pub fn read_status(root: &Path) -> Result<RunStatus> {
+/// A field of a status file whose value this trainui cannot take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnknownField {
+    /// The field's name, as the file spells it (`current_step`).
+    pub name: String,
+    /// What is wrong with it, at its place (`current_step: invalid value ...`).
+    pub why: String,
+}
+
+/// Reads the status file of a run directory: a regular file of at most
+/// [`runfile::STATUS_LIMIT`] bytes. A field whose value this trainui cannot
+/// take (a step beyond 2^64, a word it does not know) is read as it is in
+/// a status that knows nothing, and named in the list returned beside the
+/// status, for its readers to show as unknown; the others are kept.
+pub fn read_status_fields(root: &Path) -> Result<(RunStatus, Vec<UnknownField>)> {
     let path = root.join(STATUS_FILE);
-    let text = fs::read_to_string(&path).map_err(|err| {
+    let bytes = runfile::read(&path, runfile::STATUS_LIMIT).map_err(|err| {
         Error::Usage(format!(
             "{}: cannot read the status file: {err}; is this a trainui run directory?",
             path.display()
         ))
     })?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|err| {
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|err| {
         Error::Input(format!(
             "{}: not a trainui status file: {err}",
             path.display()
@@ -554,12 +697,47 @@ pub fn read_status(root: &Path) -> Result<RunStatus> {
             path.display()
         )));
     }
-    serde_json::from_value(value).map_err(|err| {
+    status_from_value(value).map_err(|err| {
         Error::Input(format!(
             "{}: not a trainui status file: {err}",
             path.display()
         ))
     })
+}
+
+/// A status from its JSON, each field that does not read replaced by its
+/// value in a status that knows nothing (`pid` 0: no process), and named.
+/// Missing fields and what is not an object are refused whole.
+fn status_from_value(
+    mut value: serde_json::Value,
+) -> Result<(RunStatus, Vec<UnknownField>), String> {
+    let mut unknown = RunStatus::new(String::new(), 0);
+    unknown.pid = 0;
+    let unknown = serde_json::to_value(unknown).expect("a status serialises");
+    let mut bad = Vec::new();
+    loop {
+        let err = match serde_path_to_error::deserialize::<_, RunStatus>(&value) {
+            Ok(status) => return Ok((status, bad)),
+            Err(err) => err,
+        };
+        let field = err.path().iter().next().and_then(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            _ => None,
+        });
+        let (Some(field), Some(fields)) = (field, value.as_object_mut()) else {
+            return Err(err.into_inner().to_string());
+        };
+        let Some(replacement) = unknown.get(&field).cloned() else {
+            return Err(err.into_inner().to_string());
+        };
+        if fields.get(&field) == Some(&replacement) {
+            return Err(err.into_inner().to_string());
+        }
+        let at = err.path().to_string();
+        let why = format!("{at}: {}", err.into_inner());
+        fields.insert(field.clone(), replacement);
+        bad.push(UnknownField { name: field, why });
+    }
 }
 
 #[cfg(test)]
@@ -798,5 +976,206 @@ mod timed_tests {
         for (_, at) in &read[1..] {
             assert!(*at >= before, "a missing or unreadable time is now");
         }
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_never_writes_its_logs_through_a_link_or_into_a_fifo() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = |root: &Path| {
+            RunDir::open(root, &Config::default(), RunStatus::new("t".into(), 9)).map(|_| ())
+        };
+        // A copied run whose log is a link to a file of the user's shell.
+        let profile = dir.path().join("profile");
+        fs::write(&profile, "kept\n").unwrap();
+        let linked = dir.path().join("linked");
+        fs::create_dir(&linked).unwrap();
+        std::os::unix::fs::symlink(&profile, linked.join(LOG_FILE)).unwrap();
+        let err = open(&linked).unwrap_err().to_string();
+        assert!(
+            err.contains("training_output.log: is a symbolic link"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&profile).unwrap(), "kept\n");
+        // events.jsonl as a FIFO nobody reads: refused at once.
+        let fifo = dir.path().join("fifo");
+        fs::create_dir(&fifo).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(fifo.join(EVENTS_FILE))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let err = open(&fifo).unwrap_err().to_string();
+        assert!(err.contains("events.jsonl: is a FIFO"), "{err}");
+        // A log others could write to is made the owner's.
+        let open_to_all = dir.path().join("open");
+        fs::create_dir(&open_to_all).unwrap();
+        fs::write(open_to_all.join(EVENTS_FILE), "").unwrap();
+        fs::set_permissions(
+            open_to_all.join(EVENTS_FILE),
+            fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        open(&open_to_all).unwrap();
+        let events_mode = fs::metadata(open_to_all.join(EVENTS_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(events_mode & 0o777, 0o644);
+    }
+
+    #[test]
+    fn a_status_field_that_cannot_be_read_is_named_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("status")).unwrap();
+        let mut status = serde_json::to_value(RunStatus::new("kept".into(), 10)).unwrap();
+        status["loss"] = 1.25.into();
+        let text = status.to_string().replace(
+            "\"current_step\":0",
+            "\"current_step\":100000000000000000000",
+        );
+        let text = text.replace(&format!("\"pid\":{}", std::process::id()), "\"pid\":-4");
+        fs::write(root.join(STATUS_FILE), text).unwrap();
+        let (read, bad) = read_status_fields(root).unwrap();
+        assert_eq!((read.run_name.as_str(), read.loss), ("kept", Some(1.25)));
+        assert_eq!(
+            (read.current_step, read.pid),
+            (0, 0),
+            "unknown, not this process"
+        );
+        let names: Vec<&str> = bad.iter().map(|field| field.name.as_str()).collect();
+        assert_eq!(names, ["current_step", "pid"], "{bad:?}");
+        assert!(bad[0].why.starts_with("current_step: invalid"), "{bad:?}");
+
+        // A file that is no status at all is still refused whole.
+        fs::write(root.join(STATUS_FILE), "[1, 2]").unwrap();
+        assert!(read_status(root).is_err());
+        fs::write(root.join(STATUS_FILE), r#"{"run_name": "x"}"#).unwrap();
+        let err = read_status(root).unwrap_err().to_string();
+        assert!(err.contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn an_over_long_event_line_is_skipped_unread_and_reading_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENTS_FILE);
+        let first = String::from_utf8(event_line(
+            &crate::events::examples::step(1, 9, 1.0),
+            SystemTime::UNIX_EPOCH,
+        ))
+        .unwrap();
+        let after = String::from_utf8(event_line(
+            &crate::events::examples::step(2, 9, 1.0),
+            SystemTime::UNIX_EPOCH,
+        ))
+        .unwrap();
+        let mut file = File::create(&path).unwrap();
+        writeln!(file, "{first}").unwrap();
+        let mut tail = EventTail::new(dir.path(), 0);
+        let mut steps = 0;
+        // Reads to the end of the file in pieces, never holding much more
+        // than the longest line.
+        let mut drain = |tail: &mut EventTail| loop {
+            steps += tail.read_new(256 << 10).len();
+            assert!(tail.partial.len() <= runfile::MAX_EVENT_LINE + (256 << 10));
+            if tail.offset() == fs::metadata(&path).unwrap().len() {
+                break;
+            }
+        };
+        drain(&mut tail);
+        // Three times the longest line, written a piece at a time.
+        for _ in 0..3 {
+            file.write_all(&vec![b'x'; runfile::MAX_EVENT_LINE])
+                .unwrap();
+            drain(&mut tail);
+        }
+        writeln!(file, "\n{after}").unwrap();
+        drain(&mut tail);
+        assert_eq!(steps, 2, "the lines around it are read");
+        assert_eq!(tail.overlong, 1);
+        assert_eq!(tail.garbage, 0);
+    }
+
+    #[test]
+    fn an_event_too_long_to_be_read_is_written_cut_to_fit() {
+        let long = Event::Warning {
+            step: 3,
+            message: "é".repeat(runfile::MAX_EVENT_LINE),
+        };
+        let line = event_line(&long, SystemTime::UNIX_EPOCH);
+        assert!(line.len() <= runfile::MAX_EVENT_LINE, "{}", line.len());
+        assert!(line.len() > runfile::MAX_EVENT_LINE / 4, "{}", line.len());
+        let Some(Event::Warning { step, message }) = parse_line(&line) else {
+            panic!("the line is an event");
+        };
+        assert_eq!(step, 3);
+        assert!(message.starts_with("ééé"), "{}", &message[..10]);
+        assert!(message.ends_with("more bytes not recorded)"));
+        // The status folds the event as recorded, and stays readable.
+        let dir = tempfile::tempdir().unwrap();
+        let mut run = RunDir::open(
+            dir.path(),
+            &Config::default(),
+            RunStatus::new("t".into(), 9),
+        )
+        .unwrap();
+        run.record(&long).unwrap();
+        let status = read_status(dir.path()).unwrap();
+        let last = status.last_message.unwrap();
+        assert!(last.len() < runfile::MAX_EVENT_LINE, "{}", last.len());
+        assert!(last.ends_with("more bytes not recorded)"));
+        // A long text that is not one of those cut (a command file's id)
+        // leaves the line long, and ends the cutting.
+        let long_id = Event::Control {
+            id: "x".repeat(runfile::MAX_EVENT_LINE),
+            command: "stop".into(),
+            accepted: false,
+            message: "m".into(),
+        };
+        let line = event_line(&long_id, SystemTime::UNIX_EPOCH);
+        assert!(line.len() > runfile::MAX_EVENT_LINE);
+        let short = Event::Warning {
+            step: 3,
+            message: "short".into(),
+        };
+        assert_eq!(
+            parse_line(&event_line(&short, SystemTime::UNIX_EPOCH)),
+            Some(short)
+        );
+    }
+
+    #[test]
+    fn events_that_are_no_regular_file_are_named_and_a_replaced_file_is_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(EVENTS_FILE);
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let mut tail = EventTail::new(dir.path(), 0);
+        assert!(tail.read_new(1 << 20).is_empty());
+        let problem = tail.problem.clone().unwrap();
+        assert!(problem.contains("a character device"), "{problem}");
+        fs::remove_file(&path).unwrap();
+        let line = |step| {
+            let mut line = event_line(
+                &crate::events::examples::step(step, 9, 1.0),
+                SystemTime::UNIX_EPOCH,
+            );
+            line.push(b'\n');
+            line
+        };
+        fs::write(&path, [line(1), line(2)].concat()).unwrap();
+        assert_eq!(tail.read_new(1 << 20).len(), 2);
+        assert_eq!((tail.problem.as_deref(), tail.restarts), (None, 0));
+        // Replaced by a shorter file: read again from its start, and counted.
+        fs::remove_file(&path).unwrap();
+        fs::write(&path, line(7)).unwrap();
+        let read = tail.read_new(1 << 20);
+        assert_eq!(read, [crate::events::examples::step(7, 9, 1.0)]);
+        assert_eq!(tail.restarts, 1);
     }
 }

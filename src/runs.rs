@@ -11,7 +11,10 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::events::{GpuStatus, RunStatus};
 use crate::lines::{ago, thousands};
+use crate::process;
 use crate::rundir;
+use crate::runlock;
+use crate::text;
 
 /// One run, as `trainui runs --json` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -37,6 +40,12 @@ pub struct RunEntry {
     /// Seconds since the status file was last written.
     pub updated_secs_ago: Option<f64>,
     pub gpus: Vec<GpuStatus>,
+    /// Why its status file could not be read (not a regular file, too
+    /// large, not a status), or which of its fields were read as unknown.
+    pub problem: Option<String>,
+    /// The status fields read as unknown, shown as `?` in the table.
+    #[serde(skip)]
+    pub unknown: Vec<String>,
 }
 
 /// The run directories directly under `dir` (and `dir` itself when it is
@@ -70,10 +79,13 @@ pub fn runs_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(runs)
 }
 
-/// A run directory has a status file or an event log.
+/// A run directory has a status file or an event log (or something in
+/// their place, which is then named as unreadable).
 #[must_use]
 pub fn is_run(path: &Path) -> bool {
-    path.join(rundir::STATUS_FILE).is_file() || path.join(rundir::EVENTS_FILE).is_file()
+    [rundir::STATUS_FILE, rundir::EVENTS_FILE]
+        .iter()
+        .any(|file| std::fs::symlink_metadata(path.join(file)).is_ok())
 }
 
 fn entry(path: &Path) -> RunEntry {
@@ -81,7 +93,23 @@ fn entry(path: &Path) -> RunEntry {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let status: Option<RunStatus> = rundir::read_status(path).ok();
+    // Something in the status file's place is read, or named as unreadable.
+    let read = std::fs::symlink_metadata(path.join(rundir::STATUS_FILE))
+        .is_ok()
+        .then(|| rundir::read_status_fields(path));
+    let mut unknown_fields = Vec::new();
+    let (status, problem): (Option<RunStatus>, Option<String>) = match read {
+        None => (None, None),
+        Some(Ok((status, unknown))) => {
+            let problem = (!unknown.is_empty()).then(|| {
+                let why: Vec<&str> = unknown.iter().map(|field| field.why.as_str()).collect();
+                format!("status fields read as unknown: {}", why.join("; "))
+            });
+            unknown_fields = unknown.into_iter().map(|field| field.name).collect();
+            (Some(status), problem)
+        }
+        Some(Err(err)) => (None, Some(err.to_string())),
+    };
     let Some(status) = status else {
         return RunEntry {
             name,
@@ -99,9 +127,11 @@ fn entry(path: &Path) -> RunEntry {
             updated_at: None,
             updated_secs_ago: None,
             gpus: Vec::new(),
+            problem,
+            unknown: unknown_fields,
         };
     };
-    let alive = !status.state.is_final() && rundir::run_alive(path, status.pid);
+    let alive = !status.state.is_final() && runlock::run_alive(path, status.pid);
     let updated_secs_ago = humantime::parse_rfc3339_weak(&status.updated_at)
         .ok()
         .and_then(|at| SystemTime::now().duration_since(at).ok())
@@ -122,6 +152,8 @@ fn entry(path: &Path) -> RunEntry {
         updated_at: Some(status.updated_at),
         updated_secs_ago,
         gpus: status.gpus,
+        problem,
+        unknown: unknown_fields,
     }
 }
 
@@ -133,20 +165,35 @@ pub fn table(runs: &[RunEntry]) -> String {
         .iter()
         .map(|run| {
             let state = match (&run.state, run.alive, run.gone) {
+                (None, ..) if run.problem.is_some() => "UNREADABLE (below)".to_owned(),
                 (None, ..) => "no status yet".to_owned(),
                 (Some(state), true, _) => format!("{state} · alive"),
                 (Some(state), false, true) => format!("{state} · GONE, no final state"),
                 (Some(state), false, false) => state.clone(),
             };
+            let shown = |field: &str, text: String| {
+                if run.unknown.iter().any(|u| u == field) {
+                    "?".to_owned()
+                } else {
+                    text
+                }
+            };
             [
-                run.name.clone(),
-                state,
-                format!("{}/{}", thousands(run.step), thousands(run.max_steps)),
-                number(run.loss),
-                number(run.val_loss),
-                format!("{:.1}%", 100.0 * run.timeout_rate),
-                run.updated_secs_ago.map_or_else(|| "-".to_owned(), ago),
-                run.path.display().to_string(),
+                text::escape(&run.name).into_owned(),
+                shown("state", text::escape(&state).into_owned()),
+                format!(
+                    "{}/{}",
+                    shown("current_step", thousands(run.step)),
+                    shown("max_steps", thousands(run.max_steps))
+                ),
+                shown("loss", number(run.loss)),
+                shown("val_loss", number(run.val_loss)),
+                shown("timeout_rate", format!("{:.1}%", 100.0 * run.timeout_rate)),
+                shown(
+                    "updated_at",
+                    run.updated_secs_ago.map_or_else(|| "-".to_owned(), ago),
+                ),
+                text::escape(&run.path.display().to_string()).into_owned(),
             ]
         })
         .collect();
@@ -173,6 +220,16 @@ pub fn table(runs: &[RunEntry]) -> String {
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }
+    for run in runs {
+        if let Some(problem) = &run.problem {
+            let _ = writeln!(
+                out,
+                "{}: {}",
+                text::escape(&run.name),
+                text::escape(problem)
+            );
+        }
+    }
     out
 }
 
@@ -180,14 +237,15 @@ pub fn table(runs: &[RunEntry]) -> String {
 pub fn run(dir: &Path, json: bool) -> Result<()> {
     let runs = list(dir)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&runs).expect("the list serialises")
-        );
+        let json = serde_json::to_string_pretty(&runs).expect("the list serialises");
+        process::print(format!("{}\n", text::json_safe(json)));
     } else if runs.is_empty() {
-        println!("no run directories in {}", dir.display());
+        process::print(format!(
+            "no run directories in {}\n",
+            text::escape(&dir.display().to_string())
+        ));
     } else {
-        print!("{}", table(&runs));
+        process::print(table(&runs));
     }
     Ok(())
 }

@@ -14,13 +14,20 @@ use trainui::error::{Error, Result};
 use trainui::hf::{self, Architecture, HfFolder};
 use trainui::machine;
 use trainui::process;
-use trainui::rundir::{self, RunLock};
+use trainui::rundir;
+use trainui::runlock::RunLock;
 
 /// The run `args` ask for, checked: nothing is written yet, but the lock of
 /// a run directory that already holds a run, taken before its checkpoints
 /// are read (so a run still writing them is named, not misread).
 pub fn prepare(args: &TrainArgs) -> Result<(TrainSetup, Option<RunLock>)> {
     let (mut config, resumed, lock) = effective_config(args)?;
+    if config.tensorboard.enabled {
+        trainui::tensorboard::check_folder(
+            &config.run_dir.join(trainui::tensorboard::FOLDER),
+            "set tensorboard.enabled=false",
+        )?;
+    }
     trainer::resolve_device(config.device)?;
     // A resumed run has its weights, sizes and tokenizer in the checkpoint.
     let init_from = if resumed.is_none() {
@@ -112,7 +119,9 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<Resumed>, Option
             let saved = run_dir.join(rundir::CONFIG_FILE);
             if args.config.is_none() && saved.is_file() {
                 let source = saved.display().to_string();
-                config = config::from_value(&source, config::read_file(&saved)?, &args.overrides)?;
+                control::owned_by_me_alone(&saved)?;
+                let value = settings_of_a_run(config::read_saved(&saved)?, &source);
+                config = config::from_value(&source, value, &args.overrides)?;
                 process::say(format!(
                     "no complete checkpoint in {}: starting the run again with the settings of {}",
                     checkpoint::checkpoints_dir(&run_dir).display(),
@@ -146,14 +155,13 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<Resumed>, Option
                 .map_err(|reason| Error::Input(format!("{named}: {reason}")))?;
             if args.config.is_none() {
                 // Continue with the run's own settings, plus any --set.
-                let mut saved = serde_json::to_value(&state.config).expect("a config serialises");
-                // A checkpoint may come from someone else: its shell command
-                // is not run. Alerts come from this command line alone.
-                if let Some(saved) = saved.as_object_mut() {
-                    saved.remove("alerts");
-                }
+                let saved = serde_json::to_value(&state.config).expect("a config serialises");
                 let source = path.join(checkpoint::STATE_FILE).display().to_string();
-                config = config::from_value(&source, saved, &args.overrides)?;
+                config = config::from_value(
+                    &source,
+                    settings_of_a_run(saved, &source),
+                    &args.overrides,
+                )?;
             }
             let newer = checkpoint::newer_than(&run_dir, state.step);
             if !newer.is_empty() {
@@ -186,6 +194,20 @@ fn effective_config(args: &TrainArgs) -> Result<(Config, Option<Resumed>, Option
         .map_err(|e| Error::Failed(format!("cannot read the current folder: {e}")))?;
     config.resolve_paths(&cwd);
     Ok((config, resumed, lock))
+}
+
+/// The settings saved with a run (its config.json, a checkpoint's state),
+/// to continue it with: without the keys that name commands, which come
+/// from this command line alone (the run directory may come from someone
+/// else, and its commands are not run). Says which were left out.
+fn settings_of_a_run(mut saved: serde_json::Value, source: &str) -> serde_json::Value {
+    for key in config::without_commands(&mut saved) {
+        process::say(format!(
+            "warning: {source}: {key} is not taken from a saved run (it could run anything); \
+             give it with --config or --set {key}=... to use it"
+        ));
+    }
+    saved
 }
 
 /// Refuses a model and batch that cannot fit the memory of the device they

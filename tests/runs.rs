@@ -9,7 +9,8 @@ use std::path::Path;
 use common::trainui;
 use serde_json::Value;
 use trainui::events::{GpuStatus, RunState, RunStatus};
-use trainui::rundir::{self, RunLock};
+use trainui::rundir;
+use trainui::runlock::RunLock;
 
 fn write_status(run_dir: &Path, state: RunState, step: u64, configure: impl Fn(&mut RunStatus)) {
     let mut status = RunStatus::new(run_dir.file_name().unwrap().to_string_lossy().into(), 3000);

@@ -20,6 +20,9 @@ use clap::Parser;
 use trainui::cli::{Cli, Commands};
 
 fn main() -> ExitCode {
+    // A run's files are its owner's alone to change, whatever the umask
+    // (libtorch and the tokenizer library create files of their own).
+    trainui::process::keep_files_private();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Commands::Train(cli.train));
     trainui::without_torch(command).unwrap_or_else(|command| with_torch(*command))

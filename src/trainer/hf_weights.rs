@@ -3,7 +3,6 @@
 //! same layout by `trainui export`.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
@@ -43,7 +42,12 @@ pub fn load(vs: &nn::VarStore, architecture: &Architecture, weights: &[WeightFil
     let _no_grad = tch::no_grad_guard();
     for weight_file in weights {
         let path = &weight_file.path;
-        let mut file = File::open(path).map_err(Error::io("cannot open the weights", path))?;
+        let mut file = trainui::runfile::open(path).map_err(|err| {
+            Error::Input(format!(
+                "{}: cannot open the weights: {err}",
+                path.display()
+            ))
+        })?;
         for stored in &weight_file.tensors {
             let Some(variable) = variables.get(&stored.parameter) else {
                 return Err(Error::Failed(format!(
