@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 use crate::events::{Command, Event, SCHEMA_VERSION};
 use crate::ranks::{self, RankView};
 use crate::rundir::{self, EventTail};
+use crate::runfile;
+use crate::runlock;
 use crate::runs;
 use crate::tui;
 use crate::tui::app::{App, GoneRun, Liveness, Owner};
@@ -43,9 +45,10 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(2);
 /// runs bring them in their events).
 #[must_use]
 pub fn attached_app(run_dir: &Path, color: bool) -> App {
-    let config: Option<Config> = std::fs::read(run_dir.join(rundir::CONFIG_FILE))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let config: Option<Config> =
+        runfile::read(&run_dir.join(rundir::CONFIG_FILE), runfile::CONFIG_LIMIT)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let name = run_dir.file_name().map_or_else(
         || run_dir.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -60,41 +63,82 @@ pub fn attached_app(run_dir: &Path, color: bool) -> App {
     app
 }
 
+/// What the reader of a run's events hands the screen.
+// Nearly every item is an event: boxing it would cost an allocation each
+// (a week's history is a million).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+enum Read {
+    /// An event, with the time written on its line.
+    Event(Event, SystemTime),
+    /// events.jsonl was replaced or cut shorter: the events after this come
+    /// from the new file's start, and those before belong to another run.
+    StartOver,
+    /// Something the reader noticed about the file (it cannot be read, lines
+    /// were skipped), said once when it changes.
+    Warning(String),
+}
+
 /// The events of a run directory, read on a thread of their own: the
 /// history first, then each append. They travel a read at a time (a week's
 /// history is a million events) and are handed out one by one.
 pub struct Followed {
-    reads: Receiver<Vec<(Event, SystemTime)>>,
-    pending: RefCell<VecDeque<(Event, SystemTime)>>,
+    run_dir: PathBuf,
+    reads: Receiver<Vec<Read>>,
+    pending: RefCell<VecDeque<Read>>,
 }
 
 impl Followed {
-    /// The next event, waiting at most `timeout` for one.
+    /// The next event, waiting at most `timeout` for one; what the reader
+    /// says besides events (a start-over, a warning) is passed over: the
+    /// screen takes those through [`tui::EventSource`].
     pub fn recv_timeout(&self, timeout: Duration) -> Result<(Event, SystemTime), RecvTimeoutError> {
-        if let Some(event) = self.pending.borrow_mut().pop_front() {
-            return Ok(event);
-        }
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            let read = self
+            while let Some(read) = self.pending.borrow_mut().pop_front() {
+                if let Read::Event(event, at) = read {
+                    return Ok((event, at));
+                }
+            }
+            let reads = self
                 .reads
                 .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))?;
-            let mut pending = self.pending.borrow_mut();
-            pending.extend(read);
-            if let Some(event) = pending.pop_front() {
-                return Ok(event);
-            }
+            self.pending.borrow_mut().extend(reads);
+        }
+    }
+
+    /// The front of the queue, filled from the reader when empty, taken
+    /// when `take` says so.
+    fn take_front(&self, take: impl Fn(&Read) -> bool) -> Option<Read> {
+        let mut pending = self.pending.borrow_mut();
+        if pending.is_empty() {
+            pending.extend(self.reads.try_recv().ok()?);
+        }
+        if take(pending.front()?) {
+            pending.pop_front()
+        } else {
+            None
         }
     }
 }
 
 impl tui::EventSource for Followed {
     fn try_next(&self) -> Option<(Event, Option<SystemTime>)> {
-        let mut pending = self.pending.borrow_mut();
-        if pending.is_empty() {
-            pending.extend(self.reads.try_recv().ok()?);
+        match self.take_front(|read| matches!(read, Read::Event(..)))? {
+            Read::Event(event, at) => Some((event, Some(at))),
+            Read::StartOver | Read::Warning(_) => None,
         }
-        pending.pop_front().map(|(event, at)| (event, Some(at)))
+    }
+
+    fn aside(&self) -> Option<tui::Aside> {
+        match self.take_front(|read| !matches!(read, Read::Event(..)))? {
+            Read::StartOver => Some(tui::Aside::StartOver(Box::new(attached_app(
+                &self.run_dir,
+                false,
+            )))),
+            Read::Warning(text) => Some(tui::Aside::Warning(text)),
+            Read::Event(..) => None,
+        }
     }
 }
 
@@ -108,17 +152,73 @@ pub fn follow(run_dir: &Path) -> std::io::Result<Followed> {
 /// (several runs on one screen each keep fewer).
 pub fn follow_ahead(run_dir: &Path, reads_ahead: usize) -> std::io::Result<Followed> {
     let (reads, receiver) = mpsc::sync_channel(reads_ahead);
-    let run_dir = run_dir.to_owned();
+    let reader_dir = run_dir.to_owned();
     thread::Builder::new()
         .name("events-reader".into())
-        .spawn(move || read_forever(&run_dir, &reads))?;
+        .spawn(move || read_forever(&reader_dir, &reads))?;
     Ok(Followed {
+        run_dir: run_dir.to_owned(),
         reads: receiver,
         pending: RefCell::new(VecDeque::new()),
     })
 }
 
-fn read_forever(run_dir: &Path, events: &SyncSender<Vec<(Event, SystemTime)>>) {
+/// What the reader has told of the file so far, to tell each change once.
+#[derive(Default)]
+struct Told {
+    restarts: u64,
+    newer: Option<u64>,
+    problem: Option<String>,
+    overlong: u64,
+}
+
+impl Told {
+    /// What `tail` shows that was not told yet, in the order it happened:
+    /// a start-over comes before the events of the read that found it.
+    fn news(&mut self, tail: &EventTail) -> Vec<Read> {
+        let mut news = Vec::new();
+        if tail.restarts > self.restarts {
+            self.restarts = tail.restarts;
+            news.push(Read::StartOver);
+        }
+        if tail.problem != self.problem {
+            self.problem.clone_from(&tail.problem);
+            if let Some(problem) = &tail.problem {
+                news.push(Read::Warning(format!(
+                    "{problem}; no events can be shown from it"
+                )));
+            }
+        }
+        if tail.overlong > self.overlong {
+            news.push(Read::Warning(format!(
+                "{}: {} line{} longer than {} MiB skipped unread ({} in all)",
+                rundir::EVENTS_FILE,
+                tail.overlong - self.overlong,
+                if tail.overlong - self.overlong == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                runfile::MAX_EVENT_LINE >> 20,
+                tail.overlong
+            )));
+            self.overlong = tail.overlong;
+        }
+        if tail.newer > self.newer {
+            self.newer = tail.newer;
+            if let Some(version) = tail.newer {
+                news.push(Read::Warning(format!(
+                    "{} holds lines of protocol {version}, newer than this trainui reads \
+                     ({SCHEMA_VERSION}); they are left out: update trainui to see them",
+                    rundir::EVENTS_FILE
+                )));
+            }
+        }
+        news
+    }
+}
+
+fn read_forever(run_dir: &Path, reads: &SyncSender<Vec<Read>>) {
     let (wake, woken) = mpsc::channel();
     // Notifications are an optimisation: without them, polling still works.
     // Only writes wake the reader: its own reads of events.jsonl are
@@ -135,26 +235,18 @@ fn read_forever(run_dir: &Path, events: &SyncSender<Vec<(Event, SystemTime)>>) {
             .map(|()| watcher)
     });
     let mut tail = EventTail::new(run_dir, 0);
-    let mut told_newer = false;
+    let mut told = Told::default();
     loop {
         loop {
             let batch = tail.read_new_timed(CHUNK);
-            if let (Some(version), false) = (tail.newer, told_newer) {
-                told_newer = true;
-                let message = format!(
-                    "events.jsonl holds lines of protocol {version}, newer than this trainui \
-                     reads ({SCHEMA_VERSION}); they are left out: update trainui to see them"
-                );
-                let warning = Event::Warning { step: 0, message };
-                if events.send(vec![(warning, SystemTime::now())]).is_err() {
-                    return;
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
-            if events.send(batch).is_err() {
+            let mut read = told.news(&tail);
+            let more = !batch.is_empty();
+            read.extend(batch.into_iter().map(|(event, at)| Read::Event(event, at)));
+            if !read.is_empty() && reads.send(read).is_err() {
                 return;
+            }
+            if !more {
+                break;
             }
         }
         match woken.recv_timeout(POLL) {
@@ -176,8 +268,17 @@ pub fn watch_liveness(run_dir: &Path) -> std::io::Result<Receiver<Liveness>> {
         .spawn(move || {
             let mut gone = false;
             let mut ranks = Vec::new();
+            let mut told = None;
             loop {
-                let notice = liveness(&run_dir);
+                let (notice, problem) = liveness(&run_dir);
+                if problem != told {
+                    told.clone_from(&problem);
+                    if let Some(problem) = problem
+                        && notices.send(Liveness::Unreadable(problem)).is_err()
+                    {
+                        return;
+                    }
+                }
                 if matches!(notice, Liveness::Gone(_)) != gone {
                     gone = !gone;
                     if gone {
@@ -213,27 +314,48 @@ pub fn watch_liveness(run_dir: &Path) -> std::io::Result<Receiver<Liveness>> {
 }
 
 /// Whether the run in `run_dir` has a process, read from its status file
-/// and its lock. A run that ended with a final state is not gone: it is over.
-fn liveness(run_dir: &Path) -> Liveness {
-    let Ok(status) = rundir::read_status(run_dir) else {
-        return Liveness::Alive;
+/// and its lock, and why the status file cannot be read if it cannot. A
+/// run that ended with a final state is not gone: it is over; one without
+/// a status file yet is starting; one whose status file cannot be read is
+/// judged by its lock alone.
+fn liveness(run_dir: &Path) -> (Liveness, Option<String>) {
+    let resume = format!(
+        "trainui train --run-dir {} --resume latest",
+        run_dir.display()
+    );
+    let status = match rundir::read_status(run_dir) {
+        Ok(status) => status,
+        Err(_) if std::fs::symlink_metadata(run_dir.join(rundir::STATUS_FILE)).is_err() => {
+            return (Liveness::Alive, None);
+        }
+        Err(err) => {
+            let notice = if runlock::lock_held(run_dir) == Some(false) {
+                Liveness::Gone(GoneRun {
+                    pid: 0,
+                    since: "? (its status file cannot be read)".into(),
+                    last_checkpoint: None,
+                    resume,
+                })
+            } else {
+                Liveness::Alive
+            };
+            return (notice, Some(err.to_string()));
+        }
     };
-    if status.state.is_final() || rundir::run_alive(run_dir, status.pid) {
-        return Liveness::Alive;
+    if status.state.is_final() || runlock::run_alive(run_dir, status.pid) {
+        return (Liveness::Alive, None);
     }
     let resume = match status.producer.as_ref().filter(|p| p.name != "trainui") {
         Some(producer) => format!("the job's own command ({} job)", producer.framework),
-        None => format!(
-            "trainui train --run-dir {} --resume latest",
-            run_dir.display()
-        ),
+        None => resume,
     };
-    Liveness::Gone(GoneRun {
+    let gone = Liveness::Gone(GoneRun {
         pid: status.pid,
         since: status.updated_at,
         last_checkpoint: status.last_checkpoint,
         resume,
-    })
+    });
+    (gone, None)
 }
 
 /// The ranks of a multi-process job (none for trainui's own trainer,
@@ -310,9 +432,7 @@ fn label_namesakes(apps: &mut [App], run_dirs: &[PathBuf]) {
             .count()
             > 1
         {
-            let label = run_dir.display().to_string();
-            app.status.run_name.clone_from(&label);
-            app.label = Some(label);
+            app.set_label(run_dir.display().to_string());
         }
     }
 }
@@ -347,10 +467,13 @@ pub fn run(paths: &[PathBuf], plain: bool) -> Result<()> {
         followed.push((events, liveness));
         let mut app = attached_app(run_dir, color);
         app.ascii = !crate::lines::unicode_wanted(plain);
-        app.resume = Some(format!(
-            "trainui train --run-dir {} --resume latest",
-            run_dir.display()
-        ));
+        app.resume = Some(
+            crate::text::escape(&format!(
+                "trainui train --run-dir {} --resume latest",
+                run_dir.display()
+            ))
+            .into_owned(),
+        );
         apps.push(app);
     }
     label_namesakes(&mut apps, &run_dirs);
@@ -391,6 +514,31 @@ mod tests {
     use super::*;
     use crate::events::RunState;
     use std::io::Write;
+
+    #[test]
+    fn a_run_whose_status_cannot_be_read_is_judged_by_its_lock_and_the_reason_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        std::fs::create_dir(run.join("status")).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(run.join(rundir::STATUS_FILE))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let lock = runlock::RunLock::take(run).unwrap();
+        let (notice, problem) = liveness(run);
+        assert!(matches!(notice, Liveness::Alive), "{notice:?}");
+        let problem = problem.unwrap();
+        assert!(problem.contains("is a FIFO"), "{problem}");
+        drop(lock);
+        let (notice, problem) = liveness(run);
+        assert!(matches!(notice, Liveness::Gone(_)), "{notice:?}");
+        assert!(problem.is_some());
+        // No status file yet: a run that is starting.
+        std::fs::remove_file(run.join(rundir::STATUS_FILE)).unwrap();
+        let (notice, problem) = liveness(run);
+        assert!(matches!(notice, Liveness::Alive) && problem.is_none());
+    }
 
     fn step(step: u64) -> Event {
         crate::events::examples::step(step, 100, 1.0)
@@ -562,6 +710,221 @@ mod tests {
         // About two looks a second; a reader woken by its own reads makes
         // thousands.
         assert!(reads < 60, "{reads} reads in 3 s of an idle run");
+    }
+}
+
+#[cfg(test)]
+mod follow_tests {
+    //! The real follow path (the reader thread, `Followed`, the screen's
+    //! fold) into an app, as `watch` runs it, and what it shows.
+    use super::*;
+    use std::io::Write;
+    use std::time::Instant;
+
+    struct NoKeys;
+
+    impl tui::InputSource for NoKeys {
+        fn next(&mut self, _timeout: Duration) -> std::io::Result<Option<tui::Input>> {
+            Ok(None)
+        }
+    }
+
+    /// Feeds `app` what `events` has, as the screen's loop does, until
+    /// `done` holds (fails after a generous while).
+    fn feed_until(app: &mut App, events: &Followed, what: &str, done: impl Fn(&App) -> bool) {
+        let (mut record, mut send) = (|_: &Event| None, |_: Command| None);
+        let mut feed = tui::Feed {
+            events,
+            liveness: None,
+            record: &mut record,
+            send: &mut send,
+        };
+        let start = Instant::now();
+        while !done(app) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}; log: {:?}",
+                app.log.iter().map(|l| &l.text).collect::<Vec<_>>()
+            );
+            tui::fold_events(app, &mut feed, &mut NoKeys, SystemTime::now(), 10_000);
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn lines(events: &[Event]) -> String {
+        events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect()
+    }
+
+    fn step(step: u64, max_steps: u64, loss: f64, grad_norm: Option<f64>) -> Event {
+        match crate::events::examples::step(step, max_steps, loss) {
+            Event::Step(metrics) => Event::Step(crate::events::StepMetrics {
+                grad_norm,
+                ..metrics
+            }),
+            _ => unreachable!(),
+        }
+    }
+
+    /// A long run: validation loss, gradient norm, a warning, a checkpoint.
+    fn old_run() -> String {
+        let mut events = vec![crate::events::examples::started("old-run", 500)];
+        events.extend((1..=300).map(|s| step(s, 500, 2.0, Some(9.75))));
+        events.extend([
+            Event::EvalStarted {
+                step: 300,
+                eval: 1,
+                samples: 0,
+            },
+            Event::ValLoss {
+                step: 300,
+                loss: Some(7.25),
+                batches: 1,
+                timed_out: false,
+            },
+            Event::Warning {
+                step: 300,
+                message: "a warning of the old run".into(),
+            },
+            Event::Checkpoint {
+                step: 300,
+                path: "runs/old/checkpoints/checkpoint-300".into(),
+            },
+        ]);
+        lines(&events)
+    }
+
+    /// A new run's first lines: shorter than the old run's file.
+    fn new_run() -> String {
+        lines(&[
+            crate::events::examples::started("new-run", 20),
+            step(1, 20, 0.5, None),
+            step(2, 20, 0.25, None),
+        ])
+    }
+
+    fn screen(app: &App) -> String {
+        let backend = ratatui::backend::TestBackend::new(120, 40);
+        let mut terminal = ratatui::Terminal::new(backend).unwrap();
+        terminal
+            .draw(|frame| tui::render::render(frame, app))
+            .unwrap();
+        terminal.backend().to_string()
+    }
+
+    #[test]
+    fn a_replaced_or_truncated_events_file_starts_the_run_over_with_the_new_ones_only() {
+        for how in ["replaced", "truncated", "replaced, read at once"] {
+            let dir = tempfile::tempdir().unwrap();
+            let run_dir = dir.path().join("exp");
+            std::fs::create_dir(&run_dir).unwrap();
+            let path = run_dir.join(rundir::EVENTS_FILE);
+            std::fs::write(&path, old_run()).unwrap();
+            let events = follow(&run_dir).unwrap();
+            let mut app = attached_app(&run_dir, false);
+            app.update(crate::tui::app::Msg::Key(
+                ratatui::crossterm::event::KeyEvent::from(
+                    ratatui::crossterm::event::KeyCode::Char('l'),
+                ),
+            ));
+            if how != "replaced, read at once" {
+                feed_until(&mut app, &events, "the old run", |app| {
+                    app.status.warnings == 1
+                });
+                assert_eq!(app.grad_norm, Some(9.75), "{how}");
+                assert_eq!(app.best_val, Some((7.25, 300)), "{how}");
+            }
+            if how == "truncated" {
+                // Cut and rewritten in place (copytruncate): the same file.
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&path)
+                    .unwrap();
+                file.write_all(new_run().as_bytes()).unwrap();
+            } else {
+                // Another file in its place (rotation, a folder reused).
+                let fresh = run_dir.join("events.jsonl.new");
+                std::fs::write(&fresh, new_run()).unwrap();
+                std::fs::rename(&fresh, &path).unwrap();
+            }
+            feed_until(&mut app, &events, "the new run", |app| {
+                app.status.run_name == "new-run" && app.status.current_step == 2
+            });
+            // Only the new run's values, in the view the user chose.
+            assert_eq!(app.grad_norm, None, "{how}");
+            assert_eq!(app.best_val, None, "{how}");
+            assert_eq!(app.status.val_loss, None, "{how}");
+            assert_eq!(app.status.last_checkpoint, None, "{how}");
+            assert_eq!(app.status.max_steps, 20, "{how}");
+            assert_eq!(app.status.warnings, 0, "{how}");
+            assert_eq!(app.loss_history.whole(), [(1.0, 0.5), (2.0, 0.25)], "{how}");
+            assert!(app.val_history.is_empty(), "{how}");
+            assert!(app.chart.log_scale, "{how}: the view stays");
+            let log: Vec<&str> = app.log.iter().map(|l| l.text.as_str()).collect();
+            if how != "replaced, read at once" {
+                assert!(
+                    log[0].contains("events.jsonl was replaced or cut shorter"),
+                    "{how}: {log:?}"
+                );
+            }
+            assert!(
+                !log.iter()
+                    .any(|l| l.contains("old run") || l.contains("300")),
+                "{how}: {log:?}"
+            );
+            let shown = screen(&app);
+            for old in ["old-run", "9.75", "7.25", "checkpoint-300", "/500"] {
+                assert!(!shown.contains(old), "{how}: {old} on screen:\n{shown}");
+            }
+            assert!(
+                shown.contains("new-run") && shown.contains("2/20"),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_events_file_that_cannot_be_read_is_said_once_and_skipped_lines_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo-run");
+        std::fs::create_dir(&fifo).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(fifo.join(rundir::EVENTS_FILE))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let events = follow(&fifo).unwrap();
+        let mut app = attached_app(&fifo, false);
+        feed_until(&mut app, &events, "the warning", |app| !app.log.is_empty());
+        // Several looks later, still said once.
+        let later = Instant::now() + 3 * POLL;
+        feed_until(&mut app, &events, "a few looks", |_| Instant::now() > later);
+        let said: Vec<&str> = app.log.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].contains("is a FIFO"), "{said:?}");
+        assert!(screen(&app).contains("is a FIFO"), "{}", screen(&app));
+
+        // A line too long to hold is skipped unread, and said.
+        let long = dir.path().join("long-run");
+        std::fs::create_dir(&long).unwrap();
+        let mut text = "x".repeat(runfile::MAX_EVENT_LINE + 100);
+        text.push('\n');
+        text.push_str(&lines(&[step(1, 10, 1.0, None)]));
+        std::fs::write(long.join(rundir::EVENTS_FILE), text).unwrap();
+        let events = follow(&long).unwrap();
+        let mut app = attached_app(&long, false);
+        feed_until(&mut app, &events, "the step", |app| {
+            app.status.current_step == 1
+        });
+        let said: Vec<&str> = app.log.iter().map(|l| l.text.as_str()).collect();
+        assert!(
+            said.iter()
+                .any(|l| l.contains("1 line longer than 1 MiB skipped unread")),
+            "{said:?}"
+        );
     }
 }
 

@@ -314,3 +314,197 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A job that ignores SIGINT and SIGTERM, as does the child it starts in
+/// its process group (`sleep` inherits the ignoring); each writes its pid
+/// into the run directory.
+const STUBBORN_JOB: &str = "trap '' INT TERM; sleep 1000 & echo $! > \"$TRAINUI_RUN_DIR/child.pid\"; \
+     echo $$ > \"$TRAINUI_RUN_DIR/job.pid\"; wait";
+
+/// The pids of the stubborn job and its child, once both are written.
+fn stubborn_pids(run: &Path) -> [u32; 2] {
+    let mut pids = [0, 0];
+    wait_for("the job and its child", Duration::from_mins(1), || {
+        for (pid, file) in pids.iter_mut().zip(["job.pid", "child.pid"]) {
+            *pid = std::fs::read_to_string(run.join(file))
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(0);
+        }
+        pids.iter().all(|&pid| pid != 0)
+    });
+    pids
+}
+
+/// Whether the process `pid` is gone (a zombie waiting for its reaper is).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+#[test]
+fn a_second_sigint_ends_a_job_that_ignores_it_with_its_process_group_after_a_stated_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("stubborn");
+    let mut job = run_job(&run, &["sh", "-c", STUBBORN_JOB])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn_for_test();
+    let _group = JobGroup(job.id());
+    let pids = stubborn_pids(&run);
+    // The first SIGINT is passed on; the job ignores it.
+    signal(&job, "INT");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(job.try_wait().unwrap().is_none(), "the job ignores SIGINT");
+    assert!(!gone(pids[0]) && !gone(pids[1]));
+    let asked = std::time::Instant::now();
+    signal(&job, "INT");
+    // The grace period (10 s) and a generous margin for a loaded machine.
+    let status = wait_exit(&mut job, Duration::from_mins(1));
+    let waited = asked.elapsed();
+    assert_eq!(status.code(), Some(128 + 9), "killed: 128 + SIGKILL");
+    assert!(
+        waited >= Duration::from_secs(9),
+        "after the grace: {waited:?}"
+    );
+    let mut said = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert!(
+        said.contains(&format!(
+            "the job goes on after SIGINT (it ignores it, or hangs): SIGKILL to its process \
+             group (pgid {}) in 10 s",
+            pids[0]
+        )),
+        "{said}"
+    );
+    assert!(said.contains("the job exited with status 137"), "{said}");
+    wait_for(
+        "the job's group to be gone",
+        Duration::from_secs(10),
+        || gone(pids[0]) && gone(pids[1]),
+    );
+
+    // A third signal does not wait for the grace period.
+    let run = dir.path().join("impatient");
+    let mut job = run_job(&run, &["sh", "-c", STUBBORN_JOB])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn_for_test();
+    let _group = JobGroup(job.id());
+    let pids = stubborn_pids(&run);
+    signal(&job, "TERM");
+    signal(&job, "INT");
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    signal(&job, "TERM");
+    let status = wait_exit(&mut job, Duration::from_mins(1));
+    assert_eq!(status.code(), Some(128 + 9));
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        asked.elapsed()
+    );
+    let mut said = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert!(
+        said.contains("SIGTERM again: SIGKILL to the job's process group"),
+        "{said}"
+    );
+    wait_for(
+        "the job's group to be gone",
+        Duration::from_secs(10),
+        || gone(pids[0]) && gone(pids[1]),
+    );
+
+    // A job that ends of the second SIGINT but leaves its child behind:
+    // the child goes too.
+    let run = dir.path().join("leaves-a-child");
+    let script = STUBBORN_JOB.replace(
+        "; wait",
+        "; n=0; trap 'n=$((n+1)); [ $n -ge 2 ] && exit 3' INT; while :; do wait; done",
+    );
+    let mut job = run_job(&run, &["sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn_for_test();
+    let _group = JobGroup(job.id());
+    let pids = stubborn_pids(&run);
+    signal(&job, "INT");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&job, "INT");
+    let status = wait_exit(&mut job, Duration::from_mins(1));
+    let mut said = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(3), "the job's own status: {said}");
+    assert!(
+        said.contains("the job ended, processes of its group remain: SIGKILL"),
+        "{said}"
+    );
+    wait_for(
+        "the job's child to be gone",
+        Duration::from_secs(10),
+        || gone(pids[1]),
+    );
+}
+
+#[test]
+fn run_makes_nothing_others_can_write_whatever_the_umask_and_writes_through_no_link() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("deep/er/run");
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec {} run --no-tui --run-dir {} -- sh -c 'echo hello; touch \"$TRAINUI_RUN_DIR/made\"'",
+            binary.display(),
+            run.display()
+        ))
+        .output()
+        .unwrap();
+    common::assert_success(&output);
+    for path in [
+        dir.path().join("deep"),
+        dir.path().join("deep/er"),
+        run.clone(),
+        run.join("job_output.log"),
+    ] {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o022, 0, "{}: {mode:o}", path.display());
+    }
+    assert_eq!(
+        std::fs::read_to_string(run.join("job_output.log")).unwrap(),
+        "hello\n"
+    );
+
+    // job_output.log as a link elsewhere, or as a FIFO: refused, at once.
+    for (name, make) in [
+        ("linked", "ln -s ../target.txt job_output.log"),
+        ("fifo", "mkfifo job_output.log"),
+    ] {
+        let run = dir.path().join(name);
+        std::fs::create_dir(&run).unwrap();
+        std::fs::write(dir.path().join("target.txt"), "kept\n").unwrap();
+        let made = std::process::Command::new("sh")
+            .args(["-c", make])
+            .current_dir(&run)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut job = run_job(&run, &["sh", "-c", "echo written"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn_for_test();
+        let status = wait_exit(&mut job, Duration::from_secs(30));
+        let mut said = String::new();
+        std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut said).unwrap();
+        assert_eq!(status.code(), Some(2), "{name}: {said}");
+        assert!(said.contains("job_output.log: is a"), "{name}: {said}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("target.txt")).unwrap(),
+            "kept\n"
+        );
+    }
+}

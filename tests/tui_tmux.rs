@@ -503,3 +503,161 @@ fn a_terminal_that_closes_stops_and_saves_the_run_with_a_true_final_state() {
     let step = common::status(&run)["current_step"].as_u64().unwrap();
     assert!(run.join(format!("checkpoints/checkpoint-{step}")).is_dir());
 }
+
+impl Tmux {
+    /// The pane's text with wrapped lines joined (a long message is one line).
+    fn joined(&self) -> String {
+        self.run(&["capture-pane", "-p", "-J", "-t", "tui"])
+    }
+
+    fn title(&self) -> String {
+        self.run(&["display-message", "-p", "-t", "tui", "#{pane_title}"])
+            .trim()
+            .to_owned()
+    }
+}
+
+/// Whether the process `pid` is gone (a zombie waiting for its reaper is).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+#[test]
+fn q_y_twice_ends_a_job_that_ignores_its_stop_and_its_signals_with_its_process_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("stubborn");
+    // The job reads no commands and ignores SIGINT and SIGTERM, as does the
+    // child it starts in its process group.
+    let script = dir.path().join("stubborn.sh");
+    std::fs::write(
+        &script,
+        "trap '' INT TERM\nsleep 1000 &\necho $! > \"$TRAINUI_RUN_DIR/child.pid\"\n\
+         echo $$ > \"$TRAINUI_RUN_DIR/job.pid\"\nwait\n",
+    )
+    .unwrap();
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    let command = format!(
+        "{} run --run-dir {} -- sh {}; echo RUN_EXIT=$?; sleep 120",
+        binary.display(),
+        run.display(),
+        script.display()
+    );
+    let tmux = Tmux::start("stubborn", &command);
+    let mut pids = [0u32; 2];
+    wait_for("the job and its child", Duration::from_mins(1), || {
+        for (pid, file) in pids.iter_mut().zip(["job.pid", "child.pid"]) {
+            *pid = std::fs::read_to_string(run.join(file))
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(0);
+        }
+        pids.iter().all(|&pid| pid != 0)
+    });
+    tmux.wait_for_screen("the job's screen", |s| s.contains("stubborn"));
+    tmux.keys("q");
+    tmux.wait_for_screen("the quit question", |s| {
+        s.contains("Stop training and quit?") && s.contains("SIGKILL 10 s later")
+    });
+    tmux.keys("y");
+    tmux.wait_for_screen("the stop sent", |s| s.contains("q y again ends it now"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!gone(pids[0]) && !gone(pids[1]), "the job goes on");
+    tmux.keys("q");
+    let screen = tmux.wait_for_screen("the second question", |s| {
+        s.contains("The job was asked to stop and goes on.")
+    });
+    assert!(
+        screen.contains("SIGKILL to the group 10 s later"),
+        "{screen}"
+    );
+    let asked = std::time::Instant::now();
+    tmux.keys("y");
+    tmux.wait_for_screen("the exit", |s| s.contains("RUN_EXIT="));
+    let waited = asked.elapsed();
+    let said = tmux.joined();
+    assert!(said.contains("RUN_EXIT=137"), "{said}");
+    assert!(
+        waited >= Duration::from_secs(9),
+        "after the grace: {waited:?}"
+    );
+    assert!(
+        said.contains(&format!(
+            "quitting now: SIGTERM to the job's process group (pgid {}); SIGKILL to it in 10 s \
+             if it has not ended",
+            pids[0]
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "the job has not ended in 10 s: SIGKILL to its process group (pgid {})",
+            pids[0]
+        )),
+        "{said}"
+    );
+    wait_for(
+        "the job's group to be gone",
+        Duration::from_secs(10),
+        || gone(pids[0]) && gone(pids[1]),
+    );
+}
+
+#[test]
+fn a_crafted_run_name_neither_retitles_the_pane_nor_reaches_the_terminal_raw() {
+    use trainui::events::{Event, RunInfo, RunState, Summary};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("crafted");
+    std::fs::create_dir(&run).unwrap();
+    let name = "x\x1b]2;PWNED\x07\x1b]52;c;cm0gLXJmIH4K\x07\u{202e}y";
+    let events = [
+        Event::Started(Box::new(RunInfo::new(name, 10))),
+        Event::Warning {
+            step: 0,
+            message: "\x1b[2J\x1b]2;WARNED\x07".into(),
+        },
+        Event::Finished(Summary {
+            step: 10,
+            max_steps: 10,
+            state: RunState::Finished,
+            loss: Some(0.5),
+            elapsed_secs: 3.0,
+        }),
+    ];
+    let lines: String = events
+        .iter()
+        .map(|event| serde_json::to_string(event).unwrap() + "\n")
+        .collect();
+    std::fs::write(run.join("events.jsonl"), lines).unwrap();
+    let binary = assert_cmd::cargo::cargo_bin!("trainui");
+    let command = format!(
+        "{} watch {}; echo WATCH_EXIT=$?; sleep 120",
+        binary.display(),
+        run.display()
+    );
+    let tmux = Tmux::start("crafted", &command);
+    let before = tmux.title();
+    let screen = tmux.wait_for_screen("the crafted run", |s| s.contains("FINISHED"));
+    assert!(
+        screen.contains("x\\x1b]2;PWNED\\x07\\x1b]52;c;cm0gLXJmIH4K\\x07\\u{202e}y"),
+        "{screen}"
+    );
+    tmux.keys("q");
+    tmux.wait_for_screen("the exit", |s| s.contains("WATCH_EXIT="));
+    let said = tmux.joined();
+    assert!(said.contains("WATCH_EXIT=0"), "{said}");
+    // The farewell names the run escaped, on one line.
+    assert!(
+        said.contains(
+            "x\\x1b]2;PWNED\\x07\\x1b]52;c;cm0gLXJmIH4K\\x07\\u{202e}y finished at step 10/10"
+        ),
+        "{said}"
+    );
+    let title = tmux.title();
+    assert!(
+        !title.contains("PWNED") && !title.contains("WARNED") && title == before,
+        "the pane was retitled: {title:?} (was {before:?})"
+    );
+}

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind};
 
 use super::history::History;
+use super::intake;
 use super::keys::{self, Context, KeyAction, action_for};
 use super::sampler::{GpuSample, HostSample, SystemSample};
 use super::wrap::wrap;
@@ -39,6 +40,10 @@ const READING_SECS: u64 = 30;
 pub const SMOOTHING_STEPS: &[u64] = &[
     0, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000,
 ];
+
+/// How long a job asked to end at once (`q` `q`, or a second `q` `y`)
+/// has between SIGTERM and SIGKILL to its process group; the screen says it.
+pub const JOB_KILL_AFTER: Duration = Duration::from_secs(10);
 
 /// Something that happened to the TUI.
 #[derive(Debug, Clone)]
@@ -67,6 +72,12 @@ pub enum Liveness {
     Ranks(Vec<RankView>),
     /// The job `trainui run` started ended with this exit status.
     JobEnded(i32),
+    /// What trainui does to end a job that went on after being asked to
+    /// end (a second SIGINT or SIGTERM to trainui): said once.
+    Ending(String),
+    /// Why the run's status file cannot be read (a FIFO, too large, not a
+    /// status): said once each time the reason changes.
+    Unreadable(String),
 }
 
 /// A run whose process is gone, as `watch` tells it.
@@ -184,10 +195,53 @@ pub struct EvalView {
     pub errors: u32,
 }
 
+/// A finished sample as the panes show it.
+#[derive(Debug, Clone)]
+pub struct ShownSample {
+    /// The sample, its texts escaped (by `tui::intake`).
+    pub result: SampleResult,
+    /// Where the output first differs from the golden answer, found in the
+    /// texts as written; `None` when they are the same.
+    pub difference: Option<Difference>,
+}
+
+/// Where a model's output first differs from the golden answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Difference {
+    /// In characters of the texts as written.
+    pub at: usize,
+    /// The same place in the escaped texts shown (the same in both: what
+    /// comes before it is alike).
+    pub shown_at: usize,
+    /// The characters there as written, none past a text's end.
+    pub golden: Option<char>,
+    pub output: Option<char>,
+    /// The golden answer's length as written, in characters.
+    pub golden_len: usize,
+}
+
+impl ShownSample {
+    /// `sample` as written, made safe to show.
+    #[must_use]
+    pub fn new(sample: &SampleResult) -> Self {
+        let difference =
+            intake::first_difference(&sample.golden, &sample.output).map(|at| Difference {
+                at,
+                shown_at: intake::shown_position(&sample.golden, at),
+                golden: sample.golden.chars().nth(at),
+                output: sample.output.chars().nth(at),
+                golden_len: sample.golden.chars().count(),
+            });
+        let mut result = sample.clone();
+        intake::sample_result(&mut result);
+        Self { result, difference }
+    }
+}
+
 /// A sample opened whole.
 #[derive(Debug, Clone)]
 pub struct Detail {
-    pub sample: SampleResult,
+    pub sample: ShownSample,
     /// Lines scrolled past.
     pub scroll: usize,
 }
@@ -260,7 +314,7 @@ pub struct App {
     pub grad_norm: Option<f64>,
     pub live: Option<LiveGeneration>,
     /// Finished samples, oldest first.
-    pub samples: VecDeque<SampleResult>,
+    pub samples: VecDeque<ShownSample>,
     pub evals: VecDeque<EvalView>,
     pub log: VecDeque<LogLine>,
     pub gpus: Vec<GpuView>,
@@ -326,10 +380,12 @@ pub struct App {
 }
 
 impl App {
+    /// An app for the run `run_name` (escaped: a folder's name may be
+    /// anything).
     #[must_use]
     pub fn new(run_name: String, max_steps: u64, color: bool) -> Self {
         Self {
-            status: RunStatus::new(run_name, max_steps),
+            status: RunStatus::new(escaped(run_name), max_steps),
             loss_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
             val_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
             clock_history: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
@@ -418,7 +474,8 @@ impl App {
 
     fn apply_liveness(&mut self, liveness: Liveness) {
         match liveness {
-            Liveness::Gone(gone) => {
+            Liveness::Gone(mut gone) => {
+                intake::gone(&mut gone.since, &mut gone.last_checkpoint, &mut gone.resume);
                 self.log_line(
                     Level::Error,
                     format!(
@@ -448,7 +505,14 @@ impl App {
                     self.exit = Some(Exit::Done);
                 }
             }
+            Liveness::Unreadable(text) => self.warn(text),
+            Liveness::Ending(text) => {
+                let text = crate::text::escape(&text).into_owned();
+                self.log_line(Level::Error, text.clone());
+                self.say_sticky(text);
+            }
             Liveness::Ranks(ranks) => {
+                let ranks = intake::ranks(ranks);
                 let stuck = |views: &[RankView]| -> Vec<u32> {
                     views
                         .iter()
@@ -497,10 +561,11 @@ impl App {
         (ack.sticky || age < Duration::from_secs(ACK_SECS)).then_some(ack.text.as_str())
     }
 
-    /// Answers in the footer, for a few seconds.
+    /// Answers in the footer, for a few seconds (escaped: an answer may
+    /// quote a path or a message from elsewhere).
     pub fn say(&mut self, text: impl Into<String>) {
         self.ack = Some(Ack {
-            text: text.into(),
+            text: escaped(text.into()),
             at: self.now,
             sticky: false,
         });
@@ -508,7 +573,7 @@ impl App {
 
     fn say_sticky(&mut self, text: impl Into<String>) {
         self.ack = Some(Ack {
-            text: text.into(),
+            text: escaped(text.into()),
             at: self.now,
             sticky: true,
         });
@@ -908,6 +973,86 @@ impl App {
         command
     }
 
+    /// Says `text` in the log as a warning and in the footer: a warning of
+    /// this program about the run (not one of the run's own, which come as
+    /// events).
+    pub fn warn(&mut self, text: String) {
+        let text = escaped(text);
+        self.log_line(Level::Warning, format!("WARNING: {text}"));
+        self.say(text);
+    }
+
+    /// A stop was sent, and trainui exits once the run has stopped.
+    #[must_use]
+    pub fn stop_asked(&self) -> bool {
+        self.quit_when_stopped
+    }
+
+    /// Names the run `label` on the screen, over the name its events give
+    /// (escaped: a label is made from a folder's name).
+    pub fn set_label(&mut self, label: String) {
+        let label = escaped(label);
+        self.status.run_name.clone_from(&label);
+        self.label = Some(label);
+    }
+
+    /// Starts over as `fresh` (an app for the same run, made as at the
+    /// start) because the run's events.jsonl was replaced or cut shorter
+    /// (log rotation, a folder reused): what was read before belongs to
+    /// another run. The view the user chose stays, and so does what is
+    /// known of the run's process and of the machine, which the events do
+    /// not tell.
+    pub fn start_over(&mut self, fresh: App) {
+        let old = std::mem::replace(self, fresh);
+        self.color = old.color;
+        self.ascii = old.ascii;
+        self.chart = ChartView {
+            smoothing: if old.smoothing_chosen {
+                old.chart.smoothing
+            } else {
+                self.chart.smoothing
+            },
+            ..old.chart
+        };
+        self.smoothing_chosen = old.smoothing_chosen;
+        self.focus = old.focus;
+        self.overlay = match old.overlay {
+            // The sample open is the other run's.
+            Overlay::Sample => Overlay::None,
+            overlay => overlay,
+        };
+        self.help_scroll = old.help_scroll;
+        self.log_view = LogView {
+            scroll: 0,
+            current: None,
+            ..old.log_view
+        };
+        self.geometry = old.geometry;
+        self.quit_when_stopped = old.quit_when_stopped;
+        self.exit = old.exit;
+        self.owner = old.owner;
+        self.resume = old.resume;
+        self.gone = old.gone;
+        self.ranks = old.ranks;
+        self.job_status = old.job_status;
+        self.compared = old.compared;
+        if let Some(label) = old.label {
+            self.set_label(label);
+        }
+        self.gpus = old.gpus;
+        self.host = old.host;
+        self.cpu_history = old.cpu_history;
+        self.system_note = old.system_note;
+        self.now = old.now;
+        self.log_line(
+            Level::Warning,
+            "events.jsonl was replaced or cut shorter: what was shown belongs to \
+             another run; reading the new file from its start"
+                .into(),
+        );
+        self.say("events.jsonl was replaced: showing the new run from its start");
+    }
+
     /// Draws its chart as `other` does (a key changed the view of one of
     /// several runs shown together).
     pub fn chart_like(&mut self, other: &App) {
@@ -944,10 +1089,22 @@ impl App {
                 self.exit = Some(Exit::Restart);
                 None
             }
+            KeyAction::Confirm if self.owner == Owner::Job && self.quit_when_stopped => {
+                // Asked twice, and the job goes on: it is ended, whether it
+                // reads its commands or not.
+                self.overlay = Overlay::None;
+                self.exit = Some(Exit::Now);
+                None
+            }
             KeyAction::Confirm => {
                 self.overlay = Overlay::None;
                 self.quit_when_stopped = true;
-                self.say_sticky("sent: stop (the run saves a checkpoint, then trainui exits)");
+                self.say_sticky(if self.owner == Owner::Job {
+                    "sent: stop (the job saves a checkpoint, then trainui exits); \
+                     q y again ends it now"
+                } else {
+                    "sent: stop (the run saves a checkpoint, then trainui exits)"
+                });
                 Some(Command::Stop)
             }
             KeyAction::Quit if !restart => {
@@ -1052,6 +1209,10 @@ impl App {
     /// generation, the log, the clock).
     #[allow(clippy::too_many_lines)]
     pub fn apply_at(&mut self, event: &Event, at: SystemTime) {
+        // Every text shown comes from here, escaped; only the sample's
+        // difference is found in the texts as written.
+        let written = event;
+        let event = &*intake::event(written);
         self.status.apply(event);
         if let Some(label) = &self.label {
             self.status.run_name.clone_from(label);
@@ -1189,7 +1350,11 @@ impl App {
                     live.elapsed_secs = *elapsed_secs;
                 }
             }
-            Event::Sample(sample) => self.add_sample(sample),
+            Event::Sample(_) => {
+                if let Event::Sample(sample) = written {
+                    self.add_sample(ShownSample::new(sample));
+                }
+            }
             Event::EvalFinished(summary) => {
                 self.live = None;
                 if self.exact_match_history.len() == LOAD_HISTORY {
@@ -1302,7 +1467,7 @@ impl App {
         }
     }
 
-    fn add_sample(&mut self, sample: &SampleResult) {
+    fn add_sample(&mut self, sample: ShownSample) {
         self.live = None;
         if self.samples.len() == SAMPLES_KEPT {
             self.samples.pop_front();
@@ -1310,18 +1475,22 @@ impl App {
                 *cursor = cursor.saturating_sub(1);
             }
         }
-        self.samples.push_back(sample.clone());
         if self.sample_cursor.is_some() {
             self.unseen_samples += 1;
         }
-        if let Some(eval) = self.evals.back_mut().filter(|e| e.step == sample.step) {
-            match sample.outcome {
+        if let Some(eval) = self
+            .evals
+            .back_mut()
+            .filter(|e| e.step == sample.result.step)
+        {
+            match sample.result.outcome {
                 GenerationOutcome::TimedOut => eval.timeouts += 1,
                 GenerationOutcome::Aborted => eval.aborts += 1,
                 GenerationOutcome::Error { .. } => eval.errors += 1,
                 GenerationOutcome::Completed => {}
             }
         }
+        self.samples.push_back(sample);
     }
 
     fn apply_system(&mut self, sample: SystemSample) {
@@ -1415,6 +1584,14 @@ impl App {
             }
             _ => format!("{name} quit at once {at} without saving; {checkpoint}{go_on}"),
         }
+    }
+}
+
+/// `text` with its unsafe characters escaped, not copied when it has none.
+fn escaped(text: String) -> String {
+    match crate::text::escape(&text) {
+        std::borrow::Cow::Owned(escaped) => escaped,
+        std::borrow::Cow::Borrowed(_) => text,
     }
 }
 
@@ -1716,5 +1893,66 @@ mod tests {
         );
         assert_eq!(app.update(key(KeyCode::Char('q'))), None);
         assert_eq!(app.exit, Some(Exit::Done));
+    }
+
+    #[test]
+    fn a_job_asked_twice_to_stop_is_ended_and_the_question_says_how() {
+        let mut app = App::new("job".into(), 100, false);
+        app.owner = Owner::Job;
+        app.apply(&Event::State {
+            step: 3,
+            state: RunState::Training,
+        });
+        app.update(key(KeyCode::Char('q')));
+        assert_eq!(app.update(key(KeyCode::Char('y'))), Some(Command::Stop));
+        assert!(app.ack_text().unwrap().contains("q y again ends it now"));
+        assert!(app.stop_asked() && app.exit.is_none());
+        // The job reads no commands and goes on: q y again ends it.
+        app.update(key(KeyCode::Char('q')));
+        assert_eq!(app.overlay, Overlay::ConfirmQuit);
+        assert_eq!(app.update(key(KeyCode::Char('y'))), None);
+        assert_eq!(app.exit, Some(Exit::Now));
+        // trainui's own trainer is asked again instead: q q quits it at once.
+        let mut trainer = training_app();
+        trainer.update(key(KeyCode::Char('q')));
+        trainer.update(key(KeyCode::Char('y')));
+        trainer.update(key(KeyCode::Char('q')));
+        assert_eq!(trainer.update(key(KeyCode::Char('y'))), Some(Command::Stop));
+        assert_eq!(trainer.exit, None);
+    }
+
+    #[test]
+    fn starting_over_forgets_the_other_runs_values_and_keeps_the_view() {
+        let mut app = training_app();
+        app.set_label("runs/a/exp".into());
+        app.compared = true;
+        app.apply(&Event::Step(crate::events::StepMetrics {
+            grad_norm: Some(9.75),
+            ..match crate::events::examples::step(10, 100, 2.0) {
+                Event::Step(m) => m,
+                _ => unreachable!(),
+            }
+        }));
+        app.apply(&Event::ValLoss {
+            step: 10,
+            loss: Some(7.25),
+            batches: 1,
+            timed_out: false,
+        });
+        app.update(key(KeyCode::Char('l')));
+        app.update(key(KeyCode::Char(']')));
+        app.update(key(KeyCode::Tab));
+        app.update(Msg::Liveness(Liveness::JobEnded(0)));
+        app.start_over(App::new("exp".into(), 0, false));
+        assert_eq!(app.grad_norm, None);
+        assert_eq!(app.best_val, None);
+        assert!(app.val_history.is_empty() && app.loss_history.is_empty());
+        assert_eq!(app.status.current_step, 0);
+        assert_eq!(app.status.run_name, "runs/a/exp", "the label stays");
+        assert!(app.chart.log_scale && app.focus == Focus::Events && app.compared);
+        assert!(app.color, "the look stays");
+        assert_eq!(app.job_status, Some(0), "the process's end stays");
+        assert_eq!(app.log.len(), 1);
+        assert!(app.log[0].text.contains("replaced or cut shorter"));
     }
 }

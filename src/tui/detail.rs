@@ -9,27 +9,12 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph};
 use unicode_width::UnicodeWidthChar;
 
-use super::app::{App, Detail};
+use super::app::{App, Detail, Difference};
 use super::eval::outcome;
 use super::header::loss;
 use super::theme::{dim, fg, pane, sep};
-use crate::events::{GenerationOutcome, SampleResult};
-
-/// Where `output` first differs from `golden`, in characters; `None` when
-/// they are the same.
-#[must_use]
-pub fn first_difference(golden: &str, output: &str) -> Option<usize> {
-    let mut golden = golden.chars();
-    let mut output = output.chars();
-    let mut at = 0;
-    loop {
-        match (golden.next(), output.next()) {
-            (None, None) => return None,
-            (g, o) if g == o => at += 1,
-            _ => return Some(at),
-        }
-    }
-}
+use crate::events::GenerationOutcome;
+use crate::text::escape;
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App, detail: &Detail) {
     let area = Rect {
@@ -39,7 +24,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, detail: &Detail) {
         height: area.height.saturating_sub(2),
     };
     frame.render_widget(Clear, area);
-    let s = &detail.sample;
+    let s = &detail.sample.result;
     let (label, color) = outcome(s);
     let block = pane(
         app,
@@ -51,7 +36,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, detail: &Detail) {
     );
     let inner = block.inner(area);
     let width = usize::from(inner.width.max(1));
-    let lines = lines(app, s, label, color, width);
+    let lines = lines(app, detail, label, color, width);
     let rows = usize::from(inner.height);
     let top = detail.scroll.min(lines.len().saturating_sub(rows));
     let mut geometry = app.geometry.get();
@@ -71,11 +56,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, detail: &Detail) {
 
 fn lines(
     app: &App,
-    s: &SampleResult,
+    detail: &Detail,
     label: &str,
     color: Color,
     width: usize,
 ) -> Vec<Line<'static>> {
+    let s = &detail.sample.result;
     let sep = sep(app);
     let mut out = vec![
         Line::from(vec![
@@ -95,26 +81,41 @@ fn lines(
             s.output_tokens, s.golden_tokens, s.elapsed_secs, s.timeout_secs, s.tokens_per_sec
         )),
     ];
-    let difference = first_difference(&s.golden, &s.output);
-    let (golden_len, output_len) = (s.golden.chars().count(), s.output.chars().count());
+    // The difference was found in the texts as written (the figures say
+    // their characters); the mark goes where it falls in the texts shown.
+    let difference = detail.sample.difference;
+    let quoted = |c: Option<char>| format!("'{}'", escape(&c.unwrap_or_default().to_string()));
     let verdict = match (&s.outcome, difference) {
         (GenerationOutcome::Error { message }, _) => format!("error: {message}"),
         (_, None) => "the output is the golden answer".to_owned(),
         (_, Some(_)) if s.exact_match => {
             "the output is the golden answer once surrounding whitespace is trimmed".to_owned()
         }
-        (_, Some(at)) if at == output_len => format!(
+        (
+            _,
+            Some(Difference {
+                at,
+                output: None,
+                golden_len,
+                ..
+            }),
+        ) => format!(
             "the output stops after {at} characters; the golden answer goes on for {}",
             golden_len - at
         ),
-        (_, Some(at)) if at == golden_len => {
+        (
+            _,
+            Some(Difference {
+                at, golden: None, ..
+            }),
+        ) => {
             format!("the output goes on past the golden answer's {at} characters")
         }
-        (_, Some(at)) => format!(
-            "first difference at character {}: golden {:?}, output {:?}",
-            at + 1,
-            s.golden.chars().nth(at).unwrap_or_default(),
-            s.output.chars().nth(at).unwrap_or_default()
+        (_, Some(d)) => format!(
+            "first difference at character {}: golden {}, output {}",
+            d.at + 1,
+            quoted(d.golden),
+            quoted(d.output)
         ),
     };
     out.push(Line::from(Span::styled(
@@ -122,6 +123,7 @@ fn lines(
         fg(app, Color::Yellow).add_modifier(Modifier::BOLD),
     )));
     let marked = fg(app, Color::Red).add_modifier(Modifier::UNDERLINED | Modifier::BOLD);
+    let difference = difference.map(|d| d.shown_at);
     for (title, text, mark) in [
         ("PROMPT", &s.prompt, None),
         ("GOLDEN", &s.golden, difference),
@@ -140,7 +142,8 @@ fn marked_text(text: &str, width: usize, mark: Option<usize>, marked: Style) -> 
     let mut lines = Vec::new();
     let mut offset = 0;
     for paragraph in text.split('\n') {
-        // Tabs and control characters take one cell each, as spaces and `?`.
+        // The text is escaped (only newlines stay); should a tab or a
+        // control character be left, it takes one cell, as a space or `?`.
         let chars: Vec<char> = paragraph
             .chars()
             .map(|c| match c {
@@ -182,16 +185,6 @@ fn marked_text(text: &str, width: usize, mark: Option<usize>, marked: Style) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_first_difference_is_found_in_characters() {
-        assert_eq!(first_difference("12704", "12704"), None);
-        assert_eq!(first_difference("12704", "12111"), Some(2));
-        assert_eq!(first_difference("12704", "127"), Some(3));
-        assert_eq!(first_difference("85", "851"), Some(2));
-        assert_eq!(first_difference("é1", "é2"), Some(1));
-        assert_eq!(first_difference("", "x"), Some(0));
-    }
 
     #[test]
     fn the_mark_starts_at_the_difference_across_wrapped_lines() {

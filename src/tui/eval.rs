@@ -123,13 +123,13 @@ fn render_samples(frame: &mut Frame, area: Rect, app: &App) {
     let mut selected_line = 0;
     // Every evaluation since the oldest sample kept (those without samples
     // too), each with its samples.
-    let oldest = app.samples.front().map_or(0, |s| s.step);
+    let oldest = app.samples.front().map_or(0, |s| s.result.step);
     let mut steps: Vec<u64> = app
         .evals
         .iter()
         .map(|e| e.step)
         .filter(|&step| step >= oldest)
-        .chain(app.samples.iter().map(|s| s.step))
+        .chain(app.samples.iter().map(|s| s.result.step))
         .collect();
     steps.sort_unstable();
     steps.dedup();
@@ -137,11 +137,11 @@ fn render_samples(frame: &mut Frame, area: Rect, app: &App) {
     for step in steps {
         let eval = app.evals.iter().rev().find(|e| e.step == step);
         lines.push(eval_line(app, step, eval));
-        while let Some((index, sample)) = next.next_if(|(_, s)| s.step == step) {
+        while let Some((index, sample)) = next.next_if(|(_, s)| s.result.step == step) {
             if Some(index) == selected {
                 selected_line = lines.len();
             }
-            lines.extend(sample_lines(app, sample, Some(index) == selected));
+            lines.extend(sample_lines(app, &sample.result, Some(index) == selected));
         }
     }
     let rows = usize::from(area.height);
@@ -180,7 +180,11 @@ fn eval_line(app: &App, step: u64, eval: Option<&EvalView>) -> Line<'static> {
     if let Some(summary) = &eval.summary {
         let _ = write!(text, "{s}{}/{} matched", summary.matches, summary.samples);
     } else {
-        let done = app.samples.iter().filter(|x| x.step == eval.step).count();
+        let done = app
+            .samples
+            .iter()
+            .filter(|x| x.result.step == eval.step)
+            .count();
         let _ = write!(text, "{s}running {done}/{}", eval.samples);
     }
     for problem in problems {

@@ -6,6 +6,7 @@
 //! ```text
 //! mod.rs      the loop: events and keys in, frames out
 //! app.rs      the state, changed only by `App::update`
+//! intake.rs   texts from a run or a model escaped as the app takes them in
 //! board.rs    several runs on one screen: which one the panes follow
 //! keys.rs     every key: action, command, help line, footer word
 //! render.rs   the layout and the overlays; one file per pane:
@@ -27,6 +28,7 @@ mod eval;
 mod footer;
 mod header;
 pub mod history;
+mod intake;
 pub mod keys;
 mod log;
 mod logview;
@@ -136,6 +138,25 @@ fn read_key(timeout: Duration) -> io::Result<Option<Input>> {
 pub trait EventSource {
     /// The next event, if one is waiting.
     fn try_next(&self) -> Option<(Event, Option<SystemTime>)>;
+
+    /// What the source says before its next event, if anything. Asked
+    /// before each event; [`Self::try_next`] gives none past an aside until
+    /// it is taken, so that each falls between the right events.
+    fn aside(&self) -> Option<Aside> {
+        None
+    }
+}
+
+/// What a source of events says between them (`watch` reading a file).
+#[derive(Debug)]
+pub enum Aside {
+    /// The events start over here with another run's (its events.jsonl was
+    /// replaced or cut shorter): the run's app becomes this fresh one, and
+    /// what came before belongs to that other run.
+    StartOver(Box<App>),
+    /// Something about the source the user should know (the file cannot
+    /// be read, lines were skipped), said once.
+    Warning(String),
 }
 
 /// The trainer thread's events, as they happen.
@@ -292,9 +313,10 @@ where
 }
 
 /// Folds up to `limit` of the feed's waiting events into `app`, ringing
-/// for those that happen while the screen is up. Returns whether more are
-/// waiting (a full turn: a history being read back) and whether any came.
-fn fold_events(
+/// for those that happen while the screen is up, and starts the app over
+/// where its events do. Returns whether more are waiting (a full turn: a
+/// history being read back) and whether any came.
+pub(crate) fn fold_events(
     app: &mut App,
     feed: &mut Feed<'_>,
     input: &mut dyn InputSource,
@@ -303,6 +325,13 @@ fn fold_events(
 ) -> (bool, bool) {
     let mut arrived = false;
     for _ in 0..limit {
+        while let Some(aside) = feed.events.aside() {
+            match aside {
+                Aside::StartOver(fresh) => app.start_over(*fresh),
+                Aside::Warning(text) => app.warn(text),
+            }
+            arrived = true;
+        }
         let Some((event, at)) = feed.events.try_next() else {
             return (false, arrived);
         };

@@ -6,7 +6,7 @@ use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Clear, Paragraph, Wrap};
 
-use super::app::{App, Overlay, Owner};
+use super::app::{App, JOB_KILL_AFTER, Overlay, Owner};
 use super::board::Board;
 use super::keys::{self, Context, WITHOUT_KEY};
 use super::theme::{asciify, dim, fg, key, pane, run_color};
@@ -32,12 +32,11 @@ pub const MIN_HEIGHT: u16 = 18;
 /// ```
 ///
 /// Over it: the help, a question, a sample whole, or the log full screen.
-/// In the ASCII look, the finished frame is made ASCII last.
+/// In the ASCII look, the finished frame is made ASCII last. Whatever the
+/// look, no cell reaches the terminal with a character that could drive it.
 pub fn render(frame: &mut Frame, app: &App) {
     draw(frame, app, None);
-    if app.ascii {
-        asciify(frame.buffer_mut());
-    }
+    finish(frame, app);
 }
 
 /// The screen of a board: one run as [`render`] draws it; several with
@@ -58,8 +57,22 @@ pub fn render(frame: &mut Frame, app: &App) {
 pub fn render_board(frame: &mut Frame, board: &Board) {
     let app = board.followed();
     draw(frame, app, board.compares().then_some(board));
+    finish(frame, app);
+}
+
+/// The last touches of a frame: the ASCII look, then the backstop. Texts
+/// from a run are escaped as the app takes them in; a cell that still holds
+/// a control character, a bidirectional override or a line separator (a
+/// text that came by another way) is drawn as `?` instead.
+fn finish(frame: &mut Frame, app: &App) {
+    let buffer = frame.buffer_mut();
     if app.ascii {
-        asciify(frame.buffer_mut());
+        asciify(buffer);
+    }
+    for cell in &mut buffer.content {
+        if cell.symbol().chars().any(crate::text::is_unsafe) {
+            cell.set_symbol("?");
+        }
     }
 }
 
@@ -231,19 +244,68 @@ fn render_confirm_restart(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 
+/// The quit question. A job (`trainui run`) that goes on after a stop was
+/// sent is offered its end: its process group signalled, killed after
+/// [`JOB_KILL_AFTER`] if it ignores that.
 fn render_confirm_quit(frame: &mut Frame, area: Rect, app: &App) {
     let key = |k: &'static str| Span::styled(k, key(app));
-    let lines = vec![
-        Line::from("Stop training and quit?"),
-        Line::from(""),
-        Line::from(vec![
-            key("y"),
-            Span::raw("      stop at the next step, save a checkpoint, exit"),
-        ]),
-        Line::from(vec![key("n/Esc"), Span::raw("  keep training")]),
-        Line::from(vec![key("q"), Span::raw("      quit now, without saving")]),
-    ];
+    let grace = JOB_KILL_AFTER.as_secs();
+    let lines = if app.owner == Owner::Job && app.stop_asked() {
+        vec![
+            Line::from("The job was asked to stop and goes on."),
+            Line::from(""),
+            Line::from(vec![
+                key("y q"),
+                Span::raw("    end it now: SIGTERM to its process group,"),
+            ]),
+            Line::from(format!("       SIGKILL to the group {grace} s later")),
+            Line::from(vec![key("n/Esc"), Span::raw("  keep waiting")]),
+        ]
+    } else {
+        let now = if app.owner == Owner::Job {
+            format!("      end the job now: SIGTERM, SIGKILL {grace} s later")
+        } else {
+            "      quit now, without saving".to_owned()
+        };
+        vec![
+            Line::from("Stop training and quit?"),
+            Line::from(""),
+            Line::from(vec![
+                key("y"),
+                Span::raw("      stop at the next step, save a checkpoint, exit"),
+            ]),
+            Line::from(vec![key("n/Esc"), Span::raw("  keep training")]),
+            Line::from(vec![key("q"), Span::raw(now)]),
+        ]
+    };
     let area = popup(frame, area, 58, 7);
     let block = pane(app, " quit ", true).border_style(fg(app, Color::Yellow));
     frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    #[test]
+    fn a_cell_that_still_holds_a_control_character_is_drawn_as_a_question_mark() {
+        let app = App::new("run".into(), 10, false);
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        terminal
+            .draw(|frame| {
+                // Texts that came by another way than the app's intake.
+                let buffer = frame.buffer_mut();
+                buffer[(0, 0)].set_symbol("\u{202e}");
+                buffer[(1, 0)].set_symbol("a\x1b");
+                buffer[(2, 0)].set_symbol("\u{9b}");
+                buffer[(3, 0)].set_symbol("é");
+                finish(frame, &app);
+            })
+            .unwrap();
+        let buffer = terminal.backend().buffer();
+        let symbols: Vec<&str> = (0..4).map(|x| buffer[(x, 0)].symbol()).collect();
+        assert_eq!(symbols, ["?", "?", "?", "é"]);
+    }
 }

@@ -185,7 +185,7 @@ fn render_ranks(frame: &mut Frame, area: Rect, app: &App) {
                 beat.host,
                 beat.pid,
                 match view.verdict {
-                    Verdict::Done => "done".to_owned(),
+                    Verdict::Done | Verdict::Failed => view.verdict.as_str().to_owned(),
                     Verdict::Gone => "GONE".to_owned(),
                     Verdict::Alive | Verdict::Silent => {
                         format!("{:.0}s", (now - beat.beat_unix).max(0.0))
@@ -195,7 +195,7 @@ fn render_ranks(frame: &mut Frame, area: Rect, app: &App) {
             let look = match view.verdict {
                 Verdict::Alive => fg(app, Color::Reset),
                 Verdict::Done => fg(app, Color::DarkGray),
-                Verdict::Silent | Verdict::Gone => fg(app, Color::Red),
+                Verdict::Silent | Verdict::Gone | Verdict::Failed => fg(app, Color::Red),
             };
             Line::from(text).style(look)
         })

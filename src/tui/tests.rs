@@ -1477,3 +1477,286 @@ fn the_loop_feeds_each_run_its_events_and_sends_the_followed_runs_commands_to_it
     assert_eq!(board.runs[1].status.current_step, 50);
     assert_eq!(board.runs[1].ack_text(), Some("sent: save to second"));
 }
+
+/// Every cell of `backend` whose symbol holds a character that could drive
+/// the terminal.
+fn unsafe_cells(backend: &TestBackend) -> Vec<String> {
+    backend
+        .buffer()
+        .content()
+        .iter()
+        .map(ratatui::buffer::Cell::symbol)
+        .filter(|symbol| symbol.chars().any(crate::text::is_unsafe))
+        .map(|symbol| format!("{symbol:?}"))
+        .collect()
+}
+
+/// A run whose every text tries to drive the terminal: a title change, a
+/// screen clear, OSC 52 (writes the clipboard), bells, concealed red, an
+/// 8-bit CSI, a hyperlink, a right-to-left override, a line separator.
+fn hostile_app() -> App {
+    use crate::events::{Phase, Producer, RankBeat};
+    use crate::ranks::{RankView, Verdict};
+    let mut app = App::new("folder\x1b]2;TITLE\x07".into(), 0, true);
+    app.owner = app::Owner::Watcher;
+    let Event::Started(mut info) = started() else {
+        unreachable!()
+    };
+    info.run_name = "evil\x1b]2;PWNED\x07run".into();
+    info.device = "cpu\x1b[2J".into();
+    info.producer = Some(Producer {
+        name: "trainui-python".into(),
+        version: "0.1\x1b[8;31m".into(),
+        framework: "torch\u{202e}gnp.exe".into(),
+        world_size: 2,
+    });
+    info.resumed_from = Some("ckpt\u{9b}2J".into());
+    app.apply(&Event::Started(info));
+    app.apply(&step(25));
+    app.apply(&Event::Warning {
+        step: 25,
+        message: "paste \x1b]52;c;cm0gLXJmIH4K\x07 now".into(),
+    });
+    app.apply(&Event::CommandAck {
+        step: 25,
+        command: Command::Save,
+        message: "saving\x07\x07".into(),
+    });
+    app.apply(&Event::Control {
+        id: "id\x1b[1A".into(),
+        command: "set\u{2066}x".into(),
+        accepted: false,
+        message: "line\u{2028}break".into(),
+    });
+    app.apply(&Event::Checkpoint {
+        step: 25,
+        path: "ckpt\x1b]8;;http://x/\x1b\\link\x1b]8;;\x1b\\".into(),
+    });
+    app.apply(&Event::EvalStarted {
+        step: 25,
+        eval: 1,
+        samples: 2,
+    });
+    if let Event::Sample(mut s) = sample(25, 1, GenerationOutcome::Completed, "", counters(1, 0)) {
+        s.prompt = "2+2=\x1b[31m".into();
+        s.golden = "4\u{202e}".into();
+        s.output = "4\u{202e}x\n\x1b]0;t\x07".into();
+        s.origin = "val\x1b[2K.jsonl:3".into();
+        app.apply(&Event::Sample(s));
+    }
+    app.apply(&Event::GenerationStarted(GenerationStart {
+        step: 25,
+        sample: 2,
+        of: 2,
+        example: 7,
+        origin: "val.jsonl:8\x07".into(),
+        prompt: "say \x1b[6n".into(),
+        golden: "ok\u{202d}".into(),
+        golden_tokens: 1,
+        timeout_secs: 60.0,
+    }));
+    app.apply(&Event::GenerationProgress {
+        step: 25,
+        sample: 2,
+        text: "typing \x1bP+q\x1b\\".into(),
+        tokens: 2,
+        elapsed_secs: 1.0,
+    });
+    let beat = RankBeat {
+        v: 3,
+        rank: 1,
+        world_size: 2,
+        local_rank: 1,
+        host: "node\x1b]2;HOST\x07".into(),
+        pid: 4242,
+        phase: Phase::Training,
+        step: 25,
+        state: RunState::Training,
+        beat: "2026-11-29T15:00:01\x1b[2J".into(),
+        beat_unix: 0.0,
+        written_unix: 0.0,
+    };
+    app.update(Msg::Liveness(app::Liveness::Ranks(vec![RankView {
+        beat,
+        silent_secs: 400.0,
+        verdict: Verdict::Silent,
+    }])));
+    app
+}
+
+#[test]
+fn texts_from_a_run_are_shown_escaped_and_no_cell_holds_a_control_character() {
+    let mut app = hostile_app();
+    let mut shown = String::new();
+    let mut screens = Vec::new();
+    // The panes, the full-screen log, the sample whole, the help; then the
+    // run failed and gone.
+    for keys in [
+        &[][..],
+        &[KeyCode::Char('L')],
+        &[KeyCode::Esc, KeyCode::Enter],
+    ] {
+        for &code in keys {
+            press(&mut app, code);
+        }
+        screens.push(screen(&app, 140, 45));
+    }
+    press(&mut app, KeyCode::Esc);
+    app.apply(&Event::Failed {
+        step: 25,
+        message: "boom\x1b[?1049l\x1bc".into(),
+    });
+    app.update(Msg::Liveness(app::Liveness::Gone(app::GoneRun {
+        pid: 7,
+        since: "2026\x1b[2J".into(),
+        last_checkpoint: Some("c\x1b]2;GONE\x07".into()),
+        resume: "trainui train --run-dir r\u{202e} --resume latest".into(),
+    })));
+    screens.push(screen(&app, 140, 45));
+    press(&mut app, KeyCode::Char('L'));
+    screens.push(screen(&app, 140, 45));
+    for backend in &screens {
+        assert_eq!(unsafe_cells(backend), Vec::<String>::new(), "{backend}");
+        shown.push_str(&text_of(backend));
+    }
+    for escaped in [
+        "evil\\x1b]2;PWNED\\x07run",
+        "cpu\\x1b[2J",
+        "torch\\u{202e}gnp.exe",
+        "paste \\x1b]52;c;cm0gLXJmIH4K\\x07 now",
+        "saving\\x07\\x07",
+        "line\\u{2028}break",
+        "ckpt\\x1b]8;;http://x/\\x1b\\link",
+        "2+2=\\x1b[31m",
+        "4\\u{202e}x",
+        "\\x1b]0;t\\x07",
+        "say \\x1b[6n",
+        "typing \\x1bP+q\\x1b\\",
+        "node\\x1b]2;HOST\\x07",
+        "boom\\x1b[?1049l\\x1bc",
+        "r\\u{202e} --resume",
+    ] {
+        assert!(
+            shown.contains(escaped),
+            "{escaped} is not on screen:\n{shown}"
+        );
+    }
+    // Everything the app keeps to show is escaped, the farewell too.
+    for line in &app.log {
+        assert!(!line.text.chars().any(crate::text::is_unsafe), "{line:?}");
+    }
+    let farewell = app.farewell();
+    assert!(!farewell.chars().any(crate::text::is_unsafe), "{farewell}");
+    assert!(farewell.starts_with("evil\\x1b]2;PWNED\\x07run: its process is gone"));
+}
+
+#[test]
+fn a_folder_name_and_a_label_are_escaped_and_an_answer_too() {
+    let mut app = App::new("run\x1b]2;T\x07".into(), 10, false);
+    assert_eq!(app.status.run_name, "run\\x1b]2;T\\x07");
+    app.set_label("runs/a\u{202e}/exp".into());
+    app.apply(&started());
+    assert_eq!(app.status.run_name, "runs/a\\u{202e}/exp");
+    app.say("cannot write control/\x1b[2J");
+    assert_eq!(app.ack_text(), Some("cannot write control/\\x1b[2J"));
+}
+
+/// The rows of `backend` as text, each with its cells.
+fn rows(backend: &TestBackend) -> Vec<Vec<&ratatui::buffer::Cell>> {
+    let width = usize::from(backend.buffer().area.width);
+    backend
+        .buffer()
+        .content()
+        .chunks(width)
+        .map(|row| row.iter().collect())
+        .collect()
+}
+
+/// The row after the one that starts (inside the pane) with `title`, as
+/// (symbol, underlined) per cell.
+fn row_after(backend: &TestBackend, title: &str) -> Vec<(String, bool)> {
+    let rows = rows(backend);
+    let at = rows
+        .iter()
+        .position(|row| {
+            let text: String = row.iter().map(|c| c.symbol()).collect();
+            text.trim_start_matches(|c: char| !c.is_alphanumeric())
+                .starts_with(title)
+        })
+        .unwrap_or_else(|| panic!("no {title} row:\n{backend}"));
+    rows[at + 1]
+        .iter()
+        .map(|c| {
+            (
+                c.symbol().to_owned(),
+                c.modifier.contains(ratatui::style::Modifier::UNDERLINED),
+            )
+        })
+        .collect()
+}
+
+/// Where the mark starts in a row: the text from the first underlined
+/// cell on, up to the border.
+fn marked_from(row: &[(String, bool)]) -> String {
+    row.iter()
+        .skip_while(|(_, marked)| !marked)
+        .map(|(symbol, _)| symbol.as_str())
+        .collect::<String>()
+        .trim_end_matches(|c: char| c == ' ' || c == '|' || ('\u{2500}'..='\u{257f}').contains(&c))
+        .to_owned()
+}
+
+#[test]
+fn a_samples_difference_is_found_in_the_texts_as_written_and_marked_where_it_shows() {
+    for (golden, output, verdict, golden_mark, output_mark) in [
+        (
+            "ab\x1bXc",
+            "ab\x1bYc",
+            "first difference at character 4: golden 'X', output 'Y'",
+            "Xc",
+            "Yc",
+        ),
+        (
+            "a\x1b",
+            "a\x1c",
+            "first difference at character 2: golden '\\x1b', output '\\x1c'",
+            "\\x1b",
+            "\\x1c",
+        ),
+        (
+            "\u{202e}4",
+            "\u{202e}",
+            "the output stops after 1 characters; the golden answer goes on for 1",
+            "4",
+            "",
+        ),
+    ] {
+        let mut app = training_app();
+        if let Event::Sample(mut s) =
+            sample(1500, 1, GenerationOutcome::Completed, "", counters(3, 0))
+        {
+            s.golden = golden.into();
+            s.output = output.into();
+            s.exact_match = false;
+            app.apply(&Event::Sample(s));
+        }
+        press(&mut app, KeyCode::Enter);
+        let backend = screen(&app, 80, 24);
+        assert_eq!(unsafe_cells(&backend), Vec::<String>::new());
+        assert!(text_of(&backend).contains(verdict), "{backend}");
+        assert_eq!(
+            marked_from(&row_after(&backend, "GOLDEN")),
+            golden_mark,
+            "{backend}"
+        );
+        if output_mark.is_empty() {
+            assert!(text_of(&backend).contains("(ends here)"), "{backend}");
+        } else {
+            assert_eq!(
+                marked_from(&row_after(&backend, "OUTPUT")),
+                output_mark,
+                "{backend}"
+            );
+        }
+    }
+}
