@@ -32,7 +32,8 @@ use trainui::error::{Error, Result};
 use trainui::events::{Command, Event, Phase, RunState, RunStatus, Summary};
 use trainui::lines::Style;
 use trainui::recorder::Recorder;
-use trainui::rundir::{RunDir, RunLock};
+use trainui::rundir::RunDir;
+use trainui::runlock::RunLock;
 use trainui::tui::app::{App, Exit};
 use trainui::tui::{self, InputSource, TerminalInput};
 use trainui::watchdog::{Heartbeat, Watchdog};
@@ -112,6 +113,17 @@ impl Session {
         wiring: Wiring,
     ) -> Result<(TrainerHandle, Recorder)> {
         let config = &setup.config;
+        // Before the run's own files: a folder it cannot write into leaves
+        // no half-made run behind.
+        let tensorboard = if config.tensorboard.enabled {
+            let folder = config.run_dir.join(trainui::tensorboard::FOLDER);
+            Some(trainui::tensorboard::Writer::create(
+                &folder,
+                std::time::SystemTime::now(),
+            )?)
+        } else {
+            None
+        };
         let status = RunStatus::new(setup.run_name.clone(), config.train.max_steps);
         let run = RunDir::open(&config.run_dir, config, status)?;
         let stall_recorded = Arc::new(AtomicBool::new(false));
@@ -133,15 +145,6 @@ impl Session {
                 config.run_dir.clone(),
             )
         });
-        let tensorboard = if config.tensorboard.enabled {
-            let folder = config.run_dir.join(trainui::tensorboard::FOLDER);
-            Some(trainui::tensorboard::Writer::create(
-                &folder,
-                std::time::SystemTime::now(),
-            )?)
-        } else {
-            None
-        };
         let handle = trainer::spawn(setup, wiring)?;
         watchdog.spawn()?;
         if options.owns_process {

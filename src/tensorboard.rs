@@ -137,15 +137,16 @@ pub struct Writer {
 
 impl Writer {
     /// A new event file in `folder` (created if need be), named as
-    /// TensorBoard looks for them.
+    /// TensorBoard looks for them. Neither is writable by others, whatever
+    /// the umask.
     pub fn create(folder: &Path, time: SystemTime) -> Result<Self> {
-        std::fs::create_dir_all(folder).map_err(Error::io("cannot create", folder))?;
+        rundir::create_dirs(folder).map_err(Error::io("cannot create", folder))?;
         let secs = seconds(time) as u64;
         let path = folder.join(format!(
             "events.out.tfevents.{secs}.{}.trainui",
             std::process::id()
         ));
-        let file = File::create(&path).map_err(Error::io("cannot create", &path))?;
+        let file = rundir::create_file(&path).map_err(Error::io("cannot create", &path))?;
         let mut writer = Self {
             path,
             out: BufWriter::new(file),
@@ -271,18 +272,45 @@ fn samples_table(samples: &[SampleResult]) -> String {
     table
 }
 
+/// Refuses `folder` as the place of event files when something other than
+/// a folder is there (a file, a link to nothing): checked before a run or
+/// an export writes anything. `fix` ends the message.
+pub fn check_folder(folder: &Path, fix: &str) -> Result<()> {
+    let refused = |what: &str| {
+        Err(Error::Usage(format!(
+            "{}: {what}; TensorBoard's event files go into a folder of that name: move it \
+             away, or {fix}",
+            folder.display()
+        )))
+    };
+    match std::fs::metadata(folder) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => refused("is not a folder"),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::read_link(folder) {
+                Ok(target) => refused(&format!(
+                    "is a link to {}, which does not exist",
+                    target.display()
+                )),
+                // Made when the first event file is.
+                Err(_) => Ok(()),
+            }
+        }
+        Err(err) => refused(&format!("cannot be looked at ({err})")),
+    }
+}
+
 /// `trainui export-tensorboard RUN_DIR [--out DIR]`: an event file from
 /// the run's events.jsonl, stamped with the events' own times. Returns the
-/// file written.
+/// file written. An events.jsonl that cannot be read is refused with the
+/// reason, and nothing is written.
 pub fn export(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     let events_path = run_dir.join(rundir::EVENTS_FILE);
-    if !events_path.is_file() {
-        return Err(Error::Usage(format!(
-            "{}: no events.jsonl here; give a run directory",
-            run_dir.display()
-        )));
+    if let Some(missing) = rundir::missing_events(run_dir, "give a run directory") {
+        return Err(missing);
     }
     let folder = out.map_or_else(|| run_dir.join(FOLDER), Path::to_owned);
+    check_folder(&folder, "give another folder with --out")?;
     let existing = std::fs::read_dir(&folder).is_ok_and(|mut entries| {
         entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().contains("tfevents")))
     });
@@ -293,12 +321,50 @@ pub fn export(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
             folder.display()
         )));
     }
+    let folder_was_there = folder.exists();
     let mut tail = EventTail::new(run_dir, 0);
     let mut writer: Option<Writer> = None;
-    let length = std::fs::metadata(&events_path).map_or(0, |m| m.len());
+    match export_events(&mut tail, &events_path, &folder, &mut writer) {
+        Ok(written) => {
+            tail.warn_skipped();
+            Ok(written)
+        }
+        Err(err) => {
+            // Nothing half-made is left behind.
+            if let Some(writer) = writer {
+                let _ = std::fs::remove_file(writer.path());
+            }
+            if !folder_was_there {
+                let _ = std::fs::remove_dir(&folder);
+            }
+            Err(err)
+        }
+    }
+}
+
+/// The events `tail` reads from `events_path`, up to its length when the
+/// export began, into `writer` (created in `folder` at the first event,
+/// stamped with its time). Returns the file written.
+fn export_events(
+    tail: &mut EventTail,
+    events_path: &Path,
+    folder: &Path,
+    writer: &mut Option<Writer>,
+) -> Result<PathBuf> {
+    let length = std::fs::metadata(events_path).map_or(0, |m| m.len());
     loop {
         let before = tail.offset();
         let events = tail.read_new_timed(16 << 20);
+        if let Some(problem) = tail.problem.take() {
+            return Err(rundir::unreadable_events(&problem, "export-tensorboard"));
+        }
+        if tail.restarts > 0 {
+            return Err(Error::Failed(format!(
+                "{}: the file was replaced or cut shorter while it was read; export again \
+                 once the run that writes it has settled",
+                events_path.display()
+            )));
+        }
         // A piece without a whole line is not the end of the file; a read
         // that moves no further is.
         if events.is_empty() && (tail.offset() >= length || tail.offset() == before) {
@@ -307,14 +373,14 @@ pub fn export(run_dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         for (event, time) in events {
             let writer = match writer.as_mut() {
                 Some(writer) => writer,
-                None => writer.insert(Writer::create(&folder, time)?),
+                None => writer.insert(Writer::create(folder, time)?),
             };
             writer.add(&event, time)?;
         }
     }
-    let mut writer = match writer {
+    let writer = match writer {
         Some(writer) => writer,
-        None => Writer::create(&folder, SystemTime::now())?,
+        None => writer.insert(Writer::create(folder, SystemTime::now())?),
     };
     writer.flush()?;
     Ok(writer.path().to_owned())

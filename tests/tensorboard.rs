@@ -210,3 +210,313 @@ fn a_resumed_run_shows_its_rewound_steps_once() {
         &[(10, 3.0), (20, 2.0), (30, 1.25), (40, 1.0)],
     );
 }
+
+/// A tiny run's settings that end in a second or two.
+const QUICK: [&str; 4] = [
+    "train.max_steps=4",
+    "train.log_steps=2",
+    "eval.eval_steps=4",
+    "eval.samples=1",
+];
+
+/// The names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_tensorboard_entry_that_is_not_a_folder_is_refused_before_anything_is_written() {
+    type Make = dyn Fn(&Path);
+    let dir = tempfile::tempdir().unwrap();
+    let mut sets = QUICK.to_vec();
+    sets.push("tensorboard.enabled=true");
+    let cases: [(&str, &Make); 2] = [
+        ("is not a folder", &|p| std::fs::write(p, "notes").unwrap()),
+        ("is a link to /nonexistent/tb, which does not exist", &|p| {
+            std::os::unix::fs::symlink("/nonexistent/tb", p).unwrap();
+        }),
+    ];
+    for (index, (reason, make)) in cases.iter().enumerate() {
+        let run = dir.path().join(format!("run-{index}"));
+        std::fs::create_dir(&run).unwrap();
+        let folder = run.join("tensorboard");
+        make(&folder);
+        let output = tiny_run(&run, &sets).output().unwrap();
+        common::assert_user_error(
+            &output,
+            &[
+                &folder.display().to_string(),
+                reason,
+                "tensorboard.enabled=false",
+            ],
+        );
+        assert_eq!(entries(&run), ["tensorboard"], "{reason}: nothing written");
+        // Moved away, the same command starts the run afresh.
+        std::fs::remove_file(&folder).unwrap();
+        assert_success(&tiny_run(&run, &sets).output().unwrap());
+        assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 1);
+    }
+
+    // A folder no event file can be made in (as /proc/1 is, even for
+    // root) fails the run before its own files are written: it can start
+    // afresh once the folder is fixed.
+    let run = dir.path().join("unwritable");
+    std::fs::create_dir(&run).unwrap();
+    let folder = run.join("tensorboard");
+    std::os::unix::fs::symlink("/proc/1", &folder).unwrap();
+    let output = tiny_run(&run, &sets).output().unwrap();
+    common::assert_runtime_error(&output, &["tensorboard/events.out.tfevents"]);
+    for written in ["events.jsonl", "config.json", "status"] {
+        assert!(
+            !run.join(written).exists(),
+            "{written}: {:?}",
+            entries(&run)
+        );
+    }
+    std::fs::remove_file(&folder).unwrap();
+    assert_success(&tiny_run(&run, &sets).output().unwrap());
+}
+
+/// A run directory of a few steps, written by hand.
+fn hand_written_run(run: &Path) {
+    use std::io::Write as _;
+    use trainui::events::{Event, RunInfo, StepMetrics};
+    std::fs::create_dir_all(run).unwrap();
+    let mut file = std::fs::File::create(run.join(trainui::rundir::EVENTS_FILE)).unwrap();
+    let mut write = |event: &Event| {
+        let mut line = trainui::rundir::event_line(event, std::time::SystemTime::now());
+        line.push(b'\n');
+        file.write_all(&line).unwrap();
+    };
+    write(&Event::Started(Box::new(RunInfo {
+        pid: 1,
+        ..RunInfo::new("run", 3)
+    })));
+    for step in 1..=3 {
+        write(&Event::Step(StepMetrics {
+            step,
+            max_steps: 3,
+            loss: 4.0 / step as f64,
+            learning_rate: 1e-3,
+            tokens_per_sec: 100.0,
+            elapsed_secs: 1.0,
+            eta_secs: 1.0,
+            grad_norm: None,
+        }));
+    }
+}
+
+/// `trainui export-tensorboard`, ended if it has not after a minute (a
+/// guard against hangs).
+fn export() -> assert_cmd::Command {
+    let mut command = trainui();
+    command
+        .arg("export-tensorboard")
+        .timeout(std::time::Duration::from_mins(1));
+    command
+}
+
+#[test]
+fn export_of_an_events_file_that_cannot_be_read_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let replaced = |name: &str, make: &dyn Fn(&Path)| {
+        let run = dir.path().join(name);
+        hand_written_run(&run);
+        let events = run.join(trainui::rundir::EVENTS_FILE);
+        std::fs::remove_file(&events).unwrap();
+        make(&events);
+        run
+    };
+    let cases = [
+        (
+            replaced("fifo", &|p| {
+                let made = std::process::Command::new("mkfifo")
+                    .arg(p)
+                    .status()
+                    .unwrap();
+                assert!(made.success());
+            }),
+            "a FIFO",
+        ),
+        (
+            replaced("zero", &|p| {
+                std::os::unix::fs::symlink("/dev/zero", p).unwrap();
+            }),
+            "a character device",
+        ),
+        (
+            replaced("null", &|p| {
+                std::os::unix::fs::symlink("/dev/null", p).unwrap();
+            }),
+            "a character device",
+        ),
+        (
+            replaced("folder", &|p| std::fs::create_dir(p).unwrap()),
+            "a folder",
+        ),
+        (
+            // The socket file stays when its listener is gone.
+            replaced("socket", &|p| {
+                std::os::unix::net::UnixListener::bind(p).unwrap();
+            }),
+            "a socket",
+        ),
+        (
+            replaced("dangling", &|p| {
+                std::os::unix::fs::symlink("/nonexistent/events.jsonl", p).unwrap();
+            }),
+            "which does not exist",
+        ),
+    ];
+    for (run, reason) in &cases {
+        let output = export().arg(run).output().unwrap();
+        let events = run.join(trainui::rundir::EVENTS_FILE);
+        common::assert_user_error(&output, &[&events.display().to_string(), reason]);
+        assert_eq!(entries(run), ["events.jsonl"], "{reason}: nothing written");
+        // Nor into a folder of one's own.
+        let out = dir.path().join("out");
+        let output = export().arg(run).arg("--out").arg(&out).output().unwrap();
+        common::assert_user_error(&output, &[reason]);
+        assert!(!out.exists(), "{reason}");
+    }
+}
+
+#[test]
+fn export_of_an_events_file_its_reader_may_not_read_fails_and_writes_nothing() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("private");
+    hand_written_run(&run);
+    let events = run.join(trainui::rundir::EVENTS_FILE);
+    let Some(mut export) = as_another_user(dir.path(), &[&run]) else {
+        return;
+    };
+    std::fs::set_permissions(&events, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let output = export.arg("export-tensorboard").arg(&run).output().unwrap();
+    common::assert_user_error(
+        &output,
+        &[&events.display().to_string(), "ermission denied"],
+    );
+    assert_eq!(entries(&run), ["events.jsonl"]);
+}
+
+#[test]
+fn export_into_a_file_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    hand_written_run(&run);
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    for out in [file.clone(), run.join("tensorboard")] {
+        if out != file {
+            std::fs::write(&out, "mine").unwrap();
+        }
+        let output = export().arg(&run).arg("--out").arg(&out).output().unwrap();
+        common::assert_user_error(&output, &[&out.display().to_string(), "is not a folder"]);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "mine");
+    }
+    // The run's own folder, when it is a file.
+    let output = export().arg(&run).output().unwrap();
+    common::assert_user_error(&output, &["tensorboard: is not a folder", "--out"]);
+}
+
+#[test]
+fn export_skips_over_long_and_foreign_lines_with_a_warning() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    hand_written_run(&run);
+    let mut events = std::fs::OpenOptions::new()
+        .append(true)
+        .open(run.join(trainui::rundir::EVENTS_FILE))
+        .unwrap();
+    let long = format!(
+        "{{\"v\":3,\"type\":\"step\",\"pad\":\"{}\"}}\n",
+        "x".repeat(trainui::runfile::MAX_EVENT_LINE + 10)
+    );
+    events.write_all(long.as_bytes()).unwrap();
+    events.write_all(b"{\"not\": \"an event\"}\n").unwrap();
+    drop(events);
+    let output = export().arg(&run).output().unwrap();
+    assert_success(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("skipped 1 line longer than")
+            && stderr.contains("skipped 1 line that is not a trainui event"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn event_files_are_never_writable_by_others_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    hand_written_run(&run);
+    let out = dir.path().join("deep/er/tb");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("umask 000; exec \"$@\"")
+        .arg("sh")
+        .arg(assert_cmd::cargo::cargo_bin!("trainui"))
+        .arg("export-tensorboard")
+        .arg(&run)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_success(&output);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for folder in [
+        dir.path().join("deep"),
+        dir.path().join("deep/er"),
+        out.clone(),
+    ] {
+        assert_eq!(mode(&folder), 0o755, "{}", folder.display());
+    }
+    let file = std::fs::read_dir(&out)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert_eq!(mode(&file), 0o644, "{}", file.display());
+}
+
+/// `trainui` run by a user whom file permissions bind: this one, or
+/// `nobody` when the tests run as root (who may read anything), with
+/// `dir` opened for them to look into and `writable` to write into.
+/// `None`, said on stderr, where root has no way to become another user.
+fn as_another_user(dir: &Path, writable: &[&Path]) -> Option<std::process::Command> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let program = assert_cmd::cargo::cargo_bin!("trainui");
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        return Some(std::process::Command::new(program));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for path in writable {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let nobody = || {
+        let mut command = std::process::Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program)
+            .current_dir("/");
+        command
+    };
+    let works = nobody()
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !works {
+        eprintln!("skipped: running as root, and `setpriv` cannot run trainui as nobody");
+        return None;
+    }
+    Some(nobody())
+}
