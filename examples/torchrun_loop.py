@@ -194,14 +194,17 @@ def save(run, step, model, optimizer, root: Path):
     the oldest beyond checkpoint.save_total_limit are removed."""
     run.beat("saving", step)
     checkpoints = root / "checkpoints"
-    checkpoints.mkdir(exist_ok=True)
+    # Nobody else may change or delete a checkpoint, whatever the umask.
+    checkpoints.mkdir(mode=0o755, exist_ok=True)
     final = checkpoints / f"checkpoint-{step}"
     temp = checkpoints / f".checkpoint-{step}.tmp-{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir()
+    temp.mkdir(mode=0o755)
     torch.save(model.state_dict(), temp / "model.pt")
     torch.save(optimizer.state_dict(), temp / "optimizer.pt")
     (temp / "trainer_state.json").write_text(json.dumps({"step": step}))
+    for written in temp.iterdir():
+        written.chmod(0o644)
     if final.exists():
         shutil.rmtree(final)
     os.rename(temp, final)

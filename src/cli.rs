@@ -74,7 +74,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0)]
     pub min_new_tokens: u32,
     /// 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = temperature)]
     pub temperature: f64,
     /// Deadline of the generation, as in evaluation.
     #[arg(long, value_name = "SECONDS", default_value = "60")]
@@ -303,6 +303,22 @@ impl FromStr for Resume {
             "auto" => Self::Auto,
             path => Self::Path(PathBuf::from(path)),
         })
+    }
+}
+
+/// `--temperature`: a finite number of 0 or more, as `eval.temperature`
+/// takes it (a NaN or an infinity would sample nothing a user asked for).
+fn temperature(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(format!(
+            "must be a finite number of 0 or more, 0 being greedy (got {value})"
+        ))
     }
 }
 

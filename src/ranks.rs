@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use crate::events::{Phase, RankBeat, SCHEMA_VERSION};
+use crate::events::{Phase, RankBeat, RunState, SCHEMA_VERSION};
+use crate::runfile;
 
 /// Folder of the rank files in a run directory.
 pub const RANKS_DIR: &str = "ranks";
@@ -18,6 +19,9 @@ pub enum Verdict {
     Alive,
     /// Its training is over (phase `done`).
     Done,
+    /// It failed (state `failed`): an error of its own, or of a peer it
+    /// waited for.
+    Failed,
     /// No heartbeat for longer than the stall timeout.
     Silent,
     /// Its process is gone (seen on this host only).
@@ -30,6 +34,7 @@ impl Verdict {
         match self {
             Self::Alive => "ok",
             Self::Done => "done",
+            Self::Failed => "FAILED",
             Self::Silent => "SILENT",
             Self::Gone => "GONE",
         }
@@ -52,23 +57,30 @@ pub struct RankView {
 }
 
 impl RankView {
-    /// `rank 1 (box, pid 4242): generating at step 40, last beat 15:00:01 UTC (75s ago), SILENT`
+    /// `rank 1 (box, pid 4242): generating at step 40, last beat 15:00:01 UTC (75s ago), SILENT`;
+    /// a rank that failed reads `FAILED at step 40` instead of its phase.
     #[must_use]
     pub fn describe(&self) -> String {
         let beat = &self.beat;
         format!(
             "rank {} ({}, pid {}): {} at step {}, last beat {} UTC ({:.0}s ago){}",
             beat.rank,
-            beat.host,
+            crate::text::escape(&beat.host),
             beat.pid,
-            beat.phase.as_str(),
+            if self.verdict == Verdict::Failed {
+                Verdict::Failed.as_str()
+            } else {
+                beat.phase.as_str()
+            },
             beat.step,
-            beat.beat
-                .get(11..19)
-                .map_or(beat.beat.as_str(), |clock| clock),
+            crate::text::escape(
+                beat.beat
+                    .get(11..19)
+                    .map_or(beat.beat.as_str(), |clock| clock)
+            ),
             self.silent_secs,
             match self.verdict {
-                Verdict::Alive | Verdict::Done => String::new(),
+                Verdict::Alive | Verdict::Done | Verdict::Failed => String::new(),
                 Verdict::Silent => ", SILENT".into(),
                 Verdict::Gone => ", GONE (its process ended)".into(),
             }
@@ -93,8 +105,8 @@ pub fn first_stuck(ranks: &[RankView]) -> Option<&RankView> {
 
 /// The ranks of the run in `root`, by rank, judged at `now_unix` against
 /// `stall_timeout` seconds. A run without rank files (trainui's own
-/// trainer) has none; files that do not parse, or come from a newer
-/// protocol, are left out.
+/// trainer) has none; files that do not parse, are no regular files or are
+/// too large, or come from a newer protocol, are left out.
 #[must_use]
 pub fn read(root: &Path, now_unix: f64, stall_timeout: f64) -> Vec<RankView> {
     let Ok(entries) = std::fs::read_dir(root.join(RANKS_DIR)) else {
@@ -108,7 +120,7 @@ pub fn read(root: &Path, now_unix: f64, stall_timeout: f64) -> Vec<RankView> {
             let name = name.to_string_lossy();
             name.starts_with("rank-") && name.ends_with(".json")
         })
-        .filter_map(|entry| std::fs::read(entry.path()).ok())
+        .filter_map(|entry| runfile::read(&entry.path(), runfile::RANK_LIMIT).ok())
         .filter_map(|bytes| serde_json::from_slice::<RankBeat>(&bytes).ok())
         .filter(|beat| beat.v <= SCHEMA_VERSION)
         .map(|beat| judge(beat, now_unix, stall_timeout, host.as_deref()))
@@ -120,7 +132,9 @@ pub fn read(root: &Path, now_unix: f64, stall_timeout: f64) -> Vec<RankView> {
 fn judge(beat: RankBeat, now_unix: f64, stall_timeout: f64, host: Option<&str>) -> RankView {
     let silent_secs = (now_unix - beat.beat_unix).max(0.0);
     let here = host.is_some_and(|h| h == beat.host);
-    let verdict = if beat.phase == Phase::Done {
+    let verdict = if beat.state == RunState::Failed {
+        Verdict::Failed
+    } else if beat.phase == Phase::Done {
         Verdict::Done
     } else if here && !Path::new(&format!("/proc/{}", beat.pid)).exists() {
         Verdict::Gone
@@ -215,5 +229,40 @@ mod tests {
             "a rank whose process ended comes before one that is only silent"
         );
         assert!(read(&dir.path().join("nothing"), 0.0, 1.0).is_empty());
+    }
+
+    #[test]
+    fn a_rank_that_failed_reads_failed_not_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranks = dir.path().join(RANKS_DIR);
+        std::fs::create_dir(&ranks).unwrap();
+        let mut finished = beat(0, u32::MAX - 1, 995.0, Phase::Done);
+        finished.state = RunState::Finished;
+        let mut failed = beat(1, u32::MAX - 1, 990.0, Phase::Done);
+        failed.state = RunState::Failed;
+        for file in [&finished, &failed] {
+            std::fs::write(
+                ranks.join(format!("rank-{}.json", file.rank)),
+                serde_json::to_vec(file).unwrap(),
+            )
+            .unwrap();
+        }
+        let views = read(dir.path(), 1000.0, 60.0);
+        let verdicts: Vec<(u32, Verdict)> =
+            views.iter().map(|v| (v.beat.rank, v.verdict)).collect();
+        assert_eq!(verdicts, [(0, Verdict::Done), (1, Verdict::Failed)]);
+        let line = views[1].describe();
+        assert!(
+            line.starts_with("rank 1 (") && line.contains("FAILED at step 40"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("done"),
+            "a rank that failed is not done: {line}"
+        );
+        assert!(
+            first_stuck(&views).is_none(),
+            "a rank that failed holds nobody up in a collective"
+        );
     }
 }

@@ -102,3 +102,23 @@ fn a_bench_that_cannot_write_its_scratch_folder_exits_1() {
         &["/sys/trainui-bench-", "cannot create the bench's folder"],
     );
 }
+
+#[test]
+fn a_temperature_that_is_not_a_finite_number_of_0_or_more_is_refused() {
+    for bad in [
+        "nan", "NaN", "inf", "-inf", "infinity", "-0.5", "1e400", "warm", "",
+    ] {
+        let output = trainui()
+            .args(["generate", "--model", "no/such/model", "--prompt", "1+1="])
+            .arg(format!("--temperature={bad}"))
+            .output()
+            .unwrap();
+        assert_user_error(&output, &["--temperature"]);
+    }
+    let output = trainui()
+        .args(["generate", "--model", "no/such/model", "--prompt", "1+1="])
+        .args(["--temperature", "nan"])
+        .output()
+        .unwrap();
+    assert_user_error(&output, &["--temperature", "finite number of 0 or more"]);
+}

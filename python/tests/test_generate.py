@@ -127,6 +127,32 @@ def test_error_inside_generate_is_an_outcome_with_partial_tokens(tokenizer):
     assert result.tokens == 4, "prefill + 3 decoding steps made 4 tokens before the 5th forward failed"
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -float("inf"), 0, -1.0, 1e30,
+                                     "60", True, None])
+def test_a_timeout_that_is_no_deadline_is_refused(tokenizer, timeout):
+    """A NaN deadline is never reached: the generation would run as long as
+    it likes and report `completed`. Refused as the CLI refuses it."""
+    model = endless(tokenizer)
+    with pytest.raises(ValueError, match="timeout must be a number of seconds greater than 0 "
+                                         "and at most 31536000"):
+        generate(model, tokenizer=tokenizer, prompt=PROMPT, timeout=timeout, max_new_tokens=5)
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -float("inf"), -0.5, "hot",
+                                         True])
+def test_a_temperature_that_is_no_finite_number_of_0_or_more_is_refused(tokenizer, temperature):
+    model = endless(tokenizer)
+    with pytest.raises(ValueError, match="temperature must be a finite number of 0 or more"):
+        generate(model, tokenizer=tokenizer, prompt=PROMPT, timeout=60, max_new_tokens=5,
+                 do_sample=True, temperature=temperature)
+
+
+def test_a_finite_temperature_samples(tokenizer):
+    result = generate(endless(tokenizer), tokenizer=tokenizer, prompt=PROMPT, timeout=60,
+                      max_new_tokens=5, do_sample=True, temperature=0.7)
+    assert result.outcome == "completed" and result.tokens == 5
+
+
 def test_progress_is_rate_limited(tokenizer):
     reports = []
     result = generate(

@@ -293,7 +293,7 @@ def test_send_writes_utf8_whatever_the_locale(tmp_path):
     import subprocess
     import sys
 
-    (tmp_path / "control").mkdir()
+    (tmp_path / "control").mkdir(mode=0o700)  # as a run makes it: send checks it as the job does
     script = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
               "from trainui import control; "
               "print(control.send(Path(sys.argv[2]), {'set': {'eval.temp\\u00e9rature': 1}}))")
@@ -319,3 +319,74 @@ def test_the_status_counts_non_finite_steps():
     assert protocol.format_event(event) == (
         "WARNING at step 4: NON-FINITE loss NaN, gradient norm 2.5: its update was applied "
         "(train.on_nonfinite = warn; 3 such steps in the run)")
+
+
+HOSTILE = "a\x1b]0;t\x07\x1b[8m\u009b\u202ez\tq\r\n"
+SHOWN = r"a\x1b]0;t\x07\x1b[8m\u{9b}\u{202e}z\tq\r\n"
+
+
+def test_text_from_a_run_or_a_model_is_printed_escaped_on_its_line():
+    """lines.rs's test of the same name: the same text, byte for byte."""
+    event = sample_event({"kind": "error", "message": HOSTILE}, HOSTILE, origin=HOSTILE,
+                         prompt=HOSTILE, golden=HOSTILE, output_tokens=21)
+    text = protocol.format_event(event)
+    assert text.split("\n")[:5] == [
+        f"--- Sample 1/4 (example 17, {SHOWN}) ---",
+        f"PROMPT: {SHOWN}",
+        f"GOLDEN (2 tokens): {SHOWN}",
+        f"MODEL (21 tokens, partial): {SHOWN}",
+        f"ERROR: generation failed at step 2500 (example 17, {SHOWN}, prompt "
+        f"{protocol.rust_debug(HOSTILE)}): {SHOWN}",
+    ]
+    assert not any(protocol.is_unsafe(ch) and ch != "\n" for ch in text)
+    for event in [
+        {"type": "warning", "step": 1, "message": HOSTILE},
+        {"type": "failed", "step": 1, "message": HOSTILE},
+        {"type": "checkpoint", "step": 1, "path": HOSTILE},
+        {"type": "control", "id": HOSTILE, "command": HOSTILE, "accepted": False,
+         "message": HOSTILE},
+        {"type": "control", "id": HOSTILE, "command": HOSTILE, "accepted": True,
+         "message": HOSTILE},
+        {"type": "command_ack", "step": 1, "command": "stop", "message": HOSTILE},
+    ]:
+        line = protocol.format_event(event)
+        assert "\n" not in line and SHOWN in line, line
+        assert not any(protocol.is_unsafe(ch) for ch in line), line
+    started = protocol.format_event({
+        "type": "started", "run_name": HOSTILE, "device": "cuda\x1b[2J", "parameters": 1,
+        "vocab_size": 2, "train_examples": 3, "val_examples": 4, "start_step": 5,
+        "resumed_from": "ckpt\u2066x"})
+    assert started == (f"run {SHOWN} | device cuda\\x1b[2J | 1 parameters | vocab 2 | 3 train / "
+                       "4 val examples\nresumed from ckpt\\u{2066}x at step 5")
+    for code in [*range(0x20), 0x7f, *range(0x80, 0xa0), 0x61c, 0x200e, 0x200f,
+                 *range(0x2028, 0x202f), *range(0x2066, 0x206a)]:
+        assert protocol.is_unsafe(chr(code)), hex(code)
+        assert not any(protocol.is_unsafe(ch) for ch in protocol.escape(chr(code)))
+    for ordinary in ("é", "日本", "🏖", " ", "\u00a0", "\u200d"):
+        assert protocol.escape(ordinary) == ordinary
+
+
+def test_an_event_too_long_for_a_line_has_its_longest_texts_cut_and_marked():
+    from trainui.rundir import MAX_EVENT_LINE, fit_event, record_line
+
+    output = "é" * (MAX_EVENT_LINE // 2 + 7)  # 2 bytes a character: twice the limit alone
+    event = sample_event({"kind": "timed_out"}, output, prompt="p" * 1000)
+    line = record_line(event, 0.0)
+    assert len(line) <= MAX_EVENT_LINE
+    written = json.loads(line)
+    assert written["prompt"] == "p" * 1000, "only the longest texts are cut"
+    kept, _, mark = written["output"].partition("... (")
+    assert set(kept) == {"é"} and mark == \
+        f"{len(output.encode()) - len(kept.encode())} more bytes not recorded)"
+    assert len(kept.encode()) < len(output.encode()) // 2 + 1
+    ranked = fit_event(protocol.serde_safe(event), 0.0, rank=3)[1]
+    assert len(ranked) <= MAX_EVENT_LINE and json.loads(ranked)["rank"] == 3
+    small = {"type": "warning", "step": 1, "message": "short"}
+    assert fit_event(small, 0.0)[0] is small
+    huge = {"type": "failed", "step": 1, "message": "x" * (3 * MAX_EVENT_LINE)}
+    message = json.loads(record_line(huge, 0.0))["message"]
+    assert message.endswith("more bytes not recorded)") and len(message) < MAX_EVENT_LINE
+    # A long text that is not one of those cut (an origin) leaves the line
+    # long, and ends the cutting instead of going on for ever.
+    long_origin = dict(sample_event({"kind": "timed_out"}, "out"), origin="o" * MAX_EVENT_LINE)
+    assert len(record_line(long_origin, 0.0)) > MAX_EVENT_LINE

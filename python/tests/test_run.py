@@ -439,20 +439,25 @@ def test_the_rust_schemas_are_there_and_catch_a_bad_line():
 
 
 def test_values_json_cannot_hold_never_stop_the_writer(tmp_path):
-    """A NaN learning rate, an infinite deadline, an origin that is a path:
-    written as serde writes them, and everything after them is written too."""
+    """An origin that is a path, a prompt of bytes, an infinite loss, a
+    message JSON cannot hold: written as serde would write them (or reported
+    and passed over), and everything after them is written too. (A NaN
+    learning rate or an infinite deadline, which the protocol cannot carry,
+    is refused before anything is written: test_trust.py.)"""
     root = tmp_path / "run"
     run = make_run(root, max_steps=4, settings={"train": {"log_steps": 2}})
     run.start()
-    run.log_step(1, 1.0, math.nan)
-    run.log_step(2, 1.0, math.nan)
+    with pytest.raises(ValueError, match="learning_rate must be a finite number"):
+        run.log_step(1, 1.0, math.nan)
+    run.log_step(1, 1.0, 1e-3)
+    run.log_step(2, 1.0, 1e-3)
     run.boundary(2)
     run.eval_started(2, 1)
     run.generation_started(step=2, sample=1, of=1, example=0, origin=Path("val.jsonl"),
-                           prompt=b"1+1=", golden=2, golden_tokens=1, timeout_secs=math.inf)
+                           prompt=b"1+1=", golden=2, golden_tokens=1, timeout_secs=60)
     run.sample(step=2, sample=1, of=1, example=0, origin=Path("val.jsonl"), prompt="1+1=",
                golden=2, output=2, golden_tokens=1, output_tokens=1, outcome="completed",
-               loss=math.inf, elapsed_secs=0.1, timeout_secs=math.inf)
+               loss=math.inf, elapsed_secs=0.1, timeout_secs=60)
     run.eval_finished(2)
     run._writer.event({"type": "warning", "step": 2, "message": object()})
     assert run._writer.flush(10)
@@ -462,21 +467,18 @@ def test_values_json_cannot_hold_never_stop_the_writer(tmp_path):
     run.boundary(4)
     run.finish()
     lines = events(root)
-    step = find(lines, type="step", step=2)[0]
-    assert step["learning_rate"] is None, "a plain f64 that is not finite is null, as serde"
     started = find(lines, type="generation_started")[0]
     assert (started["origin"], started["prompt"], started["timeout_secs"]) == \
-        ("val.jsonl", "b'1+1='", None)
+        ("val.jsonl", "b'1+1='", 60.0)
     sample = find(lines, type="sample")[0]
     assert sample["loss"] == "inf" and sample["exact_match"] is True
     assert find(lines, type="step", step=4), "the writer lives on"
     assert lines[-1]["type"] == "finished"
     assert status(root)["state"] == "finished"
     assert "TIMEOUT" not in (root / "training_output.log").read_text()
-    # events() and status() read strictly: no bare NaN anywhere. (The step's
-    # null learning rate is what serde writes for it, though no schema
-    # allows it: check_run_dir would rightly refuse that line.)
+    # events() and status() read strictly: no bare NaN anywhere.
     assert status(root)["exact_match"] is None
+    check_run_dir(root)
 
 
 def test_a_bad_event_is_reported_and_the_writer_goes_on(tmp_path, capfd):

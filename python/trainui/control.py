@@ -43,11 +43,12 @@ def send(run_dir: Path, command: Any) -> str:
     """Writes a command file as `trainui ctl` does (hidden name, then a
     rename); returns its id. For tests and tools."""
     directory = spool_dir(run_dir)
-    if not directory.is_dir():
+    if not os.path.lexists(directory):
         raise RunDirError(
             f"{directory}: no control folder; is {run_dir} a trainui run directory, and has "
             "its run started?"
         )
+    check_spool(run_dir)  # the checks the job makes: a link or a folder open to others is refused
     word = protocol.command_word(command)
     request_id = f"{time.time_ns()}-{os.getpid()}-{word}"
     request = {
@@ -57,8 +58,17 @@ def send(run_dir: Path, command: Any) -> str:
         "command": command,
     }
     temp = directory / f".{request_id}.tmp"
-    temp.write_bytes(protocol.json_text(request).encode("utf-8"))
-    os.replace(temp, directory / f"{request_id}.json")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(protocol.json_text(request).encode("utf-8"))
+        os.replace(temp, directory / f"{request_id}.json")
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
     return request_id
 
 
@@ -435,11 +445,19 @@ def read_abort_mark(run_dir: Path) -> Optional[Dict[str, Any]]:
     """The abort mark rank 0 wrote last (`seq`, `unix`, `command`), or None
     when there is none or it cannot be read whole."""
     try:
-        with open(run_dir / protocol.ABORT_FILE, "rb") as file:
-            mark = json.loads(file.read(protocol.MAX_REQUEST_BYTES).decode("utf-8"),
-                              parse_constant=_no_constant)
+        fd = os.open(run_dir / protocol.ABORT_FILE,
+                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # a FIFO or a device is never a mark (and never waited on)
+        mark = json.loads(os.read(fd, protocol.MAX_REQUEST_BYTES).decode("utf-8"),
+                          parse_constant=_no_constant)
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
     if not isinstance(mark, dict):
         return None
     seq, unix, command = mark.get("seq"), mark.get("unix"), mark.get("command",

@@ -22,6 +22,7 @@ others, and the run records ``failed`` with the reason.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -32,6 +33,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from .protocol import MAX_SECONDS, rust_display
 from .run import PROGRESS_INTERVAL
 
 __all__ = [
@@ -268,6 +270,34 @@ def _resolve_synced(model: Any, synced: bool | None, generate_kwargs: Mapping[st
     return bool(is_deepspeed_zero3_enabled() or is_fsdp_managed_module(model))
 
 
+def _seconds(name: str, value: Any) -> float:
+    """A deadline in seconds as the CLI's `--timeout` takes one: a number
+    above 0 and at most a year (a NaN would never be reached, so no
+    deadline at all); ValueError otherwise."""
+    try:
+        secs = None if isinstance(value, (bool, str, bytes)) else float(value)
+    except (TypeError, ValueError, RuntimeError):
+        secs = None
+    if secs is None or not (math.isfinite(secs) and 0.0 < secs <= MAX_SECONDS):
+        raise ValueError(
+            f"{name} must be a number of seconds greater than 0 and at most "
+            f"{rust_display(MAX_SECONDS)} (one year) (got {value!r})"
+        )
+    return secs
+
+
+def _temperature(value: Any) -> float:
+    """A sampling temperature as `eval.temperature` takes one: a finite
+    number of 0 or more; ValueError otherwise."""
+    try:
+        number = None if isinstance(value, (bool, str, bytes)) else float(value)
+    except (TypeError, ValueError, RuntimeError):
+        number = None
+    if number is None or not (math.isfinite(number) and number >= 0.0):
+        raise ValueError(f"temperature must be a finite number of 0 or more (got {value!r})")
+    return number
+
+
 def generate(
     model: Any,
     input_ids: torch.Tensor | None = None,
@@ -301,9 +331,17 @@ def generate(
     exception as ``message``, and the tokens made until then are kept;
     except when synced, where it is raised (see the module doc: the other
     ranks wait in a collective this rank will not join).
+
+    A ``timeout`` that is not a number of seconds above 0 and at most a year
+    (NaN included: it would never be reached) and a ``temperature`` that is
+    not a finite number of 0 or more are refused with a ValueError, as the
+    CLI refuses them.
     """
+    timeout = _seconds("timeout", timeout)
+    if "temperature" in generate_kwargs and generate_kwargs["temperature"] is not None:
+        generate_kwargs["temperature"] = _temperature(generate_kwargs["temperature"])
     started = time.monotonic()
-    deadline = started + float(timeout)
+    deadline = started + timeout
     if input_ids is None:
         if prompt is None or tokenizer is None:
             raise ValueError("generate() needs input_ids, or a prompt and its tokenizer")

@@ -12,8 +12,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import operator
 import time
 import unicodedata
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -264,6 +266,44 @@ def settings_with(overrides: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, An
 
 
 # ---------------------------------------------------------------------------
+# Values the producer hands on: what the protocol's fields can carry
+
+def whole_number(name: str, value: Any, kind: str = "u64", low: int = 0) -> int:
+    """`value` as an int that an unsigned field of the protocol of `kind`
+    ("u64", "u32") can carry, at least `low`; ValueError naming `name` and
+    the range otherwise. Ints (numpy's and torch's integer scalars too) and
+    floats that are whole numbers pass; booleans, fractions, NaN and
+    infinities do not."""
+    high = _LARGEST[kind]
+    number: Optional[int] = None
+    if not isinstance(value, bool):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            if isinstance(value, float) and value.is_integer():
+                number = int(value)
+    if number is None or not low <= number <= high:
+        raise ValueError(
+            f"{name} must be a whole number from {low} to {high} (the protocol's {kind}); "
+            f"got {value!r}"
+        )
+    return number
+
+
+def finite_number(name: str, value: Any) -> float:
+    """`value` as a float the protocol's f64 fields can carry (serde writes
+    a NaN or an infinity as null, which no reader takes for a number);
+    ValueError naming `name` otherwise."""
+    try:
+        number = None if isinstance(value, (bool, str, bytes)) else float(value)
+    except (TypeError, ValueError, RuntimeError):
+        number = None
+    if number is None or not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number; got {value!r}")
+    return number
+
+
+# ---------------------------------------------------------------------------
 # JSON
 
 def float_or_text(value: Optional[float]) -> Any:
@@ -338,6 +378,18 @@ def rfc3339_millis(unix: float) -> str:
     if millis > 999:
         millis = 999
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+
+
+def parse_rfc3339(text: Any) -> Optional[float]:
+    """The unix time of `2026-11-29T15:00:01.123Z` (as rfc3339_millis writes
+    it), or None for anything else."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc).timestamp()
 
 
 def command_word(command: Any) -> str:
@@ -613,9 +665,43 @@ def _clip(text: str, limit: int) -> str:
     return text[:limit]
 
 
+def is_unsafe(ch: str) -> bool:
+    """Whether a character must not reach a terminal as it is (text::is_unsafe):
+    the C0 controls (tab and newline included), DEL, the C1 controls, the
+    bidirectional marks, embeddings, overrides and isolates, and the
+    Unicode line and paragraph separators."""
+    code = ord(ch)
+    return (code <= 0x1F or 0x7F <= code <= 0x9F or code in (0x200E, 0x200F, 0x061C)
+            or 0x2028 <= code <= 0x202E or 0x2066 <= code <= 0x2069)
+
+
+def escape(text: str) -> str:
+    """`text` on one line with every unsafe character shown escaped, as
+    `text::escape` writes it: `\\n`, `\\r`, `\\t`, `\\x1b` (C0, DEL),
+    `\\u{9b}` (C1, bidirectional controls)."""
+    if not any(is_unsafe(ch) for ch in text):
+        return text
+    out = []
+    for ch in text:
+        if not is_unsafe(ch):
+            out.append(ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{{{ord(ch):x}}}")
+    return "".join(out)
+
+
 def printable(text: str) -> str:
-    """Model text on one line (newlines shown as `\\n`), cut when very long."""
-    one_line = text.replace("\n", "\\n").replace("\r", "\\r")
+    """Model text on one line (newlines shown as `\\n`, every character that
+    could drive a terminal escaped), cut when very long."""
+    one_line = escape(text)
     if len(one_line) <= MAX_PRINTED_CHARS:
         return one_line
     more = len(one_line) - MAX_PRINTED_CHARS
@@ -654,7 +740,8 @@ def sample_block(s: Dict[str, Any]) -> str:
     outcome = s["outcome"]
     kind = outcome["kind"]
     partial = "" if kind == "completed" else ", partial"
-    whom = f"example {s['example']}, {s['origin']}, prompt {rust_debug(_clip(s['prompt'], 60))}"
+    whom = (f"example {s['example']}, {escape(s['origin'])}, prompt "
+            f"{rust_debug(_clip(s['prompt'], 60))}")
     if kind == "completed":
         verdict = "MATCH" if s["exact_match"] else "MISMATCH"
     elif kind == "timed_out":
@@ -668,10 +755,12 @@ def sample_block(s: Dict[str, Any]) -> str:
             f"at step {s['step']} ({whom})"
         )
     else:
-        verdict = f"ERROR: generation failed at step {s['step']} ({whom}): {outcome['message']}"
+        verdict = (f"ERROR: generation failed at step {s['step']} ({whom}): "
+                   f"{escape(outcome['message'])}")
     return "\n".join(
         [
-            f"--- Sample {s['sample']}/{s['of']} (example {s['example']}, {s['origin']}) ---",
+            f"--- Sample {s['sample']}/{s['of']} (example {s['example']}, "
+            f"{escape(s['origin'])}) ---",
             f"PROMPT: {printable(s['prompt'])}",
             f"GOLDEN ({s['golden_tokens']} tokens): {printable(s['golden'])}",
             f"MODEL ({s['output_tokens']} tokens{partial}): {printable(s['output'])}",
@@ -701,7 +790,7 @@ def exact_match_line(matches, samples, exact_match, counters) -> str:
 
 
 def warning_line(step: int, message: str) -> str:
-    return f"WARNING at step {step}: {message}"
+    return f"WARNING at step {step}: {escape(message)}"
 
 
 def stalled_line(step, phase, silent_secs, timeout_secs) -> str:
@@ -712,7 +801,7 @@ def stalled_line(step, phase, silent_secs, timeout_secs) -> str:
 
 
 def checkpoint_line(step: int, path: str) -> str:
-    return f"checkpoint saved at step {step}: {path}"
+    return f"checkpoint saved at step {step}: {escape(path)}"
 
 
 def finished_line(state, step, max_steps, loss, elapsed_secs) -> str:
@@ -724,7 +813,7 @@ def finished_line(state, step, max_steps, loss, elapsed_secs) -> str:
 
 
 def failed_line(step: int, message: str) -> str:
-    return f"FAILED at step {step}: {message}"
+    return f"FAILED at step {step}: {escape(message)}"
 
 
 def timeout_rate_warning(counters: Dict[str, int], warn_rate: float) -> str:
@@ -745,7 +834,7 @@ def format_event(event: Dict[str, Any]) -> Optional[str]:
     kind = event["type"]
     if kind == "started":
         line = (
-            f"run {event['run_name']} | device {event['device']} | "
+            f"run {escape(event['run_name'])} | device {escape(event['device'])} | "
             f"{thousands(event['parameters'])} parameters | vocab {event['vocab_size']} | "
             f"{thousands(event['train_examples'])} train / {thousands(event['val_examples'])} "
             "val examples"
@@ -753,7 +842,7 @@ def format_event(event: Dict[str, Any]) -> Optional[str]:
         if event.get("skipped_overlong", 0) > 0:
             line += f" | {event['skipped_overlong']} overlong skipped"
         if event.get("resumed_from") is not None:
-            line += f"\nresumed from {event['resumed_from']} at step {event['start_step']}"
+            line += f"\nresumed from {escape(event['resumed_from'])} at step {event['start_step']}"
         return line
     if kind == "step":
         return step_line(
@@ -770,7 +859,7 @@ def format_event(event: Dict[str, Any]) -> Optional[str]:
             return f"state {event['state']} at step {event['step']}"
         return None
     if kind == "command_ack":
-        return f"command {command_word(event['command'])}: {event['message']}"
+        return f"command {command_word(event['command'])}: {escape(event['message'])}"
     if kind == "warning":
         return warning_line(event["step"], event["message"])
     if kind == "eval_started":
@@ -803,9 +892,11 @@ def format_event(event: Dict[str, Any]) -> Optional[str]:
             event["step"], event["phase"], event["silent_secs"], event["timeout_secs"]
         )
     if kind == "control":
+        command, request, message = (escape(event["command"]), escape(event["id"]),
+                                     escape(event["message"]))
         if event["accepted"]:
-            return f"control {event['command']} ({event['id']}): {event['message']}"
-        return f"control {event['command']} ({event['id']}) REJECTED: {event['message']}"
+            return f"control {command} ({request}): {message}"
+        return f"control {command} ({request}) REJECTED: {message}"
     if kind == "recovered":
         return (
             f"recovered: progress again at step {event['step']} "

@@ -23,9 +23,11 @@ boundary, the same on every rank.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -34,9 +36,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import control, distributed, protocol
-from .protocol import float_or_text
-from .rundir import (LineFile, RankBeat, RunDirError, RunFiles, Writer, check_fresh, make_dirs,
-                     release_lock, take_lock)
+from .protocol import finite_number, float_or_text, whole_number
+from .rundir import (MAX_EVENT_LINE, LineFile, RankBeat, RunDirError, RunFiles, Writer,
+                     check_fresh, make_dirs, release_lock, take_lock)
 from .watchdog import Heartbeat, Watchdog
 
 #: Environment variable naming the run directory when none is given.
@@ -219,7 +221,7 @@ class Run:
         if on_stall not in ("warn", "exit"):
             raise ValueError(f"on_stall must be \"warn\" or \"exit\" (got {on_stall!r})")
         self.root = Path(run_dir)
-        self.max_steps = int(max_steps)
+        self.max_steps = whole_number("Run: max_steps", max_steps)
         self.run_name = str(run_name or self.root.resolve().name or self.root)
         self.framework = str(framework)
         #: The live settings in force (nested dict, see protocol.LIVE_SETTINGS).
@@ -534,7 +536,12 @@ class Run:
               train_examples: int = 0, val_examples: int = 0, start_step: int = 0) -> None:
         """Writes `started` and the state `training`; the watchdog starts
         watching."""
-        self._step = int(start_step)
+        parameters = whole_number("start: parameters", parameters)
+        vocab_size = whole_number("start: vocab_size", vocab_size, "u32")
+        train_examples = whole_number("start: train_examples", train_examples)
+        val_examples = whole_number("start: val_examples", val_examples)
+        start_step = whole_number("start: start_step", start_step)
+        self._step = start_step
         self._started_mono = time.monotonic()
         self._window_start = self._started_mono
         self._emit({
@@ -569,6 +576,8 @@ class Run:
         """Heartbeat: progress in `phase` (a Phase name) at `step`. Cheap:
         no I/O on this thread."""
         heartbeat = self._heartbeat
+        if step is not None:
+            step = whole_number("beat: step", step)
         if phase is not None and phase != heartbeat.phase:
             if phase not in protocol.PHASES:
                 raise ValueError(f"unknown phase {phase!r}; the phases are "
@@ -590,7 +599,20 @@ class Run:
         a `non_finite` event for the window's first step whose loss or
         gradient norm was NaN or infinite (its update was applied: action
         `warn`; the gradient norm is the loss when none was given). Only
-        rank 0's values are looked at."""
+        rank 0's values are looked at.
+
+        Values the protocol cannot carry are refused with a ValueError before
+        anything is written: a step that is no whole number from 0 to
+        2^64-1, a negative or fractional token count, a learning rate that
+        is not a finite number. (A tensor token count is taken as it is:
+        checking it would wait for its device; a tensor learning rate is read
+        when the window closes, and one that is not finite drops the window
+        with the ValueError.)"""
+        step = whole_number("log_step: step", step)
+        if not _is_tensor(tokens):
+            tokens = whole_number("log_step: tokens", tokens)
+        if not _is_tensor(learning_rate):
+            learning_rate = finite_number("log_step: learning_rate", learning_rate)
         heartbeat = self._heartbeat
         heartbeat.last = time.monotonic()
         heartbeat.unix = time.time()
@@ -613,6 +635,13 @@ class Run:
         norms = self._window_norms.floats()
         first = self._window_first_step
         steps = len(losses)
+        try:
+            learning_rate = finite_number("log_step: learning_rate", learning_rate)
+        except ValueError:
+            # A tensor's value, read only now: the window that cannot be
+            # written is dropped, so the next step event is a window of its own.
+            self._new_window(time.monotonic())
+            raise
         bad = [(first + index, value, norms[index])
                for index, value in enumerate(losses)
                if not math.isfinite(value) or (norms[index] is not None
@@ -633,12 +662,16 @@ class Run:
             "step": int(step),
             "max_steps": self.max_steps,
             "loss": float_or_text(mean),
-            "learning_rate": float(learning_rate),
+            "learning_rate": learning_rate,
             "tokens_per_sec": self._window_tokens / interval,
             "elapsed_secs": self._elapsed(),
             "eta_secs": per_step * max(self.max_steps - step, 0),
         })
         self._last_loss = mean
+        self._new_window(now)
+
+    def _new_window(self, now: float) -> None:
+        """Starts a logging window at `now` (monotonic)."""
         self._window_losses = _Readings()
         self._window_norms = _Readings()
         self._window_tokens = 0
@@ -650,6 +683,7 @@ class Run:
         across ranks, so that every rank applies them at this same step;
         while paused, blocks here (beating) until resume or stop. Says what
         the loop must do now: evaluate, save, stop."""
+        step = whole_number("boundary: step", step)
         self._step = step
         self._heartbeat.step = step
         actions = Actions()
@@ -822,6 +856,8 @@ class Run:
 
     def eval_started(self, step: int, samples: int) -> None:
         """A full evaluation begins (state `evaluating`)."""
+        step = whole_number("eval_started: step", step)
+        samples = whole_number("eval_started: samples", samples, "u32")
         self._step = step
         self._evals += 1
         self._eval_samples = 0
@@ -837,6 +873,8 @@ class Run:
     def val_loss(self, step: int, loss: Optional[float], batches: int,
                  timed_out: bool = False) -> None:
         """The validation loss of this evaluation (None: no batch scored)."""
+        step = whole_number("val_loss: step", step)
+        batches = whole_number("val_loss: batches", batches, "u32")
         loss = None if loss is None else float(loss)
         self._eval_val_loss = loss
         self._emit({"type": "val_loss", "step": step, "loss": float_or_text(loss),
@@ -854,6 +892,12 @@ class Run:
         """A sample generation begins; the abort flag is lowered, unless a
         stop is pending: then this and every later generation of the run end
         at once as `aborted` (a stop ends the evaluation)."""
+        step = whole_number("generation_started: step", step)
+        sample = whole_number("generation_started: sample", sample, "u32")
+        of = whole_number("generation_started: of", of, "u32")
+        example = whole_number("generation_started: example", example)
+        golden_tokens = whole_number("generation_started: golden_tokens", golden_tokens)
+        timeout_secs = finite_number("generation_started: timeout_secs", timeout_secs)
         self._generation_unix = time.time()
         if not self._stop_pending:
             self.abort.clear()
@@ -869,6 +913,10 @@ class Run:
     def generation_progress(self, *, step: int, sample: int, text: str, tokens: int,
                             elapsed_secs: float) -> None:
         """Text generated so far; at most four events a second."""
+        step = whole_number("generation_progress: step", step)
+        sample = whole_number("generation_progress: sample", sample, "u32")
+        tokens = whole_number("generation_progress: tokens", tokens)
+        elapsed_secs = finite_number("generation_progress: elapsed_secs", elapsed_secs)
         heartbeat = self._heartbeat
         heartbeat.last = time.monotonic()
         heartbeat.unix = time.time()
@@ -886,6 +934,14 @@ class Run:
         """A sample generation ended: counted, scored (exact match: completed
         and equal after stripping spaces), written to this rank's record
         (and rank 0's events.jsonl) and printed. Returns the event."""
+        step = whole_number("sample: step", step)
+        sample = whole_number("sample: sample", sample, "u32")
+        of = whole_number("sample: of", of, "u32")
+        example = whole_number("sample: example", example)
+        golden_tokens = whole_number("sample: golden_tokens", golden_tokens)
+        output_tokens = whole_number("sample: output_tokens", output_tokens)
+        elapsed_secs = finite_number("sample: elapsed_secs", elapsed_secs)
+        timeout_secs = finite_number("sample: timeout_secs", timeout_secs)
         outcome = _outcome(outcome)
         kind = outcome["kind"]
         origin, prompt, golden, output = str(origin), str(prompt), str(golden), str(output)
@@ -927,6 +983,7 @@ class Run:
                       train_loss: Optional[float] = None) -> None:
         """The evaluation ended: matches and exact match of the samples
         since eval_started, the train/validation gap; back to `training`."""
+        step = whole_number("eval_finished: step", step)
         if val_loss is None:
             val_loss = self._eval_val_loss
         if train_loss is None:
@@ -952,6 +1009,7 @@ class Run:
 
     def checkpoint(self, step: int, path: Union[str, os.PathLike]) -> None:
         """A checkpoint was written completely."""
+        step = whole_number("checkpoint: step", step)
         self._emit({"type": "checkpoint", "step": int(step), "path": os.fspath(path)
                     if isinstance(path, (str, os.PathLike)) else str(path)}, rank=True)
         self._phase("training")
@@ -998,12 +1056,16 @@ class Run:
         self._lock_fd = None
         self._restore_signal_handlers()
 
-    def finish(self, state: str = "finished") -> None:
-        """Ends the run as `finished` (max_steps reached) or `stopped`;
-        writes everything queued before returning (waiting a few seconds at
-        most when the disk is stuck)."""
+    def finish(self, state: Optional[str] = None) -> None:
+        """Ends the run as `finished` (max_steps reached) or `stopped`; with
+        no `state`, `stopped` when a step boundary applied a stop (a command,
+        SIGINT, SIGTERM, SIGHUP) and `finished` otherwise. Writes everything
+        queued before returning (waiting a few seconds at most when the disk
+        is stuck)."""
         if self._done:
             return
+        if state is None:
+            state = "stopped" if self._stop_agreed else "finished"
         if state not in ("finished", "stopped"):
             raise ValueError(f"finish(state) takes \"finished\" or \"stopped\" (got {state!r})")
         self._end(state, {"type": "finished", "step": self._step, "max_steps": self.max_steps,
@@ -1012,10 +1074,37 @@ class Run:
 
     def fail(self, message: str) -> None:
         """Ends the run as `failed`; writes everything queued before
-        returning (waiting a few seconds at most when the disk is stuck)."""
+        returning (waiting a few seconds at most when the disk is stuck).
+        On rank 0 of a multi-process job, a rank that failed before (its
+        own record ends with `failed`) is named with its own error first:
+        rank 0's failure is then most often only the others' news of it (a
+        collective whose peer is gone)."""
         if self._done:
             return
-        self._end("failed", {"type": "failed", "step": self._step, "message": str(message)})
+        message = str(message)
+        if self.is_main and self.world_size > 1:
+            try:
+                message = self._with_earlier_failure(message)
+            except Exception:  # noqa: BLE001 - the run's own failure is said either way
+                pass
+        self._end("failed", {"type": "failed", "step": self._step, "message": message})
+
+    def _with_earlier_failure(self, own: str) -> str:
+        """`own` failure message of rank 0, after the failure of the rank
+        that failed first, when another rank's record says it failed."""
+        now = time.time()
+        failures = []
+        for rank in range(1, self.world_size):
+            failure = rank_failure(self.root, rank)
+            if failure is not None and failure[0] <= now:
+                failures.append((failure[0], rank, failure[1], failure[2]))
+        if not failures:
+            return own
+        failures.sort()
+        _, rank, step, message = failures[0]
+        also = [str(other[1]) for other in failures[1:]]
+        more = f"; rank{'s' if len(also) > 1 else ''} {', '.join(also)} failed too" if also else ""
+        return f"rank {rank} failed at step {step}: {message} (then rank 0: {own}{more})"
 
     @property
     def finished(self) -> bool:
@@ -1028,11 +1117,56 @@ class Run:
         if self._done:
             return False
         if kind is None:
-            self.finish()
+            self.finish()  # `stopped` when the loop ended with a `break` on a stop
         elif issubclass(kind, Exception):
             self.fail(str(value) or kind.__name__)
         elif issubclass(kind, SystemExit) and value.code in (None, 0):
-            self.finish("stopped" if self._stop_agreed else "finished")
+            self.finish()
         else:
             self.fail(f"interrupted ({kind.__name__})")
         return False
+
+
+#: Most bytes read from the end of a rank's record to find its failure: its
+#: last line, however long a line may be (rundir.MAX_EVENT_LINE).
+RECORD_TAIL_BYTES = MAX_EVENT_LINE + 2
+
+
+def rank_failure(root: Path, rank: int) -> Optional[Tuple[float, int, str]]:
+    """When `rank`'s own record (ranks/rank-N.jsonl) ends with a `failed`
+    event: its time (unix seconds), step and message. Reads only the end of
+    a regular file, never through a link, never waiting on a FIFO."""
+    path = root / protocol.RANKS_DIR / f"rank-{rank}.jsonl"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        meta = os.fstat(fd)
+        if not stat.S_ISREG(meta.st_mode):
+            return None
+        start = max(0, meta.st_size - RECORD_TAIL_BYTES)
+        tail = os.pread(fd, meta.st_size - start, start)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    lines = tail.split(b"\n")
+    if start > 0:
+        lines = lines[1:]  # the first may be the end of a line cut off
+    for line in reversed(lines):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(event, dict) or event.get("type") != "failed":
+            return None
+        unix = protocol.parse_rfc3339(event.get("time"))
+        step, message = event.get("step"), event.get("message")
+        if (unix is None or isinstance(step, bool) or not isinstance(step, int)
+                or not isinstance(message, str)):
+            return None
+        return unix, step, message
+    return None

@@ -10,6 +10,10 @@ RUN_DIR/ranks/rank-N.json            rank N's heartbeat, replaced atomically
 RUN_DIR/ranks/rank-N.jsonl           rank N's own record of events
 ```
 
+Nothing made here is writable by the group or others, whatever the umask:
+folders 0755, files 0644 (temporary files made new; no file is opened
+through a link), `control/` 0700 and the lock 0600 (as src/rundir.rs).
+
 Every write happens on a background thread: the training thread only puts
 events on a bounded queue, so a slow disk never slows training (when the
 queue is full, `generation_progress` goes first, and the drops are said
@@ -23,12 +27,13 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import protocol
 from .protocol import json_text, rfc3339_millis, serde_safe
@@ -84,43 +89,219 @@ def take_lock(root: Path) -> int:
     and writes this pid into it; release_lock() gives it back when the run
     ends. Creates the directory.
 
+    The lock file is the owner's alone (mode 0600, made so if it was not),
+    so no other user can hold it; a link, a FIFO or anything else that is
+    not a regular file of this user is refused. When the lock is held only
+    by processes this machine can see (/proc/locks) and none of them is the
+    one it names, whoever holds it is not a run (a reader of a lock others
+    could open, a stray child): a fresh lock file replaces it, with a
+    warning (as `RunLock::take` does). A holder it cannot see (another pid
+    namespace, another machine) is taken at its word.
+
     The descriptor is close-on-exec, so a program this process starts does
     not hold the lock; but a child made by fork() alone (DataLoader workers,
     multiprocessing with the "fork" start method) shares the locked file
-    and keeps the run looking alive until that child ends too. The lock is
-    only a sign of life; nothing is lost by it."""
+    until that child ends too. Readers call a run alive only while the pid
+    it names exists as well; the lock is only a sign of life."""
     make_dirs(root)
     path = root / protocol.LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    for attempt in range(6):
+    fd = _open_lock(root, path)
+    held = False
+    for attempt in range(LOCK_TRIES):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
         except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or attempt == 5:
-                holder = ""
-                try:
-                    holder = path.read_text().strip()
-                except OSError:
-                    pass
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 os.close(fd)
-                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise RunDirError(
-                        f"{root}: in use by the trainui process {holder or '?'} (it holds "
-                        f"{path}); watch it with `trainui watch {root}`, or train in another "
-                        "run directory"
-                    ) from None
                 raise RunDirError(f"{path}: cannot lock: {err}") from err
+            if attempt == LOCK_TRIES - 1:
+                held = True
+                break
             # A reader probing the lock holds it shared for an instant.
             time.sleep(0.02)
+    if held:
+        named = _lock_pid(fd)
+        holders = lock_holders(path) or []
+        os.close(fd)
+        stray = bool(holders) and all(
+            holder != 0 and (named is None or not is_run(holder, named)) for holder in holders)
+        if not stray:
+            raise RunDirError(
+                f"{root}: in use by the trainui process {named or '?'} (it holds {path}); watch "
+                f"it with `trainui watch {root}`, or train in another run directory"
+            )
+        fd = _replace_lock(path)
+        try:
+            sys.stderr.write(
+                f"trainui: warning: {path}: held by process "
+                f"{', '.join(str(holder) for holder in holders)}, not by the run it names "
+                f"({'none' if named is None else f'pid {named}'}); a fresh lock replaces it\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        # The pid replaces the old one in one write: a reader sees one or
+        # the other.
+        pid = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, pid, 0)
+        os.ftruncate(fd, len(pid))
     except OSError:
         os.close(fd)
         raise
     _HELD_LOCKS.append(fd)
     return fd
+
+
+#: Tries to take the lock before calling it held: a reader probing it holds
+#: it shared for an instant.
+LOCK_TRIES = 10
+
+
+def _open_lock(root: Path, path: Path) -> int:
+    """Opens (or makes) the lock file: a regular file of this user, not a
+    link, made the owner's alone (0600) whatever its mode was. Never
+    blocks (a FIFO in its place is named, not waited on)."""
+    fix = f"remove it, or pick another run directory than {root}"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+                     0o600)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise RunDirError(f"{path}: is a symbolic link; a run's lock is a file of its own: "
+                              f"{fix}") from None
+        kind = _not_a_file(path)
+        if kind is not None:
+            raise RunDirError(f"{path}: is {kind}, not a lock file: {fix}") from None
+        raise RunDirError(f"{path}: cannot open the lock: {err}") from err
+    try:
+        meta = os.fstat(fd)
+        if not stat.S_ISREG(meta.st_mode):
+            raise RunDirError(f"{path}: is {file_kind(meta.st_mode)}, not a lock file: {fix}")
+        if meta.st_uid != os.geteuid():
+            raise RunDirError(f"{path}: belongs to user {meta.st_uid}, not to you "
+                              f"({os.geteuid()}); pick another run directory than {root}")
+        if meta.st_mode & 0o7777 != 0o600:
+            os.fchmod(fd, 0o600)
+        # Writes of the pid need no O_NONBLOCK (a regular file never blocks on it).
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lock_pid(fd: int) -> Optional[int]:
+    """The pid a lock file names (its first line), or None."""
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii").strip()
+        pid = int(text) if text.isdigit() else 0
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return pid if pid > 0 else None
+
+
+def _replace_lock(path: Path) -> int:
+    """A fresh lock file in place of `path`, locked: made beside it (0600,
+    new), locked, then renamed over it."""
+    fresh = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        os.unlink(fresh)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise RunDirError(f"{fresh}: cannot make a fresh lock: {err}") from err
+    try:
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except OSError as err:
+        raise RunDirError(f"{fresh}: cannot make a fresh lock: {err}") from err
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(fresh, path)
+    except OSError as err:
+        os.close(fd)
+        try:
+            os.unlink(fresh)
+        except OSError:
+            pass
+        raise RunDirError(f"{path}: cannot place a fresh lock: {err}") from err
+    return fd
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process `pid` exists on this machine (0 is none)."""
+    return pid > 0 and os.path.exists(f"/proc/{pid}")
+
+
+def is_run(holder: int, pid: int) -> bool:
+    """Whether the process this machine knows as `holder` is the one a run
+    names as `pid`: the same pid, or that pid in the holder's own pid
+    namespace (a run in a container). A holder that is gone is no run: a
+    dead run's child may hold its lock. (runlock::is_run)"""
+    if not process_exists(holder):
+        return False
+    if holder == pid:
+        return True
+    try:
+        with open(f"/proc/{holder}/status", encoding="utf-8", errors="replace") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return str(pid) in line.split()[1:]
+    except OSError:
+        pass
+    return False
+
+
+def lock_holders(path: Path) -> Optional[List[int]]:
+    """The processes that hold a lock on the file at `path`, as /proc/locks
+    names them (0: one this process cannot see, in another pid namespace);
+    None when that cannot be read. (runlock::holders)"""
+    try:
+        meta = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(meta.st_dev):02x}:{os.minor(meta.st_dev):02x}:{meta.st_ino}"
+    holders = []
+    for line in lines:
+        # `1: FLOCK  ADVISORY  WRITE 4242 fe:00:1234 0 EOF`; a lock waited
+        # for has `->` after the number.
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->" or fields[5] != wanted:
+            continue
+        try:
+            pid = int(fields[4])
+        except ValueError:
+            pid = 0
+        holders.append(pid if pid > 0 else 0)
+    return holders
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, for messages."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "not a regular file"
+
+
+def _not_a_file(path: Path) -> Optional[str]:
+    """What is at `path` when it is there and no regular file (a folder, a
+    FIFO, a socket...), for the message of an open that failed."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def release_lock(fd: Optional[int]) -> None:
@@ -135,12 +316,29 @@ def release_lock(fd: Optional[int]) -> None:
         pass
 
 
+#: Flags of a file a run makes: new, never through a link, not inherited.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def create_file(path: Path) -> int:
+    """A new file for a run directory in place of anything at `path` (a
+    link there is removed, not followed), open for writing: mode 0644 less
+    the umask, so never writable by others whatever the umask."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.open(path, _NEW_FILE, 0o644)
+
+
 def write_atomically(path: Path, contents: bytes) -> None:
     """Replaces `path` so that a reader sees the old file or the new one,
-    never a mix: a temporary file beside it, then a rename."""
+    never a mix: a fresh temporary file beside it (mode 0644, see
+    create_file), then a rename."""
     temp = path.with_name(f"{path.name}.tmp.{os.getpid()}.{threading.get_ident()}")
     try:
-        with open(temp, "wb") as file:
+        fd = create_file(temp)
+        with os.fdopen(fd, "wb") as file:
             file.write(contents)
             file.write(b"\n")
         os.replace(temp, path)
@@ -159,14 +357,11 @@ class LineFile:
 
     def __init__(self, path: Path):
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = _open_line_file(path)
         self._broken = False
         size = os.fstat(self._fd).st_size
-        if size > 0:
-            with open(path, "rb") as file:
-                file.seek(size - 1)
-                if file.read(1) != b"\n":
-                    os.write(self._fd, b"\n")
+        if size > 0 and os.pread(self._fd, 1, size - 1) != b"\n":
+            os.write(self._fd, b"\n")
 
     def append(self, line: bytes) -> None:
         whole = (b"\n" if self._broken else b"") + line + b"\n"
@@ -190,16 +385,97 @@ class LineFile:
             pass
 
 
-def record_line(event: Dict[str, Any], unix: float, rank: Optional[int] = None) -> bytes:
-    """One events.jsonl line: `{"v":3,"time":...,"type":...,...}` (with
-    `"rank"` for a rank's own record). Numbers that are not finite are
-    written as serde writes them (protocol.serde_safe): text for losses,
-    null elsewhere; never a bare NaN."""
-    record: Dict[str, Any] = {"v": protocol.SCHEMA_VERSION, "time": rfc3339_millis(unix)}
+def _open_line_file(path: Path) -> int:
+    """Opens (or makes, mode 0644) a file of lines for appending: a regular
+    file, never a link followed or a FIFO waited on. One already there that
+    others could write is made writable by its owner only (the run writes
+    it; nobody else may forge its lines)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                     | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise RunDirError(f"{path}: is a symbolic link; a run writes files of its own: "
+                              "remove it, or pick another run directory") from None
+        kind = _not_a_file(path)
+        if kind is not None:
+            raise RunDirError(f"{path}: is {kind}, not a file a run can write: remove it, or "
+                              "pick another run directory") from None
+        raise
+    try:
+        meta = os.fstat(fd)
+        if not stat.S_ISREG(meta.st_mode):
+            raise RunDirError(f"{path}: is {file_kind(meta.st_mode)}, not a file a run can "
+                              "write: remove it, or pick another run directory")
+        if meta.st_mode & 0o022 and meta.st_uid == os.geteuid():
+            os.fchmod(fd, meta.st_mode & 0o7755)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+#: Longest line of events.jsonl (and of a rank's record), newline left out:
+#: readers take no longer one (runfile::MAX_EVENT_LINE).
+MAX_EVENT_LINE = 1 << 20
+
+#: The texts of an event that can be long, by type (rundir::texts_mut): a
+#: model's output and what it was given, and messages.
+LONG_TEXTS = {
+    "generation_started": ("prompt", "golden"),
+    "generation_progress": ("text",),
+    "sample": ("prompt", "golden", "output"),
+    "warning": ("message",),
+    "failed": ("message",),
+    "command_ack": ("message",),
+    "control": ("message",),
+}
+
+
+def _line(event: Dict[str, Any], time_text: str, rank: Optional[int]) -> bytes:
+    record: Dict[str, Any] = {"v": protocol.SCHEMA_VERSION, "time": time_text}
     if rank is not None:
         record["rank"] = rank
-    record.update(serde_safe(event))
+    record.update(event)
     return json_text(record).encode()
+
+
+def fit_event(event: Dict[str, Any], unix: float,
+              rank: Optional[int] = None) -> Tuple[Dict[str, Any], bytes]:
+    """`event` (made serde_safe) and its line, the event's longest texts
+    cut (each marked `... (N more bytes not recorded)`, half of it at a
+    time, as `rundir::event_line` does) until the line is at most
+    MAX_EVENT_LINE bytes. An event that fits is returned as it is."""
+    time_text = rfc3339_millis(unix)
+    line = _line(event, time_text, rank)
+    if len(line) <= MAX_EVENT_LINE:
+        return event, line
+    event = dict(event)
+    keys = [key for key in LONG_TEXTS.get(event.get("type"), ()) if isinstance(event.get(key), str)]
+    while len(line) > MAX_EVENT_LINE and keys:
+        # The longest in bytes; of equals the last, as Rust's max_by_key.
+        longest = max(reversed(keys), key=lambda key: len(event[key].encode()))
+        data = event[longest].encode()
+        kept = data[: len(data) // 2].decode("utf-8", "ignore")
+        dropped = len(data) - len(kept.encode())
+        event[longest] = f"{kept}... ({dropped} more bytes not recorded)"
+        shorter = _line(event, time_text, rank)
+        # The long part is elsewhere (texts too short to cut further): the
+        # line stays long, and readers skip it and say so.
+        if len(shorter) >= len(line):
+            break
+        line = shorter
+    return event, line
+
+
+def record_line(event: Dict[str, Any], unix: float, rank: Optional[int] = None) -> bytes:
+    """One events.jsonl line: `{"v":3,"time":...,"type":...,...}` (with
+    `"rank"` for a rank's own record), at most MAX_EVENT_LINE bytes (see
+    fit_event). Numbers that are not finite are written as serde writes
+    them (protocol.serde_safe): text for losses, null elsewhere; never a
+    bare NaN."""
+    return fit_event(serde_safe(event), unix, rank)[1]
 
 
 class RunFiles:
@@ -377,15 +653,16 @@ class Writer:
 
     def _write_event(self, event: Dict[str, Any], unix: float, run: bool, rank: bool) -> bool:
         changed = False
-        clean = serde_safe(event)
+        # Cut to fit a line once, so that the status and the log show what
+        # events.jsonl holds.
+        clean, line = fit_event(serde_safe(event), unix)
         if rank and self._rank_record is not None:
             record = self._rank_record
-            self._guard(lambda: record.append(record_line(clean, unix, self._rank)),
+            self._guard(lambda: record.append(fit_event(clean, unix, self._rank)[1]),
                         "the rank record")
         if run and self._run_files is not None:
             files = self._run_files
-            self._guard(lambda: files.events.append(record_line(clean, unix)),
-                        protocol.EVENTS_FILE)
+            self._guard(lambda: files.events.append(line), protocol.EVENTS_FILE)
             if protocol.shows_in_status(clean):
                 self._guard(lambda: files.fold.apply(clean), "the status file")
                 changed = True
