@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::SystemTime;
 
-use common::trainui;
+use common::{as_another_user, trainui};
 use trainui::events::{Event, RunInfo, StepMetrics};
 use trainui::plot::PALETTE;
 use trainui::{rundir, runfile};
@@ -499,37 +499,4 @@ fn over_long_and_foreign_lines_are_skipped_with_a_warning() {
         "{stderr}"
     );
     assert!(svg_texts(&out).contains(&"run raw".to_owned()));
-}
-
-/// `trainui` run by a user whom file permissions bind: this one, or
-/// `nobody` when the tests run as root (who may read anything), with
-/// `dir` opened for them to look into and `writable` to write into.
-/// `None`, said on stderr, where root has no way to become another user.
-fn as_another_user(dir: &Path, writable: &[&Path]) -> Option<std::process::Command> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    let program = assert_cmd::cargo::cargo_bin!("trainui");
-    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
-        return Some(std::process::Command::new(program));
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for path in writable {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    let nobody = || {
-        let mut command = std::process::Command::new("setpriv");
-        command
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(program)
-            .current_dir("/");
-        command
-    };
-    let works = nobody()
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !works {
-        eprintln!("skipped: running as root, and `setpriv` cannot run trainui as nobody");
-        return None;
-    }
-    Some(nobody())
 }

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{events_so_far, repo, signal, status, trainui, wait_exit, wait_for, wait_for_event};
+use common::{
+    events_so_far, gone, repo, signal, status, trainui, wait_exit, wait_for, wait_for_event,
+};
 
 fn python() -> String {
     std::env::var("TRAINUI_PYTHON").expect(
@@ -334,14 +336,6 @@ fn stubborn_pids(run: &Path) -> [u32; 2] {
         pids.iter().all(|&pid| pid != 0)
     });
     pids
-}
-
-/// Whether the process `pid` is gone (a zombie waiting for its reaper is).
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
-    })
 }
 
 #[test]

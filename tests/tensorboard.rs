@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_success, events_of, tiny_run, trainui};
+use common::{as_another_user, assert_success, events_of, tiny_run, trainui};
 use serde_json::Value;
 
 fn python() -> String {
@@ -486,37 +486,4 @@ fn event_files_are_never_writable_by_others_whatever_the_umask() {
         .unwrap()
         .path();
     assert_eq!(mode(&file), 0o644, "{}", file.display());
-}
-
-/// `trainui` run by a user whom file permissions bind: this one, or
-/// `nobody` when the tests run as root (who may read anything), with
-/// `dir` opened for them to look into and `writable` to write into.
-/// `None`, said on stderr, where root has no way to become another user.
-fn as_another_user(dir: &Path, writable: &[&Path]) -> Option<std::process::Command> {
-    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
-    let program = assert_cmd::cargo::cargo_bin!("trainui");
-    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
-        return Some(std::process::Command::new(program));
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    for path in writable {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap();
-    }
-    let nobody = || {
-        let mut command = std::process::Command::new("setpriv");
-        command
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(program)
-            .current_dir("/");
-        command
-    };
-    let works = nobody()
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !works {
-        eprintln!("skipped: running as root, and `setpriv` cannot run trainui as nobody");
-        return None;
-    }
-    Some(nobody())
 }

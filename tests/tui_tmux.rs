@@ -9,7 +9,7 @@ use common::SpawnForTest;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{events_of, repo, wait_for};
+use common::{events_of, gone, repo, wait_for};
 
 /// A tmux server of this test's own.
 struct Tmux {
@@ -128,7 +128,11 @@ fn the_tui_trains_evaluates_aborts_and_quits_cleanly_in_tmux() {
     assert!(latencies[5] < 100.0, "key to screen: {latencies:?} ms");
 
     tmux.keys("e");
-    let screen = tmux.wait_for_screen("a generation", |s| s.contains("generating 1/1"));
+    // The generation shows as soon as the trainer beats in it; its answer
+    // comes through the event stream a moment later on a loaded machine.
+    let screen = tmux.wait_for_screen("a generation and the answer", |s| {
+        s.contains("generating 1/1") && s.contains("eval: evaluating at step")
+    });
     assert!(screen.contains("EVALUATING"), "{screen}");
     assert!(screen.contains("eval: evaluating at step"), "{screen}");
 
@@ -515,14 +519,6 @@ impl Tmux {
             .trim()
             .to_owned()
     }
-}
-
-/// Whether the process `pid` is gone (a zombie waiting for its reaper is).
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
-    })
 }
 
 #[test]

@@ -211,3 +211,47 @@ impl SpawnForTest for std::process::Command {
         Spawned(self.spawn().expect("the process starts"))
     }
 }
+
+/// `trainui` run by a user whom file permissions bind: this one, or
+/// `nobody` when the tests run as root (who may read anything), with
+/// `dir` opened for them to look into and `writable` to write into.
+/// `None`, said on stderr, where root has no way to become another user.
+pub fn as_another_user(dir: &Path, writable: &[&Path]) -> Option<std::process::Command> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let program = assert_cmd::cargo::cargo_bin!("trainui");
+    let me = std::fs::metadata("/proc/self").expect("/proc/self is readable");
+    if me.uid() != 0 {
+        return Some(std::process::Command::new(program));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .expect("the test's folder can be opened to others");
+    for path in writable {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777))
+            .expect("the test's files can be opened to others");
+    }
+    let nobody = || {
+        let mut command = std::process::Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(program)
+            .current_dir("/");
+        command
+    };
+    let works = nobody()
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !works {
+        eprintln!("skipped: running as root, and `setpriv` cannot run trainui as nobody");
+        return None;
+    }
+    Some(nobody())
+}
+
+/// Whether the process `pid` is gone (a zombie waiting for its reaper is).
+pub fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
