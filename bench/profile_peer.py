@@ -2,7 +2,7 @@
 """Where a training step of the bench model goes, by ATen operator.
 
 Runs the PyTorch peer's training step under torch's profiler and prints the
-operators by self time, grouped the way the README's Performance section
+operators by self time, grouped the way docs/performance.md
 reports them. trainui calls the same ATen kernels through libtorch, so this is
 also the breakdown of trainui's step (tch has no profiler of its own).
 

@@ -47,7 +47,11 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+try:
+    import trainui  # noqa: F401 - the installed package (pip install ./python)
+except ImportError:
+    # Run from a clone without installing: the package folder beside it.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 from trainui.hf import TrainuiCallback  # noqa: E402
 
 EOS = "<|endoftext|>"

@@ -37,8 +37,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "python"))
-import trainui  # noqa: E402
+try:
+    import trainui  # the installed package (pip install ./python)
+except ImportError:
+    # Run from a clone without installing: the package folder beside it.
+    sys.path.insert(0, str(HERE.parent / "python"))
+    import trainui
 
 DEMO = HERE.parent / "assets" / "demo"
 CHARS = " 0123456789+-=abcdefghijklmnopqrstuvwxyz"

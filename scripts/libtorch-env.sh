@@ -101,19 +101,22 @@ trainui_find_python() {
 
 # The Python side's test dependencies, pinned: transformers builds tiny
 # Hugging Face checkpoints for the model-folder tests and runs the Trainer
-# of the Python package's tests, with accelerate, pytest and jsonschema.
+# of the Python package's tests, with accelerate, pytest and jsonschema;
+# ruff lints and formats the package.
 TRAINUI_PYTHON_TEST_DEPS=(
   "transformers==5.24.0"
   "accelerate==1.15.0"
   "pytest==9.2.0"
   "jsonschema==4.26.0"
   "tensorboard==2.21.0"
+  "ruff==0.17.6"
 )
 
 # Installs (once) what TRAINUI_PYTHON lacks of TRAINUI_PYTHON_TEST_DEPS,
 # beside its torch.
 trainui_python_test_deps() {
-  if "$TRAINUI_PYTHON" -c "import transformers, accelerate, pytest, jsonschema, tensorboard" 2>/dev/null; then
+  if "$TRAINUI_PYTHON" -c "import transformers, accelerate, pytest, jsonschema, tensorboard" 2>/dev/null \
+    && [ "$("$TRAINUI_PYTHON" -m ruff --version 2>/dev/null)" = "ruff 0.17.6" ]; then
     return 0
   fi
   echo "trainui: installing ${TRAINUI_PYTHON_TEST_DEPS[*]} for the tests" >&2
@@ -144,4 +147,32 @@ trainui_python_package() {
     echo "error: pip could not install ./python for $TRAINUI_PYTHON" >&2
     return 1
   }
+}
+
+# The programs the tests run besides trainui: tmux (the TUI tests drive the
+# real program in it) and cargo-nextest (runs the tests, grouped and
+# filtered by .config/nextest.toml).
+trainui_test_tools() {
+  if ! command -v tmux >/dev/null; then
+    echo "trainui: installing tmux for the terminal tests" >&2
+    local sudo=()
+    [ "$(id -u)" = 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq tmux >/dev/null
+  fi
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "trainui: installing cargo-nextest (once, a few minutes)" >&2
+    cargo install --locked --quiet cargo-nextest
+  fi
+}
+
+# Says how many tests `./dev test --fast` left out, Rust and Python.
+trainui_say_left_out() {
+  local all fast rust python
+  all=$(cargo nextest list --release --workspace --message-format oneline 2>/dev/null | wc -l)
+  fast=$(cargo nextest list --release --workspace --profile fast --message-format oneline \
+    2>/dev/null | wc -l)
+  rust=$((all - fast))
+  python=$("$TRAINUI_PYTHON" -P -m pytest -q -p no:cacheprovider python/tests -m slow \
+    --collect-only 2>/dev/null | grep -c '::' || true)
+  echo "trainui: --fast left out $rust slow Rust tests and $python slow Python tests; ./dev test runs them"
 }

@@ -50,7 +50,8 @@ def per_step_us(body, steps: int, repeats: int = 3) -> float:
 def example_step(distributed: bool):
     """One training step of the example's model, as a function of the step."""
     spec = importlib.util.spec_from_file_location(
-        "torchrun_loop", HERE.parent.parent / "examples" / "torchrun_loop.py")
+        "torchrun_loop", HERE.parent.parent / "examples" / "torchrun_loop.py"
+    )
     loop = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(loop)
     model = loop.TinyGPT()
@@ -108,13 +109,17 @@ def main() -> None:
     results = {}
     steps = args.steps
     for name, loss in (("float loss", 1.25), ("tensor loss", torch.tensor(1.25))):
-        run = trainui.Run(base / name.replace(" ", "-"), max_steps=10 * steps + 10,
-                          handle_signals=False, print_lines=False,
-                          settings={"eval": {"eval_steps": 0}})
+        run = trainui.Run(
+            base / name.replace(" ", "-"),
+            max_steps=10 * steps + 10,
+            handle_signals=False,
+            print_lines=False,
+            settings={"eval": {"eval_steps": 0}},
+        )
         run.start()
         offset = [0]
 
-        def body(step, run=run, loss=loss):
+        def body(step, run=run, loss=loss, offset=offset):
             offset[0] += 1
             run.log_step(offset[0], loss, 1e-3, 512)
             run.boundary(offset[0])
@@ -123,26 +128,44 @@ def main() -> None:
         run.finish()
     empty = per_step_us(lambda step: None, steps)
     model_step = example_step(distributed)
-    run = trainui.Run(base / "with-model", max_steps=10**9, handle_signals=False,
-                      print_lines=False, settings={"eval": {"eval_steps": 0}})
+    run = trainui.Run(
+        base / "with-model",
+        max_steps=10**9,
+        handle_signals=False,
+        print_lines=False,
+        settings={"eval": {"eval_steps": 0}},
+    )
     run.start()
     alone_ms, traced_ms = with_model(run, model_step, args.model_steps)
     run.finish()
     if rank == 0:
         world = torch.distributed.get_world_size() if distributed else 1
-        print(f"trainui overhead per step, {world} rank(s)"
-              f"{' (a gloo all_reduce at each agreement: every boundary, or every 0.2 s when steps are faster)' if distributed else ''}:")
+        agreement = (
+            (
+                " (a gloo all_reduce at each agreement: every boundary, or every 0.2 s"
+                " when steps are faster)"
+            )
+            if distributed
+            else ""
+        )
+        print(f"trainui overhead per step, {world} rank(s){agreement}:")
         print(f"  back to back, {steps} steps, median of 3 (no training step to hide behind):")
         print(f"    empty loop                          {empty:9.2f} us")
         for name, us in results.items():
-            print(f"    log_step({name}) + boundary   {us:9.2f} us"
-                  f"   {100 * us / 100_000:6.3f} % of a 100 ms step")
+            print(
+                f"    log_step({name}) + boundary   {us:9.2f} us"
+                f"   {100 * us / 100_000:6.3f} % of a 100 ms step"
+            )
         added = (traced_ms - alone_ms) * 1000
-        print(f"  inside the example's training loop (tiny GPT, batch 32, CPU), "
-              f"{args.model_steps} steps x 5 rounds, medians:")
-        print(f"    step alone {alone_ms:8.2f} ms | with log_step(tensor) + boundary "
-              f"{traced_ms:8.2f} ms | added {added:8.1f} us = "
-              f"{100 * added / (alone_ms * 1000):6.3f} %")
+        print(
+            f"  inside the example's training loop (tiny GPT, batch 32, CPU), "
+            f"{args.model_steps} steps x 5 rounds, medians:"
+        )
+        print(
+            f"    step alone {alone_ms:8.2f} ms | with log_step(tensor) + boundary "
+            f"{traced_ms:8.2f} ms | added {added:8.1f} us = "
+            f"{100 * added / (alone_ms * 1000):6.3f} %"
+        )
     if distributed:
         torch.distributed.destroy_process_group()
 

@@ -26,7 +26,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from trainui.generate import generate  # noqa: E402
+from trainui.generate import generate
 
 
 def tiny():
@@ -36,12 +36,22 @@ def tiny():
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                        pad_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=2048, n_layer=2,
-                                       n_embd=32, n_head=2, eos_token_id=0, bos_token_id=0,
-                                       pad_token_id=0)).eval()
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(vocab),
+            n_positions=2048,
+            n_layer=2,
+            n_embd=32,
+            n_head=2,
+            eos_token_id=0,
+            bos_token_id=0,
+            pad_token_id=0,
+        )
+    ).eval()
     return tokenizer, model
 
 
@@ -55,8 +65,14 @@ def main() -> None:
     torch.set_num_threads(1)
     tokenizer, model = tiny()
     enc = tokenizer("rev 498455=", return_tensors="pt")
-    common = dict(max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False,
-                  pad_token_id=0, eos_token_id=0, synced_gpus=True)
+    common = dict(
+        max_new_tokens=args.tokens,
+        min_new_tokens=args.tokens,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=0,
+        synced_gpus=True,
+    )
 
     def plain():
         model.generate(enc["input_ids"], attention_mask=enc["attention_mask"], **common)
@@ -69,8 +85,11 @@ def main() -> None:
         r = generate(model, enc["input_ids"], timeout=600, synced=True, **common)
         assert r.outcome == "completed" and r.tokens == args.tokens
 
-    ways = {"model.generate (synced_gpus)": plain, "generate(synced=False)": alone,
-            "generate(synced=True)": agreed}
+    ways = {
+        "model.generate (synced_gpus)": plain,
+        "generate(synced=False)": alone,
+        "generate(synced=True)": agreed,
+    }
     times: dict[str, list[float]] = {name: [] for name in ways}
     plain()  # warm up
     for _ in range(args.repeats):
@@ -87,15 +106,17 @@ def main() -> None:
         int(flag.item())
     one_reduce = (time.perf_counter() - started) / 1000 * 1e6
     if rank == 0:
-        print(f"world size {dist.get_world_size()}, backend {dist.get_backend()}, "
-              f"{args.tokens} tokens, median of {args.repeats}")
+        print(
+            f"world size {dist.get_world_size()}, backend {dist.get_backend()}, "
+            f"{args.tokens} tokens, median of {args.repeats}"
+        )
         base = statistics.median(times["generate(synced=False)"])
         for name, values in times.items():
             median = statistics.median(values)
             print(f"{name:30s} {median:8.1f} us/step  (min {min(values):.1f})")
         print(f"one all_reduce(MAX) of a 1-element tensor: {one_reduce:.1f} us")
-        print(f"stop agreement costs {statistics.median(times['generate(synced=True)']) - base:+.1f} "
-              "us per decoding step")
+        synced = statistics.median(times["generate(synced=True)"])
+        print(f"stop agreement costs {synced - base:+.1f} us per decoding step")
     dist.destroy_process_group()
 
 

@@ -65,6 +65,7 @@ class TimedCallback(TrainuiCallback):
             finally:
                 if count:
                     self.spent += time.perf_counter() - started
+
         return timed
 
 
@@ -73,31 +74,57 @@ def train(example, steps: int, run_dir: Path | None) -> tuple[float, float | Non
     train_rows, val_rows = example.demo_data(4000, 64, 2025)
     tokenizer = example.char_tokenizer()
     torch.manual_seed(2025)
-    model = GPT2LMHeadModel(GPT2Config(
-        vocab_size=len(tokenizer), n_positions=4096, n_layer=2, n_embd=64, n_head=2,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=4096,
+            n_layer=2,
+            n_embd=64,
+            n_head=2,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     out = Path(tempfile.mkdtemp(prefix="trainui-bench-")) / "checkpoints"
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints" if run_dir else out),
-        max_steps=steps, per_device_train_batch_size=32, learning_rate=2e-3,
-        logging_strategy="steps", logging_steps=1, eval_strategy="no", save_strategy="no",
-        use_cpu=True, ddp_backend="gloo" if world_size > 1 else None,
-        ddp_find_unused_parameters=False, report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, remove_unused_columns=False, seed=2025, log_level="warning",
+        max_steps=steps,
+        per_device_train_batch_size=32,
+        learning_rate=2e-3,
+        logging_strategy="steps",
+        logging_steps=1,
+        eval_strategy="no",
+        save_strategy="no",
+        use_cpu=True,
+        ddp_backend="gloo" if world_size > 1 else None,
+        ddp_find_unused_parameters=False,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        seed=2025,
+        log_level="warning",
         include_num_input_tokens_seen="non_padding",
     )
     callbacks = []
     callback = None
     if run_dir is not None:
-        callback = TimedCallback(run_dir, tokenizer=tokenizer, eval_examples=val_rows,
-                                 settings={"eval": {"eval_steps": 0}, "checkpoint": {"save_steps": 0}})
+        callback = TimedCallback(
+            run_dir,
+            tokenizer=tokenizer,
+            eval_examples=val_rows,
+            settings={"eval": {"eval_steps": 0}, "checkpoint": {"save_steps": 0}},
+        )
         callbacks.append(callback)
-    trainer = Trainer(model=model, args=args,
-                      train_dataset=example.PromptCompletion(train_rows, tokenizer),
-                      data_collator=example.collate(tokenizer.pad_token_id), callbacks=callbacks)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=example.PromptCompletion(train_rows, tokenizer),
+        data_collator=example.collate(tokenizer.pad_token_id),
+        callbacks=callbacks,
+    )
     trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
     trainer.train()
@@ -118,12 +145,16 @@ def main() -> int:
     with_trainui, inside = train(example, args.steps, root / "run")
     if rank == 0:
         world = os.environ.get("WORLD_SIZE", "1")
-        print(f"transformers.Trainer, tiny GPT-2, logging every step, {args.steps} steps, "
-              f"world size {world}")
+        print(
+            f"transformers.Trainer, tiny GPT-2, logging every step, {args.steps} steps, "
+            f"world size {world}"
+        )
         print(f"  step without the callback  {plain * 1e3:8.2f} ms")
         print(f"  step with the callback     {with_trainui * 1e3:8.2f} ms")
-        print(f"  inside the callback        {inside * 1e6:8.1f} us a step "
-              f"= {100 * inside / with_trainui:.2f} % of the step (target <= 1 %)")
+        print(
+            f"  inside the callback        {inside * 1e6:8.1f} us a step "
+            f"= {100 * inside / with_trainui:.2f} % of the step (target <= 1 %)"
+        )
     return 0
 
 

@@ -27,9 +27,8 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_fixtures import always_eos, char_tokenizer, failing, never_eos, tiny_gpt2  # noqa: E402
-
-from trainui.generate import generate  # noqa: E402
+from hf_fixtures import always_eos, char_tokenizer, failing, never_eos, tiny_gpt2
+from trainui.generate import generate
 
 
 class HandsOnGenerate(torch.nn.Module):
@@ -82,8 +81,14 @@ def run_scenario(scenario: str, rank: int, tok) -> dict:
         warnings.simplefilter("always")
         try:
             result = generate(
-                model, tokenizer=tok, prompt="rev 498455=", timeout=timeout, abort=abort,
-                max_new_tokens=10**6, min_new_tokens=min_new, synced_gpus=True,
+                model,
+                tokenizer=tok,
+                prompt="rev 498455=",
+                timeout=timeout,
+                abort=abort,
+                max_new_tokens=10**6,
+                min_new_tokens=min_new,
+                synced_gpus=True,
                 heartbeat=heartbeat,
             )
         except RuntimeError as error:

@@ -20,8 +20,12 @@ def main() -> None:
     root = sys.argv[1]
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    with trainui.Run(root, max_steps=1000, print_lines=False,
-                     settings={"train": {"log_steps": 1}, "eval": {"eval_steps": 0}}) as run:
+    with trainui.Run(
+        root,
+        max_steps=1000,
+        print_lines=False,
+        settings={"train": {"log_steps": 1}, "eval": {"eval_steps": 0}},
+    ) as run:
         run.start()
         for step in range(1, 1001):
             time.sleep(0.05)

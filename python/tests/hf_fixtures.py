@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-# The package under test, whether or not it is installed.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 EOS = "<|endoftext|>"
 CHARS = " 0123456789+-=abcdefghijklmnopqrstuvwxyz"

@@ -1,6 +1,6 @@
 """What the run-directory tests share: reading a run directory back, checking
 every line against the contract (the JSON Schemas of protocol/schema when
-they exist, and always field by field against src/events.rs), starting and
+they exist, and always field by field against crates/protocol/src/events.rs), starting and
 cleaning up child processes."""
 
 from __future__ import annotations
@@ -14,19 +14,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable
+
+from trainui import protocol
 
 PYTHON_DIR = Path(__file__).resolve().parents[1]
 REPO = PYTHON_DIR.parent
-sys.path.insert(0, str(PYTHON_DIR))
-
-from trainui import protocol  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "torchrun_loop.py"
 SCHEMA_DIR = REPO / "protocol" / "schema"
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
-# Field types, as src/events.rs declares them.
+# Field types, as crates/protocol/src/events.rs declares them.
 U = "unsigned"
 F = "number"
 LOSS = "loss"
@@ -36,28 +35,82 @@ OS = "optional string"
 B = "bool"
 
 COUNTERS = {"generations": U, "completed": U, "timed_out": U, "aborted": U, "errors": U}
-EVENT_FIELDS: Dict[str, Dict[str, Any]] = {
-    "started": {"run_name": S, "pid": U, "device": S, "start_step": U, "max_steps": U,
-                "parameters": U, "vocab_size": U, "train_examples": U, "val_examples": U,
-                "skipped_overlong": U, "resumed_from": OS, "evals": U, "counters": COUNTERS,
-                "settings": "settings", "nonfinite_steps": U, "producer": "producer"},
-    "step": {"step": U, "max_steps": U, "loss": LOSS, "learning_rate": F, "tokens_per_sec": F,
-             "elapsed_secs": F, "eta_secs": F},
+EVENT_FIELDS: dict[str, dict[str, Any]] = {
+    "started": {
+        "run_name": S,
+        "pid": U,
+        "device": S,
+        "start_step": U,
+        "max_steps": U,
+        "parameters": U,
+        "vocab_size": U,
+        "train_examples": U,
+        "val_examples": U,
+        "skipped_overlong": U,
+        "resumed_from": OS,
+        "evals": U,
+        "counters": COUNTERS,
+        "settings": "settings",
+        "nonfinite_steps": U,
+        "producer": "producer",
+    },
+    "step": {
+        "step": U,
+        "max_steps": U,
+        "loss": LOSS,
+        "learning_rate": F,
+        "tokens_per_sec": F,
+        "elapsed_secs": F,
+        "eta_secs": F,
+    },
     "state": {"step": U, "state": "state"},
     "command_ack": {"step": U, "command": "command", "message": S},
     "settings": {"step": U, "settings": "settings"},
     "warning": {"step": U, "message": S},
     "eval_started": {"step": U, "eval": U, "samples": U},
     "val_loss": {"step": U, "loss": OLOSS, "batches": U, "timed_out": B},
-    "generation_started": {"step": U, "sample": U, "of": U, "example": U, "origin": S,
-                           "prompt": S, "golden": S, "golden_tokens": U, "timeout_secs": F},
+    "generation_started": {
+        "step": U,
+        "sample": U,
+        "of": U,
+        "example": U,
+        "origin": S,
+        "prompt": S,
+        "golden": S,
+        "golden_tokens": U,
+        "timeout_secs": F,
+    },
     "generation_progress": {"step": U, "sample": U, "text": S, "tokens": U, "elapsed_secs": F},
-    "sample": {"step": U, "sample": U, "of": U, "example": U, "origin": S, "prompt": S,
-               "golden": S, "output": S, "golden_tokens": U, "output_tokens": U,
-               "outcome": "outcome", "exact_match": B, "loss": OLOSS, "elapsed_secs": F,
-               "tokens_per_sec": F, "timeout_secs": F, "counters": COUNTERS},
-    "eval_finished": {"step": U, "eval": U, "val_loss": OLOSS, "train_loss": OLOSS, "gap": OLOSS,
-                      "samples": U, "matches": U, "exact_match": F, "counters": COUNTERS},
+    "sample": {
+        "step": U,
+        "sample": U,
+        "of": U,
+        "example": U,
+        "origin": S,
+        "prompt": S,
+        "golden": S,
+        "output": S,
+        "golden_tokens": U,
+        "output_tokens": U,
+        "outcome": "outcome",
+        "exact_match": B,
+        "loss": OLOSS,
+        "elapsed_secs": F,
+        "tokens_per_sec": F,
+        "timeout_secs": F,
+        "counters": COUNTERS,
+    },
+    "eval_finished": {
+        "step": U,
+        "eval": U,
+        "val_loss": OLOSS,
+        "train_loss": OLOSS,
+        "gap": OLOSS,
+        "samples": U,
+        "matches": U,
+        "exact_match": F,
+        "counters": COUNTERS,
+    },
     "checkpoint": {"step": U, "path": S},
     "non_finite": {"step": U, "loss": LOSS, "grad_norm": LOSS, "action": "action", "count": U},
     "stalled": {"step": U, "phase": "phase", "silent_secs": F, "timeout_secs": F},
@@ -67,22 +120,62 @@ EVENT_FIELDS: Dict[str, Dict[str, Any]] = {
     "failed": {"step": U, "message": S},
 }
 STATUS_FIELDS = {
-    "schema_version": U, "run_name": S, "state": "state", "current_step": U, "max_steps": U,
-    "loss": OLOSS, "val_loss": OLOSS, "learning_rate": "optional number",
-    "tokens_per_sec": "optional number", "elapsed_secs": F, "eta_secs": "optional number",
-    "device": S, "evals": U, "generations": U, "completed": U, "timeouts": U, "aborts": U,
-    "errors": U, "timeout_rate": F, "exact_match": "optional number", "last_checkpoint": OS,
-    "resumed_from": OS, "warnings": U, "last_message": OS, "settings": "optional settings",
-    "nonfinite_steps": U, "producer": "optional producer", "updated_at": S, "pid": U,
+    "schema_version": U,
+    "run_name": S,
+    "state": "state",
+    "current_step": U,
+    "max_steps": U,
+    "loss": OLOSS,
+    "val_loss": OLOSS,
+    "learning_rate": "optional number",
+    "tokens_per_sec": "optional number",
+    "elapsed_secs": F,
+    "eta_secs": "optional number",
+    "device": S,
+    "evals": U,
+    "generations": U,
+    "completed": U,
+    "timeouts": U,
+    "aborts": U,
+    "errors": U,
+    "timeout_rate": F,
+    "exact_match": "optional number",
+    "last_checkpoint": OS,
+    "resumed_from": OS,
+    "warnings": U,
+    "last_message": OS,
+    "settings": "optional settings",
+    "nonfinite_steps": U,
+    "producer": "optional producer",
+    "updated_at": S,
+    "pid": U,
 }
 RANK_FILE_FIELDS = {
-    "v": U, "rank": U, "world_size": U, "local_rank": U, "host": S, "pid": U, "phase": "phase",
-    "step": U, "beat": S, "beat_unix": F, "written_unix": F, "state": "state",
+    "v": U,
+    "rank": U,
+    "world_size": U,
+    "local_rank": U,
+    "host": S,
+    "pid": U,
+    "phase": "phase",
+    "step": U,
+    "beat": S,
+    "beat_unix": F,
+    "written_unix": F,
+    "state": "state",
 }
 SETTINGS_KEYS = {
     "train": {"log_steps"},
-    "eval": {"eval_steps", "val_batches", "samples", "max_new_tokens", "min_new_tokens",
-             "eval_timeout_seconds", "temperature", "timeout_warn_rate"},
+    "eval": {
+        "eval_steps",
+        "val_batches",
+        "samples",
+        "max_new_tokens",
+        "min_new_tokens",
+        "eval_timeout_seconds",
+        "temperature",
+        "timeout_warn_rate",
+    },
     "checkpoint": {"save_steps", "save_total_limit"},
     "watchdog": {"stall_timeout_seconds"},
 }
@@ -103,13 +196,15 @@ def check_value(kind: Any, value: Any, where: str) -> None:
         return
     base = kind.replace("optional ", "")
     if base == "unsigned":
-        assert isinstance(value, int) and not isinstance(value, bool) and value >= 0, \
+        assert isinstance(value, int) and not isinstance(value, bool) and value >= 0, (
             f"{where}: {value!r} is not an unsigned integer"
+        )
     elif base == "number":
         assert _is_number(value), f"{where}: {value!r} is not a number"
     elif base == "loss":
-        assert _is_number(value) or value in ("NaN", "inf", "-inf"), \
+        assert _is_number(value) or value in ("NaN", "inf", "-inf"), (
             f"{where}: {value!r} is not a loss"
+        )
     elif base == "string":
         assert isinstance(value, str), f"{where}: {value!r} is not a string"
     elif base == "bool":
@@ -145,16 +240,18 @@ def check_value(kind: Any, value: Any, where: str) -> None:
 
 #: The schemas that protocol/schema holds (generated from the Rust types).
 SCHEMAS = ("event", "status", "control", "rank")
-_SCHEMA_CACHE: Dict[str, Dict[str, Any]] = {}
+_SCHEMA_CACHE: dict[str, dict[str, Any]] = {}
 
 
-def schema(name: str) -> Dict[str, Any]:
+def schema(name: str) -> dict[str, Any]:
     """protocol/schema/NAME.schema.json; a missing schema fails the test
     (they are checked in, and `cargo test` keeps them in step with Rust)."""
     if name not in _SCHEMA_CACHE:
         path = SCHEMA_DIR / f"{name}.schema.json"
-        assert path.is_file(), (f"{path} is missing: the schemas are checked in; "
-                                "`TRAINUI_BLESS=1 cargo test --release schema` writes them")
+        assert path.is_file(), (
+            f"{path} is missing: the schemas are checked in; "
+            "`TRAINUI_BLESS=1 cargo test --release schema` writes them"
+        )
         _SCHEMA_CACHE[name] = json.loads(path.read_text())
     return _SCHEMA_CACHE[name]
 
@@ -167,7 +264,7 @@ def schema_validate(name: str, value: Any) -> None:
     jsonschema.validate(value, schema(name))
 
 
-def check_event_line(line: Dict[str, Any], rank: Optional[int] = None) -> None:
+def check_event_line(line: dict[str, Any], rank: int | None = None) -> None:
     """One events.jsonl (or rank record) line, against the contract."""
     assert line["v"] == protocol.SCHEMA_VERSION, line
     assert TIME.match(line["time"]), line["time"]
@@ -177,8 +274,9 @@ def check_event_line(line: Dict[str, Any], rank: Optional[int] = None) -> None:
     assert fields is not None, f"unknown event type {line['type']}"
     body = {k: v for k, v in line.items() if k not in ("v", "time", "type", "rank")}
     optional = {"producer"} if line["type"] == "started" else set()
-    assert set(fields) - optional <= set(body) <= set(fields), \
+    assert set(fields) - optional <= set(body) <= set(fields), (
         f"{line['type']}: fields {sorted(body)} != {sorted(fields)}"
+    )
     for key, value in body.items():
         check_value(fields[key], value, f"{line['type']}.{key}")
     schema_validate("event", line)
@@ -193,7 +291,7 @@ def strict_json(text: str) -> Any:
     return json.loads(text, parse_constant=_no_constant)
 
 
-def read_lines(path: Path) -> List[Dict[str, Any]]:
+def read_lines(path: Path) -> list[dict[str, Any]]:
     """Every whole line of a JSONL file (a partial last line is left out);
     a bare NaN or Infinity anywhere fails the test."""
     try:
@@ -203,22 +301,22 @@ def read_lines(path: Path) -> List[Dict[str, Any]]:
     return [strict_json(line) for line in text.split("\n")[:-1] if line.strip()]
 
 
-def events(root: Path) -> List[Dict[str, Any]]:
+def events(root: Path) -> list[dict[str, Any]]:
     return read_lines(root / protocol.EVENTS_FILE)
 
 
-def rank_record(root: Path, rank: int) -> List[Dict[str, Any]]:
+def rank_record(root: Path, rank: int) -> list[dict[str, Any]]:
     return read_lines(root / "ranks" / f"rank-{rank}.jsonl")
 
 
-def rank_file(root: Path, rank: int) -> Optional[Dict[str, Any]]:
+def rank_file(root: Path, rank: int) -> dict[str, Any] | None:
     try:
         return strict_json((root / "ranks" / f"rank-{rank}.json").read_text())
     except (FileNotFoundError, ValueError):
         return None
 
 
-def status(root: Path) -> Dict[str, Any]:
+def status(root: Path) -> dict[str, Any]:
     return strict_json((root / protocol.STATUS_FILE).read_text())
 
 
@@ -254,17 +352,26 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
-def find(items: List[Dict[str, Any]], **fields) -> List[Dict[str, Any]]:
+def find(items: list[dict[str, Any]], **fields) -> list[dict[str, Any]]:
     return [item for item in items if all(item.get(k) == v for k, v in fields.items())]
 
 
-def drop_command(root: Path, command: Any, *, version: int = 2,
-                 created_unix: Optional[float] = None, name: Optional[str] = None) -> str:
+def drop_command(
+    root: Path,
+    command: Any,
+    *,
+    version: int = 2,
+    created_unix: float | None = None,
+    name: str | None = None,
+) -> str:
     """Writes a command file into RUN_DIR/control as `trainui ctl` does."""
     request_id = name or f"{time.time_ns()}-{os.getpid()}-{protocol.command_word(command)}"
-    request = {"v": version, "id": request_id,
-               "created_unix": time.time() if created_unix is None else created_unix,
-               "command": command}
+    request = {
+        "v": version,
+        "id": request_id,
+        "created_unix": time.time() if created_unix is None else created_unix,
+        "command": command,
+    }
     if version == 2:
         schema_validate("control", request)
     spool = root / "control"
@@ -285,19 +392,23 @@ class Children:
     killed at teardown, whatever the test did."""
 
     def __init__(self) -> None:
-        self.processes: List[subprocess.Popen] = []
+        self.processes: list[subprocess.Popen] = []
 
-    def start(self, args: List[str], log: Path, env: Optional[Dict[str, str]] = None,
-              cwd: Optional[Path] = None) -> subprocess.Popen:
+    def start(
+        self, args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen:
         environment = dict(os.environ)
         environment.update(env or {})
         environment.setdefault("PYTHONUNBUFFERED", "1")
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [str(PYTHON_DIR), environment.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        out = open(log, "wb")
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=environment,
-                                   cwd=str(cwd or REPO), start_new_session=True)
-        out.close()
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                cwd=str(cwd or REPO),
+                start_new_session=True,
+            )
         self.processes.append(process)
         return process
 
@@ -317,9 +428,9 @@ class Children:
                 pass
 
 
-def descendants(root: int) -> List[int]:
+def descendants(root: int) -> list[int]:
     """Every process below `root` (from /proc), deepest last."""
-    parents: Dict[int, int] = {}
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -328,7 +439,7 @@ def descendants(root: int) -> List[int]:
         except OSError:
             continue
         parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: List[int] = []
+    found: list[int] = []
     frontier = [root]
     while frontier:
         parent = frontier.pop()
@@ -338,5 +449,5 @@ def descendants(root: int) -> List[int]:
     return found
 
 
-def torchrun() -> List[str]:
+def torchrun() -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run"]

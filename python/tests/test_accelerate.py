@@ -17,8 +17,13 @@ def test_accelerate_loop_logs_and_obeys_a_stop(tmp_path):
     from accelerate import Accelerator
 
     run_dir = tmp_path / "run"
-    tracker = TrainuiTracker(run_dir, max_steps=10_000, settings={"train": {"log_steps": 5}},
-                             parameters=3, print_lines=False)
+    tracker = TrainuiTracker(
+        run_dir,
+        max_steps=10_000,
+        settings={"train": {"log_steps": 5}},
+        parameters=3,
+        print_lines=False,
+    )
     accelerator = Accelerator(cpu=True, log_with=tracker)
     accelerator.init_trackers("accel", config={"lr": 0.05, "batch": 8})
     torch.manual_seed(0)
@@ -74,8 +79,9 @@ def test_a_stop_after_the_last_boundary_leaves_the_run_finished(tmp_path):
     from accelerate import Accelerator
 
     run_dir = tmp_path / "run"
-    tracker = TrainuiTracker(run_dir, max_steps=3, settings={"train": {"log_steps": 1}},
-                             print_lines=False)
+    tracker = TrainuiTracker(
+        run_dir, max_steps=3, settings={"train": {"log_steps": 1}}, print_lines=False
+    )
     accelerator = Accelerator(cpu=True, log_with=tracker)
     accelerator.init_trackers("accel", config={})
     for step in range(1, 4):

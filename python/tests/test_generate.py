@@ -27,8 +27,13 @@ def test_never_ending_generation_times_out_with_partial_text(tokenizer):
     model = endless(tokenizer)
     started = time.monotonic()
     result = generate(
-        model, tokenizer=tokenizer, prompt=PROMPT, timeout=1.0,
-        max_new_tokens=10**6, min_new_tokens=10**6, do_sample=False,
+        model,
+        tokenizer=tokenizer,
+        prompt=PROMPT,
+        timeout=1.0,
+        max_new_tokens=10**6,
+        min_new_tokens=10**6,
+        do_sample=False,
     )
     wall = time.monotonic() - started
     assert result.outcome == "timed_out"
@@ -44,8 +49,12 @@ def test_slow_forward_overruns_the_deadline_by_at_most_one_step(tokenizer):
     delay = 0.4
     model = slow(endless(tokenizer), delay)
     result = generate(
-        model, tokenizer=tokenizer, prompt=PROMPT, timeout=1.0,
-        max_new_tokens=1000, do_sample=False,
+        model,
+        tokenizer=tokenizer,
+        prompt=PROMPT,
+        timeout=1.0,
+        max_new_tokens=1000,
+        do_sample=False,
     )
     assert result.outcome == "timed_out"
     # The deadline is checked after every step: it is overrun by at most the
@@ -63,8 +72,13 @@ def test_abort_from_another_thread(tokenizer):
     timer.start()
     try:
         result = generate(
-            model, tokenizer=tokenizer, prompt=PROMPT, timeout=60, abort=abort,
-            max_new_tokens=10**6, min_new_tokens=10**6,
+            model,
+            tokenizer=tokenizer,
+            prompt=PROMPT,
+            timeout=60,
+            abort=abort,
+            max_new_tokens=10**6,
+            min_new_tokens=10**6,
         )
     finally:
         timer.cancel()
@@ -76,7 +90,9 @@ def test_abort_from_another_thread(tokenizer):
 def test_abort_already_set_generates_nothing(tokenizer):
     abort = threading.Event()
     abort.set()
-    result = generate(endless(tokenizer), tokenizer=tokenizer, prompt=PROMPT, timeout=60, abort=abort)
+    result = generate(
+        endless(tokenizer), tokenizer=tokenizer, prompt=PROMPT, timeout=60, abort=abort
+    )
     assert (result.outcome, result.tokens, result.text) == ("aborted", 0, "")
 
 
@@ -85,8 +101,14 @@ def test_runs_off_the_main_thread(tokenizer):
     results: list[Generation] = []
     worker = threading.Thread(
         target=lambda: results.append(
-            generate(model, tokenizer=tokenizer, prompt=PROMPT, timeout=0.5,
-                     max_new_tokens=10**6, min_new_tokens=10**6)
+            generate(
+                model,
+                tokenizer=tokenizer,
+                prompt=PROMPT,
+                timeout=0.5,
+                max_new_tokens=10**6,
+                min_new_tokens=10**6,
+            )
         )
     )
     worker.start()
@@ -97,8 +119,12 @@ def test_runs_off_the_main_thread(tokenizer):
 
 def test_completed_at_max_new_tokens(tokenizer):
     result = generate(
-        endless(tokenizer), tokenizer=tokenizer, prompt=PROMPT, timeout=60,
-        max_new_tokens=7, do_sample=False,
+        endless(tokenizer),
+        tokenizer=tokenizer,
+        prompt=PROMPT,
+        timeout=60,
+        max_new_tokens=7,
+        do_sample=False,
     )
     assert result.outcome == "completed"
     assert result.tokens == 7 and len(result.text) == 7
@@ -115,7 +141,7 @@ def test_input_ids_without_tokenizer(tokenizer):
     ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
     result = generate(endless(tokenizer), ids, timeout=60, max_new_tokens=5)
     assert result.outcome == "completed" and result.tokens == 5
-    assert result.token_ids == result.sequences[0, ids.shape[1]:].tolist()
+    assert result.token_ids == result.sequences[0, ids.shape[1] :].tolist()
 
 
 def test_error_inside_generate_is_an_outcome_with_partial_tokens(tokenizer):
@@ -124,40 +150,63 @@ def test_error_inside_generate_is_an_outcome_with_partial_tokens(tokenizer):
     assert result.outcome == "error"
     assert "device-side assert" in result.message
     assert result.run_outcome == ("error", result.message)
-    assert result.tokens == 4, "prefill + 3 decoding steps made 4 tokens before the 5th forward failed"
+    assert result.tokens == 4, (
+        "prefill + 3 decoding steps made 4 tokens before the 5th forward failed"
+    )
 
 
-@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), -float("inf"), 0, -1.0, 1e30,
-                                     "60", True, None])
+@pytest.mark.parametrize(
+    "timeout", [float("nan"), float("inf"), -float("inf"), 0, -1.0, 1e30, "60", True, None]
+)
 def test_a_timeout_that_is_no_deadline_is_refused(tokenizer, timeout):
     """A NaN deadline is never reached: the generation would run as long as
     it likes and report `completed`. Refused as the CLI refuses it."""
     model = endless(tokenizer)
-    with pytest.raises(ValueError, match="timeout must be a number of seconds greater than 0 "
-                                         "and at most 31536000"):
+    with pytest.raises(
+        ValueError, match="timeout must be a number of seconds greater than 0 and at most 31536000"
+    ):
         generate(model, tokenizer=tokenizer, prompt=PROMPT, timeout=timeout, max_new_tokens=5)
 
 
-@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -float("inf"), -0.5, "hot",
-                                         True])
+@pytest.mark.parametrize(
+    "temperature", [float("nan"), float("inf"), -float("inf"), -0.5, "hot", True]
+)
 def test_a_temperature_that_is_no_finite_number_of_0_or_more_is_refused(tokenizer, temperature):
     model = endless(tokenizer)
     with pytest.raises(ValueError, match="temperature must be a finite number of 0 or more"):
-        generate(model, tokenizer=tokenizer, prompt=PROMPT, timeout=60, max_new_tokens=5,
-                 do_sample=True, temperature=temperature)
+        generate(
+            model,
+            tokenizer=tokenizer,
+            prompt=PROMPT,
+            timeout=60,
+            max_new_tokens=5,
+            do_sample=True,
+            temperature=temperature,
+        )
 
 
 def test_a_finite_temperature_samples(tokenizer):
-    result = generate(endless(tokenizer), tokenizer=tokenizer, prompt=PROMPT, timeout=60,
-                      max_new_tokens=5, do_sample=True, temperature=0.7)
+    result = generate(
+        endless(tokenizer),
+        tokenizer=tokenizer,
+        prompt=PROMPT,
+        timeout=60,
+        max_new_tokens=5,
+        do_sample=True,
+        temperature=0.7,
+    )
     assert result.outcome == "completed" and result.tokens == 5
 
 
 def test_progress_is_rate_limited(tokenizer):
     reports = []
     result = generate(
-        endless(tokenizer), tokenizer=tokenizer, prompt=PROMPT, timeout=1.2,
-        max_new_tokens=10**6, min_new_tokens=10**6,
+        endless(tokenizer),
+        tokenizer=tokenizer,
+        prompt=PROMPT,
+        timeout=1.2,
+        max_new_tokens=10**6,
+        min_new_tokens=10**6,
         progress=lambda text, tokens, elapsed: reports.append((text, tokens, elapsed)),
         progress_interval=0.25,
     )
@@ -180,7 +229,9 @@ def test_criterion_stops_every_row(tokenizer):
 
 def test_batch_of_prompts_all_stop(tokenizer):
     ids = tokenizer(["12+3=", "rev 1="], return_tensors="pt", padding=True)["input_ids"]
-    result = generate(endless(tokenizer), ids, timeout=0.5, max_new_tokens=10**6, min_new_tokens=10**6)
+    result = generate(
+        endless(tokenizer), ids, timeout=0.5, max_new_tokens=10**6, min_new_tokens=10**6
+    )
     assert result.outcome == "timed_out"
     assert result.sequences.shape[0] == 2
 
@@ -215,10 +266,21 @@ def _torchrun(tmp_path, children, *scenarios: str) -> dict[int, dict]:
     # Children kills every descendant at teardown: torch elastic starts the
     # ranks in sessions of their own, which killing torchrun's group misses.
     process = children.start(
-        torchrun() + ["--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                      "--master-port", str(free_port()),
-                      str(here / "dist_generate_worker.py"), str(tmp_path), *scenarios],
-        log, env={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"})
+        torchrun()
+        + [
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(free_port()),
+            str(here / "dist_generate_worker.py"),
+            str(tmp_path),
+            *scenarios,
+        ],
+        log,
+        env={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
+    )
     try:
         code = process.wait(180)
     except subprocess.TimeoutExpired:
@@ -227,6 +289,7 @@ def _torchrun(tmp_path, children, *scenarios: str) -> dict[int, dict]:
     return {r: json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in (0, 1)}
 
 
+@pytest.mark.slow
 def test_synced_generation_stops_every_rank_after_the_same_step(synced):
     ranks = synced
     # Rank 0's sequence ended at once, so it only kept stepping for rank 1;
@@ -245,6 +308,7 @@ def test_synced_generation_stops_every_rank_after_the_same_step(synced):
     assert not second[0]["warnings"] and not second[1]["warnings"]
 
 
+@pytest.mark.slow
 def test_synced_generation_whose_hook_never_runs_keeps_each_ranks_deadline(synced):
     wrapped = {r: synced[r]["wrapped_timeout_on_rank1"] for r in (0, 1)}
     assert wrapped[0]["outcome"] == "completed"
@@ -254,6 +318,7 @@ def test_synced_generation_whose_hook_never_runs_keeps_each_ranks_deadline(synce
         assert any("forward hook" in w for w in wrapped[rank]["warnings"]), wrapped[rank]
 
 
+@pytest.mark.slow
 def test_synced_generation_raises_a_failure_instead_of_an_error_outcome(synced):
     for rank in (0, 1):
         failed = synced[rank]["error_on_both"]
@@ -264,17 +329,24 @@ def test_synced_generation_raises_a_failure_instead_of_an_error_outcome(synced):
 # --------------------------------------------------------------------------
 # evaluate_samples with a real run directory, in-process.
 
-def test_evaluate_samples_rotates_examples_reports_and_keeps_the_mode(tmp_path, tokenizer):
-    from runhelpers import check_run_dir, events, find, status
 
+@pytest.mark.slow
+def test_evaluate_samples_rotates_examples_reports_and_keeps_the_mode(tmp_path, tokenizer):
     import trainui
+    from runhelpers import check_run_dir, events, find, status
     from trainui.generate import evaluate_samples
 
-    examples = [{"prompt": f"{i}+1=", "completion": str(i + 1), "origin": f"val.jsonl:{i + 1}"}
-                for i in range(5)]
-    run = trainui.Run(tmp_path / "run", max_steps=10, handle_signals=False, print_lines=False,
-                      settings={"eval": {"samples": 2, "max_new_tokens": 3,
-                                         "eval_timeout_seconds": 30}})
+    examples = [
+        {"prompt": f"{i}+1=", "completion": str(i + 1), "origin": f"val.jsonl:{i + 1}"}
+        for i in range(5)
+    ]
+    run = trainui.Run(
+        tmp_path / "run",
+        max_steps=10,
+        handle_signals=False,
+        print_lines=False,
+        settings={"eval": {"samples": 2, "max_new_tokens": 3, "eval_timeout_seconds": 30}},
+    )
     run.start(device="cpu")
     model = tiny_gpt2(tokenizer)
     model.train()
@@ -306,28 +378,51 @@ def test_evaluate_samples_deadline_from_settings(tmp_path, tokenizer):
     import trainui
     from trainui.generate import evaluate_samples
 
-    run = trainui.Run(tmp_path / "run", max_steps=10, handle_signals=False, print_lines=False,
-                      settings={"eval": {"samples": 1, "max_new_tokens": 10**6,
-                                         "min_new_tokens": 10**6, "eval_timeout_seconds": 1}})
+    run = trainui.Run(
+        tmp_path / "run",
+        max_steps=10,
+        handle_signals=False,
+        print_lines=False,
+        settings={
+            "eval": {
+                "samples": 1,
+                "max_new_tokens": 10**6,
+                "min_new_tokens": 10**6,
+                "eval_timeout_seconds": 1,
+            }
+        },
+    )
     run.start(device="cpu")
-    [result] = evaluate_samples(run, endless(tokenizer), tokenizer,
-                                [{"prompt": PROMPT, "completion": "554894"}], 5)
+    [result] = evaluate_samples(
+        run, endless(tokenizer), tokenizer, [{"prompt": PROMPT, "completion": "554894"}], 5
+    )
     run.finish()
     assert result.outcome == "timed_out" and result.tokens > 0
     text = (tmp_path / "run" / "training_output.log").read_text()
     assert "TIMEOUT: Model generation exceeded 1s at step 5" in text
 
 
+@pytest.mark.slow
 def test_stop_ends_the_evaluation_between_samples(tmp_path, tokenizer):
-    from runhelpers import check_run_dir, drop_command, events, find
-
     import trainui
+    from runhelpers import check_run_dir, drop_command, events, find
     from trainui.generate import evaluate_samples
 
     root = tmp_path / "run"
-    run = trainui.Run(root, max_steps=10, handle_signals=False, print_lines=False,
-                      settings={"eval": {"samples": 3, "max_new_tokens": 10**6,
-                                         "min_new_tokens": 10**6, "eval_timeout_seconds": 60}})
+    run = trainui.Run(
+        root,
+        max_steps=10,
+        handle_signals=False,
+        print_lines=False,
+        settings={
+            "eval": {
+                "samples": 3,
+                "max_new_tokens": 10**6,
+                "min_new_tokens": 10**6,
+                "eval_timeout_seconds": 60,
+            }
+        },
+    )
     run.start(device="cpu")
     examples = [{"prompt": PROMPT, "completion": "554894"}] * 3
     timer = threading.Timer(1.0, drop_command, (root, "stop"))

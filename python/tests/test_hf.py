@@ -9,8 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from runhelpers import (REPO, Children, check_run_dir, drop_command, events, find, free_port,
-                        rank_record, status, torchrun, wait_for)
+from runhelpers import (
+    REPO,
+    Children,
+    check_run_dir,
+    drop_command,
+    events,
+    find,
+    free_port,
+    rank_record,
+    status,
+    torchrun,
+    wait_for,
+)
 
 HF_EXAMPLE = REPO / "examples" / "hf_trainer.py"
 INCIDENT = REPO / "examples" / "incident" / "train.py"
@@ -35,21 +46,49 @@ def _types(lines):
     return [line["type"] for line in lines]
 
 
+@pytest.mark.slow
 def test_fine_tune_that_never_stops_generating_times_out_and_trains_on(tmp_path, children):
     run = tmp_path / "run"
     log = tmp_path / "job.log"
     process = children.start(
-        [sys.executable, str(HF_EXAMPLE), "--run-dir", str(run), "--max-steps", "30",
-         "--eval-steps", "15", "--save-steps", "15", "--logging-steps", "5",
-         "--eval-timeout", "1", "--samples", "2", "--fault", "never_eos"],
-        log, env=ENV)
+        [
+            sys.executable,
+            str(HF_EXAMPLE),
+            "--run-dir",
+            str(run),
+            "--max-steps",
+            "30",
+            "--eval-steps",
+            "15",
+            "--save-steps",
+            "15",
+            "--logging-steps",
+            "5",
+            "--eval-timeout",
+            "1",
+            "--samples",
+            "2",
+            "--fault",
+            "never_eos",
+        ],
+        log,
+        env=ENV,
+    )
     assert _wait(process, log) == 0, log.read_text()[-4000:]
     check_run_dir(run)
 
     lines = events(run)
     kinds = _types(lines)
-    for kind in ("started", "step", "eval_started", "val_loss", "sample", "eval_finished",
-                 "checkpoint", "finished"):
+    for kind in (
+        "started",
+        "step",
+        "eval_started",
+        "val_loss",
+        "sample",
+        "eval_finished",
+        "checkpoint",
+        "finished",
+    ):
         assert kind in kinds, f"no {kind} event in {sorted(set(kinds))}"
     started = find(lines, type="started")[0]
     assert started["producer"]["framework"] == "transformers"
@@ -80,8 +119,9 @@ def test_fine_tune_that_never_stops_generating_times_out_and_trains_on(tmp_path,
     assert current["timeouts"] == 4 and current["generations"] == 4 and current["evals"] == 2
     assert current["last_checkpoint"] == str(run / "checkpoints" / "checkpoint-30")
     text = (run / "training_output.log").read_text()
-    timeouts = [line for line in text.splitlines()
-                if line.startswith("TIMEOUT: Model generation exceeded")]
+    timeouts = [
+        line for line in text.splitlines() if line.startswith("TIMEOUT: Model generation exceeded")
+    ]
     assert len(timeouts) == 4, text[-3000:]
     assert "at step 15" in timeouts[0] and "at step 30" in timeouts[-1]
     assert "tokens so far" in timeouts[0], "the partial output is counted"
@@ -100,8 +140,9 @@ def _check_eta(lines) -> None:
             previous = None
         elif line["type"] == "step":
             if previous is not None and line["step"] < line["max_steps"]:
-                per_step = ((line["elapsed_secs"] - previous["elapsed_secs"])
-                            / (line["step"] - previous["step"]))
+                per_step = (line["elapsed_secs"] - previous["elapsed_secs"]) / (
+                    line["step"] - previous["step"]
+                )
                 expected = per_step * (line["max_steps"] - line["step"])
                 assert expected / 2 <= line["eta_secs"] <= expected * 2, (line, previous)
                 checked += 1
@@ -116,18 +157,38 @@ def _acked(root: Path, command, rank: int | None = None):
 
 def _command(root: Path, command, *, ranks=(None,), timeout: float = 60):
     drop_command(root, command)
-    return [wait_for(lambda r=r: _acked(root, command, r), timeout, f"ack of {command} on {r}")
-            [-1] for r in ranks]
+    return [
+        wait_for(lambda r=r: _acked(root, command, r), timeout, f"ack of {command} on {r}")[-1]
+        for r in ranks
+    ]
 
 
+@pytest.mark.slow
 def test_commands_eval_save_set_and_stop(tmp_path, children):
     run = tmp_path / "run"
     log = tmp_path / "job.log"
     process = children.start(
-        [sys.executable, str(HF_EXAMPLE), "--run-dir", str(run), "--max-steps", "100000",
-         "--eval-steps", "0", "--save-steps", "0", "--logging-steps", "5", "--samples", "2",
-         "--eval-timeout", "30"],
-        log, env=ENV)
+        [
+            sys.executable,
+            str(HF_EXAMPLE),
+            "--run-dir",
+            str(run),
+            "--max-steps",
+            "100000",
+            "--eval-steps",
+            "0",
+            "--save-steps",
+            "0",
+            "--logging-steps",
+            "5",
+            "--samples",
+            "2",
+            "--eval-timeout",
+            "30",
+        ],
+        log,
+        env=ENV,
+    )
     wait_for(lambda: find(events(run), type="step"), 120, "the first step event")
 
     eval_ack = _command(run, "eval_now")[0]
@@ -146,8 +207,11 @@ def test_commands_eval_save_set_and_stop(tmp_path, children):
     change = {"set": {"train.learning_rate": 0.0005, "eval.samples": 1, "train.log_steps": 7}}
     set_ack = _command(run, change)[0]
     assert "train.learning_rate" in set_ack["message"]
-    after = wait_for(lambda: [e for e in find(events(run), type="step")
-                              if e["step"] > set_ack["step"] + 7], 60, "steps after the set")
+    after = wait_for(
+        lambda: [e for e in find(events(run), type="step") if e["step"] > set_ack["step"] + 7],
+        60,
+        "steps after the set",
+    )
     assert all(e["step"] % 7 == 0 for e in after), "train.log_steps = 7 is what the Trainer logs by"
     assert after[-1]["learning_rate"] <= 0.0005 + 1e-12
 
@@ -166,16 +230,40 @@ def test_commands_eval_save_set_and_stop(tmp_path, children):
     assert current["settings"]["train"]["learning_rate"] == 0.0005
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_apply_commands_at_the_same_step(tmp_path, children):
     run = tmp_path / "run"
     log = tmp_path / "job.log"
     process = children.start(
-        torchrun() + ["--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                      "--master-port", str(free_port()), str(HF_EXAMPLE),
-                      "--run-dir", str(run), "--max-steps", "100000", "--eval-steps", "0",
-                      "--save-steps", "0", "--logging-steps", "5", "--samples", "1",
-                      "--eval-timeout", "2", "--fault", "never_eos_on_rank:1"],
-        log, env=ENV)
+        torchrun()
+        + [
+            "--nproc-per-node",
+            "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(free_port()),
+            str(HF_EXAMPLE),
+            "--run-dir",
+            str(run),
+            "--max-steps",
+            "100000",
+            "--eval-steps",
+            "0",
+            "--save-steps",
+            "0",
+            "--logging-steps",
+            "5",
+            "--samples",
+            "1",
+            "--eval-timeout",
+            "2",
+            "--fault",
+            "never_eos_on_rank:1",
+        ],
+        log,
+        env=ENV,
+    )
     wait_for(lambda: find(events(run), type="step"), 150, "the first step event")
     both = (0, 1)
 
@@ -194,8 +282,11 @@ def test_torchrun_two_ranks_apply_commands_at_the_same_step(tmp_path, children):
     change = {"set": {"eval.eval_timeout_seconds": 3}}
     sets = _command(run, change, ranks=both)
     assert sets[0]["step"] == sets[1]["step"]
-    wait_for(lambda: [e for e in find(events(run), type="step") if e["step"] > sets[0]["step"]],
-             60, "a step after the set")
+    wait_for(
+        lambda: [e for e in find(events(run), type="step") if e["step"] > sets[0]["step"]],
+        60,
+        "a step after the set",
+    )
     stops = _command(run, "stop", ranks=both)
     assert stops[0]["step"] == stops[1]["step"]
     assert _wait(process, log) == 0, log.read_text()[-4000:]
@@ -212,13 +303,27 @@ def test_torchrun_two_ranks_apply_commands_at_the_same_step(tmp_path, children):
     assert status(run)["settings"]["eval"]["eval_timeout_seconds"] == 3
 
 
+@pytest.mark.slow
 def test_incident_script_with_the_callback(tmp_path, children):
     run = tmp_path / "run"
     log = tmp_path / "job.log"
     process = children.start(
-        [sys.executable, str(INCIDENT), "--run-dir", str(run), "--max-steps", "20",
-         "--eval-steps", "10", "--eval-timeout", "1", "--pathological"],
-        log, env=ENV)
+        [
+            sys.executable,
+            str(INCIDENT),
+            "--run-dir",
+            str(run),
+            "--max-steps",
+            "20",
+            "--eval-steps",
+            "10",
+            "--eval-timeout",
+            "1",
+            "--pathological",
+        ],
+        log,
+        env=ENV,
+    )
     assert _wait(process, log) == 0, log.read_text()[-4000:]
     check_run_dir(run)
     current = status(run)
@@ -237,8 +342,9 @@ def test_set_learning_rate_moves_the_schedule_to_the_new_height():
 
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([param], lr=0.01)
-    scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=10,
-                                                num_training_steps=100)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, num_warmup_steps=10, num_training_steps=100
+    )
     for _ in range(5):
         optimizer.step()
         scheduler.step()
@@ -249,4 +355,6 @@ def test_set_learning_rate_moves_the_schedule_to_the_new_height():
     for _ in range(5):
         optimizer.step()
         scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.002), "the warmup's top is the new rate"
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.002), (
+        "the warmup's top is the new rate"
+    )

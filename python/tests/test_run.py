@@ -16,15 +16,27 @@ from pathlib import Path
 
 import pytest
 
-from runhelpers import (PYTHON_DIR, check_run_dir, drop_command, events, find, rank_file,
-                        rank_record, status, wait_for)
 import trainui
+from runhelpers import (
+    check_run_dir,
+    drop_command,
+    events,
+    find,
+    rank_file,
+    rank_record,
+    status,
+    wait_for,
+)
 from trainui import control, protocol
 
 
 def make_run(root: Path, **extra) -> trainui.Run:
-    options = dict(max_steps=10**6, handle_signals=False, print_lines=False,
-                   settings={"train": {"log_steps": 2}, "eval": {"eval_steps": 0}})
+    options = dict(
+        max_steps=10**6,
+        handle_signals=False,
+        print_lines=False,
+        settings={"train": {"log_steps": 2}, "eval": {"eval_steps": 0}},
+    )
     options.update(extra)
     return trainui.Run(root, **options)
 
@@ -57,13 +69,33 @@ class Loop:
                 if actions.eval:
                     run.eval_started(step, 1)
                     run.val_loss(step, 1.5, 1)
-                    run.generation_started(step=step, sample=1, of=1, example=0,
-                                           origin="val.jsonl:1", prompt="1+1=", golden="2",
-                                           golden_tokens=1, timeout_secs=60.0)
-                    run.sample(step=step, sample=1, of=1, example=0, origin="val.jsonl:1",
-                               prompt="1+1=", golden="2", output="2", golden_tokens=1,
-                               output_tokens=1, outcome="completed", loss=0.1,
-                               elapsed_secs=0.01, timeout_secs=60.0)
+                    run.generation_started(
+                        step=step,
+                        sample=1,
+                        of=1,
+                        example=0,
+                        origin="val.jsonl:1",
+                        prompt="1+1=",
+                        golden="2",
+                        golden_tokens=1,
+                        timeout_secs=60.0,
+                    )
+                    run.sample(
+                        step=step,
+                        sample=1,
+                        of=1,
+                        example=0,
+                        origin="val.jsonl:1",
+                        prompt="1+1=",
+                        golden="2",
+                        output="2",
+                        golden_tokens=1,
+                        output_tokens=1,
+                        outcome="completed",
+                        loss=0.1,
+                        elapsed_secs=0.01,
+                        timeout_secs=60.0,
+                    )
                     run.eval_finished(step)
                 if actions.save:
                     run.checkpoint(step, self.root / "checkpoints" / f"checkpoint-{step}")
@@ -71,7 +103,7 @@ class Loop:
                     run.finish("stopped")
                     return
             run.finish()
-        except BaseException as err:  # reported by join()
+        except BaseException as err:  # noqa: BLE001 - join() raises it in the test
             self.error = err
 
     def join(self, timeout=30):
@@ -108,14 +140,20 @@ def loops():
 
 
 def answer(root: Path, request_id: str, timeout: float = 15):
-    return wait_for(lambda: find(events(root), type="control", id=request_id), timeout,
-                    f"the answer to {request_id}")[0]
+    return wait_for(
+        lambda: find(events(root), type="control", id=request_id),
+        timeout,
+        f"the answer to {request_id}",
+    )[0]
 
 
 def ack(root: Path, command, timeout: float = 15, after: int = 0):
     """The acknowledgement of `command` after the first `after` ones."""
-    return wait_for(lambda: find(events(root), type="command_ack", command=command)[after:],
-                    timeout, f"the acknowledgement of {command}")[0]
+    return wait_for(
+        lambda: find(events(root), type="command_ack", command=command)[after:],
+        timeout,
+        f"the acknowledgement of {command}",
+    )[0]
 
 
 def send(root: Path, command):
@@ -127,11 +165,18 @@ def send(root: Path, command):
 
 def test_a_run_writes_the_run_directory_of_the_rust_trainer(tmp_path):
     root = tmp_path / "run"
-    with make_run(root, config={"lr": 0.1}, run_name="demo", max_steps=10,
-                  settings={"train": {"log_steps": 3}, "eval": {"eval_steps": 4},
-                            "checkpoint": {"save_steps": 5}}) as run:
-        run.start(device="cpu", parameters=1234, vocab_size=41, train_examples=100,
-                  val_examples=10)
+    with make_run(
+        root,
+        config={"lr": 0.1},
+        run_name="demo",
+        max_steps=10,
+        settings={
+            "train": {"log_steps": 3},
+            "eval": {"eval_steps": 4},
+            "checkpoint": {"save_steps": 5},
+        },
+    ) as run:
+        run.start(device="cpu", parameters=1234, vocab_size=41, train_examples=100, val_examples=10)
         for step in range(1, 11):
             run.log_step(step, float("nan") if step == 9 else 1.0, 1e-3, tokens=10)
             actions = run.boundary(step)
@@ -140,15 +185,36 @@ def test_a_run_writes_the_run_directory_of_the_rust_trainer(tmp_path):
                 run.eval_started(step, 2)
                 run.val_loss(step, 0.9, 1)
                 for sample, outcome in enumerate(["completed", ("error", "boom")], 1):
-                    run.generation_started(step=step, sample=sample, of=2, example=sample,
-                                           origin=f"val.jsonl:{sample}", prompt="p",
-                                           golden="85", golden_tokens=2, timeout_secs=60)
-                    run.generation_progress(step=step, sample=sample, text="8", tokens=1,
-                                            elapsed_secs=0.0)
-                    run.sample(step=step, sample=sample, of=2, example=sample,
-                               origin=f"val.jsonl:{sample}", prompt="p", golden="85",
-                               output=" 85 ", golden_tokens=2, output_tokens=2,
-                               outcome=outcome, loss=None, elapsed_secs=0.5, timeout_secs=60)
+                    run.generation_started(
+                        step=step,
+                        sample=sample,
+                        of=2,
+                        example=sample,
+                        origin=f"val.jsonl:{sample}",
+                        prompt="p",
+                        golden="85",
+                        golden_tokens=2,
+                        timeout_secs=60,
+                    )
+                    run.generation_progress(
+                        step=step, sample=sample, text="8", tokens=1, elapsed_secs=0.0
+                    )
+                    run.sample(
+                        step=step,
+                        sample=sample,
+                        of=2,
+                        example=sample,
+                        origin=f"val.jsonl:{sample}",
+                        prompt="p",
+                        golden="85",
+                        output=" 85 ",
+                        golden_tokens=2,
+                        output_tokens=2,
+                        outcome=outcome,
+                        loss=None,
+                        elapsed_secs=0.5,
+                        timeout_secs=60,
+                    )
                 run.eval_finished(step)
             if actions.save:
                 run.checkpoint(step, root / "checkpoints" / f"checkpoint-{step}")
@@ -158,28 +224,41 @@ def test_a_run_writes_the_run_directory_of_the_rust_trainer(tmp_path):
     assert kinds[:2] == ["started", "state"]
     assert kinds[-1] == "finished"
     started = lines[0]
-    assert started["producer"] == {"name": "trainui-python", "version": "0.1.0",
-                                   "framework": "pytorch", "world_size": 1}
+    assert started["producer"] == {
+        "name": "trainui-python",
+        "version": "0.1.0",
+        "framework": "pytorch",
+        "world_size": 1,
+    }
     assert started["settings"]["eval"]["eval_steps"] == 4
     assert [line["step"] for line in find(lines, type="step")] == [3, 6, 9, 10]
     assert find(lines, type="step", step=9)[0]["loss"] == "NaN", "a NaN loss is text"
     samples = find(lines, type="sample")
     assert [s["exact_match"] for s in samples] == [True, False] * 2
     assert samples[1]["outcome"] == {"kind": "error", "message": "boom"}
-    assert samples[-1]["counters"] == {"generations": 4, "completed": 2, "timed_out": 0,
-                                       "aborted": 0, "errors": 2}
+    assert samples[-1]["counters"] == {
+        "generations": 4,
+        "completed": 2,
+        "timed_out": 0,
+        "aborted": 0,
+        "errors": 2,
+    }
     finished = find(lines, type="eval_finished")
     assert [(f["matches"], f["samples"], f["exact_match"]) for f in finished] == [(1, 2, 0.5)] * 2
     current = status(root)
-    assert (current["state"], current["current_step"], current["run_name"]) == \
-        ("finished", 10, "demo")
+    assert (current["state"], current["current_step"], current["run_name"]) == (
+        "finished",
+        10,
+        "demo",
+    )
     assert current["evals"] == 2 and current["errors"] == 2 and current["exact_match"] == 0.5
     assert current["last_checkpoint"].endswith("checkpoint-10")
     assert current["producer"]["framework"] == "pytorch"
     assert current["eta_secs"] == 0.0 and current["pid"] == os.getpid()
     log = (root / "training_output.log").read_text()
-    assert "run demo | device cpu | 1,234 parameters | vocab 41 | 100 train / 10 val examples" \
-        in log
+    assert (
+        "run demo | device cpu | 1,234 parameters | vocab 41 | 100 train / 10 val examples" in log
+    )
     assert "\nMATCH\n" in log and "ERROR: generation failed at step 4" in log
     assert "finished at step 10/10" in log
     assert (root / "config.json").read_text().strip() == '{\n  "lr": 0.1\n}'
@@ -214,8 +293,10 @@ def test_a_directory_that_holds_a_run_is_refused_untouched(tmp_path, holds):
     (root / "training_output.log").write_text("old lines\n")
 
     def snapshot():
-        return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns,
-                       p.read_bytes() if p.is_file() else b"") for p in root.rglob("*"))
+        return sorted(
+            (str(p.relative_to(root)), p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+            for p in root.rglob("*")
+        )
 
     before = snapshot()
     with pytest.raises(trainui.RunDirError) as refused:
@@ -256,7 +337,7 @@ def test_a_control_folder_open_to_others_is_refused(tmp_path):
 
 def test_an_exception_in_the_block_fails_the_run(tmp_path):
     root = tmp_path / "run"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # noqa: PT012 - what raises is the whole with block
         with make_run(root) as run:
             run.start()
             run.log_step(1, 1.0, 1e-3)
@@ -268,6 +349,7 @@ def test_an_exception_in_the_block_fails_the_run(tmp_path):
     check_run_dir(root)
 
 
+@pytest.mark.slow
 def test_bad_control_files_are_rejected_and_the_run_goes_on(tmp_path, loops):
     root = tmp_path / "run"
     run = make_run(root)
@@ -284,13 +366,15 @@ def test_bad_control_files_are_rejected_and_the_run_goes_on(tmp_path, loops):
     message = answer(root, stale)["message"]
     assert message.startswith("stale: written 12") and message.endswith("s ago; send it again")
     elsewhere = tmp_path / "elsewhere.json"
-    elsewhere.write_text('{"v":2,"id":"x","created_unix":%f,"command":"stop"}' % time.time())
+    elsewhere.write_text(f'{{"v":2,"id":"x","created_unix":{time.time():f},"command":"stop"}}')
     (spool / "link.json").symlink_to(elsewhere)
     linked = answer(root, "link.json")
     assert linked["message"] == "refused: a symbolic link; left in place"
     (spool / "notes.txt").write_text("hello")
-    assert answer(root, "notes.txt")["message"] == \
-        "refused: not a command file (NAME.json); left in place"
+    assert (
+        answer(root, "notes.txt")["message"]
+        == "refused: not a command file (NAME.json); left in place"
+    )
     time.sleep(0.6)
     assert len(find(events(root), type="control", id="notes.txt")) == 1, "reported once"
     assert not (spool / "junk.json").exists() and not (spool / "future.json").exists()
@@ -305,6 +389,7 @@ def test_bad_control_files_are_rejected_and_the_run_goes_on(tmp_path, loops):
     check_run_dir(root)
 
 
+@pytest.mark.slow
 def test_commands_are_applied_at_a_step_boundary(tmp_path, loops):
     root = tmp_path / "run"
     run = make_run(root)
@@ -315,26 +400,33 @@ def test_commands_are_applied_at_a_step_boundary(tmp_path, loops):
     assert answer(root, evaluate)["message"] == "sent to the trainer"
     acked = ack(root, "eval_now")
     assert acked["message"] == f"evaluating at step {acked['step']}"
-    wait_for(lambda: find(events(root), type="eval_finished", step=acked["step"]), 15,
-             "the evaluation")
+    wait_for(
+        lambda: find(events(root), type="eval_finished", step=acked["step"]), 15, "the evaluation"
+    )
 
     drop_command(root, "save")
     acked = ack(root, "save")
     assert acked["message"] == f"saving a checkpoint at step {acked['step']}"
-    wait_for(lambda: find(events(root), type="checkpoint", step=acked["step"]), 15,
-             "the checkpoint")
+    wait_for(
+        lambda: find(events(root), type="checkpoint", step=acked["step"]), 15, "the checkpoint"
+    )
 
     change = drop_command(root, {"set": {"eval.eval_steps": 7, "train.log_steps": 5}})
-    assert answer(root, change)["message"] == \
-        "applied eval.eval_steps = 7, train.log_steps = 5"
+    assert answer(root, change)["message"] == "applied eval.eval_steps = 7, train.log_steps = 5"
     acked = ack(root, {"set": {"eval.eval_steps": 7, "train.log_steps": 5}})
     settings = find(events(root), type="settings")[-1]
     assert settings["settings"]["eval"]["eval_steps"] == 7 and settings["step"] == acked["step"]
     assert run.settings["eval"]["eval_steps"] == 7
-    wait_for(lambda: [s for s in find(events(root), type="eval_started")
-                      if s["step"] > acked["step"]], 15, "an evaluation every 7 steps")
-    assert all(s["step"] % 7 == 0 for s in find(events(root), type="eval_started")
-               if s["step"] > acked["step"])
+    wait_for(
+        lambda: [s for s in find(events(root), type="eval_started") if s["step"] > acked["step"]],
+        15,
+        "an evaluation every 7 steps",
+    )
+    assert all(
+        s["step"] % 7 == 0
+        for s in find(events(root), type="eval_started")
+        if s["step"] > acked["step"]
+    )
     bad = drop_command(root, {"set": {"model.n_layer": 2}})
     refused = answer(root, bad)
     assert not refused["accepted"] and "model.n_layer is not a setting" in refused["message"]
@@ -366,11 +458,13 @@ def test_commands_are_applied_at_a_step_boundary(tmp_path, loops):
     assert lines[-1]["type"] == "finished" and lines[-1]["state"] == "stopped"
     assert status(root)["state"] == "stopped"
     record = rank_record(root, 0)
-    assert [r["command"] for r in find(record, type="command_ack")] == \
-        [a["command"] for a in find(lines, type="command_ack")]
+    assert [r["command"] for r in find(record, type="command_ack")] == [
+        a["command"] for a in find(lines, type="command_ack")
+    ]
     check_run_dir(root)
 
 
+@pytest.mark.slow
 def test_a_stall_is_marked_and_clears_when_beats_resume(tmp_path):
     root = tmp_path / "run"
     run = make_run(root, settings={"watchdog": {"stall_timeout_seconds": 2}})
@@ -382,20 +476,25 @@ def test_a_stall_is_marked_and_clears_when_beats_resume(tmp_path):
     wait_for(lambda: status(root)["state"] == "stalled", 5, "the stalled state")
     log = (root / "training_output.log").read_text()
     # A loaded machine may notice the silence a little late.
-    assert any(f"STALLED: no progress for {secs}s (watchdog.stall_timeout_seconds = 2) at step "
-               "7, while generating" in log for secs in (2, 3)), log
+    assert any(
+        f"STALLED: no progress for {secs}s (watchdog.stall_timeout_seconds = 2) at step "
+        "7, while generating" in log
+        for secs in (2, 3)
+    ), log
     run.beat("training", 7)
     wait_for(lambda: find(events(root), type="recovered"), 10, "the recovery")
     wait_for(lambda: status(root)["state"] == "training", 5, "the state before the stall")
     run.finish()
-    assert find(rank_record(root, 0), type="stalled") and find(rank_record(root, 0),
-                                                                 type="recovered")
+    assert find(rank_record(root, 0), type="stalled") and find(
+        rank_record(root, 0), type="recovered"
+    )
     check_run_dir(root)
 
 
+# The scripts below run in tmp_path, so that they import the installed trainui
+# (the current directory comes first on a `python -c` child's sys.path).
 STALLING = """
-import sys, time
-sys.path.insert(0, {python!r})
+import time
 import trainui
 run = trainui.Run({root!r}, max_steps=100, on_stall="exit",
                   settings={{"watchdog": {{"stall_timeout_seconds": 1}}}})
@@ -408,10 +507,16 @@ time.sleep(60)  # a call that never returns
 
 def test_on_stall_exit_records_the_stall_and_exits_75(tmp_path):
     root = tmp_path / "run"
-    script = STALLING.format(python=str(PYTHON_DIR), root=str(root))
+    script = STALLING.format(root=str(root))
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
     assert done.returncode == protocol.STALL_EXIT_CODE, done.stderr
     assert time.monotonic() - started < 30
     assert "exiting with 75" in done.stderr
@@ -429,8 +534,13 @@ def test_the_rust_schemas_are_there_and_catch_a_bad_line():
 
     for name in SCHEMAS:
         assert schema(name), name  # a missing schema fails here, never skips
-    good = {"v": 3, "time": "2026-11-29T15:00:01.123Z", "type": "warning", "step": 1,
-            "message": "x"}
+    good = {
+        "v": 3,
+        "time": "2026-11-29T15:00:01.123Z",
+        "type": "warning",
+        "step": 1,
+        "message": "x",
+    }
     schema_validate("event", good)
     with pytest.raises(jsonschema.ValidationError):
         schema_validate("event", {**good, "step": -1})
@@ -453,11 +563,33 @@ def test_values_json_cannot_hold_never_stop_the_writer(tmp_path):
     run.log_step(2, 1.0, 1e-3)
     run.boundary(2)
     run.eval_started(2, 1)
-    run.generation_started(step=2, sample=1, of=1, example=0, origin=Path("val.jsonl"),
-                           prompt=b"1+1=", golden=2, golden_tokens=1, timeout_secs=60)
-    run.sample(step=2, sample=1, of=1, example=0, origin=Path("val.jsonl"), prompt="1+1=",
-               golden=2, output=2, golden_tokens=1, output_tokens=1, outcome="completed",
-               loss=math.inf, elapsed_secs=0.1, timeout_secs=60)
+    run.generation_started(
+        step=2,
+        sample=1,
+        of=1,
+        example=0,
+        origin=Path("val.jsonl"),
+        prompt=b"1+1=",
+        golden=2,
+        golden_tokens=1,
+        timeout_secs=60,
+    )
+    run.sample(
+        step=2,
+        sample=1,
+        of=1,
+        example=0,
+        origin=Path("val.jsonl"),
+        prompt="1+1=",
+        golden=2,
+        output=2,
+        golden_tokens=1,
+        output_tokens=1,
+        outcome="completed",
+        loss=math.inf,
+        elapsed_secs=0.1,
+        timeout_secs=60,
+    )
     run.eval_finished(2)
     run._writer.event({"type": "warning", "step": 2, "message": object()})
     assert run._writer.flush(10)
@@ -468,8 +600,11 @@ def test_values_json_cannot_hold_never_stop_the_writer(tmp_path):
     run.finish()
     lines = events(root)
     started = find(lines, type="generation_started")[0]
-    assert (started["origin"], started["prompt"], started["timeout_secs"]) == \
-        ("val.jsonl", "b'1+1='", 60.0)
+    assert (started["origin"], started["prompt"], started["timeout_secs"]) == (
+        "val.jsonl",
+        "b'1+1='",
+        60.0,
+    )
     sample = find(lines, type="sample")[0]
     assert sample["loss"] == "inf" and sample["exact_match"] is True
     assert find(lines, type="step", step=4), "the writer lives on"
@@ -498,9 +633,16 @@ def test_non_finite_steps_are_reported_and_counted(tmp_path):
     root = tmp_path / "run"
     run = make_run(root, max_steps=8, settings={"train": {"log_steps": 4}})
     run.start()
-    values = [(1.0, None), (math.nan, None), (math.inf, None), (1.0, None),
-              (1.0, torch.tensor(2.0)), (torch.tensor(1.0), torch.tensor(math.inf)),
-              (torch.tensor(1.0), None), (1.0, 0.5)]
+    values = [
+        (1.0, None),
+        (math.nan, None),
+        (math.inf, None),
+        (1.0, None),
+        (1.0, torch.tensor(2.0)),
+        (torch.tensor(1.0), torch.tensor(math.inf)),
+        (torch.tensor(1.0), None),
+        (1.0, 0.5),
+    ]
     for step, (loss, norm) in enumerate(values, 1):
         run.log_step(step, loss, 1e-3, grad_norm=norm)
         run.boundary(step)
@@ -508,16 +650,16 @@ def test_non_finite_steps_are_reported_and_counted(tmp_path):
     lines = events(root)
     reported = find(lines, type="non_finite")
     assert reported == [
-        {**reported[0], "step": 2, "loss": "NaN", "grad_norm": "NaN", "action": "warn",
-         "count": 2},
-        {**reported[1], "step": 6, "loss": 1.0, "grad_norm": "inf", "action": "warn",
-         "count": 3},
+        {**reported[0], "step": 2, "loss": "NaN", "grad_norm": "NaN", "action": "warn", "count": 2},
+        {**reported[1], "step": 6, "loss": 1.0, "grad_norm": "inf", "action": "warn", "count": 3},
     ]
     assert [s["loss"] for s in find(lines, type="step")] == ["NaN", 1.0]
     assert status(root)["nonfinite_steps"] == 3
     log = (root / "training_output.log").read_text()
-    assert ("WARNING at step 2: NON-FINITE loss NaN, gradient norm NaN: its update was applied "
-            "(train.on_nonfinite = warn; 2 such steps in the run)") in log
+    assert (
+        "WARNING at step 2: NON-FINITE loss NaN, gradient norm NaN: its update was applied "
+        "(train.on_nonfinite = warn; 2 such steps in the run)"
+    ) in log
     check_run_dir(root)
 
 
@@ -558,6 +700,7 @@ def test_the_lock_is_given_back_when_the_run_ends(tmp_path):
         os.close(probe)
 
 
+@pytest.mark.slow
 def test_a_stop_ends_the_rest_of_an_evaluation(tmp_path):
     """Rust ends an evaluation between samples on a stop: here every
     remaining generation ends at once as aborted, not at its deadline."""
@@ -571,15 +714,36 @@ def test_a_stop_ends_the_rest_of_an_evaluation(tmp_path):
     def evaluate():
         run.eval_started(1, 4)
         for sample in range(1, 5):
-            run.generation_started(step=1, sample=sample, of=4, example=sample, origin="v:1",
-                                   prompt="p", golden="g", golden_tokens=1, timeout_secs=30)
+            run.generation_started(
+                step=1,
+                sample=sample,
+                of=4,
+                example=sample,
+                origin="v:1",
+                prompt="p",
+                golden="g",
+                golden_tokens=1,
+                timeout_secs=30,
+            )
             deadline = time.monotonic() + 30
             while not run.abort.is_set() and time.monotonic() < deadline:
                 time.sleep(0.01)
             outcomes.append("aborted" if run.abort.is_set() else "timed_out")
-            run.sample(step=1, sample=sample, of=4, example=sample, origin="v:1", prompt="p",
-                       golden="g", output="", golden_tokens=1, output_tokens=0,
-                       outcome=outcomes[-1], elapsed_secs=0.1, timeout_secs=30)
+            run.sample(
+                step=1,
+                sample=sample,
+                of=4,
+                example=sample,
+                origin="v:1",
+                prompt="p",
+                golden="g",
+                output="",
+                golden_tokens=1,
+                output_tokens=0,
+                outcome=outcomes[-1],
+                elapsed_secs=0.1,
+                timeout_secs=30,
+            )
         run.eval_finished(1)
 
     thread = threading.Thread(target=evaluate, daemon=True)
@@ -601,14 +765,32 @@ def test_signals_only_count_and_the_beat_thread_acts(tmp_path):
     root = tmp_path / "run"
     run = make_run(root)
     run.start()
-    run.generation_started(step=0, sample=1, of=1, example=0, origin="v:1", prompt="p",
-                           golden="g", golden_tokens=1, timeout_secs=30)
+    run.generation_started(
+        step=0,
+        sample=1,
+        of=1,
+        example=0,
+        origin="v:1",
+        prompt="p",
+        golden="g",
+        golden_tokens=1,
+        timeout_secs=30,
+    )
     run._on_signal(signal.SIGUSR2, None)  # as the handler would be called
     assert run.abort.is_set(), "the abort reads as raised at once"
     assert not threading.Event.is_set(run.abort), "the handler sets no Event itself"
     wait_for(lambda: threading.Event.is_set(run.abort), 5, "the beat thread raising the flag")
-    run.generation_started(step=0, sample=1, of=1, example=0, origin="v:1", prompt="p",
-                           golden="g", golden_tokens=1, timeout_secs=30)
+    run.generation_started(
+        step=0,
+        sample=1,
+        of=1,
+        example=0,
+        origin="v:1",
+        prompt="p",
+        golden="g",
+        golden_tokens=1,
+        timeout_secs=30,
+    )
     assert not run.abort.is_set(), "a new generation lowers the flag"
     # Signals caught between two boundaries are applied once, none lost.
     run._on_signal(signal.SIGUSR1, None)
@@ -635,8 +817,11 @@ def test_sigusr2_on_rank_0_writes_the_abort_mark(tmp_path):
     run._abort_everywhere("stop")
     assert control.read_abort_mark(root)["command"] == "stop"
     run._abort_everywhere("abort_generation")
-    assert control.read_abort_mark(root) == {**control.read_abort_mark(root), "seq": 3,
-                                             "command": "stop"}, "a stop stays marked"
+    assert control.read_abort_mark(root) == {
+        **control.read_abort_mark(root),
+        "seq": 3,
+        "command": "stop",
+    }, "a stop stays marked"
     run.world_size = 1
     run.finish()
 
@@ -647,21 +832,48 @@ def test_an_abort_mark_hits_only_a_generation_that_began_before_it(tmp_path):
     (root / "ranks").mkdir(exist_ok=True)
     control.write_abort_mark(root, 1)
     time.sleep(0.05)
-    run.generation_started(step=0, sample=1, of=1, example=0, origin="v:1", prompt="p",
-                           golden="g", golden_tokens=1, timeout_secs=30)
+    run.generation_started(
+        step=0,
+        sample=1,
+        of=1,
+        example=0,
+        origin="v:1",
+        prompt="p",
+        golden="g",
+        golden_tokens=1,
+        timeout_secs=30,
+    )
     run._watch_abort_mark()
     assert not run.abort.is_set(), "the mark is older than this generation"
     control.write_abort_mark(root, 2)
     run._watch_abort_mark()
     assert run.abort.is_set()
-    run.generation_started(step=0, sample=2, of=2, example=0, origin="v:1", prompt="p",
-                           golden="g", golden_tokens=1, timeout_secs=30)
+    run.generation_started(
+        step=0,
+        sample=2,
+        of=2,
+        example=0,
+        origin="v:1",
+        prompt="p",
+        golden="g",
+        golden_tokens=1,
+        timeout_secs=30,
+    )
     run._watch_abort_mark()
     assert not run.abort.is_set(), "the same mark is applied once"
     control.write_abort_mark(root, 3, "stop")
     run._watch_abort_mark()
-    run.generation_started(step=0, sample=3, of=3, example=0, origin="v:1", prompt="p",
-                           golden="g", golden_tokens=1, timeout_secs=30)
+    run.generation_started(
+        step=0,
+        sample=3,
+        of=3,
+        example=0,
+        origin="v:1",
+        prompt="p",
+        golden="g",
+        golden_tokens=1,
+        timeout_secs=30,
+    )
     assert run.abort.is_set(), "after a stop mark, every generation ends"
     run.finish()
 
@@ -681,8 +893,10 @@ def test_commands_after_the_last_boundary_are_answered_at_the_end(tmp_path):
     check_run_dir(root)
 
 
+@pytest.mark.slow
 def test_finish_is_bounded_when_the_disk_hangs(tmp_path, monkeypatch):
-    from trainui import rundir, run as run_module
+    from trainui import run as run_module
+    from trainui import rundir
 
     root = tmp_path / "run"
     run = make_run(root)
@@ -724,8 +938,14 @@ def test_a_full_writer_queue_drops_progress_first_and_says_so(tmp_path):
     writer = Writer(None, Record(), 0, False, max_queued=3)
     writer.event({"type": "warning", "step": 0, "message": "first"}, rank=True)
     wait_for(lambda: not writer._items, 5, "the writer taking the first item")
-    progress = {"type": "generation_progress", "step": 0, "sample": 1, "text": "",
-                "tokens": 0, "elapsed_secs": 0.0}
+    progress = {
+        "type": "generation_progress",
+        "step": 0,
+        "sample": 1,
+        "text": "",
+        "tokens": 0,
+        "elapsed_secs": 0.0,
+    }
     writer.event(progress, rank=True)
     for name in ("a", "b", "c", "d"):
         writer.event({"type": "warning", "step": 0, "message": name}, rank=True)
@@ -736,11 +956,13 @@ def test_a_full_writer_queue_drops_progress_first_and_says_so(tmp_path):
     messages = [line.get("message") for line in written]
     reports = [m for m in messages if "events were dropped" in m]
     assert len(reports) == 1 and "2 events were dropped" in reports[0], messages
-    assert [m for m in messages if m not in reports] == ["first", "a", "b", "c"], \
+    assert [m for m in messages if m not in reports] == ["first", "a", "b", "c"], (
         "progress went first, then the newest"
+    )
     assert not find(written, type="generation_progress")
 
 
+@pytest.mark.slow
 def test_a_lasting_spool_error_is_reported_once_with_the_step(tmp_path, monkeypatch):
     root = tmp_path / "run"
     run = make_run(root)
@@ -762,8 +984,7 @@ def test_a_lasting_spool_error_is_reported_once_with_the_step(tmp_path, monkeypa
 
 
 SIGNALLED = """
-import signal, sys, time
-sys.path.insert(0, {python!r})
+import signal, time
 import trainui
 run = trainui.Run({root!r}, max_steps=100, print_lines=False)
 print("SIGHUP", "ignored" if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else "handled",
@@ -775,17 +996,25 @@ time.sleep(120)  # a step that does not end
 """
 
 
-@pytest.mark.parametrize("first, second, code", [(signal.SIGTERM, signal.SIGINT, 130),
-                                                 (signal.SIGHUP, signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("first", "second", "code"),
+    [(signal.SIGTERM, signal.SIGINT, 130), (signal.SIGHUP, signal.SIGTERM, 143)],
+)
 def test_a_second_stop_signal_exits_at_once(tmp_path, first, second, code):
     root = tmp_path / "run"
-    script = SIGNALLED.format(python=str(PYTHON_DIR), root=str(root))
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    script = SIGNALLED.format(root=str(root))
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         assert process.stdout.readline().strip() == "SIGHUP handled"
-        wait_for(lambda: (rank_file(root, 0) or {}).get("state") == "training", 60,
-                 "the run training")
+        wait_for(
+            lambda: (rank_file(root, 0) or {}).get("state") == "training", 60, "the run training"
+        )
         process.send_signal(first)
         time.sleep(1.0)
         assert process.poll() is None, "one signal only asks for a stop"
@@ -801,10 +1030,17 @@ def test_a_second_stop_signal_exits_at_once(tmp_path, first, second, code):
 
 def test_sighup_stays_ignored_under_nohup(tmp_path):
     root = tmp_path / "run"
-    script = SIGNALLED.format(python=str(PYTHON_DIR), root=str(root))
+    script = SIGNALLED.format(root=str(root))
     process = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        # As nohup does. preexec_fn is unsafe with threads when it needs a lock that
+        # another thread held at the fork; signal() takes none.
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # noqa: PLW1509
+    )
     try:
         assert process.stdout.readline().strip() == "SIGHUP ignored"
     finally:

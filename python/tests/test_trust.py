@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from runhelpers import PYTHON_DIR, check_run_dir, drop_command, events, find, rank_file, status
 import trainui
+from runhelpers import check_run_dir, drop_command, events, find, rank_file, status
 from trainui import control, protocol
 from trainui.rundir import LineFile, write_atomically
 
@@ -27,8 +27,12 @@ U64_MAX = 2**64 - 1
 
 
 def make_run(root: Path, **extra) -> trainui.Run:
-    options = dict(max_steps=10**6, handle_signals=False, print_lines=False,
-                   settings={"train": {"log_steps": 1}, "eval": {"eval_steps": 0}})
+    options = dict(
+        max_steps=10**6,
+        handle_signals=False,
+        print_lines=False,
+        settings={"train": {"log_steps": 1}, "eval": {"eval_steps": 0}},
+    )
     options.update(extra)
     return trainui.Run(root, **options)
 
@@ -66,9 +70,21 @@ def test_nothing_a_run_makes_is_writable_by_others_under_umask_0(tmp_path):
             run.log_step(step, 1.0, 1e-3)
             run.boundary(step)
         run.eval_started(2, 1)
-        run.sample(step=2, sample=1, of=1, example=0, origin="val.jsonl:1", prompt="1+1=",
-                   golden="2", output="2", golden_tokens=1, output_tokens=1,
-                   outcome="completed", elapsed_secs=0.1, timeout_secs=60.0)
+        run.sample(
+            step=2,
+            sample=1,
+            of=1,
+            example=0,
+            origin="val.jsonl:1",
+            prompt="1+1=",
+            golden="2",
+            output="2",
+            golden_tokens=1,
+            output_tokens=1,
+            outcome="completed",
+            elapsed_secs=0.1,
+            timeout_secs=60.0,
+        )
         run.eval_finished(2)
         run.checkpoint(2, root / "checkpoints" / "checkpoint-2")
         control.write_abort_mark(root, 1, "stop")
@@ -79,9 +95,20 @@ def test_nothing_a_run_makes_is_writable_by_others_under_umask_0(tmp_path):
         os.umask(old)
     made = [tmp_path / "made", *sorted(root.rglob("*"))]
     names = {str(p.relative_to(root)) for p in root.rglob("*")}
-    for expected in ("config.json", "events.jsonl", "training_output.log", "lock", "status",
-                     "status/training_status.json", "control", "ranks", "ranks/rank-0.json",
-                     "ranks/rank-0.jsonl", "ranks/abort.json", "extra.json"):
+    for expected in (
+        "config.json",
+        "events.jsonl",
+        "training_output.log",
+        "lock",
+        "status",
+        "status/training_status.json",
+        "control",
+        "ranks",
+        "ranks/rank-0.json",
+        "ranks/rank-0.jsonl",
+        "ranks/abort.json",
+        "extra.json",
+    ):
         assert expected in names, f"{expected} was not made: {sorted(names)}"
     assert [p for p in (root / "control").iterdir() if p.suffix == ".json"], "a command file"
     for path in made:
@@ -93,8 +120,14 @@ def test_nothing_a_run_makes_is_writable_by_others_under_umask_0(tmp_path):
         assert os.lstat(command).st_mode & 0o777 == 0o600, command
     for folder in (tmp_path / "made", root, root / "status", root / "ranks"):
         assert os.lstat(folder).st_mode & 0o777 == 0o755, folder
-    for name in ("config.json", "events.jsonl", "training_output.log",
-                 "status/training_status.json", "ranks/rank-0.json", "ranks/rank-0.jsonl"):
+    for name in (
+        "config.json",
+        "events.jsonl",
+        "training_output.log",
+        "status/training_status.json",
+        "ranks/rank-0.json",
+        "ranks/rank-0.jsonl",
+    ):
         assert os.lstat(root / name).st_mode & 0o777 == 0o644, name
 
 
@@ -139,7 +172,7 @@ def test_a_log_file_that_is_no_file_of_the_run_is_refused(tmp_path, kind):
         os.mkfifo(log)
     else:
         log.mkdir()
-    with pytest.raises(trainui.RunDirError, match="training_output.log"):
+    with pytest.raises(trainui.RunDirError, match=r"training_output\.log"):
         make_run(root)
     assert target.read_text() == "", "nothing written through a link"
 
@@ -212,17 +245,27 @@ def test_a_lock_held_by_the_live_process_it_names_is_refused(tmp_path):
     lock = root / "lock"
     lock.write_text("")
     # Another process takes the lock and writes its pid, as a run does.
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(lock)!r}, os.O_RDWR)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n"
-        "print('held', flush=True)\n"
-        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, os, sys, time\n"
+                f"fd = os.open({str(lock)!r}, os.O_RDWR)\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                "os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n"
+                "print('held', flush=True)\n"
+                "time.sleep(60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(trainui.RunDirError, match=f"in use by the trainui process "
-                                                      f"{holder.pid}"):
+        with pytest.raises(
+            trainui.RunDirError, match=f"in use by the trainui process {holder.pid}"
+        ):
             make_run(root)
     finally:
         holder.kill()
@@ -230,8 +273,10 @@ def test_a_lock_held_by_the_live_process_it_names_is_refused(tmp_path):
     assert not (root / "events.jsonl").exists()
 
 
-@pytest.mark.parametrize("kind, words", [("link", "symbolic link"), ("fifo", "FIFO"),
-                                         ("folder", "a folder"), ("socket", "a socket")])
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [("link", "symbolic link"), ("fifo", "FIFO"), ("folder", "a folder"), ("socket", "a socket")],
+)
 def test_a_lock_that_is_no_regular_file_is_refused_at_once(tmp_path, kind, words):
     root = tmp_path / "run"
     root.mkdir()
@@ -315,9 +360,10 @@ def test_finish_after_a_stop_records_stopped_and_an_explicit_state_is_kept(tmp_p
     assert status(tmp_path / "b")["state"] == "finished"
 
 
+# Runs in tmp_path, so that it imports the installed trainui (the current directory
+# comes first on a `python -c` child's sys.path).
 README_LOOP = """
-import sys, time
-sys.path.insert(0, {python!r})
+import time
 import trainui
 with trainui.Run({root!r}, max_steps=100000, print_lines=False) as run:
     run.start()
@@ -335,9 +381,14 @@ with trainui.Run({root!r}, max_steps=100000, print_lines=False) as run:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_then_break_is_recorded_stopped(tmp_path, signum):
     root = tmp_path / "run"
-    script = README_LOOP.format(python=str(PYTHON_DIR), root=str(root))
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    script = README_LOOP.format(root=str(root))
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         assert process.stdout.readline().strip() == "training"
         process.send_signal(signum)
@@ -357,16 +408,37 @@ def test_a_signal_then_break_is_recorded_stopped(tmp_path, signum):
 
 
 def _sample(**changed):
-    values = dict(step=1, sample=1, of=1, example=0, origin="o", prompt="p", golden="g",
-                  output="g", golden_tokens=1, output_tokens=1, outcome="completed",
-                  elapsed_secs=0.1, timeout_secs=60.0)
+    values = dict(
+        step=1,
+        sample=1,
+        of=1,
+        example=0,
+        origin="o",
+        prompt="p",
+        golden="g",
+        output="g",
+        golden_tokens=1,
+        output_tokens=1,
+        outcome="completed",
+        elapsed_secs=0.1,
+        timeout_secs=60.0,
+    )
     values.update(changed)
     return values
 
 
 def _started(**changed):
-    values = dict(step=1, sample=1, of=1, example=0, origin="o", prompt="p", golden="g",
-                  golden_tokens=1, timeout_secs=60.0)
+    values = dict(
+        step=1,
+        sample=1,
+        of=1,
+        example=0,
+        origin="o",
+        prompt="p",
+        golden="g",
+        golden_tokens=1,
+        timeout_secs=60.0,
+    )
     values.update(changed)
     return values
 
@@ -389,12 +461,18 @@ REFUSED = [
     ("beat: step", lambda r: r.beat("training", -3)),
     ("eval_started: samples", lambda r: r.eval_started(1, 2**32)),
     ("val_loss: batches", lambda r: r.val_loss(1, 0.5, -1)),
-    ("generation_started: timeout_secs",
-     lambda r: r.generation_started(**_started(timeout_secs=float("nan")))),
-    ("generation_started: golden_tokens",
-     lambda r: r.generation_started(**_started(golden_tokens=-1))),
-    ("generation_progress: tokens",
-     lambda r: r.generation_progress(step=1, sample=1, text="x", tokens=-1, elapsed_secs=0.1)),
+    (
+        "generation_started: timeout_secs",
+        lambda r: r.generation_started(**_started(timeout_secs=float("nan"))),
+    ),
+    (
+        "generation_started: golden_tokens",
+        lambda r: r.generation_started(**_started(golden_tokens=-1)),
+    ),
+    (
+        "generation_progress: tokens",
+        lambda r: r.generation_progress(step=1, sample=1, text="x", tokens=-1, elapsed_secs=0.1),
+    ),
     ("sample: output_tokens", lambda r: r.sample(**_sample(output_tokens=10**20))),
     ("sample: of", lambda r: r.sample(**_sample(of=2**32))),
     ("sample: elapsed_secs", lambda r: r.sample(**_sample(elapsed_secs=float("inf")))),
@@ -416,12 +494,15 @@ def test_values_the_protocol_cannot_carry_are_refused_before_anything_is_written
         run._writer.flush()
         before = (root / "events.jsonl").read_bytes(), status(root)
         step = run.step
-        with pytest.raises(ValueError) as refused:
+        with pytest.raises(ValueError) as refused:  # noqa: PT011 - the message is checked below
             call(run)
         message = str(refused.value)
         assert message.startswith(name), (name, message)
-        assert "18446744073709551615" in message or "4294967295" in message \
-            or "finite number" in message, message
+        assert (
+            "18446744073709551615" in message
+            or "4294967295" in message
+            or "finite number" in message
+        ), message
         run._writer.flush()
         assert ((root / "events.jsonl").read_bytes(), status(root)) == before, name
         assert run.step == step, name
@@ -450,8 +531,9 @@ def test_a_tensor_learning_rate_that_is_not_finite_drops_its_window(tmp_path):
 
 def test_a_run_of_more_steps_than_the_protocol_holds_is_refused(tmp_path):
     for bad in (10**20, -1, 2.5, float("inf")):
-        with pytest.raises(ValueError, match="max_steps must be a whole number from 0 to "
-                                             "18446744073709551615"):
+        with pytest.raises(
+            ValueError, match="max_steps must be a whole number from 0 to 18446744073709551615"
+        ):
             make_run(tmp_path / "run", max_steps=bad)
     assert not (tmp_path / "run").exists(), "nothing is written"
     run = make_run(tmp_path / "run", max_steps=10.0)  # a whole number, written as one
@@ -463,7 +545,7 @@ def test_whole_numbers_of_numpy_and_torch_pass():
     torch = pytest.importorskip("torch")
     assert protocol.whole_number("x", torch.tensor(7)) == 7
     assert protocol.whole_number("x", 7.0) == 7
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="x must be a whole number"):
         protocol.whole_number("x", torch.tensor(7.5))
     try:
         import numpy

@@ -10,11 +10,12 @@ only through `trainui ctl RUN_DIR set KEY=VALUE` (edits of config.json are
 not followed).
 """
 
-from .protocol import REQUEST_VERSION, SCHEMA_VERSION
+from .protocol import PRODUCER_VERSION, REQUEST_VERSION, SCHEMA_VERSION
 from .run import Actions, Run
 from .rundir import RunDirError
 
-__version__ = "0.1.0"
+#: The installed distribution's version: the Rust workspace's.
+__version__ = PRODUCER_VERSION
 
 __all__ = [
     "Actions",

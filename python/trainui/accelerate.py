@@ -34,7 +34,8 @@ everything else (samples: `trainui.evaluate_samples`).
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from accelerate.tracking import GeneralTracker
 
@@ -81,9 +82,13 @@ class TrainuiTracker(GeneralTracker):
         self.on_stall = on_stall
         self.config = dict(config or {})
         self.device = device
-        self.start_info = dict(parameters=parameters, vocab_size=vocab_size,
-                               train_examples=train_examples, val_examples=val_examples,
-                               start_step=start_step)
+        self.start_info = dict(
+            parameters=parameters,
+            vocab_size=vocab_size,
+            train_examples=train_examples,
+            val_examples=val_examples,
+            start_step=start_step,
+        )
         self.print_lines = print_lines
         self._started = False
         self._run: Run | None = None

@@ -1,5 +1,5 @@
 """Steering a run from outside its process: RUN_DIR/control/, where
-`trainui ctl` (and `watch`) drop small JSON command files (src/control.rs).
+`trainui ctl` (and `watch`) drop small JSON command files (crates/protocol/src/control/).
 
 A command file is `{"v": 2, "id": ..., "created_unix": ..., "command":
 COMMAND}`, COMMAND being `"stop"`, `"pause"`, `"resume"`, `"eval_now"`,
@@ -24,7 +24,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 from . import protocol
 from .rundir import RunDirError, write_atomically
@@ -75,6 +75,7 @@ def send(run_dir: Path, command: Any) -> str:
 # ---------------------------------------------------------------------------
 # Checks of the spool folder (control::check_spool)
 
+
 def _private_group(gid: int, uid: int) -> bool:
     """Whether `gid` is `uid`'s own private group, proved from /etc/passwd
     and /etc/group (as the Rust check does)."""
@@ -84,7 +85,7 @@ def _private_group(gid: int, uid: int) -> bool:
     except OSError:
         return False
 
-    def number(fields: List[str], index: int) -> Optional[int]:
+    def number(fields: list[str], index: int) -> int | None:
         try:
             return int(fields[index])
         except (IndexError, ValueError):
@@ -97,17 +98,18 @@ def _private_group(gid: int, uid: int) -> bool:
     name = me[0]
     own_primary = number(me, 3) == gid
     others_primary = any(number(u, 3) == gid and number(u, 2) != uid for u in users)
-    entry = next((g for g in (line.split(":") for line in group.splitlines())
-                  if number(g, 2) == gid), None)
+    entry = next(
+        (g for g in (line.split(":") for line in group.splitlines()) if number(g, 2) == gid), None
+    )
     if entry is None:
         return False
     members = [m for m in (entry[3] if len(entry) > 3 else "").split(",") if m]
-    return own_primary and not others_primary and entry[0] == name and all(
-        m == name for m in members
+    return (
+        own_primary and not others_primary and entry[0] == name and all(m == name for m in members)
     )
 
 
-def _ancestors(path: Path) -> List[Path]:
+def _ancestors(path: Path) -> list[Path]:
     return [path, *path.parents]
 
 
@@ -178,7 +180,8 @@ def make_spool(run_dir: Path) -> None:
 # ---------------------------------------------------------------------------
 # Reading command files
 
-def command_file(path: Path) -> Optional[str]:
+
+def command_file(path: Path) -> str | None:
     """None when `path` is a command file the spool may read and remove (a
     regular file, not a link, named NAME.json), else why not."""
     name = path.name
@@ -196,15 +199,16 @@ def command_file(path: Path) -> Optional[str]:
     return None
 
 
-def pending(directory: Path) -> List[Tuple[Path, Optional[str]]]:
+def pending(directory: Path) -> list[tuple[Path, str | None]]:
     """The spool's entries, oldest name first, each with the reason it is
     not a command file (None when it is). Hidden entries are passed over."""
     try:
         names = os.listdir(directory)
     except OSError:
         return []
-    return [(directory / n, command_file(directory / n))
-            for n in sorted(names) if not n.startswith(".")]
+    return [
+        (directory / n, command_file(directory / n)) for n in sorted(names) if not n.startswith(".")
+    ]
 
 
 class RequestError(Exception):
@@ -222,13 +226,14 @@ def parse_command(value: Any) -> Any:
         if value in protocol.PLAIN_COMMANDS:
             return value
         if value == "set":
-            raise RequestError('not a command: invalid type: unit variant, expected newtype '
-                               'variant')
+            raise RequestError(
+                "not a command: invalid type: unit variant, expected newtype variant"
+            )
         raise RequestError(
             f"not a command: unknown variant `{value}`, expected one of {_expected_variants()}"
         )
     if isinstance(value, dict) and len(value) == 1:
-        (name, body), = value.items()
+        ((name, body),) = value.items()
         if name == "set":
             if not isinstance(body, dict):
                 raise RequestError("not a command: invalid type, expected a map of KEY: VALUE")
@@ -238,10 +243,10 @@ def parse_command(value: Any) -> Any:
         raise RequestError(
             f"not a command: unknown variant `{name}`, expected one of {_expected_variants()}"
         )
-    raise RequestError("not a command: expected a command name or {\"set\": {...}}")
+    raise RequestError('not a command: expected a command name or {"set": {...}}')
 
 
-def _parse_assignment(assignment: str) -> Tuple[str, Any]:
+def _parse_assignment(assignment: str) -> tuple[str, Any]:
     if "=" not in assignment:
         raise RequestError(f"{assignment}: expected KEY=VALUE, e.g. train.max_steps=100")
     key, raw = assignment.split("=", 1)
@@ -258,7 +263,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_request(text: str) -> Dict[str, Any]:
+def parse_request(text: str) -> dict[str, Any]:
     """A request of version 2, or of version 1; RequestError otherwise."""
     try:
         value = json.loads(text, parse_constant=_no_constant)
@@ -277,8 +282,11 @@ def parse_request(text: str) -> Dict[str, Any]:
     if not isinstance(value["id"], str):
         raise RequestError("not a command: `id` must be a string")
     created = value["created_unix"]
-    if (isinstance(created, bool) or not isinstance(created, (int, float))
-            or not math.isfinite(created)):
+    if (
+        isinstance(created, bool)
+        or not isinstance(created, (int, float))
+        or not math.isfinite(created)
+    ):
         raise RequestError("not a command: `created_unix` must be a number")
     if version == protocol.REQUEST_VERSION:
         command = parse_command(value["command"])
@@ -295,11 +303,15 @@ def parse_request(text: str) -> Dict[str, Any]:
             command = {"set": {key: assigned}}
         else:
             command = kinds[word]
-    return {"v": protocol.REQUEST_VERSION, "id": value["id"],
-            "created_unix": float(created), "command": command}
+    return {
+        "v": protocol.REQUEST_VERSION,
+        "id": value["id"],
+        "created_unix": float(created),
+        "command": command,
+    }
 
 
-def read_request(path: Path) -> Dict[str, Any]:
+def read_request(path: Path) -> dict[str, Any]:
     """Reads a command file, refusing links, non-files and anything large."""
     reason = command_file(path)
     if reason is not None:
@@ -320,6 +332,7 @@ def read_request(path: Path) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------
 # The spool thread (rank 0)
 
+
 class Spool:
     """Reads RUN_DIR/control every POLL_SECS on its own thread, answers each
     file with a `control` event and hands accepted commands to `deliver`.
@@ -333,11 +346,11 @@ class Spool:
     def __init__(
         self,
         run_dir: Path,
-        emit: Callable[[Dict[str, Any]], None],
+        emit: Callable[[dict[str, Any]], None],
         deliver: Callable[[Any], None],
         abort: Callable[[str], None],
-        settings: Dict[str, Dict[str, Any]],
-        on_settings: Callable[[Dict[str, Dict[str, Any]]], None],
+        settings: dict[str, dict[str, Any]],
+        on_settings: Callable[[dict[str, dict[str, Any]]], None],
         step: Callable[[], int] = lambda: 0,
     ):
         self.run_dir = run_dir
@@ -377,20 +390,27 @@ class Spool:
         while not self._stop.wait(POLL_SECS):
             try:
                 self.poll_once()
-            except Exception as err:  # a bad file never stops the run
+            except Exception as err:  # noqa: BLE001 - a bad file never stops the run
                 message = f"control spool: {type(err).__name__}: {err}"
                 if message in self._errors_reported:  # a lasting error, said once
                     continue
                 self._errors_reported.add(message)
                 try:
                     step = int(self._step())
-                except Exception:
+                except Exception:  # noqa: BLE001 - the warning goes out without its step
                     step = 0
                 self._emit({"type": "warning", "step": step, "message": message})
 
     def _reply(self, request_id: str, command: str, accepted: bool, message: str) -> None:
-        self._emit({"type": "control", "id": request_id, "command": command,
-                    "accepted": accepted, "message": message})
+        self._emit(
+            {
+                "type": "control",
+                "id": request_id,
+                "command": command,
+                "accepted": accepted,
+                "message": message,
+            }
+        )
 
     def _answer(self, path: Path) -> None:
         try:
@@ -401,13 +421,20 @@ class Spool:
         word = protocol.command_word(command)
         age = time.time() - request["created_unix"]
         if age > protocol.STALE_AFTER_SECS:
-            return self._reply(request["id"], word, False,
-                               f"stale: written {protocol.fixed(age, 0)}s ago; send it again")
+            return self._reply(
+                request["id"],
+                word,
+                False,
+                f"stale: written {protocol.fixed(age, 0)}s ago; send it again",
+            )
         if -age > protocol.STALE_AFTER_SECS:
             return self._reply(
-                request["id"], word, False,
+                request["id"],
+                word,
+                False,
                 f"from the future: written {protocol.fixed(-age, 0)}s ahead of this machine's "
-                "clock")
+                "clock",
+            )
         if isinstance(command, dict):
             try:
                 result, applied = protocol.change_settings(self.settings, command["set"], "set")
@@ -441,30 +468,37 @@ def write_abort_mark(run_dir: Path, sequence: int, command: str = "abort_generat
         pass
 
 
-def read_abort_mark(run_dir: Path) -> Optional[Dict[str, Any]]:
+def read_abort_mark(run_dir: Path) -> dict[str, Any] | None:
     """The abort mark rank 0 wrote last (`seq`, `unix`, `command`), or None
     when there is none or it cannot be read whole."""
     try:
-        fd = os.open(run_dir / protocol.ABORT_FILE,
-                     os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(
+            run_dir / protocol.ABORT_FILE,
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+        )
     except OSError:
         return None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None  # a FIFO or a device is never a mark (and never waited on)
-        mark = json.loads(os.read(fd, protocol.MAX_REQUEST_BYTES).decode("utf-8"),
-                          parse_constant=_no_constant)
+        mark = json.loads(
+            os.read(fd, protocol.MAX_REQUEST_BYTES).decode("utf-8"), parse_constant=_no_constant
+        )
     except (OSError, ValueError):
         return None
     finally:
         os.close(fd)
     if not isinstance(mark, dict):
         return None
-    seq, unix, command = mark.get("seq"), mark.get("unix"), mark.get("command",
-                                                                     "abort_generation")
-    if (isinstance(seq, bool) or not isinstance(seq, int) or isinstance(unix, bool)
-            or not isinstance(unix, (int, float)) or not math.isfinite(unix)
-            or command not in ("abort_generation", "stop")):
+    seq, unix, command = mark.get("seq"), mark.get("unix"), mark.get("command", "abort_generation")
+    if (
+        isinstance(seq, bool)
+        or not isinstance(seq, int)
+        or isinstance(unix, bool)
+        or not isinstance(unix, (int, float))
+        or not math.isfinite(unix)
+        or command not in ("abort_generation", "stop")
+    ):
         return None
     return {"seq": seq, "unix": float(unix), "command": command}
 

@@ -22,7 +22,7 @@ never touches torch.distributed.
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 
 def _dist():
@@ -41,7 +41,7 @@ def _dist():
     return None
 
 
-def world() -> Tuple[int, int, int]:
+def world() -> tuple[int, int, int]:
     """(rank, world size, local rank) of this process."""
     dist = _dist()
     if dist is None:
@@ -85,18 +85,19 @@ class Agreement:
             else:
                 self.device = torch.device("cpu")
 
-    def max(self, flags: List[int]) -> List[int]:
+    def max(self, flags: list[int]) -> list[int]:
         """The element-wise maximum of every rank's `flags`."""
         return self.result(self.start(flags))
 
-    def start(self, flags: List[int]) -> Tuple[Any, Any]:
+    def start(self, flags: list[int]) -> tuple[Any, Any]:
         """Begins the element-wise maximum of `flags` without waiting."""
         tensor = self._torch.tensor(flags, dtype=self._torch.int64, device=self.device)
-        work = self._dist.all_reduce(tensor, op=self._dist.ReduceOp.MAX, group=self.group,
-                                     async_op=True)
+        work = self._dist.all_reduce(
+            tensor, op=self._dist.ReduceOp.MAX, group=self.group, async_op=True
+        )
         return tensor, work
 
-    def result(self, pending: Tuple[Any, Any], timeout: Optional[float] = None) -> List[int]:
+    def result(self, pending: tuple[Any, Any], timeout: float | None = None) -> list[int]:
         """The maximum `start` began (waits for it)."""
         tensor, work = pending
         if timeout is None:
@@ -107,7 +108,7 @@ class Agreement:
             work.wait(timeout=timedelta(seconds=timeout))
         return tensor.tolist()
 
-    def from_rank0(self, value: Optional[Any]) -> Any:
+    def from_rank0(self, value: Any | None) -> Any:
         """Rank 0's `value`, on every rank."""
         box = [value if self.rank == 0 else None]
         if self.device.type == "cuda":

@@ -27,8 +27,9 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -53,6 +54,7 @@ ERROR = "error"
 # an abort wins over a timeout, a timeout over carrying on.
 _GO_ON, _TIMED_OUT, _ABORTED = 0, 1, 2
 _REASONS = {_TIMED_OUT: TIMED_OUT, _ABORTED: ABORTED}
+
 
 @dataclass
 class Generation:
@@ -376,8 +378,9 @@ def generate(
         except Exception:  # noqa: BLE001 - a reporting failure must not end the generation
             pass
 
-    criteria = DeadlineCriteria(deadline, abort, synced=synced, on_step=on_step,
-                                heartbeat=heartbeat)
+    criteria = DeadlineCriteria(
+        deadline, abort, synced=synced, on_step=on_step, heartbeat=heartbeat
+    )
 
     def finish(outcome: str, ids: torch.Tensor | None, message: str | None = None) -> Generation:
         new = _new_tokens(ids, prompt_len, eos)
@@ -405,7 +408,7 @@ def generate(
     hook = model.register_forward_hook(criteria.agree) if synced else None
     try:
         output = model.generate(input_ids, stopping_criteria=stopping, **generate_kwargs)
-    except Exception as error:  # noqa: BLE001 - one bad example is an outcome, not a dead run
+    except Exception as error:  # one bad example is an outcome, not a dead run
         if synced:
             raise
         message = f"{type(error).__name__}: {error}".strip()
@@ -430,8 +433,9 @@ def _eval_ids(tokenizer: Any, prompt: str, completion: str) -> tuple[list[int], 
     return list(prompt_ids), target
 
 
-def example_loss(model: Any, tokenizer: Any, prompt: str, completion: str, *,
-                 synced: bool = False) -> float | None:
+def example_loss(
+    model: Any, tokenizer: Any, prompt: str, completion: str, *, synced: bool = False
+) -> float | None:
     """The model's mean loss on ``completion`` (and end-of-text) after ``prompt``.
 
     Prompt positions are masked with -100, as in training. None when the model
@@ -449,7 +453,7 @@ def example_loss(model: Any, tokenizer: Any, prompt: str, completion: str, *,
         with torch.no_grad():
             out = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels)
         return float(out.loss)
-    except Exception:  # noqa: BLE001
+    except Exception:  # no loss for this example; the evaluation goes on
         if synced:
             raise
         return None
@@ -457,7 +461,7 @@ def example_loss(model: Any, tokenizer: Any, prompt: str, completion: str, *,
 
 # Where the next evaluation of a run starts in its example list, so that
 # successive evaluations see different examples (like the Rust trainer).
-_cursors: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+_cursors: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _cursor_lock = threading.Lock()
 
 
@@ -580,8 +584,14 @@ def evaluate_samples(
             _, golden_ids = _eval_ids(tokenizer, prompt, golden)
             golden_tokens = len(golden_ids) - (1 if eos is not None and golden_ids else 0)
             common = dict(
-                step=step, sample=n, of=len(indices), example=index, origin=origin,
-                prompt=prompt, golden=golden, golden_tokens=golden_tokens,
+                step=step,
+                sample=n,
+                of=len(indices),
+                example=index,
+                origin=origin,
+                prompt=prompt,
+                golden=golden,
+                golden_tokens=golden_tokens,
             )
             run.generation_started(**common, timeout_secs=timeout)
 

@@ -3,9 +3,10 @@
 ```python
 from trainui.hf import TrainuiCallback
 
+examples = [{"prompt": "67+1=", "completion": "68"}]
 trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                   callbacks=[TrainuiCallback("runs/x", tokenizer=tokenizer,
-                                             eval_examples=[{"prompt": "67+1=", "completion": "68"}])])
+                                             eval_examples=examples)])
 trainer.train()
 ```
 
@@ -43,7 +44,8 @@ import json
 import math
 import os
 import sys
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -130,8 +132,16 @@ class TrainuiCallback(TrainerCallback):
     # ------------------------------------------------------------------
     # Beginning and end
 
-    def on_train_begin(self, args, state, control, model=None, processing_class=None,
-                       train_dataloader=None, **kwargs):
+    def on_train_begin(
+        self,
+        args,
+        state,
+        control,
+        model=None,
+        processing_class=None,
+        train_dataloader=None,
+        **kwargs,
+    ):
         if self.tokenizer is None and processing_class is not None and self.eval_examples:
             self.tokenizer = processing_class
         self._has_val = _strategy(args.eval_strategy) != "no"
@@ -186,8 +196,11 @@ class TrainuiCallback(TrainerCallback):
         if run is None or run.finished:
             return
         error = getattr(sys, "last_value", None)
-        run.fail(f"training ended with {type(error).__name__}: {error}" if error is not None
-                 else "training ended before on_train_end")
+        run.fail(
+            f"training ended with {type(error).__name__}: {error}"
+            if error is not None
+            else "training ended before on_train_end"
+        )
 
     # ------------------------------------------------------------------
     # Steps
@@ -203,12 +216,20 @@ class TrainuiCallback(TrainerCallback):
             rate = optimizer.param_groups[0]["lr"] if optimizer is not None else 0.0
         grad_norm = logs.get("grad_norm")
         first, self._logged_step = self._logged_step + 1, state.global_step
-        log_window(self.run, first, state.global_step, float(logs["loss"]), float(rate),
-                   tokens=tokens, grad_norm=None if grad_norm is None else float(grad_norm))
+        log_window(
+            self.run,
+            first,
+            state.global_step,
+            float(logs["loss"]),
+            float(rate),
+            tokens=tokens,
+            grad_norm=None if grad_norm is None else float(grad_norm),
+        )
         return control
 
-    def on_step_end(self, args, state, control, model=None, optimizer=None, lr_scheduler=None,
-                    **kwargs):
+    def on_step_end(
+        self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs
+    ):
         run = self.run
         if run is None:
             return control
@@ -239,8 +260,9 @@ class TrainuiCallback(TrainerCallback):
             self.run.beat("validating", state.global_step)
         return control
 
-    def on_evaluate(self, args, state, control, metrics=None, model=None, eval_dataloader=None,
-                    **kwargs):
+    def on_evaluate(
+        self, args, state, control, metrics=None, model=None, eval_dataloader=None, **kwargs
+    ):
         if self.run is None:
             return control
         loss = (metrics or {}).get("eval_loss")
@@ -263,14 +285,27 @@ class TrainuiCallback(TrainerCallback):
     # ------------------------------------------------------------------
     # Helpers
 
-    def _evaluate(self, model: Any, step: int, *, val_loss: float | None = None,
-                  val_batches: int | None = None) -> None:
+    def _evaluate(
+        self,
+        model: Any,
+        step: int,
+        *,
+        val_loss: float | None = None,
+        val_batches: int | None = None,
+    ) -> None:
         run = self.run
         assert run is not None, "only called after on_train_begin"
         if model is not None and self.tokenizer is not None and self.eval_examples:
-            evaluate_samples(run, model, self.tokenizer, self.eval_examples, step,
-                             val_loss=val_loss, val_batches=val_batches,
-                             generate_kwargs=self.generate_kwargs)
+            evaluate_samples(
+                run,
+                model,
+                self.tokenizer,
+                self.eval_examples,
+                step,
+                val_loss=val_loss,
+                val_batches=val_batches,
+                generate_kwargs=self.generate_kwargs,
+            )
             return
         run.eval_started(step, 0)
         if val_batches is not None:
@@ -298,8 +333,16 @@ class TrainuiCallback(TrainerCallback):
             args.learning_rate = float(rate)
 
 
-def log_window(run: Run, first: int, last: int, loss: float, learning_rate: float, *,
-               tokens: int = 0, grad_norm: float | None = None) -> None:
+def log_window(
+    run: Run,
+    first: int,
+    last: int,
+    loss: float,
+    learning_rate: float,
+    *,
+    tokens: int = 0,
+    grad_norm: float | None = None,
+) -> None:
     """Hands `run` the Trainer's logging window: steps `first`..`last`, mean loss `loss`.
 
     `Run.log_step` counts one call as one step (its rate and ETA divide the

@@ -1,10 +1,14 @@
 """The run-directory protocol, mirrored from the Rust sources: versions, file
 names, phase and state names, the live settings, the command table, events as
-plain dicts, and the greppable log lines of src/lines.rs (same text, byte for
+plain dicts, and the greppable log lines of crates/protocol/src/lines.rs (same text, byte for
 byte, for the same values).
 
 This module imports nothing else of the package and nothing outside the
-standard library, so it can be read and tested on its own (as src/events.rs).
+standard library, so it can be read and tested on its own (as crates/protocol/src/events.rs).
+The live settings' defaults, kinds and bounds are not copied here: they are
+read from live_settings.json beside it, which trainui's Rust config writes
+(see _read_live_table), and protocol/cases/ holds the answers both
+producers must give (python/tests/test_conformance.py).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import time
 import unicodedata
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Tuple
+from importlib import metadata as _metadata
+from pathlib import Path
+from typing import Any
 
 #: Version of events.jsonl lines, the status file and the rank files.
 SCHEMA_VERSION = 3
@@ -25,7 +31,20 @@ SCHEMA_VERSION = 3
 REQUEST_VERSION = 2
 #: The name and version a Python producer writes in `started.producer`.
 PRODUCER_NAME = "trainui-python"
-PRODUCER_VERSION = "0.1.0"
+
+
+def _installed_version() -> str:
+    """The installed distribution's version, which is the Rust workspace's
+    (tests/test_version.py keeps pyproject.toml and Cargo.toml equal)."""
+    try:
+        return _metadata.version("trainui")
+    except _metadata.PackageNotFoundError:
+        # A source tree that was never installed (an example run from a
+        # clone puts python/ on sys.path): no metadata to read.
+        return "0+unknown"
+
+
+PRODUCER_VERSION = _installed_version()
 
 EVENTS_FILE = "events.jsonl"
 STATUS_FILE = "status/training_status.json"
@@ -44,8 +63,6 @@ MAX_REQUEST_BYTES = 4096
 STALE_AFTER_SECS = 60.0
 #: Exit status of a process that ended itself because its run stalled.
 STALL_EXIT_CODE = 75
-#: One year: the longest deadline or timeout a setting may hold.
-MAX_SECONDS = 365.0 * 24.0 * 3600.0
 
 #: `Phase` names as they are serialised, and as `Phase::as_str` reads them.
 PHASES = {
@@ -93,43 +110,73 @@ OUTCOMES = ("completed", "timed_out", "aborted", "error")
 # ---------------------------------------------------------------------------
 # Live settings
 
-#: The live settings: section -> key -> (default, kind). Kinds: "u64" and
-#: "u32" (whole numbers of 0 or more that fit the Rust field of
-#: `LiveSettings`), "f64" (a finite number), "seconds" (above 0, at most a
-#: year). This is the one table the defaults, the checks and `set` derive
-#: from. `train.learning_rate` is this package's own addition.
-LIVE_SETTINGS: Dict[str, Dict[str, Tuple[Any, str]]] = {
-    "train": {
-        "log_steps": (25, "u64"),
-        "learning_rate": (None, "f64"),
-    },
-    "eval": {
-        "eval_steps": (250, "u64"),
-        "val_batches": (8, "u32"),
-        "samples": (8, "u32"),
-        "max_new_tokens": (16, "u32"),
-        "min_new_tokens": (0, "u32"),
-        "eval_timeout_seconds": (60.0, "seconds"),
-        "temperature": (0.0, "f64"),
-        "timeout_warn_rate": (0.1, "f64"),
-    },
-    "checkpoint": {
-        "save_steps": (500, "u64"),
-        "save_total_limit": (3, "u32"),
-    },
-    "watchdog": {
-        "stall_timeout_seconds": (300.0, "seconds"),
-    },
+
+def _read_live_table() -> dict[str, Any]:
+    """live_settings.json beside this module: each live key's kind, default
+    and bounds, the range of a number of seconds, and the order of the
+    config's range checks. It is written from trainui's Rust config by
+    crates/protocol/tests/conformance.rs, never by hand, and that test fails
+    when the config and the file differ: the defaults and bounds live in the
+    Rust config alone."""
+    with open(Path(__file__).with_name("live_settings.json"), encoding="utf-8") as file:
+        return json.load(file)
+
+
+_LIVE_TABLE = _read_live_table()
+
+#: Each live key's entry of the table, by dotted key: `kind` ("u64" and
+#: "u32": whole numbers that fit the Rust field of `LiveSettings`; "f64": a
+#: finite number; "seconds": a number of seconds, see _SECONDS), `default`,
+#: and its bounds as the config takes them, `min`/`max` inclusive,
+#: `above`/`below` exclusive. `train.learning_rate` is this package's own
+#: addition (no default: the job's optimizer has it).
+_SPECS: dict[str, dict[str, Any]] = {entry["key"]: entry for entry in _LIVE_TABLE["settings"]}
+_SPECS["train.learning_rate"] = {
+    "key": "train.learning_rate",
+    "kind": "f64",
+    "default": None,
+    "above": 0.0,
 }
+
+#: The range of a number of seconds, as a type (`config::Seconds`).
+_SECONDS: dict[str, float] = _LIVE_TABLE["seconds"]
+#: One year: the longest deadline or timeout a setting may hold.
+MAX_SECONDS = float(_SECONDS["max"])
+
+#: The keys whose range the config checks beyond their type, in the order
+#: `Config::validate` checks them: of several changes out of range, the
+#: first is refused (the learning rate's check comes first there too).
+_CHECK_ORDER: list[str] = ["train.learning_rate", *_LIVE_TABLE["check_order"]]
+
+#: Why a bound holds, where `Config::validate` says so.
+_WHY = {
+    "watchdog.stall_timeout_seconds": (
+        ": the watchdog looks a few times a second, so a shorter silence is no stall"
+    ),
+}
+
+
+def _live_settings() -> dict[str, dict[str, tuple[Any, str]]]:
+    sections: dict[str, dict[str, tuple[Any, str]]] = {}
+    for key, spec in _SPECS.items():
+        section, _, name = key.partition(".")
+        sections.setdefault(section, {})[name] = (spec["default"], spec["kind"])
+    return sections
+
+
+#: The live settings: section -> key -> (default, kind), built from the
+#: table (see _SPECS). The defaults, the checks and `set` derive from it.
+LIVE_SETTINGS: dict[str, dict[str, tuple[Any, str]]] = _live_settings()
 
 #: The largest value of each whole-number kind.
 _LARGEST = {"u64": 2**64 - 1, "u32": 2**32 - 1}
 
-#: Lower bounds of counts, as `Config::validate` checks them (`at_least`).
+#: Lower bounds of counts above what their type takes, as `Config::validate`
+#: checks them (`at_least`).
 _AT_LEAST = {
-    "train.log_steps": 1,
-    "eval.val_batches": 1,
-    "eval.max_new_tokens": 1,
+    key: spec["min"]
+    for key, spec in _SPECS.items()
+    if spec["kind"] in _LARGEST and spec.get("min", 0) > 0
 }
 
 
@@ -137,7 +184,7 @@ class SettingsError(ValueError):
     """A settings change that is refused: unknown key, wrong type, out of range."""
 
 
-def default_settings() -> Dict[str, Dict[str, Any]]:
+def default_settings() -> dict[str, dict[str, Any]]:
     """The live settings a run starts with, before any override
     (`train.learning_rate` is left out until the producer knows it)."""
     return {
@@ -146,14 +193,14 @@ def default_settings() -> Dict[str, Dict[str, Any]]:
     }
 
 
-def live_keys() -> List[str]:
+def live_keys() -> list[str]:
     """Every dotted key `set` may change."""
     return [f"{section}.{key}" for section, keys in LIVE_SETTINGS.items() for key in keys]
 
 
-def flatten(nested: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """`{"eval": {"eval_steps": 1}}` as `{"eval.eval_steps": 1}`."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, value in nested.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, dict):
@@ -164,16 +211,13 @@ def flatten(nested: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 def _unexpected(value: Any) -> str:
-    """What serde calls a value of the wrong type (`Unexpected`'s Display)."""
+    """What serde_json calls a value of the wrong type (`Unexpected`)."""
     if isinstance(value, bool):
         return f"boolean `{'true' if value else 'false'}`"
     if isinstance(value, int):
         return f"integer `{value}`"
     if isinstance(value, float):
-        text = rust_display(value)
-        if math.isfinite(value) and "." not in text:
-            text += ".0"
-        return f"floating point `{text}`"
+        return f"floating point `{serde_float(value)}`"
     if isinstance(value, str):
         return f"string {json.dumps(value, ensure_ascii=False)}"
     if value is None:
@@ -185,79 +229,158 @@ def _unexpected(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _checked_value(key: str, value: Any, source: str) -> Any:
-    """`value` for `key` as `config::change_live` takes it, or SettingsError
-    with the message Rust gives (`SOURCE KEY=VALUE: ...`)."""
-    shown = f"{source} {key}={json_text(json_safe(value))}"
-    section, _, name = key.partition(".")
-    spec = LIVE_SETTINGS.get(section, {}).get(name)
+def _within(value: float, bounds: dict[str, Any]) -> bool:
+    """Whether `value` is a finite number inside `bounds` (min/max
+    inclusive, above/below exclusive)."""
+    return (
+        math.isfinite(value)
+        and ("min" not in bounds or value >= bounds["min"])
+        and ("above" not in bounds or value > bounds["above"])
+        and ("max" not in bounds or value <= bounds["max"])
+        and ("below" not in bounds or value < bounds["below"])
+    )
+
+
+def _shown(source: str, key: str, value: Any) -> str:
+    """How a change is named in its refusal: `SOURCE KEY=VALUE`."""
+    return f"{source} {key}={serde_text(json_safe(value))}"
+
+
+def _typed(key: str, value: Any, shown: str) -> Any:
+    """`value` as the config's type for `key` takes it, or SettingsError
+    with the message serde gives (a number of seconds checks its range as
+    a type)."""
+    spec = _SPECS.get(key)
     if spec is None:
         raise SettingsError(
             f"{shown}: {key} is not a setting that can change while the run goes on; those "
             f"are {', '.join(live_keys())}"
         )
-    kind = spec[1]
+    kind = spec["kind"]
     if kind in _LARGEST:
         # serde: a float is never a whole number, however it reads.
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SettingsError(f"{shown}: {key}: invalid type: {_unexpected(value)}, "
-                                f"expected {kind}")
+            raise SettingsError(
+                f"{shown}: {key}: invalid type: {_unexpected(value)}, expected {kind}"
+            )
         if not 0 <= value <= _LARGEST[kind]:
-            raise SettingsError(f"{shown}: {key}: invalid value: {_unexpected(value)}, "
-                                f"expected {kind}")
-        low = _AT_LEAST.get(key)
-        if low is not None and value < low:
-            raise SettingsError(f"{shown}: {key} must be at least {low} (got {value})")
+            raise SettingsError(
+                f"{shown}: {key}: invalid value: {_unexpected(value)}, expected {kind}"
+            )
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SettingsError(f"{shown}: {key}: invalid type: {_unexpected(value)}, expected f64")
     value = float(value)
-    if kind == "seconds":
-        if not (math.isfinite(value) and 0.0 < value <= MAX_SECONDS):
+    if kind == "seconds" and not _within(value, _SECONDS):
+        raise SettingsError(
+            f"{shown}: {key}: must be a number of seconds greater than "
+            f"{rust_display(_SECONDS['above'])} and at most {rust_display(MAX_SECONDS)} "
+            f"(one year) (got {rust_display(value)})"
+        )
+    return value
+
+
+def _checked_bounds(spec: dict[str, Any]) -> dict[str, Any]:
+    """The bounds of a key that the config checks beyond its type."""
+    bounds = {side: spec[side] for side in ("min", "above", "max", "below") if side in spec}
+    kind = spec["kind"]
+    if kind in _LARGEST:
+        if bounds.get("min", 0) <= 0:
+            bounds.pop("min", None)
+        if bounds.get("max", _LARGEST[kind]) >= _LARGEST[kind]:
+            bounds.pop("max", None)
+    elif kind == "seconds":
+        low = _SECONDS.get("above", _SECONDS.get("min", -math.inf))
+        high = _SECONDS.get("max", _SECONDS.get("below", math.inf))
+        for side in ("min", "above"):
+            if bounds.get(side, math.inf) <= low:
+                del bounds[side]
+        for side in ("max", "below"):
+            if bounds.get(side, -math.inf) >= high:
+                del bounds[side]
+    return bounds
+
+
+def _in_range(key: str, value: Any, shown: str) -> None:
+    """SettingsError, with the message `Config::validate` gives, when the
+    (typed) `value` is outside the range the config lets `key` hold."""
+    spec = _SPECS[key]
+    bounds = _checked_bounds(spec)
+    shown_value = str(value) if spec["kind"] in _LARGEST else rust_display(value)
+    got = f"(got {shown_value})"
+    if spec["kind"] in _LARGEST or spec["kind"] == "seconds":
+        low = bounds.get("min", bounds.get("above"))
+        high = bounds.get("max", bounds.get("below"))
+        if low is not None and not _within(
+            value, {k: v for k, v in bounds.items() if k in ("min", "above")}
+        ):
             raise SettingsError(
-                f"{shown}: {key}: must be a number of seconds greater than 0 and at most "
-                f"{rust_display(MAX_SECONDS)} (one year) (got {rust_display(value)})"
+                f"{shown}: {key} must be at least {_number(low)} {got}{_WHY.get(key, '')}"
             )
-        if key == "watchdog.stall_timeout_seconds" and value < 1.0:
+        if high is not None and not _within(value, bounds):
             raise SettingsError(
-                f"{shown}: {key} must be at least 1 (got {rust_display(value)}): the watchdog "
-                "looks a few times a second, so a shorter silence is no stall"
+                f"{shown}: {key} must be at most {_number(high)} {got}{_WHY.get(key, '')}"
             )
-        return value
-    if key == "train.learning_rate" and not (math.isfinite(value) and value > 0.0):
-        raise SettingsError(f"{shown}: {key} must be a number greater than 0 "
-                            f"(got {rust_display(value)})")
-    if key == "eval.temperature" and not (math.isfinite(value) and value >= 0.0):
-        raise SettingsError(f"{shown}: {key} must be a number of 0 or more "
-                            f"(got {rust_display(value)})")
-    if key == "eval.timeout_warn_rate" and not (0.0 <= value <= 1.0):
-        raise SettingsError(f"{shown}: eval.timeout_warn_rate must be between 0 and 1 "
-                            f"(got {rust_display(value)})")
-    if not math.isfinite(value):
-        raise SettingsError(f"{shown}: {key}: must be finite (got {rust_display(value)})")
+        return
+    if not bounds:
+        if not math.isfinite(value):
+            raise SettingsError(f"{shown}: {key}: must be finite {got}")
+        return
+    if _within(value, bounds):
+        return
+    low = bounds.get("min", bounds.get("above"))
+    high = bounds.get("max", bounds.get("below"))
+    if low is not None and high is not None:
+        message = f"must be between {_number(low)} and {_number(high)}"
+    elif "above" in bounds:
+        message = f"must be a number greater than {_number(low)}"
+    elif low is not None:
+        message = f"must be a number of {_number(low)} or more"
+    else:
+        message = f"must be at most {_number(high)}"
+    raise SettingsError(f"{shown}: {key} {message} {got}")
+
+
+def _number(bound: Any) -> str:
+    """A bound as Rust's Display writes it."""
+    return str(bound) if isinstance(bound, int) else rust_display(bound)
+
+
+def _checked_value(key: str, value: Any, source: str) -> Any:
+    """`value` for `key` as `config::change_live` takes it, or SettingsError
+    with the message Rust gives (`SOURCE KEY=VALUE: ...`)."""
+    shown = _shown(source, key, value)
+    value = _typed(key, value, shown)
+    _in_range(key, value, shown)
     return value
 
 
 def change_settings(
-    settings: Dict[str, Dict[str, Any]], changes: Dict[str, Any], source: str = "set"
-) -> Tuple[Dict[str, Dict[str, Any]], List[str]]:
+    settings: dict[str, dict[str, Any]], changes: dict[str, Any], source: str = "set"
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """`settings` with `changes` (dotted keys to values) made, when every
     change passes the checks; also each change as `key = value` (empty when
     nothing changed), as `config::change_live` says them. Raises
-    SettingsError naming the key otherwise; `settings` is never modified."""
+    SettingsError naming the key otherwise; `settings` is never modified.
+    As in Rust, the types are checked first (in key order), then the
+    ranges (in the order of `Config::validate`)."""
+    shown = {key: _shown(source, key, value) for key, value in changes.items()}
+    checked = {key: _typed(key, changes[key], shown[key]) for key in sorted(changes)}
+    for key in [*_CHECK_ORDER, *sorted(checked)]:
+        if key in checked:
+            _in_range(key, checked[key], shown[key])
     result = copy.deepcopy(settings)
     applied = []
-    for key in sorted(changes):
-        value = _checked_value(key, changes[key], source)
+    for key, value in checked.items():
         section, _, name = key.partition(".")
         old = result.setdefault(section, {}).get(name)
         if old != value or old is None:
-            applied.append(f"{key} = {json_text(value)}")
+            applied.append(f"{key} = {serde_text(value)}")
         result[section][name] = value
     return result, applied
 
 
-def settings_with(overrides: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+def settings_with(overrides: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """The default settings with nested `overrides` made (checked)."""
     settings = default_settings()
     if overrides:
@@ -268,6 +391,7 @@ def settings_with(overrides: Optional[Dict[str, Any]]) -> Dict[str, Dict[str, An
 # ---------------------------------------------------------------------------
 # Values the producer hands on: what the protocol's fields can carry
 
+
 def whole_number(name: str, value: Any, kind: str = "u64", low: int = 0) -> int:
     """`value` as an int that an unsigned field of the protocol of `kind`
     ("u64", "u32") can carry, at least `low`; ValueError naming `name` and
@@ -275,7 +399,7 @@ def whole_number(name: str, value: Any, kind: str = "u64", low: int = 0) -> int:
     floats that are whole numbers pass; booleans, fractions, NaN and
     infinities do not."""
     high = _LARGEST[kind]
-    number: Optional[int] = None
+    number: int | None = None
     if not isinstance(value, bool):
         try:
             number = operator.index(value)
@@ -306,7 +430,8 @@ def finite_number(name: str, value: Any) -> float:
 # ---------------------------------------------------------------------------
 # JSON
 
-def float_or_text(value: Optional[float]) -> Any:
+
+def float_or_text(value: float | None) -> Any:
     """A loss as JSON: a number, or "NaN", "inf", "-inf" (as Rust's
     `float_or_text`); None stays None."""
     if value is None:
@@ -341,7 +466,7 @@ def json_safe(value: Any) -> Any:
 LOSS_FIELDS = frozenset({"loss", "grad_norm", "val_loss", "train_loss", "gap"})
 
 
-def serde_safe(value: Any, key: Optional[str] = None) -> Any:
+def serde_safe(value: Any, key: str | None = None) -> Any:
     """An event (or the status) as serde would write it: non-finite numbers
     under LOSS_FIELDS as text, other non-finite numbers as None, anything
     JSON cannot hold as its str(). `key` is the field `value` is under."""
@@ -367,8 +492,55 @@ def serde_safe(value: Any, key: Optional[str] = None) -> Any:
 
 
 def json_text(value: Any) -> str:
-    """Compact JSON, as serde_json writes it (never a bare NaN)."""
+    """Compact JSON, as serde_json writes it (never a bare NaN), but for
+    the text of some numbers (`1e-05` for serde_json's `0.00001`), which no
+    JSON reader minds; text that must read as Rust's uses serde_text."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def serde_float(value: float) -> str:
+    """An f64 as serde_json writes it: the shortest digits that read back
+    as the same number, in fixed notation from 1e-5 to below 1e16 (whole
+    numbers with `.0`), else in exponent form (`1e-7`, `1.5e+21`)."""
+    value = float(value)
+    special = _special(value)
+    if special is not None:
+        return special
+    if value == 0.0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    sign = "-" if value < 0 else ""
+    exact = Decimal(repr(abs(value))).as_tuple()  # repr: the shortest digits
+    digits = "".join(map(str, exact.digits)).rstrip("0")
+    exponent = exact.exponent + len(exact.digits) - 1  # of the first digit
+    if -5 <= exponent <= 15:
+        if len(digits) - 1 <= exponent:
+            return f"{sign}{digits}{'0' * (exponent + 1 - len(digits))}.0"
+        if exponent >= 0:
+            return f"{sign}{digits[: exponent + 1]}.{digits[exponent + 1 :]}"
+        return f"{sign}0.{'0' * (-exponent - 1)}{digits}"
+    mantissa = digits[0] + (f".{digits[1:]}" if len(digits) > 1 else "")
+    return f"{sign}{mantissa}e{'+' if exponent >= 0 else '-'}{abs(exponent)}"
+
+
+def serde_text(value: Any) -> str:
+    """Compact JSON exactly as serde_json's `Value` writes it (as Rust
+    names a value in a message): keys in order, numbers as serde_float."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return serde_float(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        items = sorted((str(key), item) for key, item in value.items())
+        return "{" + ",".join(f"{serde_text(key)}:{serde_text(item)}" for key, item in items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(serde_text(item) for item in value) + "]"
+    return serde_text(str(value))
 
 
 def rfc3339_millis(unix: float) -> str:
@@ -380,13 +552,14 @@ def rfc3339_millis(unix: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
 
 
-def parse_rfc3339(text: Any) -> Optional[float]:
+def parse_rfc3339(text: Any) -> float | None:
     """The unix time of `2026-11-29T15:00:01.123Z` (as rfc3339_millis writes
     it), or None for anything else."""
     if not isinstance(text, str):
         return None
     try:
-        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+        # Naive on purpose: the `Z` is matched literally, and the zone is set below.
+        moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: DTZ007
     except ValueError:
         return None
     return moment.replace(tzinfo=timezone.utc).timestamp()
@@ -399,11 +572,11 @@ def command_word(command: Any) -> str:
     return COMMAND_WORDS.get(command, str(command))
 
 
-def zero_counters() -> Dict[str, int]:
+def zero_counters() -> dict[str, int]:
     return {"generations": 0, "completed": 0, "timed_out": 0, "aborted": 0, "errors": 0}
 
 
-def timeout_rate(counters: Dict[str, int]) -> float:
+def timeout_rate(counters: dict[str, int]) -> float:
     generations = counters.get("generations", 0)
     return counters.get("timed_out", 0) / generations if generations else 0.0
 
@@ -411,7 +584,8 @@ def timeout_rate(counters: Dict[str, int]) -> float:
 # ---------------------------------------------------------------------------
 # The status file: a fold over the events (RunStatus::apply)
 
-def new_status(run_name: str, max_steps: int, pid: int) -> Dict[str, Any]:
+
+def new_status(run_name: str, max_steps: int, pid: int) -> dict[str, Any]:
     """The status before any event (RunStatus::new)."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -452,9 +626,9 @@ class StatusFold:
 
     def __init__(self, run_name: str, max_steps: int, pid: int):
         self.status = new_status(run_name, max_steps, pid)
-        self._state_before_stall: Optional[str] = None
+        self._state_before_stall: str | None = None
 
-    def _set_counters(self, counters: Dict[str, int]) -> None:
+    def _set_counters(self, counters: dict[str, int]) -> None:
         s = self.status
         s["generations"] = counters["generations"]
         s["completed"] = counters["completed"]
@@ -463,7 +637,7 @@ class StatusFold:
         s["errors"] = counters["errors"]
         s["timeout_rate"] = timeout_rate(counters)
 
-    def apply(self, event: Dict[str, Any]) -> None:
+    def apply(self, event: dict[str, Any]) -> None:
         s = self.status
         kind = event["type"]
         if kind == "started":
@@ -555,7 +729,7 @@ def _text_of(value: Any) -> str:
     return rust_display(value)
 
 
-def shows_in_status(event: Dict[str, Any]) -> bool:
+def shows_in_status(event: dict[str, Any]) -> bool:
     """Whether the event changes what the status file shows."""
     return event["type"] not in ("generation_started", "generation_progress")
 
@@ -563,7 +737,8 @@ def shows_in_status(event: Dict[str, Any]) -> bool:
 # ---------------------------------------------------------------------------
 # Number formatting as Rust's `format!` does it
 
-def _special(value: float) -> Optional[str]:
+
+def _special(value: float) -> str | None:
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -611,12 +786,13 @@ def rust_display(value: float) -> str:
 
 
 def round_half_away(value: float) -> int:
-    """`value.round() as u64`: halves away from zero, negatives and NaN 0."""
+    """`value.round() as u64`: halves away from zero, negatives and NaN 0,
+    anything beyond 2^64-1 that (Rust's casts saturate)."""
     if not math.isfinite(value):
         return 0 if math.isnan(value) or value < 0 else 2**64 - 1
     if value <= 0:
         return 0
-    return int(math.floor(value + 0.5))
+    return min(math.floor(value + 0.5), 2**64 - 1)
 
 
 def thousands(value: int) -> str:
@@ -628,6 +804,55 @@ def duration(secs: float) -> str:
     """Seconds as `H:MM:SS`."""
     total = round_half_away(secs) if math.isfinite(secs) else 0
     return f"{total // 3600}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
+#: Characters of the Unicode property Other_Grapheme_Extend (PropList.txt):
+#: with the marks (Mn, Me), what Rust's `char::is_grapheme_extended` takes.
+_OTHER_GRAPHEME_EXTEND = frozenset(
+    [
+        0x09BE,
+        0x09D7,
+        0x0B3E,
+        0x0B57,
+        0x0BBE,
+        0x0BD7,
+        0x0CC2,
+        0x0CD5,
+        0x0CD6,
+        0x0D3E,
+        0x0D57,
+        0x0DCF,
+        0x0DDF,
+        0x1B35,
+        0x200C,
+        0x302E,
+        0x302F,
+        0xFF9E,
+        0xFF9F,
+        0x1133E,
+        0x11357,
+        0x114B0,
+        0x114BD,
+        0x115AF,
+        0x11930,
+        0x1D165,
+        *range(0x1D16E, 0x1D173),
+        *range(0xE0020, 0xE0080),
+    ]
+)
+
+
+def _debug_escaped(ch: str) -> bool:
+    """Whether Rust's `{:?}` of a string writes `ch` as `\\u{N}`: grapheme
+    extenders, and what `core::unicode::printable` leaves out (controls,
+    format characters, separators but the space, surrogates, private use,
+    unassigned)."""
+    category = unicodedata.category(ch)
+    return (
+        category in ("Mn", "Me", "Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
+        or (category == "Zs" and ch != " ")
+        or ord(ch) in _OTHER_GRAPHEME_EXTEND
+    )
 
 
 def rust_debug(text: str) -> str:
@@ -646,7 +871,7 @@ def rust_debug(text: str) -> str:
             out.append("\\t")
         elif ch == "\0":
             out.append("\\0")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+        elif _debug_escaped(ch):
             out.append(f"\\u{{{ord(ch):x}}}")
         else:
             out.append(ch)
@@ -655,7 +880,7 @@ def rust_debug(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Log lines (src/lines.rs, plain style)
+# Log lines (crates/protocol/src/lines.rs, plain style)
 
 #: Longest model output printed in full; the events keep all of it.
 MAX_PRINTED_CHARS = 400
@@ -671,8 +896,13 @@ def is_unsafe(ch: str) -> bool:
     bidirectional marks, embeddings, overrides and isolates, and the
     Unicode line and paragraph separators."""
     code = ord(ch)
-    return (code <= 0x1F or 0x7F <= code <= 0x9F or code in (0x200E, 0x200F, 0x061C)
-            or 0x2028 <= code <= 0x202E or 0x2066 <= code <= 0x2069)
+    return (
+        code <= 0x1F
+        or 0x7F <= code <= 0x9F
+        or code in (0x200E, 0x200F, 0x061C)
+        or 0x2028 <= code <= 0x202E
+        or 0x2066 <= code <= 0x2069
+    )
 
 
 def escape(text: str) -> str:
@@ -721,12 +951,17 @@ def _as_float(value: Any) -> float:
     return float(value)
 
 
-def step_line(step, max_steps, loss, learning_rate, tokens_per_sec, elapsed_secs, eta_secs) -> str:
-    return (
+def step_line(
+    step, max_steps, loss, learning_rate, tokens_per_sec, elapsed_secs, eta_secs, grad_norm=None
+) -> str:
+    line = (
         f"step {step}/{max_steps} | loss {fixed(_as_float(loss), 4)} | lr "
         f"{lower_exp(learning_rate, 2)} | {thousands(round_half_away(tokens_per_sec))} tok/s | "
         f"elapsed {duration(elapsed_secs)} | eta {duration(eta_secs)}"
     )
+    if grad_norm is not None:
+        line += f" | grad norm {fixed(_as_float(grad_norm), 3)}"
+    return line
 
 
 def eval_header(step: int) -> str:
@@ -734,14 +969,16 @@ def eval_header(step: int) -> str:
     return f"{rule}\nFULL EVAL - Step {step}\n{rule}"
 
 
-def sample_block(s: Dict[str, Any]) -> str:
+def sample_block(s: dict[str, Any]) -> str:
     """The lines of a `sample` event: Sample, PROMPT, GOLDEN, MODEL, verdict,
     LOSS ON THIS EXAMPLE, TIME."""
     outcome = s["outcome"]
     kind = outcome["kind"]
     partial = "" if kind == "completed" else ", partial"
-    whom = (f"example {s['example']}, {escape(s['origin'])}, prompt "
-            f"{rust_debug(_clip(s['prompt'], 60))}")
+    whom = (
+        f"example {s['example']}, {escape(s['origin'])}, prompt "
+        f"{rust_debug(_clip(s['prompt'], 60))}"
+    )
     if kind == "completed":
         verdict = "MATCH" if s["exact_match"] else "MISMATCH"
     elif kind == "timed_out":
@@ -755,12 +992,15 @@ def sample_block(s: Dict[str, Any]) -> str:
             f"at step {s['step']} ({whom})"
         )
     else:
-        verdict = (f"ERROR: generation failed at step {s['step']} ({whom}): "
-                   f"{escape(outcome['message'])}")
+        verdict = (
+            f"ERROR: generation failed at step {s['step']} ({whom}): {escape(outcome['message'])}"
+        )
     return "\n".join(
         [
-            f"--- Sample {s['sample']}/{s['of']} (example {s['example']}, "
-            f"{escape(s['origin'])}) ---",
+            (
+                f"--- Sample {s['sample']}/{s['of']} (example {s['example']}, "
+                f"{escape(s['origin'])}) ---"
+            ),
             f"PROMPT: {printable(s['prompt'])}",
             f"GOLDEN ({s['golden_tokens']} tokens): {printable(s['golden'])}",
             f"MODEL ({s['output_tokens']} tokens{partial}): {printable(s['output'])}",
@@ -816,9 +1056,9 @@ def failed_line(step: int, message: str) -> str:
     return f"FAILED at step {step}: {escape(message)}"
 
 
-def timeout_rate_warning(counters: Dict[str, int], warn_rate: float) -> str:
+def timeout_rate_warning(counters: dict[str, int], warn_rate: float) -> str:
     """The message of the warning an evaluation raises when the timeout rate
-    passes `eval.timeout_warn_rate` (src/trainer/evaluation.rs)."""
+    passes `eval.timeout_warn_rate` (crates/trainer/src/trainer/evaluation.rs)."""
     return (
         f"timeout rate {fixed(100.0 * timeout_rate(counters), 1)}% ({counters['timed_out']} of "
         f"{counters['generations']} generations) is above eval.timeout_warn_rate "
@@ -828,7 +1068,7 @@ def timeout_rate_warning(counters: Dict[str, int], warn_rate: float) -> str:
     )
 
 
-def format_event(event: Dict[str, Any]) -> Optional[str]:
+def format_event(event: dict[str, Any]) -> str | None:
     """The plain line(s) an event prints as, or None (`lines::format` with
     `Style::PLAIN`)."""
     kind = event["type"]
@@ -853,6 +1093,7 @@ def format_event(event: Dict[str, Any]) -> Optional[str]:
             event["tokens_per_sec"],
             event["elapsed_secs"],
             event["eta_secs"],
+            event.get("grad_norm"),
         )
     if kind == "state":
         if event["state"] in ("paused", "stopping", "stalled"):
@@ -892,8 +1133,11 @@ def format_event(event: Dict[str, Any]) -> Optional[str]:
             event["step"], event["phase"], event["silent_secs"], event["timeout_secs"]
         )
     if kind == "control":
-        command, request, message = (escape(event["command"]), escape(event["id"]),
-                                     escape(event["message"]))
+        command, request, message = (
+            escape(event["command"]),
+            escape(event["id"]),
+            escape(event["message"]),
+        )
         if event["accepted"]:
             return f"control {command} ({request}): {message}"
         return f"control {command} ({request}) REJECTED: {message}"

@@ -33,12 +33,22 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable
 
 from . import control, distributed, protocol
 from .protocol import finite_number, float_or_text, whole_number
-from .rundir import (MAX_EVENT_LINE, LineFile, RankBeat, RunDirError, RunFiles, Writer,
-                     check_fresh, make_dirs, release_lock, take_lock)
+from .rundir import (
+    MAX_EVENT_LINE,
+    LineFile,
+    RankBeat,
+    RunDirError,
+    RunFiles,
+    Writer,
+    check_fresh,
+    make_dirs,
+    release_lock,
+    take_lock,
+)
 from .watchdog import Heartbeat, Watchdog
 
 #: Environment variable naming the run directory when none is given.
@@ -75,16 +85,18 @@ class Actions:
         self.save = False
         self.eval = False
         #: The changes (dotted keys to values) applied at this boundary, or None.
-        self.settings: Optional[Dict[str, Any]] = None
+        self.settings: dict[str, Any] | None = None
         #: The commands applied at this boundary, as events name them.
-        self.commands: List[Any] = []
+        self.commands: list[Any] = []
 
     def __repr__(self) -> str:
-        return (f"Actions(stop={self.stop}, save={self.save}, eval={self.eval}, "
-                f"settings={self.settings}, commands={self.commands})")
+        return (
+            f"Actions(stop={self.stop}, save={self.save}, eval={self.eval}, "
+            f"settings={self.settings}, commands={self.commands})"
+        )
 
 
-def _outcome(outcome: Any) -> Dict[str, Any]:
+def _outcome(outcome: Any) -> dict[str, Any]:
     """`"completed"`, `("error", message)` or an outcome dict, as events
     write it."""
     if isinstance(outcome, dict):
@@ -96,15 +108,23 @@ def _outcome(outcome: Any) -> Dict[str, Any]:
     else:
         kind, message = outcome, ""
     if kind not in protocol.OUTCOMES:
-        raise ValueError(f"unknown generation outcome {outcome!r}; expected one of "
-                         f"{', '.join(protocol.OUTCOMES)} or ('error', message)")
+        raise ValueError(
+            f"unknown generation outcome {outcome!r}; expected one of "
+            f"{', '.join(protocol.OUTCOMES)} or ('error', message)"
+        )
     return {"kind": "error", "message": message} if kind == "error" else {"kind": kind}
 
 
-def _count(counters: Dict[str, int], kind: str) -> None:
+def _count(counters: dict[str, int], kind: str) -> None:
     counters["generations"] += 1
-    counters[{"completed": "completed", "timed_out": "timed_out", "aborted": "aborted",
-              "error": "errors"}[kind]] += 1
+    counters[
+        {
+            "completed": "completed",
+            "timed_out": "timed_out",
+            "aborted": "aborted",
+            "error": "errors",
+        }[kind]
+    ] += 1
 
 
 def _is_tensor(value: Any) -> bool:
@@ -120,7 +140,7 @@ class _Readings:
     STACK_EVERY = 256
 
     def __init__(self) -> None:
-        self.items: List[Any] = []
+        self.items: list[Any] = []
         self.count = 0
         self._tensor_tail = 0
 
@@ -136,24 +156,24 @@ class _Readings:
             if self._tensor_tail >= self.STACK_EVERY:
                 import torch
 
-                tail = self.items[-self._tensor_tail:]
+                tail = self.items[-self._tensor_tail :]
                 try:
                     stacked = torch.stack(tail)
                 except (RuntimeError, TypeError):  # mixed devices or kinds: keep them
                     stacked = None
                 if stacked is not None:
-                    del self.items[-self._tensor_tail:]
+                    del self.items[-self._tensor_tail :]
                     self.items.append(stacked)
                 self._tensor_tail = 0
         else:
             self.items.append(None if value is None else float(value))
             self._tensor_tail = 0
 
-    def floats(self) -> List[Optional[float]]:
+    def floats(self) -> list[float | None]:
         """Every value as a float (None stays None), in order; one read-back
         from the device for all the window's tensors."""
         tensors = [item for item in self.items if _is_tensor(item)]
-        read: List[float] = []
+        read: list[float] = []
         if tensors:
             import torch
 
@@ -161,12 +181,12 @@ class _Readings:
                 read = torch.cat([t.reshape(-1) for t in tensors]).tolist()
             except (RuntimeError, TypeError):  # mixed devices or kinds
                 read = [float(v) for t in tensors for v in t.reshape(-1).double().cpu().tolist()]
-        out: List[Optional[float]] = []
+        out: list[float | None] = []
         position = 0
         for item in self.items:
             if _is_tensor(item):
                 size = int(item.numel())
-                out.extend(float(v) for v in read[position:position + size])
+                out.extend(float(v) for v in read[position : position + size])
                 position += size
             else:
                 out.append(item)
@@ -201,12 +221,12 @@ class Run:
 
     def __init__(
         self,
-        run_dir: Union[str, os.PathLike, None] = None,
+        run_dir: str | os.PathLike | None = None,
         *,
         max_steps: int,
-        run_name: Optional[str] = None,
-        config: Optional[Dict[str, Any]] = None,
-        settings: Optional[Dict[str, Any]] = None,
+        run_name: str | None = None,
+        config: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
         framework: str = "pytorch",
         on_stall: str = "warn",
         handle_signals: bool = True,
@@ -219,7 +239,7 @@ class Run:
                     f"no run directory: pass trainui.Run(run_dir=...) or set {RUN_DIR_ENV}"
                 )
         if on_stall not in ("warn", "exit"):
-            raise ValueError(f"on_stall must be \"warn\" or \"exit\" (got {on_stall!r})")
+            raise ValueError(f'on_stall must be "warn" or "exit" (got {on_stall!r})')
         self.root = Path(run_dir)
         self.max_steps = whole_number("Run: max_steps", max_steps)
         self.run_name = str(run_name or self.root.resolve().name or self.root)
@@ -232,12 +252,12 @@ class Run:
         # The agreement begun at the latest boundary, and rank 0's commands
         # it is about.
         self._inflight: Any = None
-        self._inflight_commands: List[Any] = []
+        self._inflight_commands: list[Any] = []
         # The step of the next agreement (None: the next boundary), and rank
         # 0's clock of the boundaries, which spaces them.
-        self._next_agreement: Optional[int] = None
-        self._boundary_clock: Optional[Tuple[int, float]] = None
-        self._step_secs: Optional[float] = None
+        self._next_agreement: int | None = None
+        self._boundary_clock: tuple[int, float] | None = None
+        self._step_secs: float | None = None
 
         # Signals: the handler only counts (plain ints, no lock, no I/O);
         # the rank-beat thread and the step boundary each compare with the
@@ -249,7 +269,7 @@ class Run:
         self._beat_seen_stops = 0
         self._beat_seen_aborts = 0
         self._boundary_seen = [0, 0, 0]  # stops, evals, aborts
-        self._previous_handlers: Dict[int, Any] = {}
+        self._previous_handlers: dict[int, Any] = {}
         # A stop reached this rank (its own signal, rank 0's spool, rank 0's
         # abort mark): the abort flag stays raised until the run ends.
         self._stop_pending = False
@@ -261,18 +281,18 @@ class Run:
         self._abort_lock = threading.Lock()
         self._abort_seq = 0
         self._abort_mark_seen = 0
-        self._generation_unix: Optional[float] = None
+        self._generation_unix: float | None = None
 
         # Rank 0 checks the directory, takes its lock and makes its files
         # before any rank writes one; whatever goes wrong there, every rank
         # hears it from one broadcast and raises the same RunDirError (a
         # rank left out would wait in its next collective for ever).
-        self._lock_fd: Optional[int] = None
-        self._status: Optional[protocol.StatusFold] = None
-        run_files: Optional[RunFiles] = None
-        record: Optional[LineFile] = None
-        failure: Optional[str] = None
-        cause: Optional[BaseException] = None
+        self._lock_fd: int | None = None
+        self._status: protocol.StatusFold | None = None
+        run_files: RunFiles | None = None
+        record: LineFile | None = None
+        failure: str | None = None
+        cause: BaseException | None = None
         if self.is_main:
             try:
                 check_fresh(self.root)
@@ -282,14 +302,18 @@ class Run:
                 control.make_spool(self.root)
                 control.clear_abort_mark(self.root)
                 self._status = protocol.StatusFold(self.run_name, self.max_steps, os.getpid())
-                run_files = RunFiles(self.root, config if config is not None else {},
-                                     self._status)
+                run_files = RunFiles(self.root, config if config is not None else {}, self._status)
                 make_dirs(self.root / protocol.RANKS_DIR)
                 record = LineFile(self.root / protocol.RANKS_DIR / f"rank-{self.rank}.jsonl")
             except Exception as err:  # noqa: BLE001 - every rank must hear of it
                 cause = err
-                failure = str(err) if isinstance(err, RunDirError) else (
-                    f"{self.root}: cannot set up the run directory: {type(err).__name__}: {err}")
+                failure = (
+                    str(err)
+                    if isinstance(err, RunDirError)
+                    else (
+                        f"{self.root}: cannot set up the run directory: {type(err).__name__}: {err}"
+                    )
+                )
                 for files in (run_files, record):
                     if files is not None:
                         files.close()
@@ -309,8 +333,8 @@ class Run:
         self._state_before_stall = "training"
         self._step = 0
         self._done = False
-        self._started_mono: Optional[float] = None
-        self._commands: "deque[Any]" = deque()
+        self._started_mono: float | None = None
+        self._commands: deque[Any] = deque()
         # Step window, evaluation and generation bookkeeping. The window's
         # losses (and gradient norms) are kept as given, floats or tensors,
         # and read back together once per window.
@@ -319,7 +343,7 @@ class Run:
         self._window_first_step = 0
         self._window_tokens = 0
         self._window_start = time.monotonic()
-        self._last_loss: Optional[float] = None
+        self._last_loss: float | None = None
         self._nonfinite_steps = 0
         self._evals = 0
         self._counters = protocol.zero_counters()
@@ -327,35 +351,46 @@ class Run:
         self._eval_matches = 0
         self._eval_warned = False
         self._eval_warn_rate = self.settings["eval"]["timeout_warn_rate"]
-        self._eval_val_loss: Optional[float] = None
+        self._eval_val_loss: float | None = None
         self._aborted_last = False
         self._progress_at = 0.0
-        self._last_eval_step: Optional[int] = None
-        self._last_save_step: Optional[int] = None
+        self._last_eval_step: int | None = None
+        self._last_save_step: int | None = None
 
         self._writer = Writer(run_files, record, self.rank, print_lines and self.is_main)
-        self._rank_beat = RankBeat(self.root, self.rank, self.world_size, self.local_rank,
-                                   self._heartbeat, self._on_beat_tick)
+        self._rank_beat = RankBeat(
+            self.root,
+            self.rank,
+            self.world_size,
+            self.local_rank,
+            self._heartbeat,
+            self._on_beat_tick,
+        )
         self._spool = None
         if self.is_main:
             self._spool = control.Spool(
                 self.root,
-                emit=lambda event: self._writer.event(event),
+                emit=self._writer.event,
                 deliver=self._commands.append,
                 abort=self._abort_everywhere,
                 settings=copy.deepcopy(self.settings),
                 on_settings=self._spool_changed_settings,
                 step=lambda: self._step,
             )
-        self._watchdog = Watchdog(self._heartbeat, self._stalled, self._recovered,
-                                  on_stall == "exit", self._before_stall_exit)
+        self._watchdog = Watchdog(
+            self._heartbeat,
+            self._stalled,
+            self._recovered,
+            on_stall == "exit",
+            self._before_stall_exit,
+        )
         if handle_signals:
             self._install_signal_handlers()
 
     # ------------------------------------------------------------------
     # Small helpers
 
-    def _emit(self, event: Dict[str, Any], rank: bool = False) -> None:
+    def _emit(self, event: dict[str, Any], rank: bool = False) -> None:
         """Queues an event: events.jsonl on rank 0; this rank's record when
         `rank`."""
         if self.is_main or rank:
@@ -380,8 +415,11 @@ class Run:
         """Whether the abort flag must read as raised though it is not set:
         a stop is pending, or a signal was caught that the beat thread has
         not handled yet."""
-        return (self._stop_pending or self._caught_aborts != self._beat_seen_aborts
-                or self._caught_stops != self._beat_seen_stops)
+        return (
+            self._stop_pending
+            or self._caught_aborts != self._beat_seen_aborts
+            or self._caught_stops != self._beat_seen_stops
+        )
 
     def _abort_everywhere(self, command: str = "abort_generation") -> None:
         """An `abort_generation` or a `stop` arrived on rank 0 (spool or
@@ -427,8 +465,9 @@ class Run:
                 self.abort.set()
             self._beat_seen_stops = stops
             try:
-                sys.stderr.write("trainui: stopping after the current step (send the signal "
-                                 "again to exit now)\n")
+                sys.stderr.write(
+                    "trainui: stopping after the current step (send the signal again to exit now)\n"
+                )
                 sys.stderr.flush()
             except (OSError, ValueError):
                 pass
@@ -442,7 +481,7 @@ class Run:
         if not self.is_main and self.world_size > 1:
             self._watch_abort_mark()
 
-    def _spool_changed_settings(self, settings: Dict[str, Dict[str, Any]]) -> None:
+    def _spool_changed_settings(self, settings: dict[str, dict[str, Any]]) -> None:
         # The watchdog's timeout changes at once, even when the trainer is stuck.
         if self._started_mono is not None:
             self._heartbeat.stall_timeout = float(settings["watchdog"]["stall_timeout_seconds"])
@@ -499,8 +538,16 @@ class Run:
     def _stalled(self, step: int, phase: str, silent: float, timeout: float) -> None:
         self._state_before_stall = self._heartbeat.state
         self._heartbeat.state = "stalled"
-        self._emit({"type": "stalled", "step": step, "phase": phase,
-                    "silent_secs": silent, "timeout_secs": timeout}, rank=True)
+        self._emit(
+            {
+                "type": "stalled",
+                "step": step,
+                "phase": phase,
+                "silent_secs": silent,
+                "timeout_secs": timeout,
+            },
+            rank=True,
+        )
 
     def _recovered(self, step: int, phase: str) -> None:
         if self._heartbeat.state == "stalled":
@@ -532,8 +579,16 @@ class Run:
         """Evaluations begun so far (the current one included)."""
         return self._evals
 
-    def start(self, *, device: str = "cpu", parameters: int = 0, vocab_size: int = 0,
-              train_examples: int = 0, val_examples: int = 0, start_step: int = 0) -> None:
+    def start(
+        self,
+        *,
+        device: str = "cpu",
+        parameters: int = 0,
+        vocab_size: int = 0,
+        train_examples: int = 0,
+        val_examples: int = 0,
+        start_step: int = 0,
+    ) -> None:
         """Writes `started` and the state `training`; the watchdog starts
         watching."""
         parameters = whole_number("start: parameters", parameters)
@@ -544,35 +599,38 @@ class Run:
         self._step = start_step
         self._started_mono = time.monotonic()
         self._window_start = self._started_mono
-        self._emit({
-            "type": "started",
-            "run_name": self.run_name,
-            "pid": os.getpid(),
-            "device": str(device),
-            "start_step": int(start_step),
-            "max_steps": self.max_steps,
-            "parameters": int(parameters),
-            "vocab_size": int(vocab_size),
-            "train_examples": int(train_examples),
-            "val_examples": int(val_examples),
-            "skipped_overlong": 0,
-            "resumed_from": None,
-            "evals": self._evals,
-            "counters": dict(self._counters),
-            "settings": copy.deepcopy(self.settings),
-            "nonfinite_steps": self._nonfinite_steps,
-            "producer": {
-                "name": protocol.PRODUCER_NAME,
-                "version": protocol.PRODUCER_VERSION,
-                "framework": self.framework,
-                "world_size": self.world_size,
+        self._emit(
+            {
+                "type": "started",
+                "run_name": self.run_name,
+                "pid": os.getpid(),
+                "device": str(device),
+                "start_step": int(start_step),
+                "max_steps": self.max_steps,
+                "parameters": int(parameters),
+                "vocab_size": int(vocab_size),
+                "train_examples": int(train_examples),
+                "val_examples": int(val_examples),
+                "skipped_overlong": 0,
+                "resumed_from": None,
+                "evals": self._evals,
+                "counters": dict(self._counters),
+                "settings": copy.deepcopy(self.settings),
+                "nonfinite_steps": self._nonfinite_steps,
+                "producer": {
+                    "name": protocol.PRODUCER_NAME,
+                    "version": protocol.PRODUCER_VERSION,
+                    "framework": self.framework,
+                    "world_size": self.world_size,
+                },
             },
-        }, rank=True)
+            rank=True,
+        )
         self._heartbeat.beat("training", self._step)
         self._set_state("training")
         self._heartbeat.stall_timeout = float(self.settings["watchdog"]["stall_timeout_seconds"])
 
-    def beat(self, phase: Optional[str] = None, step: Optional[int] = None) -> None:
+    def beat(self, phase: str | None = None, step: int | None = None) -> None:
         """Heartbeat: progress in `phase` (a Phase name) at `step`. Cheap:
         no I/O on this thread."""
         heartbeat = self._heartbeat
@@ -580,8 +638,9 @@ class Run:
             step = whole_number("beat: step", step)
         if phase is not None and phase != heartbeat.phase:
             if phase not in protocol.PHASES:
-                raise ValueError(f"unknown phase {phase!r}; the phases are "
-                                 f"{', '.join(protocol.PHASES)}")
+                raise ValueError(
+                    f"unknown phase {phase!r}; the phases are {', '.join(protocol.PHASES)}"
+                )
             heartbeat.beat(phase, step)
             self._rank_beat.changed()
         else:
@@ -589,8 +648,9 @@ class Run:
         if step is not None:
             self._step = step
 
-    def log_step(self, step: int, loss: Any, learning_rate: float, tokens: int = 0,
-                 grad_norm: Any = None) -> None:
+    def log_step(
+        self, step: int, loss: Any, learning_rate: float, tokens: int = 0, grad_norm: Any = None
+    ) -> None:
         """Call after every optimizer step. `loss` (and `grad_norm`, when
         known) may be a float or a tensor (kept on its device and read back
         only once every `train.log_steps` steps). Every `train.log_steps`
@@ -642,31 +702,41 @@ class Run:
             # written is dropped, so the next step event is a window of its own.
             self._new_window(time.monotonic())
             raise
-        bad = [(first + index, value, norms[index])
-               for index, value in enumerate(losses)
-               if not math.isfinite(value) or (norms[index] is not None
-                                               and not math.isfinite(norms[index]))]
+        bad = [
+            (first + index, value, norms[index])
+            for index, value in enumerate(losses)
+            if not math.isfinite(value)
+            or (norms[index] is not None and not math.isfinite(norms[index]))
+        ]
         if bad:
             self._nonfinite_steps += len(bad)
             bad_step, bad_loss, bad_norm = bad[0]
-            self._emit({"type": "non_finite", "step": int(bad_step),
-                        "loss": float_or_text(bad_loss),
-                        "grad_norm": float_or_text(bad_loss if bad_norm is None else bad_norm),
-                        "action": "warn", "count": self._nonfinite_steps})
+            self._emit(
+                {
+                    "type": "non_finite",
+                    "step": int(bad_step),
+                    "loss": float_or_text(bad_loss),
+                    "grad_norm": float_or_text(bad_loss if bad_norm is None else bad_norm),
+                    "action": "warn",
+                    "count": self._nonfinite_steps,
+                }
+            )
         mean = sum(losses) / steps
         now = time.monotonic()
         interval = max(now - self._window_start, 1e-9)
         per_step = interval / steps
-        self._emit({
-            "type": "step",
-            "step": int(step),
-            "max_steps": self.max_steps,
-            "loss": float_or_text(mean),
-            "learning_rate": learning_rate,
-            "tokens_per_sec": self._window_tokens / interval,
-            "elapsed_secs": self._elapsed(),
-            "eta_secs": per_step * max(self.max_steps - step, 0),
-        })
+        self._emit(
+            {
+                "type": "step",
+                "step": int(step),
+                "max_steps": self.max_steps,
+                "loss": float_or_text(mean),
+                "learning_rate": learning_rate,
+                "tokens_per_sec": self._window_tokens / interval,
+                "elapsed_secs": self._elapsed(),
+                "eta_secs": per_step * max(self.max_steps - step, 0),
+            }
+        )
         self._last_loss = mean
         self._new_window(now)
 
@@ -722,7 +792,7 @@ class Run:
             self._last_save_step = step
         return actions
 
-    def _gather(self, step: int, every: bool = False) -> List[Any]:
+    def _gather(self, step: int, every: bool = False) -> list[Any]:
         """The commands to apply now, the same on every rank: rank 0's
         queued commands, then those of the signals any rank caught. Across
         ranks they are agreed one agreement late (see distributed.py), and
@@ -735,7 +805,7 @@ class Run:
             self._time_boundary(step)
             if not every and self._next_agreement is not None and step < self._next_agreement:
                 return []  # commands and signals wait for the next agreement
-        queued: List[Any] = []
+        queued: list[Any] = []
         if self.is_main:
             while self._commands:
                 queued.append(self._commands.popleft())
@@ -743,8 +813,12 @@ class Run:
         # previous boundary: a signal caught meanwhile is never lost.
         caught = [self._caught_stops, self._caught_evals, self._caught_aborts]
         seen = self._boundary_seen
-        flags = [1 if queued else 0, int(caught[0] != seen[0]), int(caught[1] != seen[1]),
-                 int(caught[2] != seen[2])]
+        flags = [
+            1 if queued else 0,
+            int(caught[0] != seen[0]),
+            int(caught[1] != seen[1]),
+            int(caught[2] != seen[2]),
+        ]
         self._boundary_seen = caught
         if agreement is None:
             commands = queued
@@ -754,7 +828,8 @@ class Run:
             commands = []
             if agreed[_RANK0_COMMANDS]:
                 commands, settings = agreement.from_rank0(
-                    (sent, self.settings) if self.is_main else None)
+                    (sent, self.settings) if self.is_main else None
+                )
                 if not self.is_main:
                     self.settings = copy.deepcopy(settings)
             # The agreement begun now is waited for at `waited_at`; it tells
@@ -791,8 +866,9 @@ class Run:
         return max(1, min(100, math.ceil(AGREE_EVERY_SECS / self._step_secs)))
 
     def _ack(self, command: Any, step: int, message: str) -> None:
-        self._emit({"type": "command_ack", "step": step, "command": command,
-                    "message": message}, rank=True)
+        self._emit(
+            {"type": "command_ack", "step": step, "command": command, "message": message}, rank=True
+        )
 
     def _apply(self, command: Any, step: int, paused: bool, actions: Actions) -> bool:
         """Applies one command as `Trainer::handle_commands` does; returns
@@ -826,8 +902,9 @@ class Run:
             self._ack(command, step, f"saving a checkpoint at step {step}")
             actions.save = True
         elif command == "abort_generation":
-            message = ("aborted the generation" if self._aborted_last
-                       else "no generation was running")
+            message = (
+                "aborted the generation" if self._aborted_last else "no generation was running"
+            )
             self._aborted_last = False
             if not self._stop_pending:
                 self.abort.clear()
@@ -842,9 +919,12 @@ class Run:
                 if applied:
                     self.settings = result
                     self._heartbeat.stall_timeout = float(
-                        result["watchdog"]["stall_timeout_seconds"])
-                    self._emit({"type": "settings", "step": step,
-                                "settings": copy.deepcopy(result)}, rank=True)
+                        result["watchdog"]["stall_timeout_seconds"]
+                    )
+                    self._emit(
+                        {"type": "settings", "step": step, "settings": copy.deepcopy(result)},
+                        rank=True,
+                    )
                     actions.settings = {**(actions.settings or {}), **changes}
                     message = f"applied {', '.join(applied)}"
                 else:
@@ -866,19 +946,30 @@ class Run:
         self._eval_val_loss = None
         self._eval_warn_rate = self.settings["eval"]["timeout_warn_rate"]
         self._set_state("evaluating")
-        self._emit({"type": "eval_started", "step": step, "eval": self._evals,
-                    "samples": int(samples)}, rank=True)
+        self._emit(
+            {"type": "eval_started", "step": step, "eval": self._evals, "samples": int(samples)},
+            rank=True,
+        )
         self.beat("validating", step)
 
-    def val_loss(self, step: int, loss: Optional[float], batches: int,
-                 timed_out: bool = False) -> None:
+    def val_loss(
+        self, step: int, loss: float | None, batches: int, timed_out: bool = False
+    ) -> None:
         """The validation loss of this evaluation (None: no batch scored)."""
         step = whole_number("val_loss: step", step)
         batches = whole_number("val_loss: batches", batches, "u32")
         loss = None if loss is None else float(loss)
         self._eval_val_loss = loss
-        self._emit({"type": "val_loss", "step": step, "loss": float_or_text(loss),
-                    "batches": int(batches), "timed_out": bool(timed_out)}, rank=True)
+        self._emit(
+            {
+                "type": "val_loss",
+                "step": step,
+                "loss": float_or_text(loss),
+                "batches": int(batches),
+                "timed_out": bool(timed_out),
+            },
+            rank=True,
+        )
         if timed_out:
             self.warning(
                 f"TIMEOUT: validation loss exceeded "
@@ -886,9 +977,19 @@ class Run:
                 f"step {step}; scored {batches} of {self.settings['eval']['val_batches']} batches"
             )
 
-    def generation_started(self, *, step: int, sample: int, of: int, example: int, origin: str,
-                           prompt: str, golden: str, golden_tokens: int,
-                           timeout_secs: float) -> None:
+    def generation_started(
+        self,
+        *,
+        step: int,
+        sample: int,
+        of: int,
+        example: int,
+        origin: str,
+        prompt: str,
+        golden: str,
+        golden_tokens: int,
+        timeout_secs: float,
+    ) -> None:
         """A sample generation begins; the abort flag is lowered, unless a
         stop is pending: then this and every later generation of the run end
         at once as `aborted` (a stop ends the evaluation)."""
@@ -904,14 +1005,24 @@ class Run:
         self.beat("generating", step)
         self._progress_at = time.monotonic()
         if self.is_main:
-            self._emit({"type": "generation_started", "step": int(step), "sample": int(sample),
-                        "of": int(of), "example": int(example), "origin": str(origin),
-                        "prompt": str(prompt), "golden": str(golden),
-                        "golden_tokens": int(golden_tokens),
-                        "timeout_secs": float(timeout_secs)})
+            self._emit(
+                {
+                    "type": "generation_started",
+                    "step": int(step),
+                    "sample": int(sample),
+                    "of": int(of),
+                    "example": int(example),
+                    "origin": str(origin),
+                    "prompt": str(prompt),
+                    "golden": str(golden),
+                    "golden_tokens": int(golden_tokens),
+                    "timeout_secs": float(timeout_secs),
+                }
+            )
 
-    def generation_progress(self, *, step: int, sample: int, text: str, tokens: int,
-                            elapsed_secs: float) -> None:
+    def generation_progress(
+        self, *, step: int, sample: int, text: str, tokens: int, elapsed_secs: float
+    ) -> None:
         """Text generated so far; at most four events a second."""
         step = whole_number("generation_progress: step", step)
         sample = whole_number("generation_progress: sample", sample, "u32")
@@ -923,14 +1034,35 @@ class Run:
         if not self.is_main or heartbeat.last - self._progress_at < PROGRESS_INTERVAL:
             return
         self._progress_at = heartbeat.last
-        self._emit({"type": "generation_progress", "step": int(step), "sample": int(sample),
-                    "text": str(text), "tokens": int(tokens),
-                    "elapsed_secs": float(elapsed_secs)})
+        self._emit(
+            {
+                "type": "generation_progress",
+                "step": int(step),
+                "sample": int(sample),
+                "text": str(text),
+                "tokens": int(tokens),
+                "elapsed_secs": float(elapsed_secs),
+            }
+        )
 
-    def sample(self, *, step: int, sample: int, of: int, example: int, origin: str, prompt: str,
-               golden: str, output: str, golden_tokens: int, output_tokens: int, outcome: Any,
-               loss: Optional[float] = None, elapsed_secs: float,
-               timeout_secs: float) -> Dict[str, Any]:
+    def sample(
+        self,
+        *,
+        step: int,
+        sample: int,
+        of: int,
+        example: int,
+        origin: str,
+        prompt: str,
+        golden: str,
+        output: str,
+        golden_tokens: int,
+        output_tokens: int,
+        outcome: Any,
+        loss: float | None = None,
+        elapsed_secs: float,
+        timeout_secs: float,
+    ) -> dict[str, Any]:
         """A sample generation ended: counted, scored (exact match: completed
         and equal after stripping spaces), written to this rank's record
         (and rank 0's events.jsonl) and printed. Returns the event."""
@@ -973,14 +1105,18 @@ class Run:
         self._emit(event, rank=True)
         self.beat("generating", step)
         rate = protocol.timeout_rate(self._counters)
-        if (not self._eval_warned and self._counters["timed_out"] > 0
-                and rate > self._eval_warn_rate):
+        if (
+            not self._eval_warned
+            and self._counters["timed_out"] > 0
+            and rate > self._eval_warn_rate
+        ):
             self._eval_warned = True
             self.warning(protocol.timeout_rate_warning(self._counters, self._eval_warn_rate))
         return event
 
-    def eval_finished(self, step: int, val_loss: Optional[float] = None,
-                      train_loss: Optional[float] = None) -> None:
+    def eval_finished(
+        self, step: int, val_loss: float | None = None, train_loss: float | None = None
+    ) -> None:
         """The evaluation ended: matches and exact match of the samples
         since eval_started, the train/validation gap; back to `training`."""
         step = whole_number("eval_finished: step", step)
@@ -990,28 +1126,37 @@ class Run:
             train_loss = self._last_loss
         gap = None if val_loss is None or train_loss is None else val_loss - train_loss
         done = self._eval_samples
-        self._emit({
-            "type": "eval_finished",
-            "step": int(step),
-            "eval": self._evals,
-            "val_loss": float_or_text(val_loss),
-            "train_loss": float_or_text(train_loss),
-            "gap": float_or_text(gap),
-            "samples": done,
-            "matches": self._eval_matches,
-            "exact_match": self._eval_matches / done if done else 0.0,
-            "counters": dict(self._counters),
-        }, rank=True)
+        self._emit(
+            {
+                "type": "eval_finished",
+                "step": int(step),
+                "eval": self._evals,
+                "val_loss": float_or_text(val_loss),
+                "train_loss": float_or_text(train_loss),
+                "gap": float_or_text(gap),
+                "samples": done,
+                "matches": self._eval_matches,
+                "exact_match": self._eval_matches / done if done else 0.0,
+                "counters": dict(self._counters),
+            },
+            rank=True,
+        )
         self._set_state("training")
         self._phase("training")
         if self._window_losses.count == 0:
             self._window_start = time.monotonic()  # evaluating is not training time
 
-    def checkpoint(self, step: int, path: Union[str, os.PathLike]) -> None:
+    def checkpoint(self, step: int, path: str | os.PathLike) -> None:
         """A checkpoint was written completely."""
         step = whole_number("checkpoint: step", step)
-        self._emit({"type": "checkpoint", "step": int(step), "path": os.fspath(path)
-                    if isinstance(path, (str, os.PathLike)) else str(path)}, rank=True)
+        self._emit(
+            {
+                "type": "checkpoint",
+                "step": int(step),
+                "path": os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path),
+            },
+            rank=True,
+        )
         self._phase("training")
         if self._window_losses.count == 0:
             self._window_start = time.monotonic()
@@ -1022,7 +1167,7 @@ class Run:
 
     # The end
 
-    def _end(self, state: str, event: Dict[str, Any]) -> None:
+    def _end(self, state: str, event: dict[str, Any]) -> None:
         """Ends the run: no more commands; those that came too late are
         answered; `event` (finished or failed) is written with everything
         queued before it; the rank file says `done`; the lock is given
@@ -1056,7 +1201,7 @@ class Run:
         self._lock_fd = None
         self._restore_signal_handlers()
 
-    def finish(self, state: Optional[str] = None) -> None:
+    def finish(self, state: str | None = None) -> None:
         """Ends the run as `finished` (max_steps reached) or `stopped`; with
         no `state`, `stopped` when a step boundary applied a stop (a command,
         SIGINT, SIGTERM, SIGHUP) and `finished` otherwise. Writes everything
@@ -1067,10 +1212,18 @@ class Run:
         if state is None:
             state = "stopped" if self._stop_agreed else "finished"
         if state not in ("finished", "stopped"):
-            raise ValueError(f"finish(state) takes \"finished\" or \"stopped\" (got {state!r})")
-        self._end(state, {"type": "finished", "step": self._step, "max_steps": self.max_steps,
-                          "state": state, "loss": float_or_text(self._last_loss),
-                          "elapsed_secs": self._elapsed()})
+            raise ValueError(f'finish(state) takes "finished" or "stopped" (got {state!r})')
+        self._end(
+            state,
+            {
+                "type": "finished",
+                "step": self._step,
+                "max_steps": self.max_steps,
+                "state": state,
+                "loss": float_or_text(self._last_loss),
+                "elapsed_secs": self._elapsed(),
+            },
+        )
 
     def fail(self, message: str) -> None:
         """Ends the run as `failed`; writes everything queued before
@@ -1110,7 +1263,7 @@ class Run:
     def finished(self) -> bool:
         return self._done
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, kind, value, _traceback) -> bool:
@@ -1132,7 +1285,7 @@ class Run:
 RECORD_TAIL_BYTES = MAX_EVENT_LINE + 2
 
 
-def rank_failure(root: Path, rank: int) -> Optional[Tuple[float, int, str]]:
+def rank_failure(root: Path, rank: int) -> tuple[float, int, str] | None:
     """When `rank`'s own record (ranks/rank-N.jsonl) ends with a `failed`
     event: its time (unix seconds), step and message. Reads only the end of
     a regular file, never through a link, never waiting on a FIFO."""
@@ -1165,8 +1318,12 @@ def rank_failure(root: Path, rank: int) -> Optional[Tuple[float, int, str]]:
             return None
         unix = protocol.parse_rfc3339(event.get("time"))
         step, message = event.get("step"), event.get("message")
-        if (unix is None or isinstance(step, bool) or not isinstance(step, int)
-                or not isinstance(message, str)):
+        if (
+            unix is None
+            or isinstance(step, bool)
+            or not isinstance(step, int)
+            or not isinstance(message, str)
+        ):
             return None
         return unix, step, message
     return None

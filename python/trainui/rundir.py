@@ -1,4 +1,4 @@
-"""The run directory, written as the Rust trainer writes it (src/rundir.rs):
+"""The run directory, written as the Rust trainer writes it (crates/protocol/src/rundir/):
 
 ```text
 RUN_DIR/config.json                  the run's config (rank 0)
@@ -12,7 +12,7 @@ RUN_DIR/ranks/rank-N.jsonl           rank N's own record of events
 
 Nothing made here is writable by the group or others, whatever the umask:
 folders 0755, files 0644 (temporary files made new; no file is opened
-through a link), `control/` 0700 and the lock 0600 (as src/rundir.rs).
+through a link), `control/` 0700 and the lock 0600 (as crates/protocol/src/rundir/).
 
 Every write happens on a background thread: the training thread only puts
 events on a bounded queue, so a slow disk never slows training (when the
@@ -33,13 +33,13 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 from . import protocol
 from .protocol import json_text, rfc3339_millis, serde_safe
 
 #: Lock files of this process, held until their run ends (release_lock).
-_HELD_LOCKS: List[int] = []
+_HELD_LOCKS: list[int] = []
 #: Most items the writer's queue holds; beyond, items are dropped
 #: (`generation_progress` first) and the drops are reported once.
 MAX_QUEUED = 10_000
@@ -125,7 +125,8 @@ def take_lock(root: Path) -> int:
         holders = lock_holders(path) or []
         os.close(fd)
         stray = bool(holders) and all(
-            holder != 0 and (named is None or not is_run(holder, named)) for holder in holders)
+            holder != 0 and (named is None or not is_run(holder, named)) for holder in holders
+        )
         if not stray:
             raise RunDirError(
                 f"{root}: in use by the trainui process {named or '?'} (it holds {path}); watch "
@@ -136,7 +137,8 @@ def take_lock(root: Path) -> int:
             sys.stderr.write(
                 f"trainui: warning: {path}: held by process "
                 f"{', '.join(str(holder) for holder in holders)}, not by the run it names "
-                f"({'none' if named is None else f'pid {named}'}); a fresh lock replaces it\n")
+                f"({'none' if named is None else f'pid {named}'}); a fresh lock replaces it\n"
+            )
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
@@ -164,12 +166,14 @@ def _open_lock(root: Path, path: Path) -> int:
     blocks (a FIFO in its place is named, not waited on)."""
     fix = f"remove it, or pick another run directory than {root}"
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
-                     0o600)
+        fd = os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600
+        )
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise RunDirError(f"{path}: is a symbolic link; a run's lock is a file of its own: "
-                              f"{fix}") from None
+            raise RunDirError(
+                f"{path}: is a symbolic link; a run's lock is a file of its own: {fix}"
+            ) from None
         kind = _not_a_file(path)
         if kind is not None:
             raise RunDirError(f"{path}: is {kind}, not a lock file: {fix}") from None
@@ -179,8 +183,10 @@ def _open_lock(root: Path, path: Path) -> int:
         if not stat.S_ISREG(meta.st_mode):
             raise RunDirError(f"{path}: is {file_kind(meta.st_mode)}, not a lock file: {fix}")
         if meta.st_uid != os.geteuid():
-            raise RunDirError(f"{path}: belongs to user {meta.st_uid}, not to you "
-                              f"({os.geteuid()}); pick another run directory than {root}")
+            raise RunDirError(
+                f"{path}: belongs to user {meta.st_uid}, not to you "
+                f"({os.geteuid()}); pick another run directory than {root}"
+            )
         if meta.st_mode & 0o7777 != 0o600:
             os.fchmod(fd, 0o600)
         # Writes of the pid need no O_NONBLOCK (a regular file never blocks on it).
@@ -191,7 +197,7 @@ def _open_lock(root: Path, path: Path) -> int:
     return fd
 
 
-def _lock_pid(fd: int) -> Optional[int]:
+def _lock_pid(fd: int) -> int | None:
     """The pid a lock file names (its first line), or None."""
     try:
         text = os.pread(fd, 64, 0).decode("ascii").strip()
@@ -212,8 +218,9 @@ def _replace_lock(path: Path) -> int:
     except OSError as err:
         raise RunDirError(f"{fresh}: cannot make a fresh lock: {err}") from err
     try:
-        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
+        fd = os.open(
+            fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
     except OSError as err:
         raise RunDirError(f"{fresh}: cannot make a fresh lock: {err}") from err
     try:
@@ -253,7 +260,7 @@ def is_run(holder: int, pid: int) -> bool:
     return False
 
 
-def lock_holders(path: Path) -> Optional[List[int]]:
+def lock_holders(path: Path) -> list[int] | None:
     """The processes that hold a lock on the file at `path`, as /proc/locks
     names them (0: one this process cannot see, in another pid namespace);
     None when that cannot be read. (runlock::holders)"""
@@ -294,7 +301,7 @@ def file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def _not_a_file(path: Path) -> Optional[str]:
+def _not_a_file(path: Path) -> str | None:
     """What is at `path` when it is there and no regular file (a folder, a
     FIFO, a socket...), for the message of an open that failed."""
     try:
@@ -304,7 +311,7 @@ def _not_a_file(path: Path) -> Optional[str]:
     return None if stat.S_ISREG(mode) else file_kind(mode)
 
 
-def release_lock(fd: Optional[int]) -> None:
+def release_lock(fd: int | None) -> None:
     """Gives back a lock take_lock() took (closes its descriptor), so that a
     process that lives on does not keep a finished run looking alive."""
     if fd is None or fd not in _HELD_LOCKS:
@@ -391,22 +398,31 @@ def _open_line_file(path: Path) -> int:
     others could write is made writable by its owner only (the run writes
     it; nobody else may forge its lines)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-                     | os.O_NONBLOCK, 0o644)
+        fd = os.open(
+            path,
+            os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK,
+            0o644,
+        )
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise RunDirError(f"{path}: is a symbolic link; a run writes files of its own: "
-                              "remove it, or pick another run directory") from None
+            raise RunDirError(
+                f"{path}: is a symbolic link; a run writes files of its own: "
+                "remove it, or pick another run directory"
+            ) from None
         kind = _not_a_file(path)
         if kind is not None:
-            raise RunDirError(f"{path}: is {kind}, not a file a run can write: remove it, or "
-                              "pick another run directory") from None
+            raise RunDirError(
+                f"{path}: is {kind}, not a file a run can write: remove it, or "
+                "pick another run directory"
+            ) from None
         raise
     try:
         meta = os.fstat(fd)
         if not stat.S_ISREG(meta.st_mode):
-            raise RunDirError(f"{path}: is {file_kind(meta.st_mode)}, not a file a run can "
-                              "write: remove it, or pick another run directory")
+            raise RunDirError(
+                f"{path}: is {file_kind(meta.st_mode)}, not a file a run can "
+                "write: remove it, or pick another run directory"
+            )
         if meta.st_mode & 0o022 and meta.st_uid == os.geteuid():
             os.fchmod(fd, meta.st_mode & 0o7755)
         os.set_blocking(fd, True)
@@ -433,16 +449,17 @@ LONG_TEXTS = {
 }
 
 
-def _line(event: Dict[str, Any], time_text: str, rank: Optional[int]) -> bytes:
-    record: Dict[str, Any] = {"v": protocol.SCHEMA_VERSION, "time": time_text}
+def _line(event: dict[str, Any], time_text: str, rank: int | None) -> bytes:
+    record: dict[str, Any] = {"v": protocol.SCHEMA_VERSION, "time": time_text}
     if rank is not None:
         record["rank"] = rank
     record.update(event)
     return json_text(record).encode()
 
 
-def fit_event(event: Dict[str, Any], unix: float,
-              rank: Optional[int] = None) -> Tuple[Dict[str, Any], bytes]:
+def fit_event(
+    event: dict[str, Any], unix: float, rank: int | None = None
+) -> tuple[dict[str, Any], bytes]:
     """`event` (made serde_safe) and its line, the event's longest texts
     cut (each marked `... (N more bytes not recorded)`, half of it at a
     time, as `rundir::event_line` does) until the line is at most
@@ -469,7 +486,7 @@ def fit_event(event: Dict[str, Any], unix: float,
     return event, line
 
 
-def record_line(event: Dict[str, Any], unix: float, rank: Optional[int] = None) -> bytes:
+def record_line(event: dict[str, Any], unix: float, rank: int | None = None) -> bytes:
     """One events.jsonl line: `{"v":3,"time":...,"type":...,...}` (with
     `"rank"` for a rank's own record), at most MAX_EVENT_LINE bytes (see
     fit_event). Numbers that are not finite are written as serde writes
@@ -482,7 +499,7 @@ class RunFiles:
     """Rank 0's files: events.jsonl, the status file, training_output.log and
     config.json. Used by the writer thread only."""
 
-    def __init__(self, root: Path, config: Optional[Dict[str, Any]], status: protocol.StatusFold):
+    def __init__(self, root: Path, config: dict[str, Any] | None, status: protocol.StatusFold):
         make_dirs(root / "status")
         if config is not None:
             write_atomically(
@@ -515,8 +532,8 @@ class Writer:
 
     def __init__(
         self,
-        run_files: Optional[RunFiles],
-        rank_record: Optional[LineFile],
+        run_files: RunFiles | None,
+        rank_record: LineFile | None,
         rank: int,
         print_lines: bool,
         max_queued: int = MAX_QUEUED,
@@ -525,7 +542,7 @@ class Writer:
         self._rank_record = rank_record
         self._rank = rank
         self._print = print_lines
-        self._items: Deque[tuple] = deque()
+        self._items: deque[tuple] = deque()
         self._ready = threading.Condition(threading.Lock())
         self._max_queued = max_queued
         self._progress_queued = 0
@@ -543,7 +560,7 @@ class Writer:
 
     # Called by the training thread (and the control, watchdog threads).
 
-    def event(self, event: Dict[str, Any], *, run: bool = True, rank: bool = False) -> None:
+    def event(self, event: dict[str, Any], *, run: bool = True, rank: bool = False) -> None:
         """Queues `event` for events.jsonl (rank 0, `run`) and this rank's
         record (`rank`)."""
         self._put(("event", event, time.time(), run, rank))
@@ -596,7 +613,7 @@ class Writer:
 
     # The thread.
 
-    def _take(self) -> List[tuple]:
+    def _take(self) -> list[tuple]:
         with self._ready:
             while not self._items:
                 self._ready.wait()
@@ -622,7 +639,7 @@ class Writer:
                         flushes.append(item[1])
                     elif kind == "close":
                         closing = True
-                except Exception as err:  # one bad item never ends the thread
+                except Exception as err:  # noqa: BLE001 - one bad item never ends the thread
                     self._warn(f"cannot write a {kind}: {type(err).__name__}: {err}")
             if self._dropped and not self._drops_reported:
                 self._drops_reported = True
@@ -640,26 +657,30 @@ class Writer:
                 return
 
     def _report_drops(self) -> None:
-        message = (f"the run directory could not keep up: {self._dropped} events were "
-                   f"dropped (more than {self._max_queued} waited to be written; "
-                   "generation_progress went first); is its disk slow or full?")
+        message = (
+            f"the run directory could not keep up: {self._dropped} events were "
+            f"dropped (more than {self._max_queued} waited to be written; "
+            "generation_progress went first); is its disk slow or full?"
+        )
         self._warn(message)
         step = self._run_files.fold.status["current_step"] if self._run_files else 0
         try:
-            self._write_event({"type": "warning", "step": step, "message": message},
-                              time.time(), True, True)
-        except Exception:
+            self._write_event(
+                {"type": "warning", "step": step, "message": message}, time.time(), True, True
+            )
+        except Exception:  # noqa: BLE001 - the writer goes on whatever this warning meets
             pass
 
-    def _write_event(self, event: Dict[str, Any], unix: float, run: bool, rank: bool) -> bool:
+    def _write_event(self, event: dict[str, Any], unix: float, run: bool, rank: bool) -> bool:
         changed = False
         # Cut to fit a line once, so that the status and the log show what
         # events.jsonl holds.
         clean, line = fit_event(serde_safe(event), unix)
         if rank and self._rank_record is not None:
             record = self._rank_record
-            self._guard(lambda: record.append(fit_event(clean, unix, self._rank)[1]),
-                        "the rank record")
+            self._guard(
+                lambda: record.append(fit_event(clean, unix, self._rank)[1]), "the rank record"
+            )
         if run and self._run_files is not None:
             files = self._run_files
             self._guard(lambda: files.events.append(line), protocol.EVENTS_FILE)
@@ -669,7 +690,7 @@ class Writer:
             text = None
             try:
                 text = protocol.format_event(clean)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - the event is recorded all the same
                 self._warn(f"cannot print a {clean.get('type')} event: {err}")
             if text is not None:
                 self._write_line(text)
@@ -718,8 +739,15 @@ class RankBeat:
     last write, at close(), happens on this thread too, so that a stuck disk
     never holds up the caller for longer than close's timeout."""
 
-    def __init__(self, root: Path, rank: int, world_size: int, local_rank: int,
-                 heartbeat: Any, on_tick: Optional[Callable[[], None]] = None):
+    def __init__(
+        self,
+        root: Path,
+        rank: int,
+        world_size: int,
+        local_rank: int,
+        heartbeat: Any,
+        on_tick: Callable[[], None] | None = None,
+    ):
         self.path = root / protocol.RANKS_DIR / f"rank-{rank}.json"
         self.rank = rank
         self.world_size = world_size
@@ -730,7 +758,7 @@ class RankBeat:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._on_tick = on_tick
-        self._written: Optional[tuple] = None
+        self._written: tuple | None = None
         self.write()
         self._thread = threading.Thread(target=self._serve, name="trainui-rank-beat", daemon=True)
         self._thread.start()
@@ -772,7 +800,7 @@ class RankBeat:
             if self._on_tick is not None:
                 try:
                     self._on_tick()
-                except Exception:  # a helper's failure never stops the beat
+                except Exception:  # noqa: BLE001 - a helper's failure never stops the beat
                     pass
             now = time.monotonic()
             heartbeat = self.heartbeat

@@ -1,4 +1,4 @@
-"""The heartbeat and the stall watchdog (src/watchdog.rs): the training
+"""The heartbeat and the stall watchdog (crates/protocol/src/watchdog.rs): the training
 thread beats at every step, validation batch and decoding step; a thread
 notices when the beats stop, for causes no deadline can catch (a call that
 never returns, a collective waiting for a dead rank)."""
@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 from .protocol import STALL_EXIT_CODE
 
@@ -33,7 +33,7 @@ class Heartbeat:
         self.state = "starting"
         self.stall_timeout = float(stall_timeout)
 
-    def beat(self, phase: Optional[str] = None, step: Optional[int] = None) -> None:
+    def beat(self, phase: str | None = None, step: int | None = None) -> None:
         self.last = time.monotonic()
         self.unix = time.time()
         if phase is not None:

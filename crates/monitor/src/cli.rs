@@ -1,0 +1,397 @@
+//! The command line: every subcommand and its arguments, as clap parses
+//! them. What each does lives elsewhere (the two programs' `main.rs` dispatch).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+
+use trainui_protocol::config::{DevicePref, Seconds};
+use trainui_protocol::events::CommandKind;
+
+/// `trainui`'s command line.
+#[derive(Parser)]
+#[command(
+    name = "trainui",
+    version,
+    about = "Train language models on libtorch; watch and steer the run"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+impl Cli {
+    /// The command given, `train` when none is.
+    #[must_use]
+    pub fn command(self) -> Command {
+        self.command
+            .unwrap_or(Command::Torch(TorchCommand::Train(self.train)))
+    }
+}
+
+/// Every command, by the program that runs it.
+#[derive(Subcommand)]
+pub enum Command {
+    #[command(flatten)]
+    Monitor(MonitorCommand),
+    #[command(flatten)]
+    Torch(TorchCommand),
+}
+
+/// The commands `trainui` runs itself: they read and steer run
+/// directories, and load no libtorch. (`display_order` keeps the help's
+/// order of all commands.)
+#[derive(Subcommand)]
+pub enum MonitorCommand {
+    /// Summarise a run directory's status.
+    #[command(display_order = 1)]
+    Status(StatusArgs),
+    /// One line per run directory under DIR (default runs/), from their
+    /// status files: state and whether its process is alive, step, losses,
+    /// timeout rate, last update.
+    #[command(display_order = 2)]
+    Runs(RunsArgs),
+    /// Draw the loss curves of runs (raw, smoothed as in the TUI,
+    /// validation) into an SVG or PNG picture, several runs overlaid.
+    #[command(display_order = 3)]
+    Plot(PlotArgs),
+    /// Write a run's events.jsonl as a TensorBoard event file (into
+    /// RUN_DIR/tensorboard/), for `tensorboard --logdir`.
+    #[command(display_order = 4)]
+    ExportTensorboard(ExportTensorboardArgs),
+    /// Send a command to a running job (its words are listed below), or
+    /// `set KEY=VALUE` to change a live setting.
+    #[command(display_order = 6)]
+    Ctl(CtlArgs),
+    /// The TUI of a run started elsewhere (e.g. with --no-tui), or of
+    /// several side by side; quitting it leaves the runs alone.
+    #[command(display_order = 7)]
+    Watch(WatchArgs),
+    /// Start a training job (a Python script with the trainui package, alone
+    /// or under torchrun) and show it like a trainui run: the TUI, or log
+    /// lines when not on a terminal. Exits with the job's exit status.
+    #[command(display_order = 8)]
+    Run(RunArgs),
+}
+
+/// The commands that train or run a model: `trainui` hands them to
+/// `trainui-torch`, the program that links libtorch.
+#[derive(Subcommand)]
+pub enum TorchCommand {
+    /// Train a model (the default when no subcommand is given).
+    #[command(display_order = 0)]
+    Train(TrainArgs),
+    /// Train a byte-level BPE tokenizer.json from JSONL data.
+    #[command(display_order = 5)]
+    Tokenizer(TokenizerArgs),
+    /// Measure training, generation and UI speed against a PyTorch peer.
+    #[command(display_order = 9)]
+    Bench(BenchArgs),
+    /// Complete a prompt with a model folder or a checkpoint.
+    #[command(display_order = 10)]
+    Generate(GenerateArgs),
+    /// Write a checkpoint as a Hugging Face model folder.
+    #[command(display_order = 11)]
+    Export(ExportArgs),
+}
+
+/// `trainui-torch`'s command line: `trainui`'s words for the commands it
+/// hands over, which arrive as they were given.
+#[derive(Parser)]
+#[command(name = "trainui", version)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TorchCli {
+    #[command(subcommand)]
+    pub command: Option<TorchCommand>,
+    #[command(flatten)]
+    pub train: TrainArgs,
+}
+
+impl TorchCli {
+    /// The command given, `train` when none is.
+    #[must_use]
+    pub fn command(self) -> TorchCommand {
+        self.command.unwrap_or(TorchCommand::Train(self.train))
+    }
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// A Hugging Face model folder or RUN_DIR/checkpoints/checkpoint-N.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: u32,
+    /// End-of-text is not generated before this many tokens (as Hugging
+    /// Face's min_new_tokens).
+    #[arg(long, default_value_t = 0)]
+    pub min_new_tokens: u32,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0, value_parser = temperature)]
+    pub temperature: f64,
+    /// Deadline of the generation, as in evaluation.
+    #[arg(long, value_name = "SECONDS", default_value = "60")]
+    pub timeout: Seconds,
+    /// Seed of the sampling stream (with --temperature above 0).
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+    /// auto | cpu | cuda | cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: DevicePref,
+    /// Print the prompt and generated token ids and the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// RUN_DIR/checkpoints/checkpoint-N (or a model folder).
+    pub checkpoint: PathBuf,
+    /// The folder to create.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The bench model and training settings.
+    #[arg(long, value_name = "PATH", default_value = "config/bench.json")]
+    pub config: PathBuf,
+    /// Override a config key (repeatable), e.g. --set device=cuda.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// A Python with torch 2.13.0, to run the peer (./dev bench passes the
+    /// one it set up).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TRAINUI_PYTHON",
+        default_value = "python3"
+    )]
+    pub python: PathBuf,
+    /// The PyTorch peer script.
+    #[arg(long, value_name = "PATH", default_value = "bench/peer_torch.py")]
+    pub peer: PathBuf,
+    /// Rounds of trainui and the peer, alternating.
+    #[arg(long, default_value_t = 6)]
+    pub rounds: u32,
+    /// Training steps per run, after 3 warm-up steps.
+    #[arg(long, default_value_t = 30)]
+    pub steps: u64,
+    /// CPU threads for libtorch, trainui's and the peer's.
+    #[arg(long, default_value_t = 2)]
+    pub threads: u32,
+    /// Vocabulary of the bench model (its data is random token ids).
+    #[arg(long = "vocab", default_value_t = 2048)]
+    pub vocab_size: u32,
+    /// Generations ended by an abort, and by a deadline, for the latency figures.
+    #[arg(long, default_value_t = 200)]
+    pub abort_samples: u32,
+    /// Step events of history behind the TUI frame and memory figures, and
+    /// of the run `watch` and `status` open.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub history_steps: u64,
+    /// Only open a long history with `watch` and `status` (no training, no
+    /// peer): the figures of a week-long run.
+    #[arg(long)]
+    pub history_only: bool,
+}
+
+#[derive(Args)]
+pub struct WatchArgs {
+    /// The run directory; several, or a folder of run directories, to
+    /// compare them on one screen.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub run_dirs: Vec<PathBuf>,
+    /// Plain ASCII screen without colours (as NO_COLOR and TERM=dumb; a
+    /// locale that is not UTF-8 gives ASCII in colour).
+    #[arg(long)]
+    pub plain: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Run directory the job writes (TRAINUI_RUN_DIR); default
+    /// runs/job-DATE-TIME. It must not hold a run already.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Print log lines instead of showing the TUI.
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Plain ASCII screen without colours (as NO_COLOR and TERM=dumb; a
+    /// locale that is not UTF-8 gives ASCII in colour).
+    #[arg(long)]
+    pub plain: bool,
+    /// The job's command line, after `--`, e.g. `-- torchrun
+    /// --nproc-per-node 2 train.py`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CtlArgs {
+    /// The run directory of the running job.
+    pub run_dir: PathBuf,
+    #[arg(value_parser = command_words())]
+    pub command: CommandKind,
+    /// For `set`: KEY=VALUE (one or more), e.g. eval.eval_steps=100.
+    #[arg(value_name = "KEY=VALUE")]
+    pub assignments: Vec<String>,
+    /// Seconds to wait for the run's answer.
+    #[arg(long, value_name = "SECONDS", default_value = "10")]
+    pub timeout: Seconds,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct TrainArgs {
+    /// Config file (JSON); without it the built-in defaults (the demo) are used.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Run directory; overrides the config's run_dir.
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Print log lines instead of showing the TUI.
+    #[arg(long)]
+    pub no_tui: bool,
+    /// Override a config key, e.g. --set train.max_steps=100 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Resume from a checkpoint: `latest`, a checkpoint folder, or `auto`
+    /// (the latest if there is one, else start), for supervisors.
+    #[arg(long, value_name = "latest|auto|PATH")]
+    pub resume: Option<Resume>,
+    /// Plain ASCII output without colours (as NO_COLOR and TERM=dumb; a
+    /// locale that is not UTF-8 gives ASCII in colour).
+    #[arg(long)]
+    pub plain: bool,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Print the status file as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ExportTensorboardArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The folder of the event file (default RUN_DIR/tensorboard).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// Run directories (one or more).
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+    /// The picture to write: FILE.svg or FILE.png.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Loss on a log scale.
+    #[arg(long)]
+    pub log: bool,
+    /// EMA window in steps (default: as the TUI picks it, about 1/20 of the
+    /// longest run).
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub smoothing: Option<u64>,
+    /// Width in pixels.
+    #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(200..=8000))]
+    pub width: u32,
+    /// Height in pixels.
+    #[arg(long, default_value_t = 700, value_parser = clap::value_parser!(u32).range(150..=8000))]
+    pub height: u32,
+    /// The title (default: `loss · RUN, RUN`).
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+#[derive(Args)]
+pub struct RunsArgs {
+    /// The folder that holds run directories.
+    #[arg(default_value = "runs")]
+    pub dir: PathBuf,
+    /// Print a JSON array (one object per run) for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct TokenizerArgs {
+    /// JSONL file(s) of {"prompt", "completion"} to learn from.
+    #[arg(long, required = true, value_name = "FILE")]
+    pub data: Vec<PathBuf>,
+    /// Size of the vocabulary, special tokens included.
+    #[arg(long, default_value_t = 512)]
+    pub vocab_size: usize,
+    /// Where to write tokenizer.json.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+}
+
+/// `--resume`: where a run continues from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// The newest complete checkpoint of the run directory.
+    Latest,
+    /// The latest checkpoint if there is one, else a fresh start (for
+    /// supervisors, whose first start has no checkpoint).
+    Auto,
+    /// A checkpoint folder.
+    Path(PathBuf),
+}
+
+impl FromStr for Resume {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(match text {
+            "latest" => Self::Latest,
+            "auto" => Self::Auto,
+            path => Self::Path(PathBuf::from(path)),
+        })
+    }
+}
+
+/// `--temperature`: a finite number of 0 or more, as `eval.temperature`
+/// takes it (a NaN or an infinity would sample nothing a user asked for).
+fn temperature(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(format!(
+            "must be a finite number of 0 or more, 0 being greedy (got {value})"
+        ))
+    }
+}
+
+/// `trainui ctl`'s command words are the commands' own.
+fn command_words() -> impl TypedValueParser<Value = CommandKind> {
+    let words = CommandKind::all()
+        .iter()
+        .map(|kind| PossibleValue::new(kind.word()).help(kind.about()));
+    PossibleValuesParser::new(words).map(|word| {
+        *CommandKind::all()
+            .iter()
+            .find(|kind| kind.word() == word)
+            .expect("clap accepts only the listed words")
+    })
+}

@@ -1,0 +1,255 @@
+//! `trainui watch RUN_DIR...`: the TUI fed by run directories instead of
+//! an in-process trainer. It replays each run's events.jsonl, then follows
+//! what is appended (the follower is `follow.rs`); its keys write command
+//! files to the followed run's control spool. Several runs share one
+//! screen: their curves in one chart, their figures in a table. Quitting
+//! never affects a run.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use crate::follow::{self, BACKLOG, attached_app};
+use crate::run_list;
+use crate::tui;
+use crate::tui::app::App;
+use crate::tui::board::Board;
+use trainui_protocol::control;
+use trainui_protocol::error::{Error, Result};
+use trainui_protocol::events::{Command, Event};
+
+/// The most runs one screen compares: beyond it the table and the colours
+/// stop telling them apart, and each run costs two threads and its reads.
+const MAX_RUNS: usize = 16;
+
+/// The run directories `paths` name, each once, in order. A path that is
+/// not a run itself but holds runs stands for them (in name order). A lone
+/// path that is neither is a run that has not started yet; among several
+/// (a glob), files and folders that are no runs are left out.
+pub fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let lone = paths.len() == 1;
+    for path in paths {
+        if !path.is_dir() {
+            if lone {
+                return Err(Error::Usage(format!(
+                    "{}: no such run directory",
+                    path.display()
+                )));
+            }
+            continue;
+        }
+        let found = if run_list::is_run(path) {
+            vec![path.clone()]
+        } else {
+            let inside = run_list::runs_in(path).map_err(|e| {
+                Error::Usage(format!("{}: cannot list its runs: {e}", path.display()))
+            })?;
+            if inside.is_empty() && lone {
+                vec![path.clone()]
+            } else {
+                inside
+            }
+        };
+        for dir in found {
+            // `runs/a`, `./runs/a` and a link to it are one run.
+            let real = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+            if !dirs.iter().any(|(_, seen)| *seen == real) {
+                dirs.push((dir, real));
+            }
+        }
+    }
+    if dirs.is_empty() {
+        return Err(Error::Usage(format!(
+            "no run directory among the {} paths given (trainui runs DIR lists runs)",
+            paths.len()
+        )));
+    }
+    if dirs.len() > MAX_RUNS {
+        return Err(Error::Usage(format!(
+            "{} runs: watch compares at most {MAX_RUNS} at once; name the ones to compare \
+             (trainui runs DIR lists them)",
+            dirs.len()
+        )));
+    }
+    Ok(dirs.into_iter().map(|(dir, _)| dir).collect())
+}
+
+/// Two runs of one name (runs/a/exp, runs/b/exp) go by their paths, which
+/// their events replayed do not undo.
+fn label_namesakes(apps: &mut [App], run_dirs: &[PathBuf]) {
+    let names: Vec<String> = apps
+        .iter()
+        .map(|app| app.run.status.run_name.clone())
+        .collect();
+    for (app, run_dir) in apps.iter_mut().zip(run_dirs) {
+        if names
+            .iter()
+            .filter(|&name| *name == app.run.status.run_name)
+            .count()
+            > 1
+        {
+            app.set_label(run_dir.display().to_string());
+        }
+    }
+}
+
+/// Runs the attached TUI until `q`, for one run or several side by side;
+/// its keys become command files in the followed run's control spool.
+/// `plain` (or NO_COLOR) turns colours off.
+pub fn run(paths: &[PathBuf], plain: bool) -> Result<()> {
+    if !std::io::stdout().is_terminal() {
+        return Err(Error::Usage(
+            "watch needs a terminal; for scripts use `trainui status` or read events.jsonl".into(),
+        ));
+    }
+    let run_dirs = targets(paths)?;
+    let color = trainui_protocol::lines::colors_wanted(plain);
+    let mut followed = Vec::new();
+    let mut apps = Vec::new();
+    for run_dir in &run_dirs {
+        let reads_ahead = if run_dirs.len() > 1 { 1 } else { BACKLOG };
+        let events = follow::follow_ahead(run_dir, reads_ahead).map_err(|e| {
+            Error::Failed(format!(
+                "cannot read the events of {}: {e}",
+                run_dir.display()
+            ))
+        })?;
+        let liveness = follow::liveness::watch_liveness(run_dir).map_err(|e| {
+            Error::Failed(format!(
+                "cannot watch the process of {}: {e}",
+                run_dir.display()
+            ))
+        })?;
+        followed.push((events, liveness));
+        let mut app = attached_app(run_dir, color);
+        app.view.ascii = !trainui_protocol::lines::unicode_wanted(plain);
+        app.resume = Some(
+            trainui_protocol::text::escape(&format!(
+                "trainui train --run-dir {} --resume latest",
+                run_dir.display()
+            ))
+            .into_owned(),
+        );
+        apps.push(app);
+    }
+    label_namesakes(&mut apps, &run_dirs);
+    let mut records: Vec<fn(&Event) -> Option<String>> = vec![|_| None; run_dirs.len()];
+    let mut sends: Vec<_> = run_dirs
+        .iter()
+        .map(|run_dir| {
+            move |command: Command| {
+                control::send(run_dir, &command)
+                    .err()
+                    .map(|e| e.to_string())
+            }
+        })
+        .collect();
+    let mut feeds: Vec<tui::Feed> = followed
+        .iter()
+        .zip(records.iter_mut().zip(sends.iter_mut()))
+        .map(|((events, liveness), (record, send))| tui::Feed {
+            events,
+            liveness: Some(liveness),
+            record,
+            send,
+        })
+        .collect();
+    let mut board = Board::new(&mut apps);
+    tui::in_terminal(|terminal| {
+        let input = &mut tui::TerminalInput::default();
+        tui::run_board_sampled(terminal, &mut board, input, &mut feeds)
+    })?;
+    for app in board.runs.iter() {
+        trainui_protocol::process::say(app.farewell());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trainui_protocol::rundir;
+
+    #[test]
+    fn a_folder_of_runs_stands_for_its_runs_in_name_order_and_each_run_comes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        for (name, file) in [
+            ("b", rundir::EVENTS_FILE),
+            ("a", rundir::STATUS_FILE),
+            ("not-a-run", "notes.txt"),
+        ] {
+            let path = runs.join(name).join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, "").unwrap();
+        }
+        std::fs::write(runs.join("notes.txt"), "").unwrap();
+        let (a, b) = (runs.join("a"), runs.join("b"));
+        let again = runs.join("b/../b");
+        let got = targets(&[runs.clone(), again]).unwrap();
+        assert_eq!(got, [a.clone(), b.clone()], "b once, however named");
+        // A glob's files and folders that are no runs are left out.
+        let glob = [a.clone(), runs.join("not-a-run"), runs.join("notes.txt")];
+        assert_eq!(targets(&glob).unwrap(), [a]);
+        // A run directory stands for itself.
+        assert_eq!(targets(std::slice::from_ref(&b)).unwrap(), [b]);
+        // A lone folder that holds no run is a run that has not started.
+        let fresh = dir.path().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        assert_eq!(targets(std::slice::from_ref(&fresh)).unwrap(), [fresh]);
+        let missing = dir.path().join("missing");
+        let err = targets(std::slice::from_ref(&missing))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{}: no such run directory", missing.display())),
+            "{err}"
+        );
+        let err = targets(&[runs.join("notes.txt"), missing])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no run directory among the 2 paths"), "{err}");
+    }
+
+    #[test]
+    fn runs_of_one_name_go_by_their_paths_through_their_replayed_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dirs = ["a/exp", "b/exp", "c/other"].map(|name| dir.path().join(name));
+        let mut apps: Vec<App> = run_dirs
+            .iter()
+            .map(|run_dir| {
+                std::fs::create_dir_all(run_dir).unwrap();
+                attached_app(run_dir, false)
+            })
+            .collect();
+        label_namesakes(&mut apps, &run_dirs);
+        for app in &mut apps {
+            // A run's events name it by its folder.
+            app.apply(&trainui_protocol::events::examples::started("exp", 100));
+        }
+        let names: Vec<&str> = apps
+            .iter()
+            .map(|a| a.run.status.run_name.as_str())
+            .collect();
+        let (a, b) = (run_dirs[0].display(), run_dirs[1].display());
+        assert_eq!(names, [a.to_string().as_str(), &b.to_string(), "exp"]);
+    }
+
+    #[test]
+    fn more_runs_than_one_screen_tells_apart_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for index in 0..=MAX_RUNS {
+            let run = dir.path().join(format!("run-{index:02}"));
+            std::fs::create_dir(&run).unwrap();
+            std::fs::write(run.join(rundir::EVENTS_FILE), "").unwrap();
+        }
+        let err = targets(&[dir.path().to_owned()]).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "{} runs: watch compares at most {MAX_RUNS}",
+                MAX_RUNS + 1
+            )),
+            "{err}"
+        );
+    }
+}

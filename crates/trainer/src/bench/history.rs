@@ -1,0 +1,235 @@
+//! A week-long run opens at once: `trainui watch` and `trainui status` on
+//! the run directory of a run logged every step for a million steps, as a
+//! person would start them (the real `trainui` program, `watch` in a tmux
+//! terminal of 120x40).
+
+use std::io::{BufWriter, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::plan::quantile;
+use trainui_protocol::error::{Error, Result};
+use trainui_protocol::events::{Event, RunInfo, RunState, RunStatus, StepMetrics};
+use trainui_protocol::rundir;
+
+/// Steps between two evaluations in the written history.
+const EVAL_EVERY: u64 = 5_000;
+/// Runs of `trainui status` timed.
+const STATUS_RUNS: usize = 10;
+/// Longest wait for `watch`'s first full screen before giving up.
+const WATCH_LIMIT: Duration = Duration::from_mins(1);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryFigures {
+    pub steps: u64,
+    pub events: u64,
+    pub events_bytes: u64,
+    /// From starting `trainui watch` to its screen showing the last step.
+    pub watch_first_screen_secs: f64,
+    /// The watch process's peak resident memory.
+    pub watch_peak_bytes: u64,
+    /// `trainui status`, median and slowest of its runs.
+    pub status_median_secs: f64,
+    pub status_max_secs: f64,
+}
+
+/// Writes the history in `dir` and times both commands on it.
+pub fn measure(steps: u64, dir: &Path) -> Result<HistoryFigures> {
+    let run_dir = dir.join("week");
+    let (events, events_bytes) = write_history(&run_dir, steps)?;
+    let program = trainui_program()?;
+    let mut status_secs = (0..STATUS_RUNS)
+        .map(|_| {
+            let started = Instant::now();
+            let output = Command::new(&program)
+                .arg("status")
+                .arg(&run_dir)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| Error::Failed(format!("cannot run {}: {e}", program.display())))?;
+            if !output.status.success() {
+                return Err(Error::Failed(format!(
+                    "trainui status failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )));
+            }
+            Ok(started.elapsed().as_secs_f64())
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    status_secs.sort_by(f64::total_cmp);
+    let (watch_first_screen_secs, watch_peak_bytes) = first_screen(&program, &run_dir, steps)?;
+    Ok(HistoryFigures {
+        steps,
+        events,
+        events_bytes,
+        watch_first_screen_secs,
+        watch_peak_bytes,
+        status_median_secs: quantile(&status_secs, 0.5),
+        status_max_secs: status_secs.last().copied().unwrap_or(f64::INFINITY),
+    })
+}
+
+/// The `trainui` program beside this one: the one people run.
+pub(super) fn trainui_program() -> Result<PathBuf> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Failed(format!("cannot find the trainui binary: {e}")))?;
+    let program = exe.with_file_name("trainui");
+    if program.exists() {
+        Ok(program)
+    } else {
+        Err(Error::Failed(format!(
+            "{} is missing: cargo build --release --workspace builds it",
+            program.display()
+        )))
+    }
+}
+
+/// events.jsonl and the status file of a run of `steps` steps logged every
+/// step, an evaluation every [`EVAL_EVERY`], half a second a step. Returns
+/// the events and bytes written.
+fn write_history(run_dir: &Path, steps: u64) -> Result<(u64, u64)> {
+    let path = run_dir.join(rundir::EVENTS_FILE);
+    std::fs::create_dir_all(run_dir.join("status")).map_err(Error::io("cannot create", run_dir))?;
+    let file = std::fs::File::create(&path).map_err(Error::io("cannot create", &path))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut status = RunStatus::new("week".into(), steps);
+    let begun = SystemTime::now() - Duration::from_secs_f64(steps as f64 * 0.5);
+    let (mut events, mut bytes) = (0u64, 0u64);
+    let mut write = |event: &Event, at: SystemTime, status: &mut RunStatus| -> Result<()> {
+        let mut line = rundir::event_line(event, at);
+        line.push(b'\n');
+        out.write_all(&line)
+            .map_err(Error::io("cannot write", &path))?;
+        status.apply(event);
+        events += 1;
+        bytes += line.len() as u64;
+        Ok(())
+    };
+    write(&started(steps), begun, &mut status)?;
+    let training = Event::State {
+        step: 0,
+        state: RunState::Training,
+    };
+    write(&training, begun, &mut status)?;
+    for step in 1..=steps {
+        let at = begun + Duration::from_secs_f64(step as f64 * 0.5);
+        write(&step_event(step, steps), at, &mut status)?;
+        if step % EVAL_EVERY == 0 {
+            for event in super::ui_cost::evaluation_events(step) {
+                write(&event, at, &mut status)?;
+            }
+        }
+    }
+    let finished = Event::State {
+        step: steps,
+        state: RunState::Finished,
+    };
+    write(&finished, SystemTime::now(), &mut status)?;
+
+    out.flush().map_err(Error::io("cannot write", &path))?;
+    let json = serde_json::to_vec_pretty(&status).expect("the status serialises");
+    let status_path = run_dir.join(rundir::STATUS_FILE);
+    rundir::write_atomically(&status_path, &json)
+        .map_err(Error::io("cannot write", &status_path))?;
+    Ok((events, bytes))
+}
+
+fn started(steps: u64) -> Event {
+    Event::Started(Box::new(RunInfo {
+        parameters: 3_716_608,
+        vocab_size: 2048,
+        train_examples: 20_000,
+        val_examples: 500,
+        settings: Some(trainui_protocol::config::live_settings(
+            &trainui_protocol::config::Config::default(),
+        )),
+        ..RunInfo::new("week", steps)
+    }))
+}
+
+fn step_event(step: u64, steps: u64) -> Event {
+    let progress = step as f64 / steps as f64;
+    Event::Step(StepMetrics {
+        step,
+        max_steps: steps,
+        loss: 0.2 + 4.5 * (-6.0 * progress).exp() + 0.05 * (step as f64 * 0.7).sin(),
+        learning_rate: 1e-3 * (1.0 - progress).max(0.1),
+        tokens_per_sec: 15_234.0,
+        elapsed_secs: step as f64 * 0.5,
+        eta_secs: (steps - step) as f64 * 0.5,
+        grad_norm: Some(1.25),
+    })
+}
+
+/// Starts `trainui watch` in a tmux terminal of 120x40 and waits for the
+/// header to show the last step. Returns the seconds that took and the
+/// watch process's peak memory.
+fn first_screen(program: &Path, run_dir: &Path, steps: u64) -> Result<(f64, u64)> {
+    let socket = format!("trainui-bench-{}", std::process::id());
+    let tmux = |args: &[&str]| -> Result<String> {
+        let output = Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Failed(format!("cannot run tmux: {e}")))?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let command = format!("exec '{}' watch '{}'", program.display(), run_dir.display());
+    let marker = format!("step {steps}/{steps}");
+    let started = Instant::now();
+    // The tmux server (and watch in it) ends however this returns.
+    let _server = KillServer(socket.clone());
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "watch",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &command,
+    ])?;
+    loop {
+        let screen = tmux(&["capture-pane", "-p", "-t", "watch"])?;
+        if screen.contains(&marker) {
+            let secs = started.elapsed().as_secs_f64();
+            let pid = tmux(&["display", "-p", "-t", "watch", "#{pane_pid}"])?;
+            let peak = peak_bytes(pid.trim()).unwrap_or(0);
+            return Ok((secs, peak));
+        }
+        if started.elapsed() > WATCH_LIMIT {
+            return Err(Error::Failed(format!(
+                "watch showed no `{marker}` within {}s; its screen:\n{screen}",
+                WATCH_LIMIT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Ends the bench's own tmux server when dropped.
+struct KillServer(String);
+
+impl Drop for KillServer {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// VmHWM of process `pid`, from /proc (Linux).
+fn peak_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
