@@ -52,20 +52,6 @@ KNOWN_DIFFERENCES = {
         "a bare NaN",
     ): "control.parse_request words a JSON syntax error as Python's json module does",
     (
-        "control.json",
-        "JSON that is not an object",
-    ): "control.parse_request says `expected a JSON object` where trainui says there is no version",
-    (
-        "control.json",
-        "an id that is a number",
-    ): "control.parse_request says `` `id` must be a string`` where serde says `invalid "
-    "type: integer `5`, expected a string`",
-    (
-        "control.json",
-        "a time that is text",
-    ): "control.parse_request says `` `created_unix` must be a number`` where serde says "
-    '`invalid type: string "now", expected f64`',
-    (
         "settings.json",
         "u64 above its largest",
     ): "serde_json reads an integer beyond 2^64-1 as a float, Python's json as an int "

@@ -270,7 +270,8 @@ def parse_request(text: str) -> dict[str, Any]:
     except ValueError as err:
         raise RequestError(f"not a command: {err}") from None
     if not isinstance(value, dict):
-        raise RequestError("not a command: expected a JSON object")
+        # As trainui says it: what is not an object has no version.
+        raise RequestError('not a command: no version "v"')
     version = value.get("v")
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise RequestError('not a command: no version "v"')
@@ -280,14 +281,16 @@ def parse_request(text: str) -> dict[str, Any]:
         if field not in value:
             raise RequestError(f"not a command: missing field `{field}`")
     if not isinstance(value["id"], str):
-        raise RequestError("not a command: `id` must be a string")
+        raise RequestError(
+            f"not a command: invalid type: {protocol.unexpected(value['id'])}, expected a string"
+        )
     created = value["created_unix"]
-    if (
-        isinstance(created, bool)
-        or not isinstance(created, (int, float))
-        or not math.isfinite(created)
-    ):
-        raise RequestError("not a command: `created_unix` must be a number")
+    if isinstance(created, bool) or not isinstance(created, (int, float)):
+        raise RequestError(
+            f"not a command: invalid type: {protocol.unexpected(created)}, expected f64"
+        )
+    if not math.isfinite(created):
+        raise RequestError("not a command: `created_unix` must be a finite number")
     if version == protocol.REQUEST_VERSION:
         command = parse_command(value["command"])
     else:

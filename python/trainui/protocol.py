@@ -210,7 +210,7 @@ def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _unexpected(value: Any) -> str:
+def unexpected(value: Any) -> str:
     """What serde_json calls a value of the wrong type (`Unexpected`)."""
     if isinstance(value, bool):
         return f"boolean `{'true' if value else 'false'}`"
@@ -261,15 +261,15 @@ def _typed(key: str, value: Any, shown: str) -> Any:
         # serde: a float is never a whole number, however it reads.
         if isinstance(value, bool) or not isinstance(value, int):
             raise SettingsError(
-                f"{shown}: {key}: invalid type: {_unexpected(value)}, expected {kind}"
+                f"{shown}: {key}: invalid type: {unexpected(value)}, expected {kind}"
             )
         if not 0 <= value <= _LARGEST[kind]:
             raise SettingsError(
-                f"{shown}: {key}: invalid value: {_unexpected(value)}, expected {kind}"
+                f"{shown}: {key}: invalid value: {unexpected(value)}, expected {kind}"
             )
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SettingsError(f"{shown}: {key}: invalid type: {_unexpected(value)}, expected f64")
+        raise SettingsError(f"{shown}: {key}: invalid type: {unexpected(value)}, expected f64")
     value = float(value)
     if kind == "seconds" and not _within(value, _SECONDS):
         raise SettingsError(
