@@ -10,6 +10,8 @@ only through `trainui ctl RUN_DIR set KEY=VALUE` (edits of config.json are
 not followed).
 """
 
+from __future__ import annotations
+
 from .protocol import PRODUCER_VERSION, REQUEST_VERSION, SCHEMA_VERSION
 from .run import Actions, Run
 from .rundir import RunDirError

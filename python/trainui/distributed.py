@@ -12,8 +12,8 @@ The maximum is pipelined: the all_reduce begun at one agreement is waited
 for at the next one, so its latency hides behind training steps; what any
 rank flagged before agreement N is applied by every rank at agreement N+1.
 Ranks agree at every step boundary when a step takes AGREE_EVERY_SECS or
-more (run.py), else every few steps, at steps each agreement announces for
-the one after (so the ranks never disagree on where they are).
+more (step_boundary.py), else every few steps, at steps each agreement
+announces for the one after (so the ranks never disagree on where they are).
 
 A single process (torch.distributed not initialised, or a world of one)
 never touches torch.distributed.

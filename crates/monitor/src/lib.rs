@@ -99,7 +99,7 @@ fn exec_torch_program() -> std::process::ExitCode {
         .exec();
     process::say(format!(
         "error: cannot run {}: {err}; it is built and installed with trainui \
-         (cargo build --release builds both; copy both when installing)",
+         (cargo build --release --workspace builds both; copy both when installing)",
         program.display()
     ));
     std::process::ExitCode::FAILURE

@@ -98,7 +98,7 @@ fn the_checked_in_schemas_match_the_types() {
         "the protocol's types changed but these schemas did not: {drifted:?}; \
          if the change is deliberate, document it in protocol/README.md (a new \
          version if a field changed meaning) and run \
-         `TRAINUI_BLESS=1 cargo test --release schema` to rewrite them"
+         `TRAINUI_BLESS=1 cargo test --release -p trainui-protocol schema` to rewrite them"
     );
 }
 

@@ -781,7 +781,7 @@ fn live_table() -> LiveTable {
              default, and the values trainui's config takes (min/max inclusive, above/below \
              exclusive). Generated from the Rust config by \
              crates/protocol/tests/conformance.rs, never edited by hand: `{BLESS}`. Read by \
-             python/trainui/protocol.py."
+             python/trainui/live_settings.py."
         ),
         seconds: float_bounds(1.0, |x| Seconds::try_from(x).is_ok()),
         check_order: check_order(&settings),

@@ -607,7 +607,7 @@ mod tests {
             &readme[start..stop],
             table,
             "the README's key table differs from the key map \
-             (TRAINUI_BLESS=1 cargo test keys rewrites it)"
+             (TRAINUI_BLESS=1 cargo test -p trainui keys rewrites it)"
         );
     }
 }
