@@ -62,6 +62,7 @@ EVENT_FIELDS: dict[str, dict[str, Any]] = {
         "tokens_per_sec": F,
         "elapsed_secs": F,
         "eta_secs": F,
+        "grad_norm": F,
     },
     "state": {"step": U, "state": "state"},
     "command_ack": {"step": U, "command": "command", "message": S},
@@ -129,6 +130,7 @@ STATUS_FIELDS = {
     "val_loss": OLOSS,
     "learning_rate": "optional number",
     "tokens_per_sec": "optional number",
+    "grad_norm": "optional number",
     "elapsed_secs": F,
     "eta_secs": "optional number",
     "device": S,
@@ -273,7 +275,7 @@ def check_event_line(line: dict[str, Any], rank: int | None = None) -> None:
     fields = EVENT_FIELDS.get(line["type"])
     assert fields is not None, f"unknown event type {line['type']}"
     body = {k: v for k, v in line.items() if k not in ("v", "time", "type", "rank")}
-    optional = {"producer"} if line["type"] == "started" else set()
+    optional = {"started": {"producer"}, "step": {"grad_norm"}}.get(line["type"], set())
     assert set(fields) - optional <= set(body) <= set(fields), (
         f"{line['type']}: fields {sorted(body)} != {sorted(fields)}"
     )

@@ -96,6 +96,10 @@ def test_fine_tune_that_never_stops_generating_times_out_and_trains_on(tmp_path,
     assert started["settings"]["train"]["log_steps"] == 5
     assert started["settings"]["eval"]["eval_steps"] == 15
     assert [e["step"] for e in find(lines, type="step")] == [5, 10, 15, 20, 25, 30]
+    # The Trainer's gradient norm, as the callback reads it from its logs.
+    norms = [e.get("grad_norm") for e in find(lines, type="step")]
+    assert all(isinstance(n, float) and n > 0 for n in norms), norms
+    assert status(run)["grad_norm"] == norms[-1]
     _check_eta(lines)
     assert [e["step"] for e in find(lines, type="checkpoint")] == [15, 30]
     assert find(lines, type="checkpoint")[-1]["path"] == str(run / "checkpoints" / "checkpoint-30")

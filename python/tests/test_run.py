@@ -628,6 +628,25 @@ def test_a_bad_event_is_reported_and_the_writer_goes_on(tmp_path, capfd):
     assert "trainui: warning: cannot write" in capfd.readouterr().err
 
 
+def test_the_gradient_norm_reaches_the_step_events_the_status_and_the_log(tmp_path):
+    root = tmp_path / "run"
+    run = make_run(root, max_steps=12, settings={"train": {"log_steps": 4}})
+    run.start()
+    norms = [0.5, math.inf, 1.5, None, 1.0, 2.0, None, 3.0, None, None, None, None]
+    for step, norm in enumerate(norms, 1):
+        run.log_step(step, 1.0, 1e-3, grad_norm=norm)
+        run.boundary(step)
+    run.finish()
+    steps = find(events(root), type="step")
+    # The mean of each window's finite norms, as trainui's own steps; none
+    # reported, none written.
+    assert [s.get("grad_norm") for s in steps] == [1.0, 2.0, None]
+    assert status(root)["grad_norm"] == 2.0, "a window without one keeps the last"
+    log = (root / "training_output.log").read_text()
+    assert "| grad norm 1.000" in log and "| grad norm 2.000" in log
+    check_run_dir(root)
+
+
 def test_non_finite_steps_are_reported_and_counted(tmp_path):
     torch = pytest.importorskip("torch")
     root = tmp_path / "run"

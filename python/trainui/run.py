@@ -495,18 +495,22 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         now = time.monotonic()
         interval = max(now - self._window_start, 1e-9)
         per_step = interval / steps
-        self._emit(
-            {
-                "type": "step",
-                "step": int(step),
-                "max_steps": self.max_steps,
-                "loss": float_or_text(mean),
-                "learning_rate": learning_rate,
-                "tokens_per_sec": self._window_tokens / interval,
-                "elapsed_secs": self._elapsed(),
-                "eta_secs": per_step * max(self.max_steps - step, 0),
-            }
-        )
+        event = {
+            "type": "step",
+            "step": int(step),
+            "max_steps": self.max_steps,
+            "loss": float_or_text(mean),
+            "learning_rate": learning_rate,
+            "tokens_per_sec": self._window_tokens / interval,
+            "elapsed_secs": self._elapsed(),
+            "eta_secs": per_step * max(self.max_steps - step, 0),
+        }
+        # As trainui's own steps: the mean over the window's finite norms,
+        # absent when none was reported or none was finite.
+        finite_norms = [n for n in norms if n is not None and math.isfinite(n)]
+        if finite_norms:
+            event["grad_norm"] = sum(finite_norms) / len(finite_norms)
+        self._emit(event)
         self._last_loss = mean
         self._new_window(now)
 

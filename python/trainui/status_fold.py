@@ -24,6 +24,7 @@ def new_status(run_name: str, max_steps: int, pid: int) -> dict[str, Any]:
         "val_loss": None,
         "learning_rate": None,
         "tokens_per_sec": None,
+        "grad_norm": None,
         "elapsed_secs": 0.0,
         "eta_secs": None,
         "device": "",
@@ -124,6 +125,8 @@ class StatusFold:
             s["loss"] = event["loss"]
             s["learning_rate"] = event["learning_rate"]
             s["tokens_per_sec"] = event["tokens_per_sec"]
+            if event.get("grad_norm") is not None:
+                s["grad_norm"] = event["grad_norm"]
             s["elapsed_secs"] = event["elapsed_secs"]
             s["eta_secs"] = event["eta_secs"]
         elif kind == "state":

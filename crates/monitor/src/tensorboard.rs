@@ -195,6 +195,9 @@ impl Writer {
                 self.scalar(at, m.step, "train/loss", m.loss)?;
                 self.scalar(at, m.step, "train/learning_rate", m.learning_rate)?;
                 self.scalar(at, m.step, "train/tokens_per_sec", m.tokens_per_sec)?;
+                if let Some(norm) = m.grad_norm {
+                    self.scalar(at, m.step, "train/grad_norm", norm)?;
+                }
             }
             Event::ValLoss {
                 step,

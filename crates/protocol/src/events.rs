@@ -703,6 +703,10 @@ pub struct RunStatus {
     pub val_loss: Option<f64>,
     pub learning_rate: Option<f64>,
     pub tokens_per_sec: Option<f64>,
+    /// The gradient norm of the latest step event that had one (null while
+    /// the producer has reported none).
+    #[serde(default)]
+    pub grad_norm: Option<f64>,
     pub elapsed_secs: f64,
     pub eta_secs: Option<f64>,
     pub device: String,

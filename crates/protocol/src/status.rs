@@ -17,6 +17,7 @@ impl RunStatus {
             val_loss: None,
             learning_rate: None,
             tokens_per_sec: None,
+            grad_norm: None,
             elapsed_secs: 0.0,
             eta_secs: None,
             device: String::new(),
@@ -140,6 +141,9 @@ impl RunStatus {
                 self.loss = Some(metrics.loss);
                 self.learning_rate = Some(metrics.learning_rate);
                 self.tokens_per_sec = Some(metrics.tokens_per_sec);
+                if metrics.grad_norm.is_some() {
+                    self.grad_norm = metrics.grad_norm;
+                }
                 self.elapsed_secs = metrics.elapsed_secs;
                 self.eta_secs = Some(metrics.eta_secs);
             }

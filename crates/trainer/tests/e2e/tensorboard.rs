@@ -59,6 +59,12 @@ fn check(read: &Value, run: &Path) {
     assert_scalars(read, "train/loss", &field("loss"));
     assert_scalars(read, "train/learning_rate", &field("learning_rate"));
     assert_scalars(read, "train/tokens_per_sec", &field("tokens_per_sec"));
+    let norms: Vec<(u64, f64)> = steps
+        .iter()
+        .filter_map(|e| Some((e["step"].as_u64()?, e["grad_norm"].as_f64()?)))
+        .collect();
+    assert_eq!(norms.len(), steps.len(), "every step reports its norm");
+    assert_scalars(read, "train/grad_norm", &norms);
     let val: Vec<(u64, f64)> = events_of(run, "val_loss")
         .iter()
         .map(|e| (e["step"].as_u64().unwrap(), e["loss"].as_f64().unwrap()))
