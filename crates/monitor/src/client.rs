@@ -244,14 +244,23 @@ fn describe_status(
                 .map_or_else(|| "-".to_owned(), |t| thousands(t as u64))
         )
     );
+    // A run that has ended (or whose process is gone) has no time left to
+    // estimate: its line says how long it ran.
+    let eta = if status.state.is_final() || !alive {
+        String::new()
+    } else {
+        format!(
+            ", eta {}",
+            shown(
+                "eta_secs",
+                status.eta_secs.map_or_else(|| "-".to_owned(), duration)
+            )
+        )
+    };
     let _ = writeln!(
         out,
-        "time       elapsed {}, eta {}",
+        "time       elapsed {}{eta}",
         shown("elapsed_secs", duration(status.elapsed_secs)),
-        shown(
-            "eta_secs",
-            status.eta_secs.map_or_else(|| "-".to_owned(), duration)
-        )
     );
     let _ = writeln!(
         out,
@@ -333,6 +342,30 @@ mod tests {
         assert!(text.contains("step       40 / 100 (40.0%)"), "{text}");
         assert!(text.contains("gone without a final state"), "{text}");
         assert!(!describe_status(&status, true, &[], &[]).contains("gone"));
+    }
+
+    #[test]
+    fn only_a_run_that_goes_on_has_an_eta() {
+        let mut status = RunStatus::new("demo".into(), 100);
+        status.elapsed_secs = 65.0;
+        status.eta_secs = Some(120.0);
+        status.state = RunState::Training;
+        let text = describe_status(&status, true, &[], &[]);
+        assert!(
+            text.contains("time       elapsed 0:01:05, eta 0:02:00\n"),
+            "{text}"
+        );
+        let gone = describe_status(&status, false, &[], &[]);
+        assert!(gone.contains("time       elapsed 0:01:05\n"), "{gone}");
+        for state in [RunState::Finished, RunState::Stopped, RunState::Failed] {
+            status.state = state;
+            let text = describe_status(&status, true, &[], &[]);
+            assert!(
+                text.contains("time       elapsed 0:01:05\n"),
+                "{state:?}: {text}"
+            );
+            assert!(!text.contains("eta"), "{state:?}: {text}");
+        }
     }
 
     #[test]
