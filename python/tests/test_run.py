@@ -1086,3 +1086,33 @@ def test_a_long_window_of_tensor_losses_is_read_back_right(tmp_path):
         run2.log_step(step, torch.tensor([float(step)]), 1e-3)
     run2.finish()
     assert find(events(tmp_path / "run2"), type="step")[0]["loss"] == 300.5
+
+
+def test_under_trainui_run_the_environments_run_directory_wins_and_the_other_is_named(
+    tmp_path, monkeypatch
+):
+    watched = tmp_path / "watched"
+    monkeypatch.setenv("TRAINUI_RUN_DIR", str(watched))
+    run = make_run(tmp_path / "asked", max_steps=2)
+    run.start()
+    for step in (1, 2):
+        run.log_step(step, 1.0, 1e-3)
+        run.boundary(step)
+    run.finish()
+    assert not (tmp_path / "asked").exists(), "nothing is written where no one looks"
+    assert status(watched)["state"] == "finished"
+    said = [w["message"] for w in find(events(watched), type="warning")]
+    assert len(said) == 1, said
+    assert str(tmp_path / "asked") in said[0] and "TRAINUI_RUN_DIR" in said[0], said
+    assert str(watched) in said[0], said
+
+
+def test_the_same_run_directory_given_both_ways_is_no_warning(tmp_path, monkeypatch):
+    root = tmp_path / "run"
+    monkeypatch.setenv("TRAINUI_RUN_DIR", str(root))
+    run = make_run(root, max_steps=1)
+    run.start()
+    run.log_step(1, 1.0, 1e-3)
+    run.boundary(1)
+    run.finish()
+    assert find(events(root), type="warning") == []

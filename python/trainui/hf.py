@@ -373,7 +373,8 @@ def _forget_empty_output_dir(run_dir: Any, output_dir: str) -> None:
     run to trainui, which refuses it. An empty folder holds nothing, and the
     Trainer makes it again at its first save.
     """
-    run_dir = run_dir if run_dir is not None else os.environ.get("TRAINUI_RUN_DIR")
+    # As trainui.Run decides it: the environment wins.
+    run_dir = os.environ.get("TRAINUI_RUN_DIR") or run_dir
     if run_dir is None:
         return
     checkpoints = os.path.join(run_dir, "checkpoints")

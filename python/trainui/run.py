@@ -118,12 +118,19 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         handle_signals: bool = True,
         print_lines: bool = True,
     ):
-        if run_dir is None:
-            run_dir = os.environ.get(RUN_DIR_ENV) or None
-            if run_dir is None:
-                raise RunDirError(
-                    f"no run directory: pass trainui.Run(run_dir=...) or set {RUN_DIR_ENV}"
-                )
+        # The environment wins: `trainui run` sets it and watches that folder,
+        # so a job that names another one must not write where no one looks.
+        from_env = os.environ.get(RUN_DIR_ENV) or None
+        #: What the job asked for and did not get, said once the run starts.
+        self._ignored_run_dir: str | None = None
+        if from_env is not None:
+            if run_dir is not None and os.path.abspath(run_dir) != os.path.abspath(from_env):
+                self._ignored_run_dir = os.fspath(run_dir)
+            run_dir = from_env
+        elif run_dir is None:
+            raise RunDirError(
+                f"no run directory: pass trainui.Run(run_dir=...) or set {RUN_DIR_ENV}"
+            )
         if on_stall not in ("warn", "exit"):
             raise ValueError(f'on_stall must be "warn" or "exit" (got {on_stall!r})')
         self.root = Path(run_dir)
@@ -399,6 +406,11 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         self._heartbeat.beat("training", self._step)
         self._set_state("training")
         self._heartbeat.stall_timeout = float(self.settings["watchdog"]["stall_timeout_seconds"])
+        if self._ignored_run_dir is not None and self.is_main:
+            self.warning(
+                f"the run directory {self._ignored_run_dir} given to trainui.Run is not used: "
+                f"{RUN_DIR_ENV} (set by `trainui run`) names {self.root}, which this job writes"
+            )
 
     def beat(self, phase: str | None = None, step: int | None = None) -> None:
         """Heartbeat: progress in `phase` (a Phase name) at `step`. Cheap:
