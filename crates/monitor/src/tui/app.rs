@@ -98,6 +98,9 @@ pub struct App {
     pub view: ViewState,
     /// Now, as far as the screen is concerned.
     pub now: SystemTime,
+    /// When the screen began showing the run: until its first event comes,
+    /// the header counts from here the time it has waited.
+    pub since: SystemTime,
     /// The latest answer to a key or a command, shown in the footer.
     pub ack: Option<Ack>,
     pub exit: Option<Exit>,
@@ -127,12 +130,14 @@ impl App {
     #[must_use]
     pub fn for_run(run: RunData, color: bool) -> Self {
         let smoothing = default_smoothing(run.status.max_steps);
+        let now = SystemTime::now();
         Self {
             run,
             process: Process::default(),
             load: Load::default(),
             view: ViewState::new(color, smoothing),
-            now: SystemTime::now(),
+            now,
+            since: now,
             ack: None,
             exit: None,
             owner: Owner::Trainer,

@@ -79,6 +79,19 @@ fn render_title(frame: &mut Frame, area: Rect, app: &App) {
         right.push(Span::styled(format!("{}eta ", sep(app)), dim(app)));
         right.push(Span::raw(duration(eta)));
     }
+    let waiting = app.run.last_event_at.is_none() && running;
+    if waiting {
+        // Nothing has come yet: say what the screen waits for, and how long
+        // it has, so that a job writing elsewhere is not taken for a slow one.
+        right.push(Span::styled(
+            format!(
+                "{}waiting for its first event {} ",
+                sep(app),
+                duration(app.secs_since(app.since))
+            ),
+            fg(app, Color::Yellow),
+        ));
+    }
     if let Some(at) = app.run.last_event_at {
         let quiet = app.secs_since(at);
         let word = if running { "updated" } else { "ended" };
@@ -97,7 +110,7 @@ fn render_title(frame: &mut Frame, area: Rect, app: &App) {
     let left = Line::from(left);
     let room = usize::from(area.width).saturating_sub(left.width());
     let width = |spans: &[Span]| spans.iter().map(Span::width).sum::<usize>();
-    if width(&right) > room && app.run.last_event_at.is_some() {
+    if width(&right) > room && (app.run.last_event_at.is_some() || waiting) {
         right.pop();
     }
     if width(&right) > room && right.len() == 4 {

@@ -773,6 +773,29 @@ fn the_header_says_the_current_numbers_and_its_clock_ticks_without_events() {
 }
 
 #[test]
+fn before_its_first_event_the_header_says_what_it_waits_for_with_a_clock_that_ticks() {
+    let mut app = App::new("job".into(), 0, false);
+    app.update(Msg::Tick(app.since + Duration::from_secs(12)));
+    let waiting = text(&app, 120, 40);
+    assert!(
+        waiting.contains("waiting for its first event 0:00:12"),
+        "{waiting}"
+    );
+    app.update(Msg::Tick(app.since + Duration::from_secs(75)));
+    let later = text(&app, 120, 40);
+    assert!(
+        later.contains("waiting for its first event 0:01:15"),
+        "{later}"
+    );
+    app.apply(&trainui_protocol::events::examples::started("job", 100));
+    let started = text(&app, 120, 40);
+    assert!(
+        !started.contains("waiting for its first event"),
+        "{started}"
+    );
+}
+
+#[test]
 fn a_paused_run_counts_its_pause_and_shows_no_rate_or_eta() {
     let mut app = training_app();
     assert!(text(&app, 120, 40).contains("eta 0:01:08"));
