@@ -115,8 +115,10 @@ TRAINUI_PYTHON_TEST_DEPS=(
 # Installs (once) what TRAINUI_PYTHON lacks of TRAINUI_PYTHON_TEST_DEPS,
 # beside its torch.
 trainui_python_test_deps() {
+  local ruff
+  ruff=$(printf '%s\n' "${TRAINUI_PYTHON_TEST_DEPS[@]}" | sed -n 's/^ruff==/ruff /p')
   if "$TRAINUI_PYTHON" -c "import transformers, accelerate, pytest, jsonschema, tensorboard" 2>/dev/null \
-    && [ "$("$TRAINUI_PYTHON" -m ruff --version 2>/dev/null)" = "ruff 0.17.6" ]; then
+    && [ "$("$TRAINUI_PYTHON" -m ruff --version 2>/dev/null)" = "$ruff" ]; then
     return 0
   fi
   echo "trainui: installing ${TRAINUI_PYTHON_TEST_DEPS[*]} for the tests" >&2
