@@ -17,11 +17,20 @@ Under torchrun (gloo, on the CPU):
 
 The Trainer's checkpoints go to RUN_DIR/checkpoints/checkpoint-STEP.
 
-Faults, to see the deadline at work:
+A job relaunched after a stall by `trainui run --restart-on-stall N`
+resumes from the checkpoint trainui hands it (`callback.resume_checkpoint`):
+
+    trainui run --restart-on-stall 2 -- examples/hf_trainer.py --max-steps 300
+
+Faults, to see the deadline and the restart at work:
   --fault never_eos          the model can never end a sample (end-of-text is
                              forbidden and max_new_tokens is unbounded): every
                              generation runs into eval.eval_timeout_seconds
   --fault never_eos_on_rank:R  the same, only on rank R of a torchrun job
+  --fault hang_eval_once     the validation data never comes (as from a file
+                             system that stopped answering), in the job's
+                             first launch only: no generation deadline
+                             catches it, the watchdog does
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import json
 import os
 import random
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -132,6 +142,20 @@ class PromptCompletion(torch.utils.data.Dataset):
         return {"input_ids": ids, "labels": labels}
 
 
+class NeverComes(torch.utils.data.Dataset):
+    """A dataset whose first item never arrives."""
+
+    def __init__(self, rows: PromptCompletion):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        threading.Event().wait()
+        return self.rows[i]
+
+
 def collate(pad_id: int):
     def pad(batch: list[dict]) -> dict:
         width = max(len(item["input_ids"]) for item in batch)
@@ -184,8 +208,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.run_dir:
         parser.error("--run-dir DIR is needed (or run it under `trainui run`, which sets TRAINUI_RUN_DIR)")
-    if args.fault and args.fault != "never_eos" and not args.fault.startswith("never_eos_on_rank:"):
-        parser.error(f"--fault {args.fault}: expected never_eos or never_eos_on_rank:R")
+    if args.fault and args.fault not in ("never_eos", "hang_eval_once") and not args.fault.startswith(
+            "never_eos_on_rank:"):
+        parser.error(f"--fault {args.fault}: expected never_eos, never_eos_on_rank:R or hang_eval_once")
     return args
 
 
@@ -248,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             "logits_processor": LogitsProcessorList([ForbidTokens([tokenizer.eos_token_id])]),
             "max_new_tokens": 10**6,
         }
+    eval_dataset = PromptCompletion(val_rows, tokenizer)
+    if args.fault == "hang_eval_once" and not os.environ.get("TRAINUI_RESTART"):
+        eval_dataset = NeverComes(eval_dataset)
     callback = TrainuiCallback(
         run_dir,
         tokenizer=tokenizer,
@@ -265,13 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         model=model,
         args=training_args,
         train_dataset=PromptCompletion(train_rows, tokenizer),
-        eval_dataset=PromptCompletion(val_rows, tokenizer),
+        eval_dataset=eval_dataset,
         data_collator=collate(tokenizer.pad_token_id),
         callbacks=[callback],
     )
     # trainui prints the progress lines; the Trainer's own dicts would repeat them.
     trainer.remove_callback(PrinterCallback)
-    trainer.train()
+    # After a stall, `trainui run --restart-on-stall` relaunches the job with
+    # its newest checkpoint; None on a first start.
+    trainer.train(resume_from_checkpoint=callback.resume_checkpoint)
     return 0
 
 

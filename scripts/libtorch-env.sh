@@ -101,11 +101,13 @@ trainui_find_python() {
 
 # The Python side's test dependencies, pinned: transformers builds tiny
 # Hugging Face checkpoints for the model-folder tests and runs the Trainer
-# of the Python package's tests, with accelerate, pytest and jsonschema;
-# ruff lints and formats the package.
+# of the Python package's tests, with accelerate, pytorch-lightning (its
+# torch>=2.1.0 keeps the installed torch), pytest and jsonschema; ruff lints
+# and formats the package.
 TRAINUI_PYTHON_TEST_DEPS=(
   "transformers==5.24.0"
   "accelerate==1.15.0"
+  "pytorch-lightning==2.6.6"
   "pytest==9.2.0"
   "jsonschema==4.26.0"
   "tensorboard==2.21.0"
@@ -117,7 +119,7 @@ TRAINUI_PYTHON_TEST_DEPS=(
 trainui_python_test_deps() {
   local ruff
   ruff=$(printf '%s\n' "${TRAINUI_PYTHON_TEST_DEPS[@]}" | sed -n 's/^ruff==/ruff /p')
-  if "$TRAINUI_PYTHON" -c "import transformers, accelerate, pytest, jsonschema, tensorboard" 2>/dev/null \
+  if "$TRAINUI_PYTHON" -c "import transformers, accelerate, pytorch_lightning, pytest, jsonschema, tensorboard" 2>/dev/null \
     && [ "$("$TRAINUI_PYTHON" -m ruff --version 2>/dev/null)" = "$ruff" ]; then
     return 0
   fi

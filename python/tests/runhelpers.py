@@ -331,6 +331,9 @@ def check_run_dir(root: Path, ranks: int = 1) -> None:
             check_event_line(line, rank)
         beat = rank_file(root, rank)
         assert beat is not None, f"no ranks/rank-{rank}.json"
+        # Written only by a rank that caught a stop signal before it ended.
+        caught = beat.pop("signal", None)
+        assert caught in (None, "SIGINT", "SIGTERM", "SIGHUP"), f"rank-{rank}.json: {caught!r}"
         check_value(RANK_FILE_FIELDS, beat, f"rank-{rank}.json")
         schema_validate("rank", beat)
         assert beat["v"] == protocol.SCHEMA_VERSION and beat["rank"] == rank
@@ -453,3 +456,13 @@ def descendants(root: int) -> list[int]:
 
 def torchrun() -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run"]
+
+
+def trainui_program() -> Path:
+    """The trainui program: $TRAINUI_PROGRAM, else the release build of this
+    clone (in $CARGO_TARGET_DIR when set)."""
+    named = os.environ.get("TRAINUI_PROGRAM")
+    if named:
+        return Path(named)
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    return (target if target.is_absolute() else REPO / target) / "release" / "trainui"

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from trainui import control, protocol
+from trainui.eta import EtaEstimate
 
 CASES = Path(__file__).resolve().parents[2] / "protocol" / "cases"
 
@@ -217,3 +218,38 @@ def test_the_live_settings_are_the_tables():
         for entry in table["settings"]
         if entry["kind"] in ("u64", "u32") and entry["min"] > 0
     }
+
+
+# ---------------------------------------------------------------------------
+# Logging windows in, the ETA of each `step` event out
+
+
+@pytest.mark.parametrize(("file", "case"), cases("eta.json"))
+def test_logging_windows_give_the_etas_the_cases_say(file, case):
+    estimate = EtaEstimate()
+    previous = 0
+    etas = []
+    for step, secs in case["windows"]:
+        estimate.window(step - previous, secs)
+        previous = step
+        etas.append(estimate.eta_secs(max(case["max_steps"] - step, 0)))
+    assert same_json(etas) == expected(file, case, "eta_secs"), differs(file, case)
+
+
+# ---------------------------------------------------------------------------
+# An event in, the alert it raises out (alerts::of, trainui.alerts.of)
+
+
+@pytest.mark.parametrize(("file", "case"), cases("alerts.json"))
+def test_events_raise_the_alerts_the_cases_say(file, case):
+    from trainui import alerts
+
+    assert "alert" in case, (
+        f"protocol/cases/{file}: case {case['name']!r} has no `alert` yet: run `TRAINUI_BLESS=1 "
+        "cargo test --release -p trainui --lib alerts::` to write Rust's answer"
+    )
+    alert = alerts.of(case["event"], case["run_name"])
+    answer = (
+        None if alert is None else {"kind": alert.kind, "title": alert.title, "body": alert.body}
+    )
+    assert answer == case["alert"], differs(file, case)

@@ -40,8 +40,11 @@ def sample_event(outcome, output, **extra):
 
 
 def test_step_lines_read_as_in_rust():
-    nan = protocol.step_line(5, 10, "NaN", 1e-3, 0.0, 0.0, math.inf)
-    assert nan == "step 5/10 | loss NaN | lr 1.00e-3 | 0 tok/s | elapsed 0:00:00 | eta 0:00:00"
+    nan = protocol.step_line(5, 10, "NaN", 1e-3, 0.5, 0.0, math.inf)
+    assert nan == "step 5/10 | loss NaN | lr 1.00e-3 | 1 tok/s | elapsed 0:00:00 | eta 0:00:00"
+    # A job that counts no tokens shows no rate.
+    none = protocol.step_line(5, 10, 2.0, 1e-3, 0.0, 0.0, 1.0)
+    assert none == "step 5/10 | loss 2.0000 | lr 1.00e-3 | elapsed 0:00:00 | eta 0:00:01"
 
 
 def test_numbers_are_grouped_and_durations_rounded():

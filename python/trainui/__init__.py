@@ -12,6 +12,7 @@ not followed).
 
 from __future__ import annotations
 
+from .launcher import resume_checkpoint
 from .protocol import PRODUCER_VERSION, REQUEST_VERSION, SCHEMA_VERSION
 from .run import Actions, Run
 from .rundir import RunDirError
@@ -23,6 +24,7 @@ __all__ = [
     "Actions",
     "Run",
     "RunDirError",
+    "resume_checkpoint",
     "SCHEMA_VERSION",
     "REQUEST_VERSION",
     "generate",

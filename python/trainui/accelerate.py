@@ -24,8 +24,12 @@ for step, batch in enumerate(data, start=1):
 accelerator.end_training()                   # finished, or stopped by a command
 ```
 
-`log()` maps ``loss``/``train_loss`` and ``lr``/``learning_rate`` onto
-`Run.log_step` (a ``tokens`` value counts tokens trained on), and
+``alerts={"command": ..., "timeout_seconds": ...}`` runs a shell command
+when the run ends, fails or stalls, as `trainui.Run` does (rank 0 only).
+
+`log()` maps ``loss``/``train_loss``, ``lr``/``learning_rate`` and
+``grad_norm`` onto `Run.log_step` (a ``tokens`` value counts tokens trained
+on), and
 ``eval_loss`` onto an evaluation with that validation loss. Other keys are
 left to the other trackers. ``tracker.run`` is the `trainui.Run` for
 everything else (samples: `trainui.evaluate_samples`).
@@ -39,6 +43,7 @@ from typing import Any
 
 from accelerate.tracking import GeneralTracker
 
+from .alerts import settings_of
 from .protocol import json_safe
 from .run import Actions, Run
 
@@ -73,8 +78,11 @@ class TrainuiTracker(GeneralTracker):
         val_examples: int = 0,
         start_step: int = 0,
         print_lines: bool = True,
+        alerts: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        settings_of(alerts)  # a mistake is told here, not when the run opens
+        self.alerts = None if alerts is None else dict(alerts)
         self.run_dir = run_dir
         self.max_steps = max_steps
         self.run_name = run_name
@@ -126,13 +134,17 @@ class TrainuiTracker(GeneralTracker):
             self._learning_rate = float(rate)
         loss = values.get("loss", values.get("train_loss"))
         if loss is not None:
-            run.log_step(step, loss, self._learning_rate, tokens=int(values.get("tokens", 0) or 0))
+            run.log_step(
+                step,
+                loss,
+                self._learning_rate,
+                tokens=int(values.get("tokens", 0) or 0),
+                grad_norm=values.get("grad_norm"),
+            )
         if "eval_loss" in values:
             eval_loss = values["eval_loss"]
             eval_loss = float(eval_loss.item() if hasattr(eval_loss, "item") else eval_loss)
-            run.eval_started(step, 0)
-            run.val_loss(step, eval_loss, int(values.get("eval_batches", 0) or 0))
-            run.eval_finished(step, val_loss=eval_loss)
+            run.log_val_loss(step, eval_loss, int(values.get("eval_batches", 1) or 1))
 
     def finish(self) -> None:
         """Ends the run: `stopped` when a step boundary applied a stop, else
@@ -164,6 +176,7 @@ class TrainuiTracker(GeneralTracker):
             framework="accelerate",
             on_stall=self.on_stall,
             print_lines=self.print_lines,
+            alerts=self.alerts,
         )
         device = self.device
         if device is None:

@@ -62,6 +62,9 @@ class EvaluationReports:
         self._eval_warned = False
         self._eval_val_loss = None
         self._eval_warn_rate = self.settings["eval"]["timeout_warn_rate"]
+        # What the loop did since the last step or boundary was the
+        # evaluation's (its validation pass), not training.
+        self._train_mark = time.monotonic()
         self._set_state("evaluating")
         self._emit(
             {"type": "eval_started", "step": step, "eval": self._evals, "samples": int(samples)},
@@ -93,6 +96,26 @@ class EvaluationReports:
                 f"{protocol.rust_display(self.settings['eval']['eval_timeout_seconds'])}s at "
                 f"step {step}; scored {batches} of {self.settings['eval']['val_batches']} batches"
             )
+
+    def log_val_loss(self, step: int, loss: Any, batches: int = 1) -> None:
+        """Logs a validation loss in one call, for a loop whose evaluation is
+        only that: `eval_started`, `val_loss` and `eval_finished` (with the
+        train/validation gap), as a full evaluation writes them, so the
+        curves, the header, the status file and the log show it. `loss` may
+        be a float or a tensor (read back here; None: no batch scored);
+        `batches`: how many batches it is the mean of. Inside an evaluation
+        begun with `eval_started`, it only records its validation loss.
+        The time since the step boundary is the evaluation's, left out of
+        the rate and the ETA as every evaluation's."""
+        step = whole_number("log_val_loss: step", step)
+        batches = whole_number("log_val_loss: batches", batches, "u32")
+        value = None if loss is None else float(loss.item() if hasattr(loss, "item") else loss)
+        if self._heartbeat.state == "evaluating":
+            self.val_loss(step, value, batches)
+            return
+        self.eval_started(step, 0)
+        self.val_loss(step, value, batches)
+        self.eval_finished(step)
 
     def generation_started(
         self,
@@ -235,7 +258,8 @@ class EvaluationReports:
         self, step: int, val_loss: float | None = None, train_loss: float | None = None
     ) -> None:
         """The evaluation ended: matches and exact match of the samples
-        since eval_started, the train/validation gap; back to `training`."""
+        since eval_started, the train/validation gap; back to `training`
+        (or `paused`, for one made while paused)."""
         step = whole_number("eval_finished: step", step)
         if val_loss is None:
             val_loss = self._eval_val_loss
@@ -258,7 +282,7 @@ class EvaluationReports:
             },
             rank=True,
         )
-        self._set_state("training")
-        self._phase("training")
-        if self._window_losses.count == 0:
-            self._window_start = time.monotonic()  # evaluating is not training time
+        # Back to what it was: an evaluation made while paused ends paused.
+        self._set_state("paused" if self._paused else "training")
+        self._phase("paused" if self._paused else "training")
+        self._train_mark = time.monotonic()  # evaluating is not training time

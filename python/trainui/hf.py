@@ -49,7 +49,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from . import launcher
+from .alerts import settings_of
 from .generate import evaluate_samples
+from .learning_rate import set_learning_rate
 from .protocol import json_safe
 from .run import Run
 
@@ -98,6 +101,8 @@ class TrainuiCallback(TrainerCallback):
     live settings that win over what the Trainer's arguments imply (for
     example ``{"eval": {"samples": 4, "eval_timeout_seconds": 30}}``).
     ``generate_kwargs`` go to every ``model.generate()`` of the evaluation.
+    ``alerts``: ``{"command": ..., "timeout_seconds": ...}``, a shell command
+    run when the run ends, fails or stalls (see `trainui.Run`).
     Give the callback to the Trainer on every rank; only rank 0 writes the
     shared files.
     """
@@ -113,7 +118,10 @@ class TrainuiCallback(TrainerCallback):
         run_name: str | None = None,
         generate_kwargs: Mapping[str, Any] | None = None,
         config: Mapping[str, Any] | None = None,
+        alerts: Mapping[str, Any] | None = None,
     ) -> None:
+        settings_of(alerts)  # a mistake is told here, not when training begins
+        self.alerts = None if alerts is None else dict(alerts)
         self.run_dir = run_dir
         self.tokenizer = tokenizer
         self.eval_examples = list(eval_examples or [])
@@ -128,6 +136,21 @@ class TrainuiCallback(TrainerCallback):
         self._tokens_seen = 0
         self._logged_step = 0
         self._has_val = False
+        # A pause to hold again once the Trainer has saved or evaluated, and
+        # what waits for the end of a pause.
+        self._hold_pause = False
+        self._save_after_pause = False
+        self._eval_after_pause = False
+        #: The Trainer that calls this callback, when found (see _find_trainer):
+        #: it evaluates while paused, from whichever hook holds the pause.
+        self._trainer: Any = None
+
+    @property
+    def resume_checkpoint(self) -> str | None:
+        """The checkpoint to resume from when `trainui run --restart-on-stall`
+        relaunched the job after a stall (None otherwise): pass it on, as
+        ``trainer.train(resume_from_checkpoint=callback.resume_checkpoint)``."""
+        return launcher.resume_checkpoint()
 
     # ------------------------------------------------------------------
     # Beginning and end
@@ -161,8 +184,10 @@ class TrainuiCallback(TrainerCallback):
             settings=settings,
             framework="transformers",
             on_stall=self.on_stall,
+            alerts=self.alerts,
         )
         atexit.register(self._fail_if_unfinished)
+        self._trainer = self._find_trainer()
         self._apply_settings(args, state, None, None, set(_flat_keys(self.run.settings)))
         train_examples = 0
         dataset = getattr(train_dataloader, "dataset", None)
@@ -189,6 +214,22 @@ class TrainuiCallback(TrainerCallback):
             self.run.beat(step=state.global_step)
             self.run.finish("stopped" if self.stopped else "finished")
         return control
+
+    def _find_trainer(self) -> Any:
+        """The Trainer whose `on_train_begin` this is, from the calling frames
+        (the callback events do not pass it), or None."""
+        frame = sys._getframe(1)
+        for _ in range(8):
+            if frame is None:
+                return None
+            candidate = frame.f_locals.get("self")
+            handler = getattr(candidate, "callback_handler", None)
+            if any(c is self for c in getattr(handler, "callbacks", ())) and callable(
+                getattr(candidate, "evaluate", None)
+            ):
+                return candidate
+            frame = frame.f_back
+        return None
 
     def _fail_if_unfinished(self) -> None:
         """At exit: a Trainer that raised never calls on_train_end; say so."""
@@ -235,22 +276,62 @@ class TrainuiCallback(TrainerCallback):
             return control
         step = state.global_step
         run.beat("training", step)
-        actions = run.boundary(step)
-        if actions.settings:
-            self._apply_settings(args, state, optimizer, lr_scheduler, set(actions.settings))
-        if actions.stop:
-            self.stopped = True
-            control.should_training_stop = True
+        # A save or evaluation that waited for the end of a pause.
+        if self._save_after_pause:
+            self._save_after_pause = False
             control.should_save = True
-            control.should_evaluate = False
-            return control
-        if actions.save:
-            control.should_save = True
-        if actions.eval:
-            if self._has_val:
-                control.should_evaluate = True
-            else:
-                self._evaluate(model, step)
+        if self._eval_after_pause:
+            self._eval_after_pause = False
+            control.should_evaluate = True
+        return self._at_boundary(
+            args, state, control, model, optimizer, lr_scheduler, can_save=True, can_eval=True
+        )
+
+    def _at_boundary(
+        self, args, state, control, model, optimizer, lr_scheduler, *, can_save, can_eval
+    ):
+        """Applies what the run's step boundary says. While paused, a save
+        or an evaluation is made at once: the boundary returns for it; the
+        Trainer saves (`can_save`) or evaluates (`can_eval`) right after
+        this hook, and `on_evaluate` or `on_save` holds the pause again; an
+        evaluation the Trainer would not make from here runs here
+        (`Trainer.evaluate`, or the sample evaluation alone when there is
+        no validation set), and the pause holds on. Only when the Trainer
+        could not be found does such an evaluation wait for the resume (and
+        its answer says so)."""
+        run = self.run
+        step = state.global_step
+        while True:
+            acts = ("save",) if can_save else ()
+            if can_eval or not self._has_val or self._trainer is not None:
+                acts += ("eval",)
+            actions = run.boundary(step, act_while_paused=acts)
+            if actions.settings:
+                self._apply_settings(args, state, optimizer, lr_scheduler, set(actions.settings))
+            if actions.stop:
+                self.stopped = True
+                control.should_training_stop = True
+                control.should_save = can_save
+                control.should_evaluate = False
+                return control
+            if actions.save:
+                if can_save:
+                    control.should_save = True
+                else:
+                    self._save_after_pause = True
+            if actions.eval:
+                if not self._has_val:
+                    self._evaluate(model, step)
+                elif can_eval:
+                    control.should_evaluate = True
+                elif self._trainer is not None:
+                    self._trainer.evaluate()  # its on_evaluate reports it
+                else:
+                    self._eval_after_pause = True
+            # Held again once the Trainer has done them (on_evaluate, on_save).
+            self._hold_pause = actions.paused and (control.should_save or control.should_evaluate)
+            if not actions.paused or self._hold_pause:
+                break
         if control.should_save and not control.should_evaluate:
             run.beat("saving", step)
         return control
@@ -272,6 +353,18 @@ class TrainuiCallback(TrainerCallback):
         except TypeError:
             pass
         self._evaluate(model, state.global_step, val_loss=loss, val_batches=batches)
+        if self._hold_pause and not control.should_save:
+            self._hold_pause = False
+            self._at_boundary(
+                args,
+                state,
+                control,
+                model,
+                kwargs.get("optimizer"),
+                kwargs.get("lr_scheduler"),
+                can_save=True,
+                can_eval=False,
+            )
         if control.should_save:
             self.run.beat("saving", state.global_step)
         return control
@@ -280,7 +373,31 @@ class TrainuiCallback(TrainerCallback):
         if self.run is not None:
             path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             self.run.checkpoint(state.global_step, path)
+            if self._hold_pause:
+                self._hold_pause = False
+                self._hold_after_save(args, state, control, path, **kwargs)
         return control
+
+    def _hold_after_save(self, args, state, control, path, **kwargs) -> None:
+        """Holds the pause again after a save made while paused. A save asked
+        for meanwhile is the one just made (nothing has trained since): it
+        is announced again."""
+        while True:
+            self._at_boundary(
+                args,
+                state,
+                control,
+                kwargs.get("model"),
+                kwargs.get("optimizer"),
+                kwargs.get("lr_scheduler"),
+                can_save=True,
+                can_eval=False,
+            )
+            if not (self._hold_pause and control.should_save):
+                return
+            control.should_save = False
+            self._hold_pause = False
+            self.run.checkpoint(state.global_step, path)
 
     # ------------------------------------------------------------------
     # Helpers
@@ -393,25 +510,3 @@ def _forget_empty_output_dir(run_dir: Any, output_dir: str) -> None:
 
 def _flat_keys(settings: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return [f"{section}.{key}" for section, values in settings.items() for key in values]
-
-
-def set_learning_rate(optimizer: Any, lr_scheduler: Any, rate: float) -> None:
-    """Makes `rate` the peak learning rate from now on.
-
-    The scheduler's base rates become `rate` and each group's current rate is
-    scaled by the same factor, so a warmup or decay schedule goes on from
-    where it is, at the new height.
-    """
-    schedulers = [lr_scheduler] if lr_scheduler is not None else []
-    for scheduler in list(schedulers):
-        schedulers.extend(getattr(scheduler, "_schedulers", []) or [])
-    bases = None
-    for scheduler in schedulers:
-        if getattr(scheduler, "base_lrs", None) is not None:
-            bases = list(scheduler.base_lrs)
-            scheduler.base_lrs = [rate for _ in scheduler.base_lrs]
-    for i, group in enumerate(optimizer.param_groups):
-        base = bases[i] if bases and i < len(bases) else group.get("initial_lr", group["lr"])
-        factor = group["lr"] / base if base else 1.0
-        group["lr"] = rate * factor
-        group["initial_lr"] = rate

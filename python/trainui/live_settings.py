@@ -287,9 +287,22 @@ def change_settings(
     return result, applied
 
 
-def settings_with(overrides: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """The default settings with nested `overrides` made (checked)."""
+def settings_with(
+    overrides: dict[str, Any] | None, defaults: dict[str, dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The default settings (trainui's, with `defaults` made over them)
+    with nested `overrides` made (checked)."""
     settings = default_settings()
+    for section, values in (defaults or {}).items():
+        settings.setdefault(section, {}).update(values)
     if overrides:
         settings, _ = change_settings(settings, flatten(overrides), "settings")
     return settings
+
+
+#: Where a run of the Python package starts from other defaults than
+#: trainui's trainer: the job's own loop decides when it saves, so the
+#: package asks for no checkpoint (`actions.save`) on a cadence of its own
+#: unless the job sets `checkpoint.save_steps` (a `save`, a stop and a
+#: `set checkpoint.save_steps=N` still ask for one).
+PACKAGE_DEFAULTS: dict[str, dict[str, Any]] = {"checkpoint": {"save_steps": 0}}

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from .contract import PHASES, command_word, timeout_rate
+from .eta import shown_eta
 from .formatting import (
     duration,
     escape,
@@ -55,11 +56,17 @@ def _as_float(value: Any) -> float:
 def step_line(
     step, max_steps, loss, learning_rate, tokens_per_sec, elapsed_secs, eta_secs, grad_norm=None
 ) -> str:
-    line = (
-        f"step {step}/{max_steps} | loss {fixed(_as_float(loss), 4)} | lr "
-        f"{lower_exp(learning_rate, 2)} | {thousands(round_half_away(tokens_per_sec))} tok/s | "
-        f"elapsed {duration(elapsed_secs)} | eta {duration(eta_secs)}"
+    line = f"step {step}/{max_steps} | loss {fixed(_as_float(loss), 4)} | lr " + lower_exp(
+        learning_rate, 2
     )
+    # A job that counts no tokens (not a language model) shows no rate.
+    if tokens_per_sec > 0:
+        line += f" | {thousands(round_half_away(tokens_per_sec))} tok/s"
+    line += f" | elapsed {duration(elapsed_secs)}"
+    # No ETA until the producer has one worth showing.
+    eta = shown_eta(step, max_steps, _as_float(eta_secs))
+    if eta is not None:
+        line += f" | eta {duration(eta)}"
     if grad_norm is not None:
         line += f" | grad norm {fixed(_as_float(grad_norm), 3)}"
     return line
@@ -209,8 +216,13 @@ def format_event(event: dict[str, Any]) -> str | None:
     if kind == "sample":
         return sample_block(event)
     if kind == "eval_finished":
+        losses = loss_comparison_line(event["train_loss"], event["val_loss"], event["gap"])
+        # An evaluation that generated nothing (a validation loss alone) has
+        # no match to tell.
+        if event["samples"] == 0:
+            return losses
         return (
-            loss_comparison_line(event["train_loss"], event["val_loss"], event["gap"])
+            losses
             + "\n"
             + exact_match_line(
                 event["matches"], event["samples"], event["exact_match"], event["counters"]

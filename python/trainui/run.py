@@ -38,8 +38,11 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from . import control, distributed, protocol
+from . import control, distributed, launcher, protocol
+from .alerts import AlertCommand, launcher_alerts, settings_of
+from .eta import EtaEstimate
 from .eval_reports import PROGRESS_INTERVAL, EvaluationReports
+from .live_settings import PACKAGE_DEFAULTS
 from .protocol import finite_number, float_or_text, whole_number
 from .rank_failures import RECORD_TAIL_BYTES, rank_failure, with_earlier_failure
 from .rundir import (
@@ -99,6 +102,10 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
     set KEY=VALUE` (agreed across ranks at a step boundary); config.json is
     written once, for the record, and edits of it are not followed.
 
+    `alerts={"command": ..., "timeout_seconds": ...}` runs a shell command
+    of the user's on rank 0 when the run finishes, stops, fails, stalls or
+    recovers (alerts.py), as trainui's own `alerts` config does.
+
     Its state is set up here, in __init__; the methods of three of its parts
     are in modules of their own: step_boundary.py (`boundary`, the commands
     and signals agreed across ranks), eval_reports.py (`eval_started` to
@@ -117,6 +124,7 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         on_stall: str = "warn",
         handle_signals: bool = True,
         print_lines: bool = True,
+        alerts: dict[str, Any] | None = None,
     ):
         # The environment wins: `trainui run` sets it and watches that folder,
         # so a job that names another one must not write where no one looks.
@@ -133,12 +141,24 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
             )
         if on_stall not in ("warn", "exit"):
             raise ValueError(f'on_stall must be "warn" or "exit" (got {on_stall!r})')
+        alert_settings = settings_of(alerts)
+        # Under `trainui run` its words win: see launcher.py.
+        on_stall = launcher.on_stall(on_stall)
+        print_lines = launcher.print_lines(print_lines)
+        #: Which relaunch after a stall this is (0: the first start); a
+        #: relaunch goes on in the run directory that holds the run.
+        self.restart = launcher.restart_number() if from_env is not None else 0
+        #: The checkpoint to resume from after a stall, or None (see
+        #: launcher.py): the loop loads it and passes its step to start().
+        self.resume_checkpoint = launcher.resume_checkpoint() if self.restart else None
         self.root = Path(run_dir)
         self.max_steps = whole_number("Run: max_steps", max_steps)
         self.run_name = str(run_name or self.root.resolve().name or self.root)
         self.framework = str(framework)
-        #: The live settings in force (nested dict, see protocol.LIVE_SETTINGS).
-        self.settings = protocol.settings_with(settings)
+        #: The live settings in force (nested dict, see protocol.LIVE_SETTINGS):
+        #: trainui's defaults but for PACKAGE_DEFAULTS (no checkpoint cadence
+        #: unless `settings` gives one), with `settings` made over them.
+        self.settings = protocol.settings_with(settings, PACKAGE_DEFAULTS)
         self.rank, self.world_size, self.local_rank = distributed.world()
         self.is_main = self.rank == 0
         self._agreement = distributed.Agreement() if self.world_size > 1 else None
@@ -188,10 +208,12 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         cause: BaseException | None = None
         if self.is_main:
             try:
-                check_fresh(self.root)
+                if not self.restart:
+                    check_fresh(self.root)
                 control.check_spool(self.root)
                 self._lock_fd = take_lock(self.root)
-                check_fresh(self.root)
+                if not self.restart:
+                    check_fresh(self.root)
                 control.make_spool(self.root)
                 control.clear_abort_mark(self.root)
                 self._status = protocol.StatusFold(self.run_name, self.max_steps, os.getpid())
@@ -235,7 +257,14 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         self._window_norms = Readings()
         self._window_first_step = 0
         self._window_tokens = 0
-        self._window_start = time.monotonic()
+        # The training clock: seconds spent in training steps in the window,
+        # counted up to `_train_mark`. Boundaries (pauses, commands),
+        # evaluations and checkpoints move the mark without counting.
+        self._train_mark = time.monotonic()
+        self._window_train_secs = 0.0
+        self._eta = EtaEstimate()
+        # Held by a pause between boundary() calls (see StepBoundary).
+        self._paused = False
         self._last_loss: float | None = None
         self._nonfinite_steps = 0
         self._evals = 0
@@ -251,6 +280,17 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         self._last_save_step: int | None = None
 
         self._writer = Writer(run_files, record, self.rank, print_lines and self.is_main)
+        #: `alerts.command` (see alerts.py), run by rank 0 unless `trainui
+        #: run` runs it for the job.
+        self._alerts: AlertCommand | None = None
+        if self.is_main and alert_settings.command is not None and not launcher_alerts():
+            self._alerts = AlertCommand(
+                alert_settings.command,
+                alert_settings.timeout_seconds,
+                self.root,
+                self.run_name,
+                self._alert_failed,
+            )
         self._rank_beat = RankBeat(
             self.root,
             self.rank,
@@ -288,6 +328,12 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         `rank`."""
         if self.is_main or rank:
             self._writer.event(event, run=self.is_main, rank=rank)
+        if self._alerts is not None:
+            self._alerts.consider(event)
+
+    def _alert_failed(self, message: str) -> None:
+        """An alert command failed (on its own thread): a warning in events.jsonl."""
+        self._emit({"type": "warning", "step": self._step, "message": message})
 
     def _set_state(self, state: str) -> None:
         self._heartbeat.state = state
@@ -332,6 +378,8 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         self._emit({"type": "recovered", "step": step, "phase": phase}, rank=True)
 
     def _before_stall_exit(self) -> None:
+        if self._alerts is not None:
+            self._alerts.settle()  # the stall's command is heard out first
         self._writer.flush(5.0)
         self._rank_beat.write()
 
@@ -375,7 +423,7 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         start_step = whole_number("start: start_step", start_step)
         self._step = start_step
         self._started_mono = time.monotonic()
-        self._window_start = self._started_mono
+        self._train_mark = self._started_mono
         self._emit(
             {
                 "type": "started",
@@ -389,7 +437,7 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
                 "train_examples": int(train_examples),
                 "val_examples": int(val_examples),
                 "skipped_overlong": 0,
-                "resumed_from": None,
+                "resumed_from": self.resume_checkpoint,
                 "evals": self._evals,
                 "counters": dict(self._counters),
                 "settings": copy.deepcopy(self.settings),
@@ -406,6 +454,15 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         self._heartbeat.beat("training", self._step)
         self._set_state("training")
         self._heartbeat.stall_timeout = float(self.settings["watchdog"]["stall_timeout_seconds"])
+        if self.restart and self.is_main:
+            resumed = (
+                f"from {self.resume_checkpoint} at step {start_step}"
+                if self.resume_checkpoint
+                else f"at step {start_step}, from no checkpoint"
+            )
+            self.warning(
+                f"relaunched by trainui run after a stall (restart {self.restart}), {resumed}"
+            )
         if self._ignored_run_dir is not None and self.is_main:
             self.warning(
                 f"the run directory {self._ignored_run_dir} given to trainui.Run is not used: "
@@ -459,6 +516,8 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         heartbeat.last = time.monotonic()
         heartbeat.unix = time.time()
         heartbeat.step = step
+        self._window_train_secs += heartbeat.last - self._train_mark
+        self._train_mark = heartbeat.last
         if heartbeat.phase != "training":
             heartbeat.phase = "training"
             self._rank_beat.changed()
@@ -482,7 +541,7 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         except ValueError:
             # A tensor's value, read only now: the window that cannot be
             # written is dropped, so the next step event is a window of its own.
-            self._new_window(time.monotonic())
+            self._new_window()
             raise
         bad = [
             (first + index, value, norms[index])
@@ -504,9 +563,9 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
                 }
             )
         mean = sum(losses) / steps
-        now = time.monotonic()
-        interval = max(now - self._window_start, 1e-9)
-        per_step = interval / steps
+        # Over the time spent in training steps, as trainui's trainer counts.
+        interval = max(self._window_train_secs, 1e-9)
+        self._eta.window(steps, self._window_train_secs)
         event = {
             "type": "step",
             "step": int(step),
@@ -515,7 +574,7 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
             "learning_rate": learning_rate,
             "tokens_per_sec": self._window_tokens / interval,
             "elapsed_secs": self._elapsed(),
-            "eta_secs": per_step * max(self.max_steps - step, 0),
+            "eta_secs": self._eta.eta_secs(max(self.max_steps - step, 0)),
         }
         # As trainui's own steps: the mean over the window's finite norms,
         # absent when none was reported or none was finite.
@@ -524,14 +583,14 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
             event["grad_norm"] = sum(finite_norms) / len(finite_norms)
         self._emit(event)
         self._last_loss = mean
-        self._new_window(now)
+        self._new_window()
 
-    def _new_window(self, now: float) -> None:
-        """Starts a logging window at `now` (monotonic)."""
+    def _new_window(self) -> None:
+        """Starts a logging window."""
         self._window_losses = Readings()
         self._window_norms = Readings()
         self._window_tokens = 0
-        self._window_start = now
+        self._window_train_secs = 0.0
 
     # Checkpoints and warnings
 
@@ -546,9 +605,8 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
             },
             rank=True,
         )
-        self._phase("training")
-        if self._window_losses.count == 0:
-            self._window_start = time.monotonic()
+        self._phase("paused" if self._paused else "training")
+        self._train_mark = time.monotonic()  # saving is not training time
 
     def warning(self, message: str) -> None:
         """Something the operator should know that does not stop the run."""
@@ -561,8 +619,10 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         answered; `event` (finished or failed) is written with everything
         queued before it; the rank file says `done`; the lock is given
         back. Bounded in time: at most FINISH_AGREEMENT_SECS for the last
-        agreement and FINISH_SECS for the rest, however slow the disk."""
+        agreement, `alerts.timeout_seconds` for the alert command the end
+        raised, and FINISH_SECS for the rest, however slow the disk."""
         self._done = True
+        state, event = self._ended_by_signal(state, event)
         deadline = time.monotonic() + FINISH_SECS
         if self._spool is not None:
             self._spool.close(2.0)
@@ -581,6 +641,12 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
             except Exception:  # noqa: BLE001 - the run ends either way
                 pass
         self._inflight = None
+        if self._alerts is not None:
+            # The command for the run's end is heard out (its time limit at
+            # most) and a failure of it written, before the files close.
+            waited = time.monotonic()
+            self._alerts.settle()
+            deadline += time.monotonic() - waited
         self._heartbeat.state = state
         self._heartbeat.phase = "done"
         self._rank_beat.changed()

@@ -759,6 +759,9 @@ class RankBeat:
         self._stop = threading.Event()
         self._on_tick = on_tick
         self._written: tuple | None = None
+        #: The stop signal the rank caught before it ended (`SIGTERM`), once
+        #: it ends: the file's `signal`.
+        self.signal: str | None = None
         self.write()
         self._thread = threading.Thread(target=self._serve, name="trainui-rank-beat", daemon=True)
         self._thread.start()
@@ -784,6 +787,8 @@ class RankBeat:
             "written_unix": round(time.time(), 3),
             "state": state,
         }
+        if self.signal is not None:
+            record["signal"] = self.signal
         try:
             write_atomically(self.path, json_text(serde_safe(record)).encode())
         except (OSError, ValueError, TypeError):

@@ -37,6 +37,9 @@ class SignalHandling:
     the state that `Run.__init__` sets up: the signal counts, the abort flag
     and lock, the abort mark's sequence)."""
 
+    #: The first stop signal (SIGINT, SIGTERM, SIGHUP) caught, by number.
+    _stop_signal: int | None = None
+
     # The abort flag, the rank-beat thread's tick, the abort mark
 
     def _abort_pending(self) -> bool:
@@ -146,6 +149,8 @@ class SignalHandling:
         elif number == signal.SIGUSR2:
             self._caught_aborts += 1
         else:
+            if self._stop_signal is None:
+                self._stop_signal = number
             self._caught_stops += 1
             if self._caught_stops > 1:
                 try:
@@ -153,3 +158,22 @@ class SignalHandling:
                 except OSError:
                     pass
                 os._exit(128 + number)
+
+    # The end
+
+    def _ended_by_signal(self, state: str, event: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The state and end event of a process that ends after catching a
+        stop signal (a launcher such as torchrun ending the ranks that are
+        left when one failed, or an operator's SIGTERM): `stopped`, never
+        `finished`, and its rank file names the signal. A failure stays a
+        failure (the signal is named all the same), and a run that reached
+        `max_steps` before the signal came finished all the same."""
+        number = self._stop_signal
+        if number is None:
+            return state, event
+        self._rank_beat.signal = signal.Signals(number).name
+        if state == "finished" and self._step < self.max_steps:
+            state = "stopped"
+            if event.get("type") == "finished":
+                event = {**event, "state": "stopped"}
+        return state, event

@@ -9,6 +9,7 @@ import copy
 from typing import Any
 
 from .contract import PHASES, SCHEMA_VERSION, timeout_rate
+from .eta import shown_eta
 from .formatting import fixed, float_text
 
 
@@ -128,7 +129,7 @@ class StatusFold:
             if event.get("grad_norm") is not None:
                 s["grad_norm"] = event["grad_norm"]
             s["elapsed_secs"] = event["elapsed_secs"]
-            s["eta_secs"] = event["eta_secs"]
+            s["eta_secs"] = shown_eta(event["step"], event["max_steps"], event["eta_secs"])
         elif kind == "state":
             s["current_step"] = event["step"]
             if s["state"] == "stalled":

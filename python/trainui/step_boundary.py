@@ -31,12 +31,16 @@ _RANK0_COMMANDS, _SIGNAL_STOP, _SIGNAL_EVAL, _SIGNAL_ABORT, _NEXT_AGREEMENT = ra
 class Actions:
     """What the loop must do after a step boundary."""
 
-    __slots__ = ("stop", "save", "eval", "settings", "commands")
+    __slots__ = ("stop", "save", "eval", "settings", "commands", "paused")
 
     def __init__(self) -> None:
         self.stop = False
         self.save = False
         self.eval = False
+        #: The run is still paused: boundary() returned only so that the loop
+        #: saves or evaluates now (see `act_while_paused`); the loop calls
+        #: boundary(step) again after it, which holds it until a resume.
+        self.paused = False
         #: The changes (dotted keys to values) applied at this boundary, or None.
         self.settings: dict[str, Any] | None = None
         #: The commands applied at this boundary, as events name them.
@@ -45,7 +49,7 @@ class Actions:
     def __repr__(self) -> str:
         return (
             f"Actions(stop={self.stop}, save={self.save}, eval={self.eval}, "
-            f"settings={self.settings}, commands={self.commands})"
+            f"settings={self.settings}, commands={self.commands}, paused={self.paused})"
         )
 
 
@@ -54,18 +58,37 @@ class StepBoundary:
     that `Run.__init__` sets up: the command queue, the agreement and the
     one in flight, the signal counts seen at the last boundary)."""
 
-    def boundary(self, step: int) -> Actions:
+    def boundary(self, step: int, act_while_paused: tuple[str, ...] = ()) -> Actions:
         """Call on every rank at every step boundary (after the step's
         log_step). Applies the signals caught and the commands queued, agreed
         across ranks, so that every rank applies them at this same step;
         while paused, blocks here (beating) until resume or stop. Says what
-        the loop must do now: evaluate, save, stop."""
+        the loop must do now: evaluate, save, stop.
+
+        While paused, a `save` or `eval_now` waits for the resume (and its
+        answer says so), unless `act_while_paused` names it (`"save"`,
+        `"eval"`): then boundary() returns at once with `actions.paused`,
+        the run still paused; the loop saves or evaluates and calls
+        boundary(step) again, which holds it until the resume:
+
+            actions = run.boundary(step, act_while_paused=("save", "eval"))
+            while True:
+                if actions.eval: evaluate(run, step)
+                if actions.save: save(run, step)
+                if actions.stop or not actions.paused: break
+                actions = run.boundary(step, act_while_paused=("save", "eval"))
+        """
         step = whole_number("boundary: step", step)
         self._step = step
         self._heartbeat.step = step
+        # The step's time is training time; what is spent here is not.
+        now = time.monotonic()
+        self._window_train_secs += now - self._train_mark
+        self._train_mark = now
         actions = Actions()
-        paused = False
-        paused_before = False
+        # A pause holds across calls: every rank is back at this same step.
+        paused = self._paused
+        paused_before = paused
         while True:
             # A paused run agrees at every look: every rank is here, at
             # this step, until the agreed resume or stop.
@@ -74,14 +97,21 @@ class StepBoundary:
                 if actions.stop:  # the run ends at this boundary
                     self._ack(command, step, ENDED_BEFORE_APPLIED)
                     continue
-                paused = self._apply(command, step, paused, actions)
+                paused = self._apply(command, step, paused, actions, act_while_paused)
             if not paused or actions.stop or self._done:  # done: finished elsewhere
+                break
+            if (actions.save and "save" in act_while_paused) or (
+                actions.eval and "eval" in act_while_paused
+            ):
+                actions.paused = True
                 break
             paused_before = True
             self.beat("paused", step)
             time.sleep(PAUSE_POLL_SECS)
             self.beat("paused", step)
-        if self._heartbeat.phase == "paused":
+        self._paused = paused and not actions.stop and not self._done
+        self._train_mark = time.monotonic()
+        if self._heartbeat.phase == "paused" and not actions.paused:
             self._phase("training")
         if actions.stop:
             actions.eval = False
@@ -177,9 +207,19 @@ class StepBoundary:
             {"type": "command_ack", "step": step, "command": command, "message": message}, rank=True
         )
 
-    def _apply(self, command: Any, step: int, paused: bool, actions: Actions) -> bool:
+    def _apply(
+        self,
+        command: Any,
+        step: int,
+        paused: bool,
+        actions: Actions,
+        act_while_paused: tuple[str, ...] = (),
+    ) -> bool:
         """Applies one command as `Trainer::handle_commands` does; returns
-        whether the run is paused after it."""
+        whether the run is paused after it. While paused, a save or an
+        evaluation the loop cannot do now (not in `act_while_paused`) is
+        answered with when it comes: at the resume."""
+        held = f" when the run resumes (paused at step {step})"
         actions.commands.append(command)
         if command == "stop":
             self._stop_agreed = True
@@ -203,10 +243,16 @@ class StepBoundary:
             else:
                 self._ack(command, step, "not paused")
         elif command == "eval_now":
-            self._ack(command, step, f"evaluating at step {step}")
+            if paused and "eval" not in act_while_paused:
+                self._ack(command, step, f"evaluating{held}")
+            else:
+                self._ack(command, step, f"evaluating at step {step}")
             actions.eval = True
         elif command == "save":
-            self._ack(command, step, f"saving a checkpoint at step {step}")
+            if paused and "save" not in act_while_paused:
+                self._ack(command, step, f"saving a checkpoint{held}")
+            else:
+                self._ack(command, step, f"saving a checkpoint at step {step}")
             actions.save = True
         elif command == "abort_generation":
             message = (

@@ -58,7 +58,9 @@ pub struct Alert {
 
 /// The alert an event raises, if any. The timeout-rate warning is the
 /// warning whose message starts `timeout rate` (as trainui and the Python
-/// package word it).
+/// package word it). The Python package words its alerts alike
+/// (`trainui.alerts.of`): protocol/cases/alerts.json holds the cases both
+/// answer, blessed from this function.
 #[must_use]
 pub fn of(event: &Event, run_name: &str) -> Option<Alert> {
     let (kind, body) = match event {
@@ -458,5 +460,199 @@ mod tests {
         );
         let failures = leaving.failures();
         assert!(failures[0].contains("exit status: 2"), "{failures:?}");
+    }
+
+    // -----------------------------------------------------------------------
+    // The golden cases of protocol/cases/alerts.json, which the Python
+    // package (trainui.alerts.of) must answer alike.
+
+    use std::fmt::Write as _;
+
+    const CASES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../protocol/cases/alerts.json"
+    );
+    const BLESS: &str = "TRAINUI_BLESS=1 cargo test --release -p trainui --lib alerts::";
+
+    /// A JSON object with its keys in the order they were written, so that
+    /// blessing keeps the hand-written events as they are laid out.
+    struct Ordered(Vec<(String, serde_json::Value)>);
+
+    impl<'de> serde::Deserialize<'de> for Ordered {
+        fn deserialize<D: serde::Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
+            struct Keys;
+            impl<'de> serde::de::Visitor<'de> for Keys {
+                type Value = Ordered;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: M,
+                ) -> Result<Ordered, M::Error> {
+                    let mut entries = Vec::new();
+                    while let Some(entry) = map.next_entry()? {
+                        entries.push(entry);
+                    }
+                    Ok(Ordered(entries))
+                }
+            }
+            from.deserialize_map(Keys)
+        }
+    }
+
+    impl Ordered {
+        fn value(&self) -> serde_json::Value {
+            serde_json::Value::Object(self.0.iter().cloned().collect())
+        }
+
+        /// `{"a": 1, "b": [2, 3]}`, keys in order.
+        fn render(&self) -> String {
+            let fields: Vec<String> = self
+                .0
+                .iter()
+                .map(|(key, value)| format!("{}: {}", flat(&key.clone().into()), flat(value)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+    }
+
+    /// A value on one line, a space after each `:` and `,` (nested keys in
+    /// serde_json's order).
+    fn flat(value: &serde_json::Value) -> String {
+        use serde_json::Value;
+        match value {
+            Value::Object(map) => {
+                Ordered(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).render()
+            }
+            Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(flat).collect();
+                format!("[{}]", items.join(", "))
+            }
+            scalar => scalar.to_string(),
+        }
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CaseFile {
+        about: String,
+        cases: Vec<GoldenCase>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct GoldenCase {
+        name: String,
+        why: String,
+        run_name: String,
+        event: Ordered,
+        /// `None` until blessed; `Some(null)` for an event that raises none.
+        #[serde(default, deserialize_with = "present")]
+        alert: Option<serde_json::Value>,
+    }
+
+    fn present<'de, D: serde::Deserializer<'de>>(
+        from: D,
+    ) -> Result<Option<serde_json::Value>, D::Error> {
+        serde::Deserialize::deserialize(from).map(Some)
+    }
+
+    /// What `of` answers for a case: null, or the alert as the file holds it.
+    fn answer(case: &GoldenCase) -> Option<Ordered> {
+        let event: Event = serde_json::from_value(case.event.value())
+            .unwrap_or_else(|err| panic!("{CASES}: case {:?}: not an event: {err}", case.name));
+        of(&event, &case.run_name).map(|alert| {
+            Ordered(vec![
+                ("kind".into(), alert.kind.word().into()),
+                ("title".into(), alert.title.into()),
+                ("body".into(), alert.body.into()),
+            ])
+        })
+    }
+
+    /// The file as the checked-in cases lay JSON out: one line per field of
+    /// a case, each value on one line, plain ASCII (anything else as a
+    /// `\uXXXX` escape, which reads back as the same text).
+    fn render(file: &CaseFile, alerts: &[Option<Ordered>]) -> String {
+        let text = |s: &str| serde_json::Value::from(s).to_string();
+        let cases: Vec<String> = file
+            .cases
+            .iter()
+            .zip(alerts)
+            .map(|(case, alert)| {
+                let alert = alert.as_ref().map_or_else(|| "null".to_owned(), Ordered::render);
+                format!(
+                    "    {{\n      \"name\": {},\n      \"why\": {},\n      \"run_name\": {},\n      \
+                     \"event\": {},\n      \"alert\": {alert}\n    }}",
+                    text(&case.name),
+                    text(&case.why),
+                    text(&case.run_name),
+                    case.event.render(),
+                )
+            })
+            .collect();
+        let json = format!(
+            "{{\n  \"about\": {},\n  \"cases\": [\n{}\n  ]\n}}\n",
+            text(&file.about),
+            cases.join(",\n")
+        );
+        let mut ascii = String::with_capacity(json.len());
+        for c in json.chars() {
+            if c.is_ascii() && c != '\u{7f}' {
+                ascii.push(c);
+            } else {
+                for unit in c.encode_utf16(&mut [0; 2]) {
+                    let _ = write!(ascii, "\\u{unit:04x}");
+                }
+            }
+        }
+        ascii
+    }
+
+    #[test]
+    fn events_raise_the_alerts_the_golden_cases_say() {
+        let written = std::fs::read_to_string(CASES)
+            .unwrap_or_else(|err| panic!("{CASES}: cannot read: {err}"));
+        let file: CaseFile =
+            serde_json::from_str(&written).unwrap_or_else(|err| panic!("{CASES}: {err}"));
+        let mut names = std::collections::HashSet::new();
+        let mut problems = Vec::new();
+        let answers: Vec<Option<Ordered>> = file.cases.iter().map(answer).collect();
+        for (case, answer) in file.cases.iter().zip(&answers) {
+            assert!(
+                names.insert(&case.name),
+                "{CASES}: two cases named {:?}",
+                case.name
+            );
+            let answer = answer
+                .as_ref()
+                .map_or(serde_json::Value::Null, Ordered::value);
+            match &case.alert {
+                None => problems.push(format!("case {:?} has no `alert` yet", case.name)),
+                Some(expected) if *expected != answer => problems.push(format!(
+                    "case {:?}:\n    the file says {expected}\n    Rust now says {answer}",
+                    case.name
+                )),
+                Some(_) => {}
+            }
+        }
+        if std::env::var_os("TRAINUI_BLESS").is_some() {
+            let blessed = render(&file, &answers);
+            if blessed != written {
+                std::fs::write(CASES, blessed)
+                    .unwrap_or_else(|err| panic!("{CASES}: cannot write: {err}"));
+            }
+            return;
+        }
+        assert!(
+            problems.is_empty(),
+            "protocol/cases/alerts.json: {} case(s) differ from what alerts::of says:\n  {}\n\
+             The expected side is Rust's answer, never edited by hand. If the change is \
+             deliberate, run `{BLESS}`, review the diff, and make the Python package say the \
+             same (python/trainui/alerts.py); otherwise fix the Rust code.",
+            problems.len(),
+            problems.join("\n  ")
+        );
     }
 }

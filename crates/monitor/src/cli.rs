@@ -232,6 +232,21 @@ pub struct RunArgs {
     /// locale that is not UTF-8 gives ASCII in colour).
     #[arg(long)]
     pub plain: bool,
+    /// Relaunch the job's command when it ends stalled (exit status 75, or
+    /// a failure after a `stalled` event), at most N times, in the same run
+    /// directory; the job finds its latest checkpoint in
+    /// TRAINUI_RESUME_CHECKPOINT.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub restart_on_stall: u32,
+    /// alerts.command: a shell command run on each alert of the job (it
+    /// finished, stopped, failed, stalled or recovered; its timeout rate
+    /// passed the warning; a loss was not finite) with the event's
+    /// events.jsonl line on stdin.
+    #[arg(long, value_name = "COMMAND")]
+    pub alerts_command: Option<String>,
+    /// alerts.timeout_seconds: the alert command is killed after this long.
+    #[arg(long, value_name = "SECONDS", default_value = "10")]
+    pub alerts_timeout: Seconds,
     /// The job's command line, after `--`, e.g. `-- torchrun
     /// --nproc-per-node 2 train.py`.
     #[arg(last = true, required = true, value_name = "COMMAND")]

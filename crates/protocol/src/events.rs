@@ -483,7 +483,7 @@ pub struct Producer {
     /// The producer's version.
     pub version: String,
     /// `trainui`, or the Python job's framework: `pytorch`,
-    /// `transformers` or `accelerate`.
+    /// `transformers`, `lightning` or `accelerate`.
     pub framework: String,
     /// Processes (ranks) that train together.
     #[serde(default = "one")]

@@ -9,6 +9,7 @@ pub mod channel;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod eta;
 pub mod events;
 pub mod lines;
 pub mod process;

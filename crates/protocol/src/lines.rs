@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use crate::eta;
 use crate::events::{EvalSummary, Event, GenerationOutcome, OnNonFinite, RunState, SampleResult};
 use crate::text::escape;
 
@@ -144,15 +145,22 @@ fn format_styled(event: &Event, style: Style) -> Option<String> {
         }
         Event::Step(m) => {
             let mut line = format!(
-                "step {}/{} | loss {:.4} | lr {:.2e} | {} tok/s | elapsed {} | eta {}",
-                m.step,
-                m.max_steps,
-                m.loss,
-                m.learning_rate,
-                thousands(m.tokens_per_sec.round() as u64),
-                duration(m.elapsed_secs),
-                duration(m.eta_secs),
+                "step {}/{} | loss {:.4} | lr {:.2e}",
+                m.step, m.max_steps, m.loss, m.learning_rate,
             );
+            // A job that counts no tokens (not a language model) shows no rate.
+            if m.tokens_per_sec > 0.0 {
+                let _ = write!(
+                    line,
+                    " | {} tok/s",
+                    thousands(m.tokens_per_sec.round() as u64)
+                );
+            }
+            let _ = write!(line, " | elapsed {}", duration(m.elapsed_secs));
+            // No ETA until the producer has one worth showing.
+            if let Some(eta) = eta::shown(m.step, m.max_steps, m.eta_secs) {
+                let _ = write!(line, " | eta {}", duration(eta));
+            }
             if let Some(norm) = m.grad_norm {
                 let _ = write!(line, " | grad norm {norm:.3}");
             }
@@ -359,13 +367,21 @@ fn format_sample(s: &SampleResult, style: Style) -> String {
 fn format_eval_summary(e: &EvalSummary) -> String {
     let number = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
     let gap = e.gap.map_or_else(|| "-".to_owned(), |g| format!("{g:+.4}"));
-    let c = &e.counters;
-    format!(
-        "Loss Comparison: Train={} | Val={} | Gap={gap}\n\
-         EXACT MATCH: {}/{} ({:.1}%) | generations {}: {} completed, {} timed out, {} aborted, \
-         {} errors (timeout rate {:.1}%)",
+    let losses = format!(
+        "Loss Comparison: Train={} | Val={} | Gap={gap}",
         number(e.train_loss),
         number(e.val_loss),
+    );
+    // An evaluation that generated nothing (a validation loss alone) has
+    // no match to tell.
+    if e.samples == 0 {
+        return losses;
+    }
+    let c = &e.counters;
+    format!(
+        "{losses}\n\
+         EXACT MATCH: {}/{} ({:.1}%) | generations {}: {} completed, {} timed out, {} aborted, \
+         {} errors (timeout rate {:.1}%)",
         e.matches,
         e.samples,
         100.0 * e.exact_match,

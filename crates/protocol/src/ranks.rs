@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use serde::Deserialize;
+
 use crate::events::{Phase, RankBeat, RunState, SCHEMA_VERSION};
 use crate::runfile;
 
@@ -19,6 +21,10 @@ pub enum Verdict {
     Alive,
     /// Its training is over (phase `done`).
     Done,
+    /// It ended on a stop (state `stopped`, phase `done`): asked by a
+    /// command, or by the signal it names (a launcher such as torchrun
+    /// ending it after another rank failed).
+    Stopped(Option<StopSignal>),
     /// It failed (state `failed`): an error of its own, or of a peer it
     /// waited for.
     Failed,
@@ -34,6 +40,7 @@ impl Verdict {
         match self {
             Self::Alive => "ok",
             Self::Done => "done",
+            Self::Stopped(_) => "stopped",
             Self::Failed => "FAILED",
             Self::Silent => "SILENT",
             Self::Gone => "GONE",
@@ -44,6 +51,53 @@ impl Verdict {
     #[must_use]
     pub fn is_stuck(self) -> bool {
         matches!(self, Self::Silent | Self::Gone)
+    }
+
+    /// The rank's part of the run is over (its process may still be
+    /// there, writing its last files).
+    #[must_use]
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Stopped(_) | Self::Failed)
+    }
+
+    /// How the rank's end reads: `stopped by SIGTERM`, or its verdict.
+    #[must_use]
+    pub fn words(self) -> String {
+        match self {
+            Self::Stopped(Some(signal)) => format!("stopped by {}", signal.as_str()),
+            other => other.as_str().to_owned(),
+        }
+    }
+}
+
+/// A signal that asks a process to stop, as a rank file names it
+/// (`signal`: the first one the rank caught before it ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Interrupt,
+    Terminate,
+    HangUp,
+}
+
+impl StopSignal {
+    /// The name a rank file gives it, e.g. `SIGTERM`; none for another text.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "SIGINT" => Some(Self::Interrupt),
+            "SIGTERM" => Some(Self::Terminate),
+            "SIGHUP" => Some(Self::HangUp),
+            _ => None,
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Interrupt => "SIGINT",
+            Self::Terminate => "SIGTERM",
+            Self::HangUp => "SIGHUP",
+        }
     }
 }
 
@@ -58,7 +112,8 @@ pub struct RankView {
 
 impl RankView {
     /// `rank 1 (box, pid 4242): generating at step 40, last beat 15:00:01 UTC (75s ago), SILENT`;
-    /// a rank that failed reads `FAILED at step 40` instead of its phase.
+    /// a rank that ended reads how (`FAILED at step 40`, `stopped by
+    /// SIGTERM at step 40`) instead of its phase.
     #[must_use]
     pub fn describe(&self) -> String {
         let beat = &self.beat;
@@ -67,10 +122,10 @@ impl RankView {
             beat.rank,
             crate::text::escape(&beat.host),
             beat.pid,
-            if self.verdict == Verdict::Failed {
-                Verdict::Failed.as_str()
+            if matches!(self.verdict, Verdict::Failed | Verdict::Stopped(_)) {
+                self.verdict.words()
             } else {
-                beat.phase.as_str()
+                beat.phase.as_str().to_owned()
             },
             beat.step,
             crate::text::escape(
@@ -80,7 +135,9 @@ impl RankView {
             ),
             self.silent_secs,
             match self.verdict {
-                Verdict::Alive | Verdict::Done | Verdict::Failed => String::new(),
+                Verdict::Alive | Verdict::Done | Verdict::Stopped(_) | Verdict::Failed => {
+                    String::new()
+                }
                 Verdict::Silent => ", SILENT".into(),
                 Verdict::Gone => ", GONE (its process ended)".into(),
             }
@@ -103,6 +160,16 @@ pub fn first_stuck(ranks: &[RankView]) -> Option<&RankView> {
         })
 }
 
+/// A rank file: the heartbeat, and the stop signal the rank caught before
+/// it ended, when it caught one (a field older producers do not write).
+#[derive(Deserialize)]
+struct RankFile {
+    #[serde(flatten)]
+    beat: RankBeat,
+    #[serde(default)]
+    signal: Option<String>,
+}
+
 /// The ranks of the run in `root`, by rank, judged at `now_unix` against
 /// `stall_timeout` seconds. A run without rank files (trainui's own
 /// trainer) has none; files that do not parse, are no regular files or are
@@ -121,19 +188,31 @@ pub fn read(root: &Path, now_unix: f64, stall_timeout: f64) -> Vec<RankView> {
             name.starts_with("rank-") && name.ends_with(".json")
         })
         .filter_map(|entry| runfile::read(&entry.path(), runfile::RANK_LIMIT).ok())
-        .filter_map(|bytes| serde_json::from_slice::<RankBeat>(&bytes).ok())
-        .filter(|beat| beat.v <= SCHEMA_VERSION)
-        .map(|beat| judge(beat, now_unix, stall_timeout, host.as_deref()))
+        .filter_map(|bytes| serde_json::from_slice::<RankFile>(&bytes).ok())
+        .filter(|file| file.beat.v <= SCHEMA_VERSION)
+        .map(|file| {
+            let signal = file.signal.as_deref().and_then(StopSignal::from_name);
+            judge(file.beat, signal, now_unix, stall_timeout, host.as_deref())
+        })
         .collect();
     ranks.sort_by_key(|view| view.beat.rank);
     ranks
 }
 
-fn judge(beat: RankBeat, now_unix: f64, stall_timeout: f64, host: Option<&str>) -> RankView {
+fn judge(
+    beat: RankBeat,
+    signal: Option<StopSignal>,
+    now_unix: f64,
+    stall_timeout: f64,
+    host: Option<&str>,
+) -> RankView {
     let silent_secs = (now_unix - beat.beat_unix).max(0.0);
     let here = host.is_some_and(|h| h == beat.host);
     let verdict = if beat.state == RunState::Failed {
         Verdict::Failed
+    } else if beat.phase == Phase::Done && (beat.state == RunState::Stopped || signal.is_some()) {
+        // A rank a signal ended is never `done`, whatever state it wrote.
+        Verdict::Stopped(signal)
     } else if beat.phase == Phase::Done {
         Verdict::Done
     } else if here && !Path::new(&format!("/proc/{}", beat.pid)).exists() {
@@ -152,7 +231,8 @@ fn judge(beat: RankBeat, now_unix: f64, stall_timeout: f64, host: Option<&str>) 
 
 /// This machine's host name, as the Python package writes it
 /// (`socket.gethostname()`).
-fn this_host() -> Option<String> {
+#[must_use]
+pub fn this_host() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|name| name.trim().to_owned())
@@ -229,6 +309,56 @@ mod tests {
             "a rank whose process ended comes before one that is only silent"
         );
         assert!(read(&dir.path().join("nothing"), 0.0, 1.0).is_empty());
+    }
+
+    #[test]
+    fn a_rank_a_signal_or_a_stop_ended_reads_stopped_not_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranks = dir.path().join(RANKS_DIR);
+        std::fs::create_dir(&ranks).unwrap();
+        let mut finished = beat(0, u32::MAX - 1, 995.0, Phase::Done);
+        finished.state = RunState::Finished;
+        let mut stopped = beat(1, u32::MAX - 1, 990.0, Phase::Done);
+        stopped.state = RunState::Stopped;
+        let mut terminated = beat(2, u32::MAX - 1, 990.0, Phase::Done);
+        terminated.state = RunState::Stopped;
+        // An older writer's `finished` with the signal named is stopped too.
+        let mut finished_by_signal = beat(3, u32::MAX - 1, 990.0, Phase::Done);
+        finished_by_signal.state = RunState::Finished;
+        let signals = [None, None, Some("SIGTERM"), Some("SIGHUP")];
+        for (file, signal) in [&finished, &stopped, &terminated, &finished_by_signal]
+            .into_iter()
+            .zip(signals)
+        {
+            let mut json = serde_json::to_value(file).unwrap();
+            if let Some(signal) = signal {
+                json["signal"] = signal.into();
+            }
+            std::fs::write(
+                ranks.join(format!("rank-{}.json", file.rank)),
+                serde_json::to_vec(&json).unwrap(),
+            )
+            .unwrap();
+        }
+        let views = read(dir.path(), 1000.0, 60.0);
+        let verdicts: Vec<Verdict> = views.iter().map(|v| v.verdict).collect();
+        assert_eq!(
+            verdicts,
+            [
+                Verdict::Done,
+                Verdict::Stopped(None),
+                Verdict::Stopped(Some(StopSignal::Terminate)),
+                Verdict::Stopped(Some(StopSignal::HangUp)),
+            ]
+        );
+        let line = views[2].describe();
+        assert!(
+            line.contains("stopped by SIGTERM at step 40") && !line.contains("done"),
+            "{line}"
+        );
+        assert_eq!(views[1].verdict.words(), "stopped");
+        assert!(views.iter().all(|v| v.verdict.is_final()));
+        assert!(first_stuck(&views).is_none());
     }
 
     #[test]

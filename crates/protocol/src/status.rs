@@ -2,6 +2,7 @@
 //! run. The type is the contract's (events.rs); what each event changes in
 //! it is decided here.
 
+use crate::eta;
 use crate::events::{Event, GenerationCounters, RunState, RunStatus, SCHEMA_VERSION};
 
 impl RunStatus {
@@ -145,7 +146,7 @@ impl RunStatus {
                     self.grad_norm = metrics.grad_norm;
                 }
                 self.elapsed_secs = metrics.elapsed_secs;
-                self.eta_secs = Some(metrics.eta_secs);
+                self.eta_secs = eta::shown(metrics.step, metrics.max_steps, metrics.eta_secs);
             }
             Event::State { step, state } => {
                 self.current_step = *step;

@@ -862,3 +862,48 @@ fn the_table_names_every_live_key_and_the_bounds_found_hold_at_their_edges() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Logging windows in, the ETA of each `step` event out
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EtaCase {
+    name: String,
+    why: String,
+    max_steps: u64,
+    /// Each window: `[last step, seconds of training]`.
+    windows: Vec<(u64, f64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eta_secs: Option<Value>,
+}
+
+impl Case for EtaCase {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn expected(&mut self) -> &mut Option<Value> {
+        &mut self.eta_secs
+    }
+
+    fn answer(&self) -> Value {
+        let mut estimate = trainui_protocol::eta::EtaEstimate::new();
+        let mut previous = 0;
+        let etas: Vec<f64> = self
+            .windows
+            .iter()
+            .map(|&(step, secs)| {
+                estimate.window(step - previous, secs);
+                previous = step;
+                estimate.eta_secs(self.max_steps.saturating_sub(step))
+            })
+            .collect();
+        serde_json::to_value(etas).expect("numbers serialise")
+    }
+}
+
+#[test]
+fn logging_windows_give_the_etas_the_cases_say() {
+    check_cases::<EtaCase>("eta.json");
+}

@@ -552,6 +552,9 @@ mod watch_tests {
                 0.5.into(),
             )])));
         let mut live = App::new("run".into(), 0, false);
+        // Only the trainer's own screen shows its process's memory (a
+        // watcher's is not the run's): the rest is the same.
+        live.owner = trainui::tui::app::Owner::Watcher;
         for event in &handle.events {
             run.record(&event).unwrap();
             live.apply(&event);

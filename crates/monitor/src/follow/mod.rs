@@ -11,6 +11,7 @@
 //! ```
 
 pub mod liveness;
+pub mod processes;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -57,11 +58,13 @@ pub fn attached_run(run_dir: &Path) -> RunData {
 }
 
 /// An app for the run in `run_dir`, watched (quitting leaves it alone),
-/// starting from [`attached_run`].
+/// starting from [`attached_run`], with the job's output if the run has
+/// one (`trainui run` writes it).
 #[must_use]
 pub fn attached_app(run_dir: &Path, color: bool) -> App {
     let mut app = App::for_run(attached_run(run_dir), color);
     app.owner = Owner::Watcher;
+    app.output = crate::tui::job_output::JobOutput::at(run_dir.join(rundir::JOB_OUTPUT_FILE));
     app
 }
 

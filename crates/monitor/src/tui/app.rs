@@ -18,7 +18,8 @@ use ratatui::crossterm::event::{KeyEvent, KeyEventKind};
 
 use super::event_log::Level;
 use super::intake::{self, escaped};
-use super::keys::Context;
+use super::job_output::JobOutput;
+use super::keys::{Audience, Context};
 use super::load::Load;
 use super::process::{Liveness, Process};
 use super::run_data::{Cue, RunData};
@@ -94,6 +95,8 @@ pub struct App {
     pub process: Process,
     /// The machine's load.
     pub load: Load,
+    /// The job's own output, for a run that has an output file.
+    pub output: JobOutput,
     /// How the user has set the screen up.
     pub view: ViewState,
     /// Now, as far as the screen is concerned.
@@ -108,6 +111,10 @@ pub struct App {
     pub owner: Owner,
     /// The command that continues the run from its latest checkpoint.
     pub resume: Option<String>,
+    /// How many times `trainui run --restart-on-stall N` relaunches the job
+    /// when it stalls (set by the launcher; `None` everywhere else): only
+    /// then does the screen say that a stalled job is restarted.
+    pub restarts_on_stall: Option<u32>,
     /// A stop was sent: the screen ends once the run has stopped.
     pub(super) quit_when_stopped: bool,
     /// The run shares the screen with others (`watch RUN_A RUN_B`): its
@@ -135,6 +142,7 @@ impl App {
             run,
             process: Process::default(),
             load: Load::default(),
+            output: JobOutput::default(),
             view: ViewState::new(color, smoothing),
             now,
             since: now,
@@ -142,6 +150,7 @@ impl App {
             exit: None,
             owner: Owner::Trainer,
             resume: None,
+            restarts_on_stall: None,
             quit_when_stopped: false,
             compared: false,
             label: None,
@@ -167,6 +176,7 @@ impl App {
             }
             Msg::Tick(now) => {
                 self.now = now;
+                self.output.poll(now);
                 None
             }
             Msg::System(sample) => {
@@ -214,6 +224,12 @@ impl App {
                 }
             }
             Liveness::Unreadable(text) => self.warn(text),
+            Liveness::Restarting(text) => {
+                let text = escaped(text);
+                self.process.gone = None;
+                self.log_line(Level::Warning, text.clone());
+                self.say(text);
+            }
             Liveness::Ending(text) => {
                 let text = escaped(text);
                 self.log_line(Level::Error, text.clone());
@@ -224,6 +240,19 @@ impl App {
                     self.log_line(level, text);
                 }
             }
+            Liveness::Processes(processes) => self.process.take_processes(processes),
+        }
+    }
+
+    /// Whose screen this is, as the keys' help speaks to them.
+    #[must_use]
+    pub fn audience(&self) -> Audience {
+        match self.owner {
+            Owner::Trainer => Audience::Trainer,
+            Owner::Watcher => Audience::Watcher,
+            Owner::Job => Audience::Job {
+                restarts: self.restarts_on_stall.is_some_and(|n| n > 0),
+            },
         }
     }
 
@@ -236,6 +265,7 @@ impl App {
             Overlay::ConfirmQuit | Overlay::ConfirmRestart => Context::Dialog,
             Overlay::Sample => Context::Sample,
             Overlay::Log => Context::Log,
+            Overlay::Output => Context::Output,
         }
     }
 
@@ -343,7 +373,9 @@ impl App {
     /// lives, fixed once it has ended.
     #[must_use]
     pub fn elapsed_secs(&self) -> f64 {
-        self.run.elapsed_secs(self.now, self.process.gone.is_some())
+        // A job that exited without a final state has ended all the same.
+        let ended = self.process.gone.is_some() || self.process.job_status.is_some();
+        self.run.elapsed_secs(self.now, ended)
     }
 
     /// The time left: the trainer's estimate at its latest step, counted
@@ -414,9 +446,18 @@ impl App {
     }
 
     /// One line on how the run ended (or was left), its last checkpoint and
-    /// how to go on: printed once the TUI has given the terminal back.
+    /// how to go on, and where the job's output is when it ended badly:
+    /// printed once the TUI has given the terminal back.
     #[must_use]
     pub fn farewell(&self) -> String {
+        let ending = self.ending();
+        match self.output_note() {
+            Some(note) => format!("{ending}{note}"),
+            None => ending,
+        }
+    }
+
+    fn ending(&self) -> String {
         let s = &self.run.status;
         let name = &s.run_name;
         let at = format!("at step {}/{}", s.current_step, s.max_steps);

@@ -10,12 +10,34 @@ use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
-use super::app::App;
+use super::app::{App, Owner};
 use super::header::loss;
 use super::run_data::{EvalView, LiveGeneration};
 use super::theme::{bar, dim, ellipsis, fg, pane, sep};
 use super::view_state::Focus;
 use trainui_protocol::events::{GenerationOutcome, SampleResult};
+
+/// Whether the run has anything for this pane and the counters: it is
+/// trainui's own trainer's (a language model that generates at each
+/// evaluation, from its start), or it has generated (a sample, a
+/// generation in progress or counted, an evaluation with samples). A job
+/// that logs a loss and nothing more has neither pane.
+#[must_use]
+pub fn has_content(app: &App) -> bool {
+    let run = &app.run;
+    let own_trainer = match &run.status.producer {
+        Some(producer) => producer.name == "trainui",
+        // Runs of the first schemas name no producer: all are trainui's
+        // trainer's, which names its device as it starts. A job that
+        // logs steps without starting names neither.
+        None => app.owner == Owner::Trainer || !run.status.device.is_empty(),
+    };
+    own_trainer
+        || !run.samples.is_empty()
+        || run.live.is_some()
+        || run.status.generations > 0
+        || run.evals.iter().any(|eval| eval.samples > 0)
+}
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let count = app.run.samples.len();
@@ -179,7 +201,13 @@ fn eval_line(app: &App, step: u64, eval: Option<&EvalView>) -> Line<'static> {
         }
     }
     if let Some(summary) = &eval.summary {
-        let _ = write!(text, "{s}{}/{} matched", summary.matches, summary.samples);
+        // An evaluation without samples (a validation loss alone) matched
+        // nothing because it generated nothing: no count to show.
+        if summary.samples > 0 {
+            let _ = write!(text, "{s}{}/{} matched", summary.matches, summary.samples);
+        }
+    } else if eval.samples == 0 {
+        let _ = write!(text, "{s}running");
     } else {
         let done = app
             .run

@@ -49,6 +49,17 @@ fn render_title(frame: &mut Frame, area: Rect, app: &App) {
             "GONE".to_owned(),
             fg(app, Color::Red).add_modifier(Modifier::BOLD),
         )
+    } else if let (Some(status), false) = (app.process.job_status, state.is_final()) {
+        // The job ended without a final state: its state is its exit.
+        let color = if status == 0 {
+            Color::Reset
+        } else {
+            Color::Red
+        };
+        (
+            format!("EXITED {status}"),
+            fg(app, color).add_modifier(Modifier::BOLD),
+        )
     } else {
         (state.as_str().to_uppercase(), state_style(app, state))
     };
@@ -170,7 +181,10 @@ fn numbers(app: &App, width: u16) -> Line<'static> {
         ]);
     }
     let training = matches!(s.state, RunState::Training | RunState::Evaluating);
-    if let (true, true, Some(rate)) = (training, app.running(), s.tokens_per_sec) {
+    // A job that counts no tokens (not a language model) shows no rate.
+    if let (true, true, Some(rate)) = (training, app.running(), s.tokens_per_sec)
+        && rate > 0.0
+    {
         groups.push(vec![
             Span::raw(format!("{}{} ", sep(app), thousands(rate.round() as u64))),
             label("tok/s"),
@@ -238,6 +252,11 @@ fn banner(app: &App) -> Option<Line<'static>> {
             Color::Red,
         );
     }
+    if !app.running() {
+        return ended_banner(app).map(|(text, color)| {
+            Line::from(text).style(fg(app, color).add_modifier(Modifier::BOLD))
+        });
+    }
     if let Some(view) = trainui_protocol::ranks::first_stuck(&app.process.ranks) {
         let beat = &view.beat;
         return alarm(
@@ -258,14 +277,7 @@ fn banner(app: &App) -> Option<Line<'static>> {
         );
     }
     if let Some(stall) = &app.run.stall {
-        let then = match (app.owner, app.restart_point()) {
-            (Owner::Trainer, Some(path)) => {
-                let name = std::path::Path::new(path).file_name().unwrap_or_default();
-                format!("r restarts from {}", name.to_string_lossy())
-            }
-            (Owner::Trainer, None) => "no checkpoint yet; q stops it".to_owned(),
-            _ => "its supervisor restarts it (--resume auto)".to_owned(),
-        };
+        let then = after_stall(app);
         return alarm(
             format!(
                 " STALLED for {} at step {} ({}){}{then}",
@@ -281,6 +293,92 @@ fn banner(app: &App) -> Option<Line<'static>> {
         return alarm(format!(" FAILED: {failure}"), Color::Red);
     }
     None
+}
+
+/// What comes of a stall, for whose run it is: `r` for trainui's own
+/// trainer; trainui's restart of a job started with `--restart-on-stall`;
+/// else no promise of a restart that nothing makes.
+fn after_stall(app: &App) -> String {
+    let foreign = app
+        .run
+        .status
+        .producer
+        .as_ref()
+        .is_some_and(|p| p.name != "trainui");
+    match (app.owner, app.restart_point()) {
+        (Owner::Trainer, Some(path)) => {
+            let name = std::path::Path::new(path).file_name().unwrap_or_default();
+            format!("r restarts from {}", name.to_string_lossy())
+        }
+        (Owner::Trainer, None) => "no checkpoint yet; q stops it".to_owned(),
+        (Owner::Job, _) => match app.restarts_on_stall {
+            Some(times) if times > 0 => format!(
+                "trainui restarts the job from its latest checkpoint when it exits \
+                 (--restart-on-stall {times})"
+            ),
+            _ => "nothing restarts this job; q stops it".to_owned(),
+        },
+        (Owner::Watcher, _) if foreign => {
+            "a job restarts only under trainui run --restart-on-stall; q leaves it".to_owned()
+        }
+        (Owner::Watcher, _) => {
+            "a supervisor with --resume auto restarts it, if one runs it; q leaves it".to_owned()
+        }
+    }
+}
+
+/// The banner of a run that has ended (or whose job has): how it ended,
+/// and the rank that ended first when one went before the others. Never
+/// what the ranks wait for, nor what a stall leads to: that is over.
+fn ended_banner(app: &App) -> Option<(String, Color)> {
+    let first = trainui_protocol::ranks::first_stuck(&app.process.ranks).map(|view| {
+        let beat = &view.beat;
+        format!(
+            "{}rank {} {} first, {} at step {} (pid {})",
+            sep(app),
+            beat.rank,
+            if view.verdict == trainui_protocol::ranks::Verdict::Gone {
+                "ended without a word"
+            } else {
+                "fell silent"
+            },
+            beat.phase.as_str(),
+            beat.step,
+            beat.pid,
+        )
+    });
+    let stalled = app.run.stall.as_ref().map(|stall| {
+        format!(
+            "{}it had stalled at step {} ({})",
+            sep(app),
+            stall.step,
+            stall.phase.as_str()
+        )
+    });
+    let context = format!(
+        "{}{}",
+        stalled.unwrap_or_default(),
+        first.unwrap_or_default()
+    );
+    if let Some(failure) = &app.run.failure {
+        return Some((format!(" FAILED: {failure}{context}"), Color::Red));
+    }
+    let status = app.process.job_status?;
+    if app.run.status.state.is_final() && context.is_empty() {
+        return None;
+    }
+    let color = if status == 0 && context.is_empty() {
+        Color::Reset
+    } else {
+        Color::Red
+    };
+    Some((
+        format!(
+            " the job exited with status {status} at step {}{context}",
+            app.run.status.current_step
+        ),
+        color,
+    ))
 }
 
 /// An RFC 3339 time as `HH:MM:SS UTC (N ago)`, or as it is when it does not

@@ -35,7 +35,9 @@ impl App {
             let hint = match context {
                 Context::Help => "Esc or ? closes the help",
                 Context::Dialog => "y or n",
-                Context::Sample | Context::Log => "Esc goes back, ? there lists the keys",
+                Context::Sample | Context::Log | Context::Output => {
+                    "Esc goes back, ? there lists the keys"
+                }
                 Context::Panes | Context::Runs => "? lists the keys",
             };
             self.say(format!("{}: not a key here; {hint}", keys::name(key)));
@@ -77,6 +79,13 @@ impl App {
             Context::Log => {
                 if let Some(answer) = self.view.act_in_log(action, &self.run.log) {
                     self.say(answer);
+                }
+                None
+            }
+            Context::Output => {
+                match action {
+                    KeyAction::Close => self.view.overlay = Overlay::None,
+                    other => self.view.scroll_output(other, self.output.first_number()),
                 }
                 None
             }
@@ -137,6 +146,10 @@ impl App {
                 self.view.log_view.scroll = 0;
                 None
             }
+            KeyAction::OpenOutput => {
+                self.open_output();
+                None
+            }
             KeyAction::Open => {
                 self.open_sample();
                 None
@@ -163,8 +176,10 @@ impl App {
             | KeyAction::Top
             | KeyAction::Bottom => {
                 match self.view.focus {
-                    Focus::Samples => self.move_in_samples(action),
-                    Focus::Events => {
+                    Focus::Samples if super::eval::has_content(self) => {
+                        self.move_in_samples(action);
+                    }
+                    Focus::Samples | Focus::Events => {
                         self.view.log_scroll =
                             self.view
                                 .scrolled(action, self.view.log_scroll, false, &self.run.log);
@@ -199,9 +214,37 @@ impl App {
         command
     }
 
+    /// `r`: a restart where this process trains the run; elsewhere, who
+    /// restarts the run, if anyone does (never a supervisor that may not
+    /// be there).
     fn ask_restart(&mut self) {
-        if self.owner != Owner::Trainer {
-            self.say("a watched run restarts from its supervisor (--resume auto)");
+        let foreign = self
+            .run
+            .status
+            .producer
+            .as_ref()
+            .is_some_and(|p| p.name != "trainui");
+        if self.owner == Owner::Job {
+            match self.restarts_on_stall {
+                Some(times) if times > 0 => self.say(format!(
+                    "no key needed: trainui restarts this job from its latest checkpoint \
+                     when it stalls (--restart-on-stall {times})"
+                )),
+                _ => self.say(
+                    "nothing restarts this job: trainui run --restart-on-stall N restarts \
+                     a job that stalls; q stops this one",
+                ),
+            }
+        } else if self.owner == Owner::Watcher && foreign {
+            self.say(
+                "r restarts only a run trainui trains; a job is restarted by what started \
+                 it (trainui run --restart-on-stall N), if anything",
+            );
+        } else if self.owner == Owner::Watcher {
+            self.say(
+                "r restarts only a run this trainui trains; a watched run is restarted by \
+                 what started it, if anything (a supervisor with --resume auto)",
+            );
         } else if self.run.status.state != RunState::Stalled {
             self.say("r restarts a stalled run; this one is not stalled");
         } else if self.restart_point().is_none() {

@@ -41,6 +41,8 @@ pub enum KeyAction {
     Open,
     /// The full-screen log.
     OpenLog,
+    /// The job's own output, full screen.
+    OpenOutput,
     Close,
     Search,
     NextMatch,
@@ -67,6 +69,8 @@ pub enum Context {
     Runs,
     Sample,
     Log,
+    /// The job's own output, full screen.
+    Output,
     Dialog,
     Help,
 }
@@ -87,6 +91,38 @@ pub struct Binding {
     pub footer: Option<&'static str>,
 }
 
+/// Whose run the keys act on: what they do, and so what the help says,
+/// differs between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// `trainui train`: this process trains the run.
+    Trainer,
+    /// `trainui run`: the job this process started; `restarts` when it
+    /// relaunches the job on a stall (`--restart-on-stall N`).
+    Job { restarts: bool },
+    /// `trainui watch`: another process's run.
+    Watcher,
+}
+
+/// The help of the rows of the panes that do something else for a job
+/// `trainui run` started: the row (by its own line), its line there, and
+/// its line when trainui restarts the job on a stall (`""` leaves the row
+/// out).
+const JOB_HELP: &[(&str, &str, &str)] = &[
+    (RESTART_HELP, "", RESTARTED_BY_TRAINUI),
+    (
+        STOP_HELP,
+        "ask the job to stop (asks first); again: end it at once",
+        "ask the job to stop (asks first); again: end it at once",
+    ),
+];
+const RESTART_HELP: &str = "restart a stalled run from its checkpoint";
+const STOP_HELP: &str = "stop and save (asks first); twice: at once";
+
+/// What the restart row says under `trainui run --restart-on-stall N`.
+const RESTARTED_BY_TRAINUI: &str =
+    "no key: trainui restarts a stalled job from its checkpoint (--restart-on-stall)";
+
 impl Binding {
     /// The action of the row's first key, the one the footer names.
     #[must_use]
@@ -94,15 +130,22 @@ impl Binding {
         self.keys.first().map(|&(_, _, action)| action)
     }
 
-    /// The help line for a run this process trains or starts, or (when
-    /// `watching`) one it watches; none when the row does not apply there.
+    /// The help line for `audience`; none when the row does not apply there.
     #[must_use]
-    pub fn help_for(&self, watching: bool) -> Option<&'static str> {
-        match (watching, self.watch_help) {
-            (true, Some("")) => None,
-            (true, Some(help)) => Some(help),
-            _ => Some(self.help),
-        }
+    pub fn help_for(&self, audience: Audience) -> Option<&'static str> {
+        let help = match audience {
+            Audience::Trainer => Some(self.help),
+            Audience::Watcher => self.watch_help.or(Some(self.help)),
+            Audience::Job { restarts } => {
+                let job = JOB_HELP.iter().find(|(row, _, _)| *row == self.help);
+                match job {
+                    Some(&(_, _, with)) if restarts => Some(with),
+                    Some(&(_, without, _)) => Some(without),
+                    None => Some(self.help),
+                }
+            }
+        };
+        help.filter(|help| !help.is_empty())
     }
 }
 
@@ -146,8 +189,8 @@ pub const PANES: &[Binding] = &[
     Binding {
         label: "r",
         keys: &[key(KeyCode::Char('r'), KeyAction::Restart)],
-        help: "restart a stalled run from its checkpoint",
-        watch_help: Some("its supervisor restarts it (--resume auto)"),
+        help: RESTART_HELP,
+        watch_help: Some(""),
         footer: Some("restart"),
     },
     Binding {
@@ -184,7 +227,7 @@ pub const PANES: &[Binding] = &[
             key(KeyCode::Char('q'), KeyAction::Quit),
             (KeyModifiers::CONTROL, KeyCode::Char('c'), KeyAction::Quit),
         ],
-        help: "stop and save (asks first); twice: at once",
+        help: STOP_HELP,
         watch_help: Some("quit watching; the run goes on"),
         footer: Some("quit"),
     },
@@ -206,6 +249,11 @@ pub const PANES: &[Binding] = &[
         watch_help: None,
         footer: Some("log"),
     },
+    row(
+        "O",
+        &[key(KeyCode::Char('O'), KeyAction::OpenOutput)],
+        "the job's own output, full screen",
+    ),
     Binding {
         label: "Enter",
         keys: &[key(KeyCode::Enter, KeyAction::Open)],
@@ -359,6 +407,24 @@ pub const LOG: &[Binding] = &[
     },
 ];
 
+/// The job's own output, full screen.
+pub const OUTPUT: &[Binding] = &[
+    row("↑ ↓ k j", SCROLL, "scroll"),
+    row("PgUp PgDn", PAGE, "scroll a page"),
+    row("Home End g G", ENDS, "oldest / newest (End follows)"),
+    Binding {
+        label: "Esc",
+        keys: &[
+            key(KeyCode::Esc, KeyAction::Close),
+            key(KeyCode::Char('O'), KeyAction::Close),
+            key(KeyCode::Char('q'), KeyAction::Close),
+        ],
+        help: "back to the panes (also O, q)",
+        watch_help: None,
+        footer: Some("back"),
+    },
+];
+
 /// A question (quit, restart).
 pub const DIALOG: &[Binding] = &[
     Binding {
@@ -421,6 +487,7 @@ pub fn map(context: Context) -> &'static [Binding] {
         Context::Runs => RUNS,
         Context::Sample => SAMPLE,
         Context::Log => LOG,
+        Context::Output => OUTPUT,
         Context::Dialog => DIALOG,
         Context::Help => HELP,
     }
@@ -432,6 +499,7 @@ pub const SECTIONS: &[(&str, Context)] = &[
     ("several runs (watch RUN_A RUN_B ...)", Context::Runs),
     ("a sample (Enter)", Context::Sample),
     ("the log (L)", Context::Log),
+    ("the job's output (O)", Context::Output),
     ("a question", Context::Dialog),
     ("this help", Context::Help),
 ];
@@ -483,20 +551,34 @@ pub fn name(key: KeyEvent) -> String {
 #[must_use]
 pub fn markdown_table() -> String {
     use std::fmt::Write as _;
-    let mut out = String::from("| where | key | does | in `watch` |\n|---|---|---|---|\n");
+    let mut out = String::from(
+        "| where | key | does | in `trainui run` | in `watch` |\n|---|---|---|---|---|\n",
+    );
+    let said = |binding: &Binding, audience| match binding.help_for(audience) {
+        None => "(not offered)".to_owned(),
+        Some(help) if help == binding.help => "same".to_owned(),
+        Some(help) => help.to_owned(),
+    };
     for &(title, context) in SECTIONS {
         for binding in map(context) {
-            let watch = match binding.help_for(true) {
-                None => "(not offered)".to_owned(),
-                Some(help) if help == binding.help => "same".to_owned(),
-                Some(help) => help.to_owned(),
+            let job = match (
+                said(binding, Audience::Job { restarts: false }),
+                said(binding, Audience::Job { restarts: true }),
+            ) {
+                (without, with) if without == with => without,
+                (without, with) => format!("{without}; with `--restart-on-stall`: {with}"),
             };
+            let watch = said(binding, Audience::Watcher);
             let label = binding.label.replace(' ', "` `");
-            let _ = writeln!(out, "| {title} | `{label}` | {} | {watch} |", binding.help);
+            let _ = writeln!(
+                out,
+                "| {title} | `{label}` | {} | {job} | {watch} |",
+                binding.help
+            );
         }
     }
     for (kind, how) in WITHOUT_KEY {
-        let _ = writeln!(out, "| no key | `{}` | {how} | same |", kind.word());
+        let _ = writeln!(out, "| no key | `{}` | {how} | same | same |", kind.word());
     }
     out
 }
@@ -550,6 +632,7 @@ mod tests {
             Context::Runs,
             Context::Sample,
             Context::Log,
+            Context::Output,
             Context::Dialog,
             Context::Help,
         ] {

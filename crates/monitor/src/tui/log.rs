@@ -33,7 +33,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         .iter()
         .map(|(index, piece)| Line::from(piece.clone()).style(level_style(app, log[*index].level)))
         .collect();
-    let block = pane(app, title, app.view.focus == Focus::Events);
+    // Without a samples pane, the arrows scroll this one whatever the focus.
+    let focused = app.view.focus == Focus::Events || !super::eval::has_content(app);
+    let block = pane(app, title, focused);
     frame.render_widget(Paragraph::new(text).block(block), area);
 }
 

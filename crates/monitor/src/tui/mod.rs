@@ -20,8 +20,10 @@
 //! render.rs      the layout and the overlays; one file per pane:
 //!                header, loss, system, eval, counters, log (events), footer;
 //!                per overlay: detail (a sample whole), logview (the log);
+//!                output (the job's output: a pane, and full screen);
 //!                for several runs: compare (their curves), table (their rows)
 //! theme.rs       colours, borders and glyphs the panes share; the ASCII look
+//! job_output.rs  the job's own output (job_output.log): its tail, escaped
 //! wrap.rs        word wrapping by display width
 //! history.rs     bounded loss curves
 //! sampler.rs     the thread that reads GPU or CPU load
@@ -39,11 +41,13 @@ mod header;
 pub mod history;
 mod input;
 mod intake;
+pub mod job_output;
 pub mod keys;
 pub mod load;
 mod log;
 mod logview;
 mod loss;
+mod output;
 pub mod process;
 pub mod render;
 pub mod run_data;
@@ -459,3 +463,7 @@ pub fn restore() {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_panes;
+#[cfg(test)]
+mod tests_processes;

@@ -22,9 +22,29 @@ pub enum Liveness {
     /// What trainui does to end a job that went on after being asked to
     /// end (a second SIGINT or SIGTERM to trainui): said once.
     Ending(String),
+    /// `trainui run --restart-on-stall` relaunches the job that stalled:
+    /// what it does, said once per relaunch.
+    Restarting(String),
     /// Why the run's status file cannot be read (a FIFO, too large, not a
     /// status): said once each time the reason changes.
     Unreadable(String),
+    /// The job's processes on this machine as /proc (and NVML) tell them:
+    /// its ranks' and, under `trainui run`, every process the job started.
+    Processes(Vec<JobProcess>),
+}
+
+/// One process of the job on this machine, as last read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JobProcess {
+    pub pid: u32,
+    /// The program's name (`/proc/PID/comm`), as the process set it.
+    pub name: String,
+    /// Percent of one core since the previous reading (100 is a core).
+    pub cpu: Option<f64>,
+    /// Resident memory, bytes.
+    pub memory: Option<u64>,
+    /// GPU memory it holds, bytes, on each GPU it uses (by index).
+    pub gpu_memory: Vec<(u32, u64)>,
 }
 
 /// A run whose process is gone, as the follower tells it.
@@ -47,9 +67,26 @@ pub struct Process {
     pub ranks: Vec<RankView>,
     /// The job's exit status, once it has ended.
     pub job_status: Option<i32>,
+    /// The job's processes on this machine, as last read (none for
+    /// trainui's own trainer, whose process is this one).
+    pub processes: Vec<JobProcess>,
 }
 
 impl Process {
+    /// The reading of process `pid`, when it is one of the job's.
+    #[must_use]
+    pub fn reading(&self, pid: u32) -> Option<&JobProcess> {
+        self.processes.iter().find(|p| p.pid == pid)
+    }
+
+    /// Takes the job's processes in, their names escaped.
+    pub fn take_processes(&mut self, mut processes: Vec<JobProcess>) {
+        for process in &mut processes {
+            process.name = trainui_protocol::text::escape(&process.name).into_owned();
+        }
+        self.processes = processes;
+    }
+
     /// Takes the ranks' latest views in (escaping their texts); returns
     /// the lines the change is worth in the log: each rank newly stuck,
     /// and the news that every rank beats again.

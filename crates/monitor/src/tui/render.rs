@@ -11,7 +11,8 @@ use super::board::Board;
 use super::keys::{self, Context, WITHOUT_KEY};
 use super::theme::{asciify, dim, fg, key, pane, run_color};
 use super::view_state::Overlay;
-use super::{compare, counters, detail, eval, footer, header, log, logview, loss, system, table};
+use super::{compare, counters, detail, eval, footer, header, log, logview, loss};
+use super::{output, system, table};
 
 /// Smallest screen the layout fits.
 pub const MIN_WIDTH: u16 = 60;
@@ -32,7 +33,26 @@ pub const MIN_HEIGHT: u16 = 18;
 /// footer   keys of the screen in use · latest answer
 /// ```
 ///
-/// Over it: the help, a question, a sample whole, or the log full screen.
+/// A run that generates nothing (no samples, no generation counted: a
+/// loop that logs its loss) has no eval or counters pane until it does:
+/// the chart and the log take their room, and a job's own output
+/// (`job_output.log`, see `output.rs`) is shown under the chart:
+///
+/// ```text
+/// ┌ loss ──────────────────────────┐┌ system ────────────┐
+/// │ taller                         ││                    │
+/// │                                │└────────────────────┘
+/// └────────────────────────────────┘┌ events ────────────┐
+/// ┌ output ────────────────────────┐│ taller             │
+/// │ the job's newest lines         ││                    │
+/// └────────────────────────────────┘└────────────────────┘
+/// ```
+///
+/// Once a job has failed, its output is shown whatever it generates (under
+/// the samples of one that does), with more room.
+///
+/// Over it: the help, a question, a sample whole, the log or the job's
+/// output full screen.
 /// In the ASCII look, the finished frame is made ASCII last. Whatever the
 /// look, no cell reaches the terminal with a character that could drive it.
 pub fn render(frame: &mut Frame, app: &App) {
@@ -89,8 +109,9 @@ fn draw(frame: &mut Frame, app: &App, board: Option<&Board>) {
         Constraint::Length(1),
     ])
     .areas(area);
-    let columns = [Constraint::Percentage(62), Constraint::Percentage(38)];
-    let bottom = if let Some(board) = board {
+    let generates = eval::has_content(app);
+    header::render(frame, header_area, app);
+    if let Some(board) = board {
         // The table's rows, its header and borders; a third of the body at
         // most (it scrolls).
         let rows = (board.runs.len() as u16 + 3).min(body.height / 3);
@@ -102,23 +123,25 @@ fn draw(frame: &mut Frame, app: &App, board: Option<&Board>) {
         .areas(body);
         compare::render(frame, chart_area, board);
         table::render(frame, table_area, board);
-        bottom
-    } else {
+        if generates {
+            draw_generation(frame, bottom, app);
+        } else if app.output.is_shown() {
+            let [output_area, log_area] = Layout::horizontal(COLUMNS).areas(bottom);
+            output::render_pane(frame, output_area, app);
+            log::render(frame, log_area, app);
+        } else {
+            log::render(frame, bottom, app);
+        }
+    } else if generates {
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
-        let [loss_area, system_area] = Layout::horizontal(columns).areas(top);
+        let [loss_area, system_area] = Layout::horizontal(COLUMNS).areas(top);
         loss::render(frame, loss_area, app);
         system::render(frame, system_area, app);
-        bottom
-    };
-    let [eval_area, side] = Layout::horizontal(columns).areas(bottom);
-    let [counters_area, log_area] =
-        Layout::vertical([Constraint::Length(6), Constraint::Fill(1)]).areas(side);
-
-    header::render(frame, header_area, app);
-    eval::render(frame, eval_area, app);
-    counters::render(frame, counters_area, app);
-    log::render(frame, log_area, app);
+        draw_generation(frame, bottom, app);
+    } else {
+        draw_without_generation(frame, body, app);
+    }
 
     let above_footer = Rect {
         height: area.height - 1,
@@ -134,6 +157,7 @@ fn draw(frame: &mut Frame, app: &App, board: Option<&Board>) {
             }
         }
         Overlay::Log => logview::render(frame, above_footer, app),
+        Overlay::Output => output::render_full(frame, above_footer, app),
         Overlay::None => {}
     }
     // With several runs, the footer starts with the one the keys act on.
@@ -149,6 +173,47 @@ fn draw(frame: &mut Frame, app: &App, board: Option<&Board>) {
         )
     });
     footer::render(frame, footer_area, app, lead);
+}
+
+/// The widths of the two columns of panes.
+const COLUMNS: [Constraint; 2] = [Constraint::Percentage(62), Constraint::Percentage(38)];
+
+/// The lower panes of a run that generates: its samples (over the job's
+/// output once the job has failed), the counters over the log.
+fn draw_generation(frame: &mut Frame, area: Rect, app: &App) {
+    let [left, side] = Layout::horizontal(COLUMNS).areas(area);
+    let [counters_area, log_area] =
+        Layout::vertical([Constraint::Length(6), Constraint::Fill(1)]).areas(side);
+    if app.output.is_shown() && output::ended_badly(app) {
+        let [eval_area, output_area] =
+            Layout::vertical([Constraint::Percentage(40), Constraint::Fill(1)]).areas(left);
+        eval::render(frame, eval_area, app);
+        output::render_pane(frame, output_area, app);
+    } else {
+        eval::render(frame, left, app);
+    }
+    counters::render(frame, counters_area, app);
+    log::render(frame, log_area, app);
+}
+
+/// The body of a run that generates nothing (yet): the chart over the
+/// job's output on the left, the machine over the log on the right.
+fn draw_without_generation(frame: &mut Frame, body: Rect, app: &App) {
+    let [left, right] = Layout::horizontal(COLUMNS).areas(body);
+    let [system_area, log_area] =
+        Layout::vertical([Constraint::Percentage(45), Constraint::Fill(1)]).areas(right);
+    system::render(frame, system_area, app);
+    log::render(frame, log_area, app);
+    if app.output.is_shown() {
+        // A failure's traceback gets the room the chart had.
+        let chart = if output::ended_badly(app) { 45 } else { 60 };
+        let [loss_area, output_area] =
+            Layout::vertical([Constraint::Percentage(chart), Constraint::Fill(1)]).areas(left);
+        loss::render(frame, loss_area, app);
+        output::render_pane(frame, output_area, app);
+    } else {
+        loss::render(frame, left, app);
+    }
 }
 
 fn render_too_small(frame: &mut Frame, area: Rect) {
@@ -197,7 +262,7 @@ fn render_help(frame: &mut Frame, area: Rect, app: &App) {
         }
         lines.push(title(section));
         for binding in keys::map(context) {
-            if let Some(help) = binding.help_for(app.owner == Owner::Watcher) {
+            if let Some(help) = binding.help_for(app.audience()) {
                 lines.push(row(binding.label, help));
             }
         }

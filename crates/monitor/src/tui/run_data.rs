@@ -267,7 +267,8 @@ impl RunData {
             }
             Event::Step(m) => {
                 self.elapsed_at = Some((m.elapsed_secs, at));
-                self.eta_at = Some((m.eta_secs, at));
+                // None while the producer has no estimate yet (the fold's rule).
+                self.eta_at = self.status.eta_secs.map(|eta| (eta, at));
                 self.curves.clock.push(m.step as f64, m.elapsed_secs);
                 if m.grad_norm.is_some() {
                     self.grad_norm = m.grad_norm;
@@ -305,13 +306,16 @@ impl RunData {
                 eval,
                 samples,
             } => {
+                // One that generates nothing computes a validation loss.
+                let what = match samples {
+                    0 => String::new(),
+                    1 => " (1 sample)".to_owned(),
+                    n => format!(" ({n} samples)"),
+                };
                 self.log_at(
                     at,
                     Level::Info,
-                    format!(
-                        "evaluation {eval} at step {step} ({samples} sample{})",
-                        if *samples == 1 { "" } else { "s" }
-                    ),
+                    format!("evaluation {eval} at step {step}{what}"),
                 );
                 if self.evals.len() == EVALS_KEPT {
                     self.evals.pop_front();
@@ -367,24 +371,32 @@ impl RunData {
             }
             Event::EvalFinished(summary) => {
                 self.live = None;
-                if self.curves.exact_match.len() == SPARKLINE_POINTS {
-                    self.curves.exact_match.pop_front();
+                // An evaluation that generated nothing has no match rate.
+                if summary.samples > 0 {
+                    if self.curves.exact_match.len() == SPARKLINE_POINTS {
+                        self.curves.exact_match.pop_front();
+                    }
+                    self.curves
+                        .exact_match
+                        .push_back((100.0 * summary.exact_match).round() as u64);
                 }
-                self.curves
-                    .exact_match
-                    .push_back((100.0 * summary.exact_match).round() as u64);
                 if let Some(eval) = self.evals.iter_mut().rev().find(|e| e.eval == summary.eval) {
                     eval.summary = Some(summary.clone());
                 }
                 let val = summary
                     .val_loss
                     .map_or_else(|| "-".into(), |v| format!("{v:.4}"));
+                let matched = if summary.samples > 0 {
+                    format!(", exact match {}/{}", summary.matches, summary.samples)
+                } else {
+                    String::new()
+                };
                 self.log_at(
                     at,
                     Level::Info,
                     format!(
-                        "eval {} at step {}: val loss {val}, exact match {}/{}",
-                        summary.eval, summary.step, summary.matches, summary.samples
+                        "eval {} at step {}: val loss {val}{matched}",
+                        summary.eval, summary.step
                     ),
                 );
             }

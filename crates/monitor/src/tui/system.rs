@@ -1,4 +1,7 @@
-//! GPU utilisation, memory, temperature and power; or CPU and memory use.
+//! GPU utilisation, memory, temperature and power; or CPU and memory use;
+//! and below them the job's own processes: each rank (its pid, what it
+//! does, its step, and its CPU, memory and GPU memory), or, for a job
+//! without rank files, the processes it started.
 
 use std::fmt::Write;
 
@@ -8,9 +11,10 @@ use ratatui::style::Color;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline};
 
-use super::app::App;
-use super::theme::{bar, dim, fg, pane};
-use trainui_protocol::ranks::Verdict;
+use super::app::{App, Owner};
+use super::process::JobProcess;
+use super::theme::{bar, dim, fg, pane, sep};
+use trainui_protocol::ranks::{RankView, Verdict};
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
@@ -36,11 +40,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let block = pane(app, title, false);
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    // The ranks of a multi-process job, below the machine's readings.
-    let shown = (app.process.ranks.len() as u16).min(inner.height.saturating_sub(3));
+    // The job's processes (its ranks), below the machine's readings.
+    let lines = process_lines(app, inner.width, inner.height.saturating_sub(3));
     let [inner, ranks_area] =
-        Layout::vertical([Constraint::Fill(1), Constraint::Length(shown)]).areas(inner);
-    render_ranks(frame, ranks_area, app);
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(lines.len() as u16)])
+            .areas(inner);
+    frame.render_widget(Paragraph::new(lines), ranks_area);
     if gpus.is_empty() {
         render_host(frame, inner, app);
         return;
@@ -139,15 +144,27 @@ fn render_host(frame: &mut Frame, area: Rect, app: &App) {
     let cpu = host
         .cpu
         .map_or_else(|| "-".to_owned(), |c| format!("{c:.0}%"));
-    let process = host
-        .process_memory
-        .map_or_else(|| "-".to_owned(), |m| format!("{} GiB", gib(m)));
+    // trainui's own process is the run's only for its own trainer; a job's
+    // are its processes, summed.
+    let processes = &app.process.processes;
+    let process = if app.owner == Owner::Trainer {
+        let memory = host
+            .process_memory
+            .map_or_else(|| "-".to_owned(), |m| format!("{} GiB", gib(m)));
+        format!("   trainui {memory}")
+    } else if processes.is_empty() {
+        String::new()
+    } else {
+        let memory: u64 = processes.iter().filter_map(|p| p.memory).sum();
+        let cpu: f64 = processes.iter().filter_map(|p| p.cpu).sum();
+        format!("   job {cpu:.0}% {} GiB", gib(memory))
+    };
     let memory = match (host.memory_used, host.memory_total) {
         (Some(used), Some(total)) => format!("{}/{} GiB", gib(used), gib(total)),
         _ => "-".to_owned(),
     };
     let lines = vec![
-        Line::from(format!("cpu {cpu:>4}   trainui {process}")),
+        Line::from(format!("cpu {cpu:>4}{process}")),
         Line::from(format!("memory {memory}")),
         Line::from(app.load.note.clone().unwrap_or_default()).style(fg(app, Color::DarkGray)),
     ];
@@ -166,41 +183,116 @@ fn render_host(frame: &mut Frame, area: Rect, app: &App) {
     frame.render_widget(spark, spark_area);
 }
 
-/// One line a rank: `r1 generating @340 vm:4242 2s`, red when it is silent
-/// or gone, grey when it is done.
-fn render_ranks(frame: &mut Frame, area: Rect, app: &App) {
+/// The lines of the job's processes, at most `rows`: a line a rank,
+/// `r1 pid 4242 generating @340 2s` (red when it is silent or gone, grey
+/// once it has ended), with its readings on this machine on the line under
+/// it, `   cpu 98% · 1.2 GiB · gpu0 3.1 GiB`, when there is room for both
+/// (else after it); for a job without rank files, a line a process it
+/// started, `pid 4242 python 98% 1.2 GiB`.
+fn process_lines(app: &App, width: u16, rows: u16) -> Vec<Line<'static>> {
+    let rows = usize::from(rows);
+    let ranks = &app.process.ranks;
+    if ranks.is_empty() {
+        return app
+            .process
+            .processes
+            .iter()
+            .take(rows)
+            .map(|process| {
+                Line::from(format!(
+                    "pid {} {} {}",
+                    process.pid,
+                    process.name,
+                    readings(app, process)
+                ))
+            })
+            .collect();
+    }
+    let host = trainui_protocol::ranks::this_host();
+    let two_lines = rows >= 2 * ranks.len();
+    let mut lines = Vec::new();
+    for view in ranks {
+        let look = match view.verdict {
+            Verdict::Alive => fg(app, Color::Reset),
+            Verdict::Done | Verdict::Stopped(_) => fg(app, Color::DarkGray),
+            Verdict::Silent | Verdict::Gone | Verdict::Failed => fg(app, Color::Red),
+        };
+        let label = rank_label(app, view, host.as_deref());
+        let reading = app
+            .process
+            .reading(view.beat.pid)
+            .filter(|_| {
+                host.as_deref() == Some(view.beat.host.as_str()) && !view.verdict.is_final()
+            })
+            .map(|process| readings(app, process));
+        match reading {
+            Some(reading) if two_lines => {
+                lines.push(Line::from(label).style(look));
+                lines.push(Line::from(format!("   {reading}")).style(dim(app)));
+            }
+            Some(reading) => {
+                let room = usize::from(width).saturating_sub(label.chars().count() + 1);
+                let mut line = Line::from(label).style(look);
+                if room >= 8 {
+                    line.push_span(Span::styled(format!(" {reading}"), dim(app)));
+                }
+                lines.push(line);
+            }
+            None => lines.push(Line::from(label).style(look)),
+        }
+    }
+    lines.truncate(rows);
+    lines
+}
+
+/// `r1 pid 4242 generating @340 2s`: the rank, its pid (and its host when
+/// it is another machine), what it does at which step, and how long since
+/// its last beat; once it has ended, how (`stopped by SIGTERM @39`,
+/// `FAILED @40`), and `GONE` when its process ended without a word.
+fn rank_label(app: &App, view: &RankView, host: Option<&str>) -> String {
+    let beat = &view.beat;
+    let here = host == Some(beat.host.as_str());
+    let pid = if here {
+        format!("pid {}", beat.pid)
+    } else {
+        format!("{}:{}", beat.host, beat.pid)
+    };
+    let doing = match view.verdict {
+        Verdict::Done | Verdict::Stopped(_) | Verdict::Failed => view.verdict.words(),
+        Verdict::Alive | Verdict::Silent | Verdict::Gone => beat.phase.as_str().to_owned(),
+    };
+    let age = match view.verdict {
+        Verdict::Done | Verdict::Stopped(_) | Verdict::Failed => String::new(),
+        // After the job's end a rank without a last word is only gone.
+        Verdict::Gone => " GONE".to_owned(),
+        Verdict::Silent => format!(" SILENT {:.0}s", silent_secs(view)),
+        Verdict::Alive if !app.running() => String::new(),
+        Verdict::Alive => format!(" {:.0}s", silent_secs(view)),
+    };
+    format!("r{} {pid} {doing} @{}{age}", beat.rank, beat.step)
+}
+
+/// Seconds since the rank's last beat, now.
+fn silent_secs(view: &RankView) -> f64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let lines: Vec<Line> = app
-        .process
-        .ranks
-        .iter()
-        .take(area.height as usize)
-        .map(|view| {
-            let beat = &view.beat;
-            let text = format!(
-                "r{} {} @{} {}:{} {}",
-                beat.rank,
-                beat.phase.as_str(),
-                beat.step,
-                beat.host,
-                beat.pid,
-                match view.verdict {
-                    Verdict::Done | Verdict::Failed => view.verdict.as_str().to_owned(),
-                    Verdict::Gone => "GONE".to_owned(),
-                    Verdict::Alive | Verdict::Silent => {
-                        format!("{:.0}s", (now - beat.beat_unix).max(0.0))
-                    }
-                }
-            );
-            let look = match view.verdict {
-                Verdict::Alive => fg(app, Color::Reset),
-                Verdict::Done => fg(app, Color::DarkGray),
-                Verdict::Silent | Verdict::Gone | Verdict::Failed => fg(app, Color::Red),
-            };
-            Line::from(text).style(look)
-        })
-        .collect();
-    frame.render_widget(Paragraph::new(lines), area);
+    (now - view.beat.beat_unix).max(0.0)
+}
+
+/// `cpu 98% · 1.2 GiB · gpu0 3.1 GiB`: a process's CPU use (100% is a
+/// core), resident memory and GPU memory on each GPU it uses.
+fn readings(app: &App, process: &JobProcess) -> String {
+    let mut parts = vec![
+        process
+            .cpu
+            .map_or_else(|| "cpu -".to_owned(), |cpu| format!("cpu {cpu:.0}%")),
+    ];
+    if let Some(memory) = process.memory {
+        parts.push(format!("{} GiB", gib(memory)));
+    }
+    for (index, bytes) in &process.gpu_memory {
+        parts.push(format!("gpu{index} {} GiB", gib(*bytes)));
+    }
+    parts.join(sep(app))
 }

@@ -40,6 +40,8 @@ pub enum Overlay {
     Sample,
     /// The full-screen log ([`ViewState::log_view`]).
     Log,
+    /// The job's own output, full screen ([`ViewState::output_top`]).
+    Output,
 }
 
 /// How the loss chart is drawn.
@@ -187,6 +189,11 @@ pub struct Geometry {
     pub log_view_rows: u16,
     pub help_lines: usize,
     pub help_rows: u16,
+    /// The job's output full screen: its rows, the number of the line at
+    /// its top, and the top line that shows the newest at the bottom.
+    pub output_rows: u16,
+    pub output_top: u64,
+    pub output_newest_top: u64,
 }
 
 /// How the user has set the screen up.
@@ -207,6 +214,9 @@ pub struct ViewState {
     pub help_scroll: usize,
     pub detail: Option<Detail>,
     pub log_view: LogView,
+    /// The job's output full screen: the number of the line at its top
+    /// (counted from the first line read); none follows the newest.
+    pub output_top: Option<u64>,
     pub geometry: Cell<Geometry>,
 }
 
@@ -232,6 +242,7 @@ impl ViewState {
             help_scroll: 0,
             detail: None,
             log_view: LogView::default(),
+            output_top: None,
             geometry: Cell::new(Geometry::default()),
         }
     }
@@ -284,6 +295,27 @@ impl ViewState {
             Focus::Samples => "focus: samples (↑↓ select, Enter opens)",
             Focus::Events => "focus: events (↑↓ scroll)",
         }
+    }
+
+    /// A scrolling key in the job's output, full screen: by a line, a page
+    /// or to an end, in whole lines of the output; reaching the newest
+    /// follows it again. `first` is the number of the first line kept.
+    pub fn scroll_output(&mut self, action: KeyAction, first: u64) {
+        let geometry = self.geometry.get();
+        let newest = geometry.output_newest_top.max(first);
+        let top = self.output_top.unwrap_or(newest).clamp(first, newest);
+        let page = u64::from(geometry.output_rows.saturating_sub(1)).max(1);
+        let moved = match action {
+            KeyAction::ScrollUp => top.saturating_sub(1),
+            KeyAction::ScrollDown => top + 1,
+            KeyAction::PageUp => top.saturating_sub(page),
+            KeyAction::PageDown => top + page,
+            KeyAction::Top => first,
+            KeyAction::Bottom => newest,
+            _ => return,
+        };
+        let moved = moved.max(first);
+        self.output_top = (moved < newest).then_some(moved);
     }
 
     /// `position` after a scrolling key in the view the overlay (or the

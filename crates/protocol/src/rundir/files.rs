@@ -14,6 +14,8 @@ pub const EVENTS_FILE: &str = "events.jsonl";
 pub const STATUS_FILE: &str = "status/training_status.json";
 pub const LOG_FILE: &str = "training_output.log";
 pub const CONFIG_FILE: &str = "config.json";
+/// The stdout and stderr of a job `trainui run` started.
+pub const JOB_OUTPUT_FILE: &str = "job_output.log";
 
 /// Creates `root` and the folders above it that are missing, each with mode
 /// 0755 less the umask: never writable by others (the control folder's

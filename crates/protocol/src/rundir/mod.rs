@@ -18,8 +18,8 @@ mod tail;
 mod writer;
 
 pub use files::{
-    CONFIG_FILE, EVENTS_FILE, LOG_FILE, STATUS_FILE, create_dirs, create_file, open_own,
-    write_atomically,
+    CONFIG_FILE, EVENTS_FILE, JOB_OUTPUT_FILE, LOG_FILE, STATUS_FILE, create_dirs, create_file,
+    open_own, write_atomically,
 };
 pub use line::event_line;
 pub use status_file::{UnknownField, read_status, read_status_fields};

@@ -24,6 +24,7 @@ use crate::hf::{Architecture, HfFolder};
 use trainui_protocol::channel::TrainerEnds;
 use trainui_protocol::config::{self, Config};
 use trainui_protocol::error::{Error, Result};
+use trainui_protocol::eta::EtaEstimate;
 use trainui_protocol::events::{
     Command, Event, GenerationCounters, OnNonFinite, Phase, Producer, RunInfo, RunState,
     StepMetrics, Summary,
@@ -231,6 +232,7 @@ impl Trainer {
         // pauses, evaluations and saves between steps are left out, so the
         // rate and the ETA are those of training.
         let mut train_time = Duration::ZERO;
+        let mut eta = EtaEstimate::new();
         let mut grad_norm_sum = 0.0;
         self.set_state(RunState::Training);
 
@@ -320,7 +322,7 @@ impl Trainer {
                     loss_sum / losses as f64
                 };
                 let interval = train_time.as_secs_f64().max(1e-9);
-                let secs_per_step = interval / steps_since_log as f64;
+                eta.window(steps_since_log, train_time.as_secs_f64());
                 self.emit(Event::Step(StepMetrics {
                     step: self.step,
                     max_steps: train.max_steps,
@@ -328,7 +330,7 @@ impl Trainer {
                     learning_rate,
                     tokens_per_sec: tokens_since_log as f64 / interval,
                     elapsed_secs: self.started.elapsed().as_secs_f64(),
-                    eta_secs: secs_per_step * (train.max_steps - self.step) as f64,
+                    eta_secs: eta.eta_secs(train.max_steps - self.step),
                     grad_norm: (losses > 0).then(|| grad_norm_sum / losses as f64),
                 }));
                 self.last_loss = Some(loss);

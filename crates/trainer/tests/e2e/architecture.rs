@@ -96,6 +96,8 @@ fn referenced_paths(
         let prefix = text[start..open].to_owned();
         let expanded: Vec<String> = text[open + 3..close]
             .split(',')
+            // rustfmt ends a list over several lines with a comma.
+            .filter(|item| !item.trim().is_empty())
             .map(|item| format!("{prefix}::{}", item.trim()))
             .collect();
         text.replace_range(start..=close, &expanded.join(", "));
@@ -370,7 +372,7 @@ fn the_scan_sees_every_kind_of_import_and_finds_a_circle() {
     let module = module_of(Path::new("tui/mod.rs"));
     let is_module = |path: &[String]| path == ["tui", "app"];
     let paths = referenced_paths(
-        "use super::{events, lines::{a, b}};\nuse app::App;\nlet x = crate::rundir::read(1);\nlet y = std::fs::read(1);",
+        "use super::{events, lines::{a, b},\n};\nuse app::App;\nlet x = crate::rundir::read(1);\nlet y = std::fs::read(1);",
         &module,
         &is_module,
     );

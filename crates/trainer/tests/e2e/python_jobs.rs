@@ -162,6 +162,183 @@ fn a_transformers_trainer_job_is_steered_by_ctl_like_a_trainui_run() {
     assert!(run.join("job_output.log").is_file());
 }
 
+/// The incident trainui was made for, recovered with no one touching it: a
+/// Trainer job whose evaluation hangs where no generation deadline looks
+/// (its validation data never comes) stalls, ends with the stall status,
+/// is relaunched by `trainui run --restart-on-stall` from its newest
+/// checkpoint, and finishes.
+#[test]
+fn a_trainer_job_whose_evaluation_hangs_is_relaunched_from_its_checkpoint_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("hangs");
+    let python = python();
+    let mut command = std::process::Command::new(crate::common::program("trainui"));
+    command
+        .current_dir(repo())
+        .args(["run", "--no-tui", "--restart-on-stall", "1", "--run-dir"])
+        .arg(&run)
+        .arg("--")
+        .args([
+            &python,
+            "examples/hf_trainer.py",
+            "--max-steps",
+            "60",
+            "--eval-steps",
+            "30",
+            "--save-steps",
+            "20",
+            "--samples",
+            "2",
+            "--stall-timeout",
+            "5",
+            "--fault",
+            "hang_eval_once",
+        ]);
+    let mut job = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_for_test();
+    let _group = JobGroup(job.id());
+    assert_eq!(wait_exit(&mut job, Duration::from_mins(4)).code(), Some(0));
+    let mut said = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut said).unwrap();
+    let checkpoint_20 = run.join("checkpoints/checkpoint-20");
+    assert!(
+        said.contains(&format!(
+            "the job stalled (exit status 75): restarting it (1 of 1) from {}",
+            checkpoint_20.display()
+        )),
+        "{said}"
+    );
+
+    // The events tell it all: the stall in the evaluation at step 30, the
+    // relaunch, the resumed step, and the end.
+    let events = events_so_far(&run);
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let stalled = kinds.iter().position(|&k| k == "stalled").unwrap();
+    assert_eq!(events[stalled]["step"], 30, "{:?}", events[stalled]);
+    let starts: Vec<&serde_json::Value> =
+        events.iter().filter(|e| e["type"] == "started").collect();
+    assert_eq!(starts.len(), 2, "{kinds:?}");
+    assert_eq!(starts[0]["resumed_from"], serde_json::Value::Null);
+    assert_eq!(starts[1]["start_step"], 20);
+    assert_eq!(
+        starts[1]["resumed_from"].as_str().unwrap(),
+        checkpoint_20.to_str().unwrap()
+    );
+    let relaunch = events
+        .iter()
+        .position(|e| {
+            e["type"] == "warning"
+                && e["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("relaunched by trainui run after a stall (restart 1), from ")
+        })
+        .unwrap();
+    assert!(stalled < relaunch, "{kinds:?}");
+    let eval_after = events[relaunch..]
+        .iter()
+        .find(|e| e["type"] == "eval_finished")
+        .unwrap();
+    assert_eq!(eval_after["step"], 30);
+    let status = status(&run);
+    assert_eq!(status["state"], "finished");
+    assert_eq!(status["current_step"], 60);
+    assert!(run.join("checkpoints/checkpoint-60").is_dir());
+}
+
+/// Without a TUI, `trainui run` shows the job's output as a command's own
+/// (escaped: the job's output is data), besides the log lines it prints
+/// from the events; the log keeps the bytes as they came.
+#[test]
+fn run_without_a_tui_passes_the_jobs_output_through_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("talks");
+    let output = run_job(
+        &run,
+        &[
+            "sh",
+            "-c",
+            "printf 'out \\033]0;title\\007 here\\n'; echo \"to stderr $TRAINUI_PRINT_LINES \
+             $PYTHONUNBUFFERED ${TRAINUI_ALERTS:-none}\" >&2; printf 'no newline'; exit 3",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stdout.contains("out \\x1b]0;title\\x07 here\n"),
+        "{stdout:?}"
+    );
+    assert!(stdout.contains("no newline\n"), "{stdout:?}");
+    assert!(
+        !stdout.contains('\x1b') && !stdout.contains('\x07'),
+        "{stdout:?}"
+    );
+    // The job prints no log lines of its own (trainui prints them), and
+    // Python writes its output as it comes.
+    assert!(stderr.contains("to stderr 0 1 none\n"), "{stderr:?}");
+    assert!(
+        stderr.contains(&format!(
+            "the job exited with status 3; its output is in {}",
+            run.canonicalize().unwrap().join("job_output.log").display()
+        )),
+        "{stderr}"
+    );
+    let log = std::fs::read(run.join("job_output.log")).unwrap();
+    let log = String::from_utf8_lossy(&log);
+    assert!(log.contains("out \x1b]0;title\x07 here\n"), "{log:?}");
+    assert!(log.contains("no newline"), "{log:?}");
+}
+
+/// `alerts.command` for any job: `trainui run --alerts-command` runs it
+/// for the job's events (once: the job is told to leave it to trainui).
+#[test]
+fn run_runs_the_alerts_command_for_a_python_jobs_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("alerts");
+    let heard = dir.path().join("heard");
+    let python = python();
+    let script = "import os, trainui\n\
+                  assert os.environ['TRAINUI_ALERTS'] == 'launcher'\n\
+                  run = trainui.Run(max_steps=4, settings={'train': {'log_steps': 2}})\n\
+                  run.start()\n\
+                  for step in range(1, 5):\n    run.log_step(step, loss=1.0 / step, learning_rate=1e-3)\n\
+                  run.finish()\n";
+    let mut command = std::process::Command::new(crate::common::program("trainui"));
+    command
+        .current_dir(repo())
+        .args([
+            "run",
+            "--no-tui",
+            "--alerts-timeout",
+            "20",
+            "--alerts-command",
+        ])
+        .arg(format!(
+            "{{ echo \"$TRAINUI_ALERT|$TRAINUI_ALERT_TITLE|$TRAINUI_ALERT_BODY\"; cat; }} >> '{}'",
+            heard.display()
+        ))
+        .arg("--run-dir")
+        .arg(&run)
+        .args(["--", &python, "-c", script]);
+    let output = command.output().unwrap();
+    crate::common::assert_success(&output);
+    let heard = std::fs::read_to_string(&heard).unwrap();
+    let mut lines = heard.lines();
+    assert_eq!(
+        lines.next(),
+        Some("finished|trainui: alerts finished|at step 4/4, loss 0.2917"),
+        "{heard}"
+    );
+    let line: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(line["type"], "finished");
+    assert_eq!(lines.next(), None, "one alert, told once: {heard}");
+}
+
 #[test]
 fn run_passes_on_the_jobs_exit_status_and_refuses_a_directory_that_holds_a_run() {
     let dir = tempfile::tempdir().unwrap();
