@@ -44,3 +44,14 @@ def _same(source: Path, installed: Path) -> bool:
         return source.read_bytes() == installed.read_bytes()
     except FileNotFoundError:
         return False
+
+
+@pytest.fixture
+def children():
+    """The processes a test starts (runhelpers.Children), killed when it ends,
+    whatever it did."""
+    from runhelpers import Children
+
+    started = Children()
+    yield started
+    started.kill_all()

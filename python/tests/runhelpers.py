@@ -466,3 +466,47 @@ def trainui_program() -> Path:
         return Path(named)
     target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
     return (target if target.is_absolute() else REPO / target) / "release" / "trainui"
+
+
+def wait_exit(process: subprocess.Popen, log: Path, seconds: float = 240) -> int:
+    """The exit status of `process`; fails the test, with the end of the
+    job's `log`, when it has not ended in `seconds` (the `children` fixture
+    then kills it)."""
+    import pytest
+
+    try:
+        return process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the job did not end in {seconds}s:\n{log.read_text()[-4000:]}")
+
+
+def acked(root: Path, command: Any, rank: int | None = None) -> list[dict[str, Any]]:
+    """The acks of `command` (the word "set": of any set) in events.jsonl,
+    or in a rank's record."""
+    lines = events(root) if rank is None else rank_record(root, rank)
+    return [
+        line
+        for line in lines
+        if line["type"] == "command_ack"
+        and (
+            line["command"] == command
+            or (command == "set" and isinstance(line["command"], dict) and "set" in line["command"])
+        )
+    ]
+
+
+def command_acked(
+    root: Path, command: Any, *, ranks: tuple = (None,), timeout: float = 90
+) -> list[dict[str, Any]]:
+    """Drops `command` into the control folder (as `trainui ctl` does) and
+    waits for each rank's new ack of it (`None`: events.jsonl's)."""
+    before = [len(acked(root, command, rank)) for rank in ranks]
+    drop_command(root, command)
+    return [
+        wait_for(
+            lambda rank=rank, n=n: acked(root, command, rank)[n:],
+            timeout,
+            f"ack of {command} on {rank}",
+        )[0]
+        for rank, n in zip(ranks, before)
+    ]

@@ -16,7 +16,6 @@ import pytest
 from runhelpers import (
     EXAMPLE,
     REPO,
-    Children,
     check_run_dir,
     drop_command,
     events,
@@ -34,13 +33,6 @@ from runhelpers import (
 pytestmark = pytest.mark.slow
 
 STARTUP = 120  # importing torch on two loaded cores, twice
-
-
-@pytest.fixture
-def children():
-    started = Children()
-    yield started
-    started.kill_all()
 
 
 def example(run_dir, *args):

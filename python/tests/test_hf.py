@@ -12,8 +12,9 @@ import pytest
 
 from runhelpers import (
     REPO,
-    Children,
+    acked,
     check_run_dir,
+    command_acked,
     drop_command,
     events,
     find,
@@ -21,26 +22,13 @@ from runhelpers import (
     rank_record,
     status,
     torchrun,
+    wait_exit,
     wait_for,
 )
 
 HF_EXAMPLE = REPO / "examples" / "hf_trainer.py"
 INCIDENT = REPO / "examples" / "incident" / "train.py"
 ENV = {"OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TOKENIZERS_PARALLELISM": "false"}
-
-
-@pytest.fixture
-def children():
-    started = Children()
-    yield started
-    started.kill_all()
-
-
-def _wait(process, log: Path, seconds: float = 150) -> int:
-    try:
-        return process.wait(seconds)
-    except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired; the fixture kills it
-        pytest.fail(f"the job did not end in {seconds}s:\n{log.read_text()[-4000:]}")
 
 
 def _types(lines):
@@ -75,7 +63,7 @@ def test_fine_tune_that_never_stops_generating_times_out_and_trains_on(tmp_path,
         log,
         env=ENV,
     )
-    assert _wait(process, log) == 0, log.read_text()[-4000:]
+    assert wait_exit(process, log) == 0, log.read_text()[-4000:]
     check_run_dir(run)
 
     lines = events(run)
@@ -151,19 +139,6 @@ def _check_eta(lines) -> None:
             assert line["eta_secs"] / left <= 2 * line["elapsed_secs"] / line["step"], line
 
 
-def _acked(root: Path, command, rank: int | None = None):
-    lines = events(root) if rank is None else rank_record(root, rank)
-    return [line for line in lines if line["type"] == "command_ack" and line["command"] == command]
-
-
-def _command(root: Path, command, *, ranks=(None,), timeout: float = 60):
-    drop_command(root, command)
-    return [
-        wait_for(lambda r=r: _acked(root, command, r), timeout, f"ack of {command} on {r}")[-1]
-        for r in ranks
-    ]
-
-
 @pytest.mark.slow
 def test_commands_eval_save_set_and_stop(tmp_path, children):
     run = tmp_path / "run"
@@ -192,7 +167,7 @@ def test_commands_eval_save_set_and_stop(tmp_path, children):
     )
     wait_for(lambda: find(events(run), type="step"), 120, "the first step event")
 
-    eval_ack = _command(run, "eval_now")[0]
+    eval_ack = command_acked(run, "eval_now")[0]
     wait_for(lambda: find(events(run), type="eval_finished"), 60, "the evaluation")
     lines = events(run)
     evaluation = find(lines, type="eval_finished")[0]
@@ -200,13 +175,13 @@ def test_commands_eval_save_set_and_stop(tmp_path, children):
     assert evaluation["samples"] == 2 and isinstance(evaluation["val_loss"], float)
     assert [s["outcome"]["kind"] for s in find(lines, type="sample")] == ["completed"] * 2
 
-    save_ack = _command(run, "save")[0]
+    save_ack = command_acked(run, "save")[0]
     checkpoint = wait_for(lambda: find(events(run), type="checkpoint"), 60, "the checkpoint")[0]
     assert checkpoint["step"] == save_ack["step"]
     assert Path(checkpoint["path"], "model.safetensors").is_file()
 
     change = {"set": {"train.learning_rate": 0.0005, "eval.samples": 1, "train.log_steps": 7}}
-    set_ack = _command(run, change)[0]
+    set_ack = command_acked(run, change)[0]
     assert "train.learning_rate" in set_ack["message"]
     after = wait_for(
         lambda: [e for e in find(events(run), type="step") if e["step"] > set_ack["step"] + 7],
@@ -216,8 +191,8 @@ def test_commands_eval_save_set_and_stop(tmp_path, children):
     assert all(e["step"] % 7 == 0 for e in after), "train.log_steps = 7 is what the Trainer logs by"
     assert after[-1]["learning_rate"] <= 0.0005 + 1e-12
 
-    stop_ack = _command(run, "stop")[0]
-    assert _wait(process, log) == 0, log.read_text()[-3000:]
+    stop_ack = command_acked(run, "stop")[0]
+    assert wait_exit(process, log) == 0, log.read_text()[-3000:]
     check_run_dir(run)
     lines = events(run)
     finished = find(lines, type="finished")[-1]
@@ -268,7 +243,7 @@ def test_torchrun_two_ranks_apply_commands_at_the_same_step(tmp_path, children):
     wait_for(lambda: find(events(run), type="step"), 150, "the first step event")
     both = (0, 1)
 
-    evals = _command(run, "eval_now", ranks=both)
+    evals = command_acked(run, "eval_now", ranks=both)
     assert evals[0]["step"] == evals[1]["step"]
     # Rank 1's model cannot stop: its generation ends at the deadline, rank 0's
     # completes; neither rank hangs, and training goes on.
@@ -278,19 +253,19 @@ def test_torchrun_two_ranks_apply_commands_at_the_same_step(tmp_path, children):
     assert sample0["outcome"] == {"kind": "completed"}
     assert sample0["step"] == sample1["step"] == evals[0]["step"]
 
-    saves = _command(run, "save", ranks=both)
+    saves = command_acked(run, "save", ranks=both)
     assert saves[0]["step"] == saves[1]["step"] > evals[0]["step"]
     change = {"set": {"eval.eval_timeout_seconds": 3}}
-    sets = _command(run, change, ranks=both)
+    sets = command_acked(run, change, ranks=both)
     assert sets[0]["step"] == sets[1]["step"]
     wait_for(
         lambda: [e for e in find(events(run), type="step") if e["step"] > sets[0]["step"]],
         60,
         "a step after the set",
     )
-    stops = _command(run, "stop", ranks=both)
+    stops = command_acked(run, "stop", ranks=both)
     assert stops[0]["step"] == stops[1]["step"]
-    assert _wait(process, log) == 0, log.read_text()[-4000:]
+    assert wait_exit(process, log) == 0, log.read_text()[-4000:]
 
     check_run_dir(run, ranks=2)
     for rank in both:
@@ -325,7 +300,7 @@ def test_incident_script_with_the_callback(tmp_path, children):
         log,
         env=ENV,
     )
-    assert _wait(process, log) == 0, log.read_text()[-4000:]
+    assert wait_exit(process, log) == 0, log.read_text()[-4000:]
     check_run_dir(run)
     current = status(run)
     assert current["state"] == "finished" and current["current_step"] == 20
@@ -386,24 +361,24 @@ def test_save_and_eval_while_paused_act_at_once_and_the_pause_holds(tmp_path, ch
         env=ENV,
     )
     wait_for(lambda: find(events(run), type="step"), 120, "the first step event")
-    paused = _command(run, "pause")[0]
+    paused = command_acked(run, "pause")[0]
     step = paused["step"]
     wait_for(lambda: status(run)["state"] == "paused", 30, "the paused state")
 
-    saved = _command(run, "save")[0]
+    saved = command_acked(run, "save")[0]
     assert saved["message"] == f"saving a checkpoint at step {step}"
     checkpoint = wait_for(lambda: find(events(run), type="checkpoint"), 60, "the checkpoint")[0]
     assert checkpoint["step"] == step, "written while paused, at the paused step"
     assert Path(checkpoint["path"], "model.safetensors").is_file()
 
-    evaluated = _command(run, "eval_now")[0]
+    evaluated = command_acked(run, "eval_now")[0]
     assert evaluated["message"] == f"evaluating at step {step}"
     summary = wait_for(lambda: find(events(run), type="eval_finished"), 60, "the evaluation")[0]
     assert summary["step"] == step and isinstance(summary["val_loss"], float)
 
     # A second save right after the first: the state is the one just saved.
     drop_command(run, "save")
-    again = wait_for(lambda: _acked(run, "save")[1:], 60, "the second save")[0]
+    again = wait_for(lambda: acked(run, "save")[1:], 60, "the second save")[0]
     assert again["message"] == f"saving a checkpoint at step {step}"
     wait_for(lambda: len(find(events(run), type="checkpoint")) == 2, 60, "its checkpoint event")
 
@@ -412,8 +387,8 @@ def test_save_and_eval_while_paused_act_at_once_and_the_pause_holds(tmp_path, ch
     assert current["state"] == "paused" and current["current_step"] == step, current
     assert max(e["step"] for e in find(events(run), type="step")) <= step, "nothing trained"
 
-    _command(run, "resume")
+    command_acked(run, "resume")
     wait_for(lambda: [e for e in find(events(run), type="step") if e["step"] > step], 60, "steps")
-    _command(run, "stop")
-    assert _wait(process, log) == 0, log.read_text()[-3000:]
+    command_acked(run, "stop")
+    assert wait_exit(process, log) == 0, log.read_text()[-3000:]
     check_run_dir(run)

@@ -15,15 +15,16 @@ import pytest
 
 from runhelpers import (
     REPO,
-    Children,
+    acked,
     check_run_dir,
-    drop_command,
+    command_acked,
     events,
     find,
     rank_file,
     rank_record,
     status,
     trainui_program,
+    wait_exit,
     wait_for,
 )
 
@@ -40,46 +41,6 @@ def _lightning():
     except ImportError:
         pl = pytest.importorskip("pytorch_lightning")
     return pl
-
-
-@pytest.fixture
-def children():
-    started = Children()
-    yield started
-    started.kill_all()
-
-
-def _wait(process, log: Path, seconds: float = 240) -> int:
-    try:
-        return process.wait(seconds)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the job did not end in {seconds}s:\n{log.read_text()[-4000:]}")
-
-
-def _acked(root: Path, command, rank: int | None = None):
-    """The acks of `command` (the word "set": of any set) in events.jsonl or a rank's record."""
-    lines = events(root) if rank is None else rank_record(root, rank)
-    return [
-        line
-        for line in lines
-        if line["type"] == "command_ack"
-        and (
-            line["command"] == command
-            or (command == "set" and isinstance(line["command"], dict) and "set" in line["command"])
-        )
-    ]
-
-
-def _command(root: Path, command, *, ranks=(None,), timeout: float = 90):
-    """Drops `command` into the control folder (as `trainui ctl` does); each rank's ack."""
-    before = [len(_acked(root, command, r)) for r in ranks]
-    drop_command(root, command)
-    return [
-        wait_for(
-            lambda r=r, n=n: _acked(root, command, r)[n:], timeout, f"ack of {command} on {r}"
-        )[0]
-        for r, n in zip(ranks, before)
-    ]
 
 
 # ----------------------------------------------------------------------
@@ -321,7 +282,7 @@ def test_example_records_steps_evaluations_samples_and_both_kinds_of_checkpoints
         log,
         env=ENV,
     )
-    assert _wait(process, log) == 0, log.read_text()[-4000:]
+    assert wait_exit(process, log) == 0, log.read_text()[-4000:]
     check_run_dir(run)
     lines = events(run)
     steps = find(lines, type="step")
@@ -392,20 +353,20 @@ def test_example_applies_eval_save_set_pause_and_stop(tmp_path, children):
     )
     wait_for(lambda: find(events(run), type="step"), 180, "the first step event")
 
-    eval_ack = _command(run, "eval_now")[0]
+    eval_ack = command_acked(run, "eval_now")[0]
     assert eval_ack["message"] == f"evaluating at step {eval_ack['step']}"
     evaluation = wait_for(lambda: find(events(run), type="eval_finished"), 60, "the evaluation")[0]
     assert evaluation["step"] == eval_ack["step"] and evaluation["samples"] == 2
     assert isinstance(evaluation["val_loss"], float), "the validation loop ran"
 
-    save_ack = _command(run, "save")[0]
+    save_ack = command_acked(run, "save")[0]
     checkpoint = wait_for(lambda: find(events(run), type="checkpoint"), 60, "the checkpoint")[0]
     assert checkpoint["step"] == save_ack["step"]
     assert checkpoint["path"] == str(run / "checkpoints" / f"checkpoint-{save_ack['step']}.ckpt")
     assert Path(checkpoint["path"]).is_file()
 
     change = {"set": {"train.learning_rate": 0.0005, "eval.samples": 1, "eval.eval_steps": 40}}
-    set_ack = _command(run, change)[0]
+    set_ack = command_acked(run, change)[0]
     assert "train.learning_rate" in set_ack["message"], set_ack
     later = wait_for(
         lambda: [e for e in find(events(run), type="step") if e["step"] > set_ack["step"]],
@@ -420,7 +381,7 @@ def test_example_applies_eval_save_set_pause_and_stop(tmp_path, children):
     )[0]
     assert every["step"] % 40 == 0 and every["samples"] == 1
 
-    pause_ack = _command(run, "pause")[0]
+    pause_ack = command_acked(run, "pause")[0]
     assert pause_ack["message"] == f"paused at step {pause_ack['step']}"
     paused_at = pause_ack["step"]
     time.sleep(1.5)
@@ -428,14 +389,14 @@ def test_example_applies_eval_save_set_pause_and_stop(tmp_path, children):
     assert held["phase"] == "paused" and held["step"] == paused_at, held
     assert status(run)["state"] == "paused"
     # Save and evaluate while paused: made at once, at that step; the pause goes on.
-    paused_save = _command(run, "save")[0]
+    paused_save = command_acked(run, "save")[0]
     assert paused_save["message"] == f"saving a checkpoint at step {paused_at}", paused_save
     wait_for(
         lambda: [c for c in find(events(run), type="checkpoint") if c["step"] == paused_at],
         60,
         "the checkpoint made while paused",
     )
-    paused_eval = _command(run, "eval_now")[0]
+    paused_eval = command_acked(run, "eval_now")[0]
     assert paused_eval["message"] == f"evaluating at step {paused_at}", paused_eval
     made = wait_for(
         lambda: [e for e in find(events(run), type="eval_finished") if e["step"] == paused_at],
@@ -447,7 +408,7 @@ def test_example_applies_eval_save_set_pause_and_stop(tmp_path, children):
     assert status(run)["state"] == "paused"
     assert rank_file(run, 0)["phase"] == "paused"
     assert max(e["step"] for e in find(events(run), type="step")) <= paused_at
-    resume_ack = _command(run, "resume")[0]
+    resume_ack = command_acked(run, "resume")[0]
     assert resume_ack["step"] == pause_ack["step"]
     wait_for(
         lambda: [e for e in find(events(run), type="step") if e["step"] > pause_ack["step"]],
@@ -455,8 +416,8 @@ def test_example_applies_eval_save_set_pause_and_stop(tmp_path, children):
         "a step after the resume",
     )
 
-    stop_ack = _command(run, "stop")[0]
-    assert _wait(process, log) == 0, log.read_text()[-3000:]
+    stop_ack = command_acked(run, "stop")[0]
+    assert wait_exit(process, log) == 0, log.read_text()[-3000:]
     check_run_dir(run)
     lines = events(run)
     finished = find(lines, type="finished")[-1]
@@ -489,7 +450,7 @@ def _ctl(program: Path, run: Path, *words: str) -> str:
 
 
 def _both_acked(run: Path, command, after: int = 0):
-    acks = [[a for a in _acked(run, command, rank) if a["step"] > after] for rank in (0, 1)]
+    acks = [[a for a in acked(run, command, rank) if a["step"] > after] for rank in (0, 1)]
     return acks if all(acks) else None
 
 
@@ -601,7 +562,7 @@ def test_ddp_two_processes_under_trainui_run_apply_commands_at_the_same_step(tmp
 
     said = _ctl(program, run, "stop")
     assert said.startswith("stop: "), said
-    assert _wait(process, log) == 0, log.read_text()[-4000:]
+    assert wait_exit(process, log) == 0, log.read_text()[-4000:]
     stops = _both_acked(run, "stop")
     assert stops is not None and stops[0][0]["step"] == stops[1][0]["step"]
     stopped_at = stops[0][0]["step"]

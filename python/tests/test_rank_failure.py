@@ -11,7 +11,6 @@ import pytest
 
 from runhelpers import (
     REPO,
-    Children,
     check_run_dir,
     events,
     free_port,
@@ -25,13 +24,6 @@ STARTUP = 120  # importing torch on two loaded cores, twice
 WORKER = Path(__file__).resolve().parent / "failing_rank_worker.py"
 ERROR = "bad batch 7: shapes (3, 4) and (5,) do not match"
 TRAINUI = REPO / "target" / "release" / "trainui"
-
-
-@pytest.fixture
-def children():
-    started = Children()
-    yield started
-    started.kill_all()
 
 
 @pytest.mark.slow

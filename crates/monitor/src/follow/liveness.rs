@@ -4,7 +4,7 @@
 //! heartbeat files tell them, why the status file cannot be read, and the
 //! job's processes on this machine (CPU, memory, GPU memory).
 //! Each change reaches the screen once, as a [`Liveness`] notice; the
-//! processes' readings come every [`PROCESSES_EVERY`].
+//! processes' readings come every second.
 
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver};
