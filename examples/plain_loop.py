@@ -37,9 +37,10 @@ except ImportError:
 
 
 def batches(seed: int, size: int = 64):
-    """Endless batches of y = sin(x . w) + noise."""
+    """Endless batches of y = sin(x . w) + noise: one w, the batches drawn
+    by `seed` (training and validation draw different ones)."""
+    w = torch.randn(16, generator=torch.Generator().manual_seed(0))
     generator = torch.Generator().manual_seed(seed)
-    w = torch.randn(16, generator=generator)
     while True:
         x = torch.randn(size, 16, generator=generator)
         noise = 0.05 * torch.randn(size, 1, generator=generator)

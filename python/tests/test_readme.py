@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runhelpers import REPO, status, trainui_program
+from runhelpers import REPO, events, status, trainui_program
 
 SECTION = "## Python jobs"
 #: A fenced block, with the comment that says where it comes from.
@@ -116,3 +116,7 @@ def test_each_trainui_run_command_runs_as_written(command, tmp_path):
     assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     [run] = list((tmp_path / "runs").iterdir())
     assert status(run)["state"] == "finished", status(run)
+    if "--restart-on-stall" in command:
+        # The relaunch resumed from a checkpoint, as the README says.
+        starts = [e for e in events(run) if e["type"] == "started"]
+        assert len(starts) == 2 and starts[1]["resumed_from"], starts

@@ -234,16 +234,21 @@ fn describe_status(
                 .map_or_else(|| "-".to_owned(), |lr| format!("{lr:.2e}"))
         )
     );
-    let _ = writeln!(
-        out,
-        "speed      {} tok/s",
-        shown(
-            "tokens_per_sec",
-            status
-                .tokens_per_sec
-                .map_or_else(|| "-".to_owned(), |t| thousands(t as u64))
-        )
-    );
+    // A job that counts no tokens (not a language model) has no speed
+    // line, and one that generates nothing no match or generation lines.
+    if status.tokens_per_sec != Some(0.0) {
+        let _ = writeln!(
+            out,
+            "speed      {} tok/s",
+            shown(
+                "tokens_per_sec",
+                status
+                    .tokens_per_sec
+                    .map_or_else(|| "-".to_owned(), |t| thousands(t as u64))
+            )
+        );
+    }
+    let generates = status.generations > 0 || unknown.iter().any(|u| u == "generations");
     // A run that has ended (or whose process is gone) has no time left to
     // estimate: its line says how long it ran.
     let eta = if status.state.is_final() || !alive {
@@ -262,34 +267,43 @@ fn describe_status(
         "time       elapsed {}{eta}",
         shown("elapsed_secs", duration(status.elapsed_secs)),
     );
+    let matched = if generates {
+        format!(
+            ", exact match {}",
+            shown(
+                "exact_match",
+                status
+                    .exact_match
+                    .map_or_else(|| "-".to_owned(), |m| format!("{:.1}%", 100.0 * m))
+            )
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "eval       {} evals, exact match {}",
+        "eval       {} evals{matched}",
         shown("evals", status.evals.to_string()),
-        shown(
-            "exact_match",
-            status
-                .exact_match
-                .map_or_else(|| "-".to_owned(), |m| format!("{:.1}%", 100.0 * m))
-        )
     );
     let warns = status.settings.as_ref().map_or_else(String::new, |s| {
         format!(", warns above {:.1}%", 100.0 * s.eval.timeout_warn_rate)
     });
-    let _ = writeln!(
-        out,
-        "generate   {} generations: {} completed, {} timeouts, {} aborts, {} errors \
-         (timeout rate {}{warns})",
-        shown("generations", status.generations.to_string()),
-        shown("completed", status.completed.to_string()),
-        shown("timeouts", status.timeouts.to_string()),
-        shown("aborts", status.aborts.to_string()),
-        shown("errors", status.errors.to_string()),
-        shown(
-            "timeout_rate",
-            format!("{:.1}%", 100.0 * status.timeout_rate)
-        )
-    );
+    if generates {
+        let _ = writeln!(
+            out,
+            "generate   {} generations: {} completed, {} timeouts, {} aborts, {} errors \
+             (timeout rate {}{warns})",
+            shown("generations", status.generations.to_string()),
+            shown("completed", status.completed.to_string()),
+            shown("timeouts", status.timeouts.to_string()),
+            shown("aborts", status.aborts.to_string()),
+            shown("errors", status.errors.to_string()),
+            shown(
+                "timeout_rate",
+                format!("{:.1}%", 100.0 * status.timeout_rate)
+            )
+        );
+    }
     if let Some(path) = &status.last_checkpoint {
         let _ = writeln!(out, "checkpoint {}", text::escape(path));
     }
@@ -342,6 +356,34 @@ mod tests {
         assert!(text.contains("step       40 / 100 (40.0%)"), "{text}");
         assert!(text.contains("gone without a final state"), "{text}");
         assert!(!describe_status(&status, true, &[], &[]).contains("gone"));
+    }
+
+    #[test]
+    fn a_job_that_counts_no_tokens_and_generates_nothing_gets_no_such_lines() {
+        let mut status = RunStatus::new("mlp".into(), 100);
+        status.state = RunState::Training;
+        status.tokens_per_sec = Some(0.0);
+        status.evals = 3;
+        status.exact_match = Some(0.0);
+        let text = describe_status(&status, true, &[], &[]);
+        assert!(text.contains("eval       3 evals\n"), "{text}");
+        for absent in ["tok/s", "exact match", "generate", "generations"] {
+            assert!(!text.contains(absent), "{absent}: {text}");
+        }
+        // A language model's run has them all.
+        status.tokens_per_sec = Some(1234.0);
+        status.generations = 8;
+        status.completed = 8;
+        let text = describe_status(&status, true, &[], &[]);
+        assert!(text.contains("speed      1,234 tok/s\n"), "{text}");
+        assert!(
+            text.contains("eval       3 evals, exact match 0.0%\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("generate   8 generations: 8 completed"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -534,6 +534,12 @@ pub struct RankBeat {
     /// that is not rewritten any more belongs to a rank that is dead or
     /// frozen as a whole.
     pub written_unix: f64,
+    /// The stop signal (`SIGINT`, `SIGTERM`, `SIGHUP`) the rank caught
+    /// before it ended, if it caught one: a rank a launcher such as torchrun
+    /// ended after another one failed. Absent otherwise (and from older
+    /// producers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
 }
 
 /// How a generation ended.

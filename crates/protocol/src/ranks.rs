@@ -6,8 +6,6 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
-
 use crate::events::{Phase, RankBeat, RunState, SCHEMA_VERSION};
 use crate::runfile;
 
@@ -160,16 +158,6 @@ pub fn first_stuck(ranks: &[RankView]) -> Option<&RankView> {
         })
 }
 
-/// A rank file: the heartbeat, and the stop signal the rank caught before
-/// it ended, when it caught one (a field older producers do not write).
-#[derive(Deserialize)]
-struct RankFile {
-    #[serde(flatten)]
-    beat: RankBeat,
-    #[serde(default)]
-    signal: Option<String>,
-}
-
 /// The ranks of the run in `root`, by rank, judged at `now_unix` against
 /// `stall_timeout` seconds. A run without rank files (trainui's own
 /// trainer) has none; files that do not parse, are no regular files or are
@@ -188,11 +176,11 @@ pub fn read(root: &Path, now_unix: f64, stall_timeout: f64) -> Vec<RankView> {
             name.starts_with("rank-") && name.ends_with(".json")
         })
         .filter_map(|entry| runfile::read(&entry.path(), runfile::RANK_LIMIT).ok())
-        .filter_map(|bytes| serde_json::from_slice::<RankFile>(&bytes).ok())
-        .filter(|file| file.beat.v <= SCHEMA_VERSION)
-        .map(|file| {
-            let signal = file.signal.as_deref().and_then(StopSignal::from_name);
-            judge(file.beat, signal, now_unix, stall_timeout, host.as_deref())
+        .filter_map(|bytes| serde_json::from_slice::<RankBeat>(&bytes).ok())
+        .filter(|beat| beat.v <= SCHEMA_VERSION)
+        .map(|beat| {
+            let signal = beat.signal.as_deref().and_then(StopSignal::from_name);
+            judge(beat, signal, now_unix, stall_timeout, host.as_deref())
         })
         .collect();
     ranks.sort_by_key(|view| view.beat.rank);
@@ -257,6 +245,7 @@ mod tests {
             beat: "2026-11-29T15:00:01.000Z".into(),
             beat_unix,
             written_unix: beat_unix,
+            signal: None,
         }
     }
 

@@ -225,6 +225,7 @@ mod tests {
             beat: "2026-11-29T15:00:01.000Z".into(),
             beat_unix: now,
             written_unix: now,
+            signal: None,
         };
         let dir = run.join(ranks::RANKS_DIR);
         std::fs::create_dir_all(&dir).unwrap();

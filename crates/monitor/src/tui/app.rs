@@ -192,6 +192,12 @@ impl App {
 
     fn apply_liveness(&mut self, liveness: Liveness) {
         match liveness {
+            // A stalled job that trainui relaunches is not gone: the
+            // relaunch (Restarting) tells what comes of it.
+            Liveness::Gone(_)
+                if self.owner == Owner::Job
+                    && self.restarts_on_stall.is_some_and(|n| n > 0)
+                    && self.run.stall.is_some() => {}
             Liveness::Gone(mut gone) => {
                 intake::gone(&mut gone.since, &mut gone.last_checkpoint, &mut gone.resume);
                 self.log_line(
@@ -497,6 +503,12 @@ impl App {
             _ if self.exit == Some(Exit::Restart) => {
                 format!("{name} restarts from {checkpoint}")
             }
+            // trainui run ends the job as the launcher says after this line:
+            // SIGTERM first, which a job may answer with a checkpoint.
+            _ if self.owner == Owner::Job => format!(
+                "{name}: the job is asked to end at once {at} (SIGTERM, then SIGKILL if it \
+                 goes on); {checkpoint} so far"
+            ),
             _ => format!("{name} quit at once {at} without saving; {checkpoint}{go_on}"),
         }
     }

@@ -215,6 +215,8 @@ pub fn ranks(mut ranks: Vec<RankView>) -> Vec<RankView> {
             beat,
             beat_unix: _,
             written_unix: _,
+            // Shown only as a signal trainui knows by name, never as written.
+            signal: _,
         } = &mut view.beat;
         one_line(host);
         one_line(beat);

@@ -249,6 +249,8 @@ impl RunData {
                     self.curves.clock.truncate_from(from);
                 }
                 self.elapsed_at = Some((0.0, at));
+                // A process that starts (again, after a stall) is not stalled.
+                self.stall = None;
                 self.log_at(
                     at,
                     Level::Info,

@@ -721,6 +721,7 @@ fn a_job_shows_its_ranks_and_the_one_that_went_silent() {
             beat: "2026-11-29T15:00:01.000Z".into(),
             beat_unix: 0.0,
             written_unix: 0.0,
+            signal: None,
         },
         silent_secs: 75.0,
         verdict,
@@ -1261,6 +1262,14 @@ fn the_farewell_says_how_the_run_ended_and_how_to_go_on() {
     );
     let mut job = training_app();
     job.owner = app::Owner::Job;
+    // `q` `q` under trainui run: the job is asked to end, and may save.
+    assert!(
+        job.farewell()
+            .starts_with("demo-run: the job is asked to end at once at step 1500/3000 (SIGTERM"),
+        "{}",
+        job.farewell()
+    );
+    assert!(!job.farewell().contains("without saving"));
     job.update(Msg::Liveness(process::Liveness::JobEnded(3)));
     assert!(
         job.farewell().contains("the job exited with status 3"),
@@ -1606,6 +1615,7 @@ fn hostile_app() -> App {
         beat: "2026-11-29T15:00:01\x1b[2J".into(),
         beat_unix: 0.0,
         written_unix: 0.0,
+        signal: None,
     };
     app.update(Msg::Liveness(process::Liveness::Ranks(vec![RankView {
         beat,

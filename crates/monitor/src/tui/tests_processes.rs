@@ -79,6 +79,7 @@ fn rank(rank: u32, phase: Phase, step: u64, verdict: Verdict) -> RankView {
             beat: "2026-11-29T15:00:01.000Z".into(),
             beat_unix: now - 1.0,
             written_unix: now,
+            signal: None,
         },
         silent_secs: 1.0,
         verdict,
@@ -242,4 +243,47 @@ fn a_stall_and_r_promise_a_restart_only_where_one_comes() {
         assert!(!help.contains("supervisor"), "{owner:?}: {help}");
         assert!(!help.contains("restart a stalled run"), "{owner:?}: {help}");
     }
+}
+
+/// A job relaunched after a stall trains again: its new start clears the
+/// stall from the screen, and the relaunch is told as news, not as a run
+/// whose process is gone.
+#[test]
+fn a_relaunch_after_a_stall_clears_the_stall_and_says_what_it_does() {
+    let mut app = App::new("job".into(), 100, false);
+    app.owner = Owner::Job;
+    app.restarts_on_stall = Some(1);
+    app.apply(&trainui_protocol::events::examples::started("job", 100));
+    app.apply(&Event::Stalled {
+        step: 30,
+        phase: Phase::Training,
+        silent_secs: 5.0,
+        timeout_secs: 5.0,
+    });
+    assert!(app.run.stall.is_some());
+    // The stalled job's process ends (status 75) before the relaunch.
+    app.update(Msg::Liveness(Liveness::Gone(super::process::GoneRun {
+        pid: 7,
+        since: "2026-12-07T03:44:08.000Z".into(),
+        last_checkpoint: Some("ckpt-20".into()),
+        resume: "the job's own command".into(),
+    })));
+    assert!(app.process.gone.is_none());
+    app.update(Msg::Liveness(Liveness::Restarting(
+        "the job stalled (exit status 75): restarting it (1 of 1) from ckpt-20".into(),
+    )));
+    let Event::Started(mut info) = trainui_protocol::events::examples::started("job", 100) else {
+        unreachable!("examples::started is a start")
+    };
+    info.start_step = 20;
+    info.resumed_from = Some("ckpt-20".into());
+    app.apply(&Event::Started(info));
+    assert!(app.run.stall.is_none(), "{:?}", app.run.stall);
+    assert!(app.process.gone.is_none());
+    let log: Vec<String> = app.run.log.iter().map(|line| line.text.clone()).collect();
+    assert!(
+        log.iter()
+            .any(|line| line.contains("restarting it (1 of 1)")),
+        "{log:?}"
+    );
 }

@@ -248,6 +248,7 @@ fn hostile_run(runs: &Path) -> PathBuf {
         beat: HOSTILE.into(),
         beat_unix: 1.0,
         written_unix: 1.0,
+        signal: None,
     };
     std::fs::write(
         run.join("ranks/rank-0.json"),
