@@ -123,7 +123,7 @@ def test_a_failed_run_tells_the_command_its_error(tmp_path):
     failed = told(out, "failed")
     assert failed is not None, kinds_told(out)
     assert (failed["kind"], failed["title"]) == ("failed", "trainui: mlp failed")
-    assert failed["body"] == "at step 3: CUDA out of memory"
+    assert failed["body"] == "at step 3: RuntimeError: CUDA out of memory"
     _check_stdin(failed["stdin"], root, "failed")
 
 

@@ -46,15 +46,15 @@ def test_the_rank_that_failed_first_is_named_with_its_own_error(children, tmp_pa
     assert code != 0, log
     assert ERROR in log, "rank 1 raised: " + log
     own = rank_record(root, 1)[-1]
-    assert own["type"] == "failed" and own["message"] == ERROR, own
+    assert own["type"] == "failed" and own["message"] == f"ValueError: {ERROR}", own
     assert rank_file(root, 1)["state"] == "failed" and rank_file(root, 1)["phase"] == "done"
 
     failed = events(root)[-1]
     assert failed["type"] == "failed", failed
     message = failed["message"]
-    assert message.startswith(f"rank 1 failed at step {own['step']}: {ERROR} (then rank 0: "), (
-        message
-    )
+    assert message.startswith(
+        f"rank 1 failed at step {own['step']}: ValueError: {ERROR} (then rank 0: "
+    ), message
     current = status(root)
     assert current["state"] == "failed" and current["last_message"] == message
     assert (
@@ -76,7 +76,8 @@ def test_the_rank_that_failed_first_is_named_with_its_own_error(children, tmp_pa
     rank_one = [line for line in lines if "rank 1 (" in line]
     assert rank_one and "FAILED at step" in rank_one[0] and "done" not in rank_one[0], shown.stdout
     assert any(
-        line.startswith("last") and f"rank 1 failed at step {own['step']}: {ERROR}" in line
+        line.startswith("last")
+        and f"rank 1 failed at step {own['step']}: ValueError: {ERROR}" in line
         for line in lines
     ), shown.stdout
     assert "state      failed" in shown.stdout

@@ -343,9 +343,11 @@ def test_an_exception_in_the_block_fails_the_run(tmp_path):
             run.log_step(1, 1.0, 1e-3)
             raise RuntimeError("CUDA out of memory")
     lines = events(root)
-    assert lines[-1]["type"] == "failed" and lines[-1]["message"] == "CUDA out of memory"
+    failed = lines[-1]
+    assert failed["type"] == "failed" and failed["message"] == "RuntimeError: CUDA out of memory"
     assert status(root)["state"] == "failed"
-    assert "FAILED at step 1: CUDA out of memory" in (root / "training_output.log").read_text()
+    log = (root / "training_output.log").read_text()
+    assert "FAILED at step 1: RuntimeError: CUDA out of memory" in log
     check_run_dir(root)
 
 

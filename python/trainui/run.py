@@ -710,7 +710,8 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         if kind is None:
             self.finish()  # `stopped` when the loop ended with a `break` on a stop
         elif issubclass(kind, Exception):
-            self.fail(str(value) or kind.__name__)
+            # As Python names it at the end of a traceback.
+            self.fail(f"{kind.__name__}: {value}" if str(value) else kind.__name__)
         elif issubclass(kind, SystemExit) and value.code in (None, 0):
             self.finish()
         else:
