@@ -225,7 +225,8 @@ pub struct RunArgs {
     /// runs/job-DATE-TIME. It must not hold a run already.
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
-    /// Print log lines instead of showing the TUI.
+    /// Print log lines, and pass the job's own output through (escaped),
+    /// instead of showing the TUI.
     #[arg(long)]
     pub no_tui: bool,
     /// Plain ASCII screen without colours (as NO_COLOR and TERM=dumb; a

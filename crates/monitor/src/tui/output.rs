@@ -36,7 +36,12 @@ impl App {
             return;
         };
         if !self.output.is_shown() {
-            let text = format!("no output yet in {}", path.display());
+            let when = if self.process.job_status.is_some() || self.run.status.state.is_final() {
+                "the job wrote no output"
+            } else {
+                "no output yet"
+            };
+            let text = format!("{when} in {}", path.display());
             self.say(text);
             return;
         }

@@ -442,6 +442,17 @@ fn a_run_without_an_output_file_says_so_to_its_key_and_keeps_its_panes() {
         "{:?}",
         watched.ack_text()
     );
+    // Once the job has ended, nothing more is to come.
+    watched.update(Msg::Liveness(Liveness::JobEnded(0)));
+    press(&mut watched, KeyCode::Char('O'));
+    assert!(
+        watched
+            .ack_text()
+            .unwrap()
+            .contains("the job wrote no output in"),
+        "{:?}",
+        watched.ack_text()
+    );
 }
 
 #[test]
