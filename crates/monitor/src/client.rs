@@ -248,7 +248,9 @@ fn describe_status(
             )
         );
     }
-    let generates = status.generations > 0 || unknown.iter().any(|u| u == "generations");
+    // trainui's own trainer always evaluates samples; a job, once it has.
+    let native = status.producer.as_ref().is_none_or(|p| p.name == "trainui");
+    let generates = native || status.generations > 0 || unknown.iter().any(|u| u == "generations");
     // A run that has ended (or whose process is gone) has no time left to
     // estimate: its line says how long it ran.
     let eta = if status.state.is_final() || !alive {
@@ -361,6 +363,12 @@ mod tests {
     #[test]
     fn a_job_that_counts_no_tokens_and_generates_nothing_gets_no_such_lines() {
         let mut status = RunStatus::new("mlp".into(), 100);
+        status.producer = Some(trainui_protocol::events::Producer {
+            name: "trainui-python".into(),
+            version: "0.1.0".into(),
+            framework: "pytorch".into(),
+            world_size: 1,
+        });
         status.state = RunState::Training;
         status.tokens_per_sec = Some(0.0);
         status.evals = 3;
@@ -370,6 +378,12 @@ mod tests {
         for absent in ["tok/s", "exact match", "generate", "generations"] {
             assert!(!text.contains(absent), "{absent}: {text}");
         }
+        // trainui's own trainer generates at every evaluation: its lines
+        // are there before the first one.
+        let mut native = status.clone();
+        native.producer = None;
+        let text = describe_status(&native, true, &[], &[]);
+        assert!(text.contains("generate   0 generations"), "{text}");
         // A language model's run has them all.
         status.tokens_per_sec = Some(1234.0);
         status.generations = 8;
