@@ -47,8 +47,13 @@ fn a_stalled_run_is_marked_stalled_and_says_where() {
     let stalled = &events_of(&run, "stalled")[0];
     assert_eq!(stalled["phase"], "training");
     assert!(stalled["silent_secs"].as_f64().unwrap() >= 2.0);
-    let log = std::fs::read_to_string(run.join("training_output.log")).unwrap();
-    assert!(log.contains("STALLED: no progress for 2s"), "{log}");
+    // The log line follows the status file by a moment: the two files are
+    // written one after the other.
+    wait_for("the STALLED log line", Duration::from_secs(10), || {
+        std::fs::read_to_string(run.join("training_output.log"))
+            .unwrap_or_default()
+            .contains("STALLED: no progress for 2s")
+    });
     assert!(
         status(&run)["last_message"]
             .as_str()
