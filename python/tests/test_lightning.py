@@ -78,6 +78,22 @@ def test_set_learning_rate_moves_the_optimizer_and_all_its_schedulers():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(reference.param_groups[0]["lr"])
 
 
+def test_the_gradient_norm_is_the_norm_of_all_gradients_together():
+    from trainui.lightning import _total_norm
+
+    grads = [torch.randn(21, 16), torch.randn(64, 40), torch.randn(64), torch.randn(3)]
+    expected = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]))
+    assert float(_total_norm(grads)) == pytest.approx(float(expected), rel=1e-5)
+    # Kinds one fused call cannot take together go torch's own way.
+    # (A sparse one as nn.Embedding(sparse=True) makes: a row twice, summed.)
+    sparse = torch.sparse_coo_tensor([[0, 2, 0]], torch.randn(3, 4), (5, 4))
+    mixed = [grads[0].double(), grads[1], sparse]
+    dense = [g.to_dense().double().reshape(-1) for g in mixed]
+    assert float(_total_norm(mixed)) == pytest.approx(
+        float(torch.linalg.vector_norm(torch.cat(dense))), rel=1e-5
+    )
+
+
 # ----------------------------------------------------------------------
 # In this process: each recorded field, with values known in advance
 

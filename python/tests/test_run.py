@@ -942,6 +942,52 @@ def test_finish_is_bounded_when_the_disk_hangs(tmp_path, monkeypatch):
     assert took < 8, f"finish took {took:.1f}s"
 
 
+def test_the_writer_gathers_a_busy_loops_events_and_a_flush_does_not_wait(monkeypatch):
+    from trainui import rundir
+    from trainui.rundir import Writer
+
+    written = []
+
+    class Record:
+        def append(self, line):
+            written.append(json.loads(line))
+
+        def close(self):
+            pass
+
+    batches = []
+    original_take = Writer._take
+
+    def counted_take(self):
+        items = original_take(self)
+        batches.append(len(items))
+        return items
+
+    monkeypatch.setattr(Writer, "_take", counted_take)
+    monkeypatch.setattr(rundir, "GATHER_SECS", 0.2)
+    writer = Writer(None, Record(), 0, False)
+    for step in range(100):  # a loop logging every 2 ms
+        writer.event({"type": "warning", "step": step, "message": "m"}, rank=True)
+        time.sleep(0.002)
+    started = time.monotonic()
+    assert writer.flush(10)
+    flushed_in = time.monotonic() - started
+    assert [line["step"] for line in written] == list(range(100))
+    # Woken once an event, the thread would take about 100 batches.
+    assert len(batches) <= 30, batches
+    # A flush cuts the gathering short (it lasts 0.2 s here; a slow machine
+    # may take longer for other reasons, hence the margin).
+    assert flushed_in < 5, flushed_in
+    writer.close(10)
+    started = time.monotonic()
+    writer2 = Writer(None, Record(), 0, False)
+    writer2.event({"type": "warning", "step": 0, "message": "m"}, rank=True)
+    time.sleep(0.05)  # the thread is gathering now
+    writer2.event({"type": "warning", "step": 1, "message": "m"}, rank=True)
+    assert writer2.close(10)
+    assert time.monotonic() - started < 5
+
+
 def test_a_full_writer_queue_drops_progress_first_and_says_so(tmp_path):
     from trainui.rundir import Writer
 

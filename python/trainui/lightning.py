@@ -164,11 +164,23 @@ def _loss_of(outputs: Any) -> Any:
 
 
 def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of all `grads` together, as a tensor (not read back)."""
-    total_norm = getattr(torch.nn.utils, "get_total_norm", None)
-    if total_norm is not None:
-        return total_norm(grads)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    """The 2-norm of all `grads` together, as a tensor (not read back).
+
+    One fused call over the list where torch can (`get_total_norm` takes a
+    slower path per tensor on the CPU); else tensor by tensor, a sparse
+    gradient (``nn.Embedding(sparse=True)``) by its summed values, the norms
+    gathered on the first one's device."""
+    foreach_norm = getattr(torch, "_foreach_norm", None)
+    if foreach_norm is not None:
+        try:
+            return torch.linalg.vector_norm(torch.stack(foreach_norm(grads)))
+        except (RuntimeError, TypeError, NotImplementedError):
+            pass
+    norms = [
+        torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g).float() for g in grads
+    ]
+    device = norms[0].device
+    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
 
 
 def _peak_learning_rate(trainer: Any) -> float | None:

@@ -43,6 +43,9 @@ _HELD_LOCKS: list[int] = []
 #: Most items the writer's queue holds; beyond, items are dropped
 #: (`generation_progress` first) and the drops are reported once.
 MAX_QUEUED = 10_000
+#: How long the writer lets items gather after writing a batch (a flush or
+#: close cuts it short): events reach the files at most this much later.
+GATHER_SECS = 0.05
 
 
 class RunDirError(Exception):
@@ -546,6 +549,10 @@ class Writer:
         self._ready = threading.Condition(threading.Lock())
         self._max_queued = max_queued
         self._progress_queued = 0
+        #: The thread waits for an item (an event's put wakes it) ...
+        self._waiting = False
+        #: ... and a flush or close was put since it took the last items.
+        self._urgent = False
         self._dropped = 0
         self._drops_reported = False
         self._warned = False
@@ -598,7 +605,11 @@ class Writer:
             if _is_progress(item):
                 self._progress_queued += 1
             self._items.append(item)
-            self._ready.notify()
+            if item[0] in ("flush", "close"):
+                self._urgent = True
+                self._ready.notify()
+            elif self._waiting:
+                self._ready.notify()
 
     def _drop_queued_progress(self) -> bool:
         """Removes the oldest queued `generation_progress`; whether one was."""
@@ -616,11 +627,22 @@ class Writer:
     def _take(self) -> list[tuple]:
         with self._ready:
             while not self._items:
+                self._waiting = True
                 self._ready.wait()
+                self._waiting = False
             items = list(self._items)
             self._items.clear()
             self._progress_queued = 0
+            self._urgent = False
         return items
+
+    def _gather(self) -> None:
+        """Lets items gather for `GATHER_SECS` (less when a flush or close
+        comes): a loop logging every step wakes the thread a few times a
+        second, not at every step."""
+        with self._ready:
+            if not self._urgent:
+                self._ready.wait(GATHER_SECS)
 
     def _serve(self) -> None:
         while True:
@@ -655,6 +677,7 @@ class Writer:
                 if self._rank_record is not None:
                     self._rank_record.close()
                 return
+            self._gather()
 
     def _report_drops(self) -> None:
         message = (

@@ -54,6 +54,8 @@ class Readings:
     def floats(self) -> list[float | None]:
         """Every value as a float (None stays None), in order; one read-back
         from the device for all the window's tensors."""
+        if len(self.items) == 1 and is_tensor(self.items[0]) and self.items[0].dim() == 0:
+            return [float(self.items[0].item())]  # a window of one step
         tensors = [item for item in self.items if is_tensor(item)]
         read: list[float] = []
         if tensors:
