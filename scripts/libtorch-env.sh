@@ -137,20 +137,85 @@ trainui_python_test_deps() {
   }
 }
 
-# Installs the Python package of this clone (python/) for TRAINUI_PYTHON,
-# so that jobs and their torchrun workers import this version.
-trainui_python_package() {
-  local pip=("$TRAINUI_PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps)
-  if "$TRAINUI_PYTHON" -c "import sys; sys.exit(sys.prefix == sys.base_prefix)"; then
-    "${pip[@]}" ./python
-  elif [ "$(basename "$(dirname "$LIBTORCH")")" = site ]; then
-    "${pip[@]}" --upgrade --target "$(dirname "$LIBTORCH")" ./python
-  else
-    "${pip[@]}" --user ./python
-  fi || {
-    echo "error: pip could not install ./python for $TRAINUI_PYTHON" >&2
+# Builds the wheel of python/ (the `trainui` package and the `trainui`
+# program, crates/monitor) into $target/wheels, as `pip wheel ./python`
+# does for a user, and exports TRAINUI_WHEEL, its path.
+trainui_build_wheel() {
+  local target="${CARGO_TARGET_DIR:-target}"
+  rm -rf "$target/wheels"
+  "$TRAINUI_PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-deps ./python \
+    -w "$target/wheels" || {
+    echo "error: pip could not build the wheel of ./python (maturin, from PyPI, builds it with cargo)" >&2
     return 1
   }
+  TRAINUI_WHEEL="$(cd "$target/wheels" && pwd)/$(cd "$target/wheels" && ls trainui-*.whl)"
+  export TRAINUI_WHEEL
+}
+
+# Installs that wheel for TRAINUI_PYTHON, so that the jobs the Rust tests
+# start (and their torchrun workers) import this version.
+trainui_python_package() {
+  local pip=("$TRAINUI_PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps
+    --no-index --force-reinstall)
+  if "$TRAINUI_PYTHON" -c "import sys; sys.exit(sys.prefix == sys.base_prefix)"; then
+    "${pip[@]}" "$TRAINUI_WHEEL"
+  elif [ "$(basename "$(dirname "$LIBTORCH")")" = site ]; then
+    "${pip[@]}" --upgrade --target "$(dirname "$LIBTORCH")" "$TRAINUI_WHEEL"
+  else
+    "${pip[@]}" --user "$TRAINUI_WHEEL"
+  fi || {
+    echo "error: pip could not install $TRAINUI_WHEEL for $TRAINUI_PYTHON" >&2
+    return 1
+  }
+}
+
+# A fresh virtual environment, $target/wheel-env, with the wheel installed
+# as a user installs it, where the Python tests run: it sees TRAINUI_PYTHON's
+# packages (torch and the test dependencies) through a .pth file, as a
+# user's environment has its own torch, and their commands (torchrun...).
+# Exports TRAINUI_WHEEL_ENV and
+# TRAINUI_WHEEL_PATH, the PATH the tests run with: the environment's bin/
+# first, and no folder that holds cargo or rustc.
+trainui_wheel_env() {
+  local target="${CARGO_TARGET_DIR:-target}"
+  local env="$target/wheel-env"
+  rm -rf "$env"
+  "$TRAINUI_PYTHON" -m venv --without-pip "$env"
+  env="$(cd "$env" && pwd)"
+  local site
+  site=$("$env/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  "$TRAINUI_PYTHON" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))' \
+    >"$site/trainui-test-packages.pth"
+  # --no-index: everything the wheel needs is there already.
+  "$TRAINUI_PYTHON" -m pip --python "$env/bin/python" install --quiet \
+    --disable-pip-version-check --no-index --no-deps --force-reinstall "$TRAINUI_WHEEL" \
+    2>&1 | grep -v "outside environment" || true
+  [ -x "$env/bin/trainui" ] || {
+    echo "error: installing $TRAINUI_WHEEL into $env gave no bin/trainui" >&2
+    return 1
+  }
+  # The packages' commands (torchrun, accelerate, ...), as pip writes them
+  # for an environment that has the packages: run by its own Python.
+  local script name torch_bin
+  torch_bin="$(dirname "$TRAINUI_PYTHON")"
+  for script in "$torch_bin"/*; do
+    name="$(basename "$script")"
+    [ -f "$script" ] && [ ! -e "$env/bin/$name" ] || continue
+    case "$(head -c 256 "$script" | tr -d '\000' | head -n 1)" in
+      "#!$torch_bin/python"*) ;;
+      *) continue ;;
+    esac
+    { echo "#!$env/bin/python"; tail -n +2 "$script"; } >"$env/bin/$name"
+    chmod +x "$env/bin/$name"
+  done
+  local dir kept=("$env/bin")
+  local IFS=:
+  for dir in $PATH; do
+    [ -n "$dir" ] && [ ! -x "$dir/cargo" ] && [ ! -x "$dir/rustc" ] && kept+=("$dir")
+  done
+  TRAINUI_WHEEL_PATH="${kept[*]}"
+  TRAINUI_WHEEL_ENV="$env"
+  export TRAINUI_WHEEL_ENV TRAINUI_WHEEL_PATH
 }
 
 # The programs the tests run besides trainui: tmux (the TUI tests drive the

@@ -15,7 +15,6 @@ import pytest
 
 from runhelpers import (
     EXAMPLE,
-    REPO,
     check_run_dir,
     drop_command,
     events,
@@ -25,6 +24,7 @@ from runhelpers import (
     rank_record,
     status,
     torchrun,
+    trainui_program,
     wait_for,
 )
 
@@ -267,7 +267,7 @@ def _zombie(pid):
         return True
 
 
-TRAINUI = REPO / "target" / "release" / "trainui"
+TRAINUI = trainui_program()
 
 
 def test_a_killed_rank_stops_beating(children, tmp_path):
@@ -309,7 +309,7 @@ def test_a_killed_rank_stops_beating(children, tmp_path):
     assert named[0] == 1, named
     if not TRAINUI.is_file():
         pytest.skip(
-            f"{TRAINUI} is not built (cargo build --release): `trainui status` not "
+            f"{TRAINUI} is not built (cargo build --release -p trainui): `trainui status` not "
             "checked; the protocol reader above named rank 1"
         )
     shown = subprocess.run(

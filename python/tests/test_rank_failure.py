@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from runhelpers import (
-    REPO,
     check_run_dir,
     events,
     free_port,
@@ -18,12 +17,13 @@ from runhelpers import (
     rank_record,
     status,
     torchrun,
+    trainui_program,
 )
 
 STARTUP = 120  # importing torch on two loaded cores, twice
 WORKER = Path(__file__).resolve().parent / "failing_rank_worker.py"
 ERROR = "bad batch 7: shapes (3, 4) and (5,) do not match"
-TRAINUI = REPO / "target" / "release" / "trainui"
+TRAINUI = trainui_program()
 
 
 @pytest.mark.slow
@@ -65,7 +65,7 @@ def test_the_rank_that_failed_first_is_named_with_its_own_error(children, tmp_pa
 
     if not TRAINUI.is_file():
         pytest.skip(
-            f"{TRAINUI} is not built (cargo build --release): `trainui status` not "
+            f"{TRAINUI} is not built (cargo build --release -p trainui): `trainui status` not "
             "checked; the run directory above names rank 1"
         )
     shown = subprocess.run(

@@ -41,11 +41,15 @@ def rust_version() -> str:
     return toml_string(CARGO_TOML, "workspace.package", "version")
 
 
-def test_pyproject_has_the_rust_workspace_version():
-    assert toml_string(PYPROJECT, "project", "version") == rust_version(), (
-        f"python/pyproject.toml's version differs from {CARGO_TOML}'s [workspace.package] "
-        "version: change both together"
+def test_pyproject_takes_the_rust_workspace_version():
+    # maturin reads the version of the crate it builds, the workspace's.
+    text = PYPROJECT.read_text(encoding="utf-8")
+    assert re.search(r'^dynamic = \["version"\]', text, re.MULTILINE), (
+        "python/pyproject.toml must leave the version to maturin (dynamic), which reads "
+        f"{CARGO_TOML}'s [workspace.package] version"
     )
+    assert not re.search(r"^version\s*=", text, re.MULTILINE), "a second version number"
+    assert toml_string(PYPROJECT, "tool.maturin", "manifest-path") == "../crates/monitor/Cargo.toml"
 
 
 def test_the_installed_package_reports_the_rust_workspace_version():
