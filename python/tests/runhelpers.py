@@ -63,6 +63,7 @@ EVENT_FIELDS: dict[str, dict[str, Any]] = {
         "elapsed_secs": F,
         "eta_secs": F,
         "grad_norm": F,
+        "tokens_seen": U,
     },
     "state": {"step": U, "state": "state"},
     "command_ack": {"step": U, "command": "command", "message": S},
@@ -275,7 +276,9 @@ def check_event_line(line: dict[str, Any], rank: int | None = None) -> None:
     fields = EVENT_FIELDS.get(line["type"])
     assert fields is not None, f"unknown event type {line['type']}"
     body = {k: v for k, v in line.items() if k not in ("v", "time", "type", "rank")}
-    optional = {"started": {"producer"}, "step": {"grad_norm"}}.get(line["type"], set())
+    optional = {"started": {"producer"}, "step": {"grad_norm", "tokens_seen"}}.get(
+        line["type"], set()
+    )
     assert set(fields) - optional <= set(body) <= set(fields), (
         f"{line['type']}: fields {sorted(body)} != {sorted(fields)}"
     )

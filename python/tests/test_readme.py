@@ -1,7 +1,7 @@
-"""The README's "Python jobs" section is run, not just read: each of its
-Python snippets is a part of a script in examples/, word for word, and a
-test runs that script; each `trainui run` command of its shell snippet runs
-as written and ends the job's run finished."""
+"""The README's quick start and "Python jobs" sections are run, not just
+read: each of their Python snippets is a part of a script in examples/, word
+for word, and a test runs that script; each `trainui run` command of their
+shell snippets runs as written and ends the job's run finished."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from runhelpers import REPO, events, status, trainui_program
 
-SECTION = "## Python jobs"
+SECTIONS = ["## Quick start for PyTorch users", "## Python jobs"]
 #: A fenced block, with the comment that says where it comes from.
 BLOCK = re.compile(r"(?:<!-- (?P<origin>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)
 #: Where the tests that run examples live.
@@ -25,9 +25,12 @@ TESTS = [REPO / "python" / "tests", REPO / "crates" / "trainer" / "tests"]
 
 def section() -> str:
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    start = text.index(f"\n{SECTION}\n")
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end >= 0 else len(text)]
+    parts = []
+    for heading in SECTIONS:
+        start = text.index(f"\n{heading}\n")
+        end = text.find("\n## ", start + 1)
+        parts.append(text[start : end if end >= 0 else len(text)])
+    return "\n".join(parts)
 
 
 def blocks(lang: str) -> list[tuple[str | None, str]]:
@@ -62,7 +65,7 @@ def text_of_the_tests() -> str:
 
 def test_every_python_snippet_is_a_part_of_an_example_a_test_runs():
     snippets = blocks("python")
-    assert len(snippets) >= 4, "the plain loop, the Trainer, Lightning and Accelerate"
+    assert len(snippets) >= 5, "the quick start, the plain loop, the Trainer, Lightning, Accelerate"
     tests = text_of_the_tests()
     for origin, body in snippets:
         assert origin and origin.startswith("example: "), f"where is this from?\n{body}"

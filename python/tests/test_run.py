@@ -233,6 +233,8 @@ def test_a_run_writes_the_run_directory_of_the_rust_trainer(tmp_path):
     assert started["settings"]["eval"]["eval_steps"] == 4
     assert [line["step"] for line in find(lines, type="step")] == [3, 6, 9, 10]
     assert find(lines, type="step", step=9)[0]["loss"] == "NaN", "a NaN loss is text"
+    # 10 tokens a step, counted from the start: the tokens axis of plots.
+    assert [line["tokens_seen"] for line in find(lines, type="step")] == [30, 60, 90, 100]
     samples = find(lines, type="sample")
     assert [s["exact_match"] for s in samples] == [True, False] * 2
     assert samples[1]["outcome"] == {"kind": "error", "message": "boom"}

@@ -257,6 +257,7 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         self._window_norms = Readings()
         self._window_first_step = 0
         self._window_tokens = 0
+        self._tokens_seen = 0
         # The training clock: seconds spent in training steps in the window,
         # counted up to `_train_mark`. Boundaries (pauses, commands),
         # evaluations and checkpoints move the mark without counting.
@@ -581,6 +582,11 @@ class Run(StepBoundary, EvaluationReports, SignalHandling):
         finite_norms = [n for n in norms if n is not None and math.isfinite(n)]
         if finite_norms:
             event["grad_norm"] = sum(finite_norms) / len(finite_norms)
+        # Since this handle began: readers add a resumed run's count at its
+        # start step. Absent while no tokens were counted.
+        self._tokens_seen += int(self._window_tokens)
+        if self._tokens_seen:
+            event["tokens_seen"] = self._tokens_seen
         self._emit(event)
         self._last_loss = mean
         self._new_window()

@@ -7,14 +7,21 @@ use std::str::FromStr;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
+use crate::run_filter::{Filter, Sort};
 use trainui_protocol::config::{DevicePref, Seconds};
 use trainui_protocol::events::CommandKind;
+
+/// What `trainui --version` says: the program's version, and the versions
+/// of the run-directory protocol it reads and writes (events and status
+/// file, then command files). A test keeps the numbers equal to
+/// `SCHEMA_VERSION` and `REQUEST_VERSION`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (protocol 3, commands 2)");
 
 /// `trainui`'s command line.
 #[derive(Parser)]
 #[command(
     name = "trainui",
-    version,
+    version = VERSION,
     about = "Train language models on libtorch; watch and steer the run"
 )]
 #[command(args_conflicts_with_subcommands = true)]
@@ -51,15 +58,28 @@ pub enum MonitorCommand {
     /// Summarise a run directory's status.
     #[command(display_order = 1)]
     Status(StatusArgs),
-    /// One line per run directory under DIR (default runs/), from their
-    /// status files: state and whether its process is alive, step, losses,
-    /// timeout rate, last update.
+    /// One line per run found below DIR (default runs/): state, step,
+    /// losses, last update, and the config keys that differ among them.
+    ///
+    /// Read from their status files and config.json (never their event
+    /// logs): state and whether its process is alive, step, losses,
+    /// timeout rate, last update, the config keys and producer details
+    /// that differ among the runs listed, and the path. --where chooses
+    /// the runs, --sort orders them.
     #[command(display_order = 2)]
     Runs(RunsArgs),
+    /// The config keys (and framework, device, world size) whose values
+    /// differ among runs, a column per run.
+    #[command(display_order = 3)]
+    Diff(DiffArgs),
     /// Draw the loss curves of runs (raw, smoothed as in the TUI,
     /// validation) into an SVG or PNG picture, several runs overlaid.
     #[command(display_order = 3)]
     Plot(PlotArgs),
+    /// Print a run's history for scripts and notebooks: its step events
+    /// (or evaluations, or samples) as JSON Lines or CSV.
+    #[command(display_order = 3)]
+    Query(QueryArgs),
     /// Write a run's events.jsonl as a TensorBoard event file (into
     /// RUN_DIR/tensorboard/), for `tensorboard --logdir`.
     #[command(display_order = 4)]
@@ -103,7 +123,7 @@ pub enum TorchCommand {
 /// `trainui-torch`'s command line: `trainui`'s words for the commands it
 /// hands over, which arrive as they were given.
 #[derive(Parser)]
-#[command(name = "trainui", version)]
+#[command(name = "trainui", version = VERSION)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct TorchCli {
     #[command(subcommand)]
@@ -217,6 +237,14 @@ pub struct WatchArgs {
     /// locale that is not UTF-8 gives ASCII in colour).
     #[arg(long)]
     pub plain: bool,
+    /// Compare only the runs that pass this filter (repeatable; all must
+    /// pass), as `trainui runs --where` takes it, e.g. --where
+    /// 'train.learning_rate<1e-3'.
+    #[arg(long = "where", value_name = "KEY OP VALUE")]
+    pub filters: Vec<Filter>,
+    /// How many folders deep a folder of runs is searched for them.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_DEPTH)]
+    pub depth: usize,
 }
 
 #[derive(Args)]
@@ -321,27 +349,134 @@ pub struct PlotArgs {
     /// Loss on a log scale.
     #[arg(long)]
     pub log: bool,
-    /// EMA window in steps (default: as the TUI picks it, about 1/20 of the
-    /// longest run).
+    /// EMA window in steps (default: as `watch` picks it, about 1/20 of
+    /// the shortest run; never more than a quarter of the steps a curve
+    /// spans, and the legend says the window applied).
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
     pub smoothing: Option<u64>,
+    /// What to draw: the training loss (with validation loss), the learning
+    /// rate, the gradient norm or tokens/s.
+    #[arg(long, default_value = "loss", value_parser = ["loss", "lr", "grad_norm", "tokens_per_sec"])]
+    pub series: String,
+    /// The x axis: steps, tokens seen (estimated from tokens/s for runs that
+    /// do not record `tokens_seen`) or wall-clock time.
+    #[arg(long = "x", default_value = "steps", value_name = "AXIS", value_parser = ["steps", "tokens", "time"])]
+    pub x_axis: String,
     /// Width in pixels.
     #[arg(long, default_value_t = 1200, value_parser = clap::value_parser!(u32).range(200..=8000))]
     pub width: u32,
     /// Height in pixels.
     #[arg(long, default_value_t = 700, value_parser = clap::value_parser!(u32).range(150..=8000))]
     pub height: u32,
-    /// The title (default: `loss · RUN, RUN`).
+    /// The title (default: `SERIES · RUN, RUN`).
     #[arg(long)]
     pub title: Option<String>,
 }
 
 #[derive(Args)]
+#[command(after_help = crate::query::fields_help())]
+pub struct QueryArgs {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Rows from this step on (inclusive).
+    #[arg(long, value_name = "STEP")]
+    pub from: Option<u64>,
+    /// Rows up to this step (inclusive).
+    #[arg(long, value_name = "STEP")]
+    pub to: Option<u64>,
+    /// Only steps that are multiples of N.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub every: Option<u64>,
+    /// The columns, comma-separated, in order (step is always first;
+    /// default: every field, listed below).
+    #[arg(long, value_name = "FIELD,...", value_delimiter = ',')]
+    pub fields: Vec<String>,
+    #[command(flatten)]
+    pub rows: QueryRows,
+    #[command(flatten)]
+    pub format: QueryFormat,
+}
+
+/// `trainui query`'s rows: the steps, unless one of these is given.
+#[derive(Args)]
+#[group(multiple = false)]
+pub struct QueryRows {
+    /// Rows of the finished evaluations instead of the steps.
+    #[arg(long)]
+    pub evals: bool,
+    /// Rows of the sample generations instead of the steps.
+    #[arg(long)]
+    pub samples: bool,
+}
+
+/// `trainui query`'s output, one of the two.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct QueryFormat {
+    /// JSON Lines: one object a line, text exact (escaped as JSON).
+    #[arg(long)]
+    pub json: bool,
+    /// CSV with a header: one row a line, control characters in text
+    /// written escaped (\n, \x1b).
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// How many folders deep `runs` and `watch` look for runs below a folder.
+pub const DEFAULT_DEPTH: usize = 3;
+
+#[derive(Args)]
+#[command(after_help = "\
+Filters (--where KEY OP VALUE, repeatable, all must pass):
+  KEY is a column (name, state, alive, gone, step, max_steps, loss,
+  val_loss, exact_match, timeout_rate, tokens_per_sec, updated (seconds
+  ago), path, framework, device, world_size) or a dotted key of the run's
+  config.json (config.KEY for one named like a column: config.device).
+  OP is one of = != < <= > >=. Numbers compare as numbers, text as text;
+  with = and != a VALUE holding * or ? is a pattern. A run without the key
+  fails the filter, except for !=.
+
+Examples:
+  trainui runs runs --where 'train.learning_rate<1e-3' --where state=training
+  trainui runs sweeps --where 'name=lr-*' --sort=-loss
+  trainui runs sweeps --sort train.learning_rate --json")]
 pub struct RunsArgs {
-    /// The folder that holds run directories.
+    /// The folder below which run directories are looked for (or a run
+    /// directory).
     #[arg(default_value = "runs")]
     pub dir: PathBuf,
-    /// Print a JSON array (one object per run) for scripts.
+    /// Print a JSON array (one object per run) for scripts: the same runs
+    /// in the same order.
+    #[arg(long)]
+    pub json: bool,
+    /// How many folders deep runs are looked for (1: only directly under
+    /// DIR); a run directory is not searched inside.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_DEPTH)]
+    pub depth: usize,
+    /// Only the runs that pass this filter (repeatable; all must pass), e.g.
+    /// --where 'train.learning_rate<1e-3' --where state=training --where
+    /// 'name=lr-*' (see below).
+    #[arg(long = "where", value_name = "KEY OP VALUE")]
+    pub filters: Vec<Filter>,
+    /// Order by a column or a config key, ascending; -KEY (or --reverse)
+    /// descending. Runs without the key come last. Default: most recently
+    /// updated first.
+    #[arg(long, value_name = "KEY", allow_hyphen_values = true)]
+    pub sort: Option<Sort>,
+    /// Reverse the order (of --sort, or the default).
+    #[arg(long)]
+    pub reverse: bool,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// Two run directories or more, each with its config.json.
+    #[arg(required = true, num_args = 2.., value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+    /// Every key, the ones all runs share too.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON for scripts: the keys, and each run's values of them.
     #[arg(long)]
     pub json: bool,
 }
@@ -410,4 +545,22 @@ fn command_words() -> impl TypedValueParser<Value = CommandKind> {
             .find(|kind| kind.word() == word)
             .expect("clap accepts only the listed words")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VERSION;
+    use trainui_protocol::control::REQUEST_VERSION;
+    use trainui_protocol::events::SCHEMA_VERSION;
+
+    #[test]
+    fn the_version_names_the_protocol_versions_in_force() {
+        assert_eq!(
+            VERSION,
+            format!(
+                "{} (protocol {SCHEMA_VERSION}, commands {REQUEST_VERSION})",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+    }
 }

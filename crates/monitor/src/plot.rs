@@ -1,7 +1,9 @@
 //! `trainui plot RUN_DIR... --out FILE.svg|FILE.png`: the loss curves of
-//! one or more runs as a picture for reports and chats. Each run has its
-//! colour: raw training loss faint, smoothed (the TUI's own EMA, `smooth`)
-//! solid, validation loss as dots; a legend, axis labels, an optional log
+//! one or more runs (or their learning rate, gradient norm or tokens/s,
+//! `--series`, against steps, tokens seen or wall-clock time, `--x`) as a
+//! picture for reports and chats. Each run has its colour: raw values
+//! faint, smoothed (the TUI's own EMA and window, `smooth`) solid,
+//! validation loss as dots; a legend, axis labels, an optional log
 //! scale. Drawn by plotters, with the DejaVu Sans font built in (no system
 //! fonts are looked for), PNG encoded by the `png` crate.
 
@@ -15,8 +17,9 @@ use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
 use crate::smooth;
-use crate::tui::app::default_smoothing;
+pub use crate::tui::history::TokenCount;
 use crate::tui::history::thin;
+pub use crate::tui::view_state::{Series, XAxis};
 use trainui_protocol::error::{Error, Result};
 use trainui_protocol::events::Event;
 use trainui_protocol::rundir::{self, EventTail};
@@ -53,9 +56,36 @@ pub struct PlotOptions {
     pub width: u32,
     pub height: u32,
     pub log_scale: bool,
-    /// EMA window in steps; `None`: as the TUI picks it for the longest run.
+    /// EMA window in steps; `None`: as the TUI picks it for these runs
+    /// ([`smooth::shared_window`]).
     pub smoothing: Option<u64>,
     pub title: Option<String>,
+    /// What is drawn.
+    pub series: Series,
+    /// What the x axis counts.
+    pub x_axis: XAxis,
+}
+
+/// The series `plot --series` names (`loss` for any other name: the
+/// command line allows only the four).
+#[must_use]
+pub fn series_named(name: &str) -> Series {
+    match name {
+        "lr" => Series::LearningRate,
+        "grad_norm" => Series::GradNorm,
+        "tokens_per_sec" => Series::TokensPerSec,
+        _ => Series::Loss,
+    }
+}
+
+/// The x axis `plot --x` names (`steps` for any other name).
+#[must_use]
+pub fn x_axis_named(name: &str) -> XAxis {
+    match name {
+        "tokens" => XAxis::Tokens,
+        "time" => XAxis::Time,
+        _ => XAxis::Steps,
+    }
 }
 
 /// The curves of one run.
@@ -67,6 +97,54 @@ pub struct Curves {
     pub train: Vec<(f64, f64)>,
     /// `(step, validation loss)`.
     pub val: Vec<(f64, f64)>,
+    /// `(step, value)` of the step events' other numbers, finite ones.
+    pub learning_rate: Vec<(f64, f64)>,
+    pub grad_norm: Vec<(f64, f64)>,
+    pub tokens_per_sec: Vec<(f64, f64)>,
+    /// `(step, tokens seen)` ([`TokenCount`]).
+    pub tokens: Vec<(f64, f64)>,
+    pub tokens_estimated: bool,
+    /// `(step, wall-clock seconds)`.
+    pub clock: Vec<(f64, f64)>,
+}
+
+impl Curves {
+    /// The `(step, value)` points of `series`.
+    #[must_use]
+    pub fn points(&self, series: Series) -> &[(f64, f64)] {
+        match series {
+            Series::Loss => &self.train,
+            Series::LearningRate => &self.learning_rate,
+            Series::GradNorm => &self.grad_norm,
+            Series::TokensPerSec => &self.tokens_per_sec,
+        }
+    }
+
+    /// `points` with their steps moved to `x_axis`.
+    #[must_use]
+    pub fn against(&self, x_axis: XAxis, points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+        let map = match x_axis {
+            XAxis::Steps => return points.to_vec(),
+            XAxis::Tokens => &self.tokens,
+            XAxis::Time => &self.clock,
+        };
+        points
+            .iter()
+            .map(|&(step, y)| (at_step(map, step), y))
+            .collect()
+    }
+}
+
+/// The value of `map` (step, value; steps increasing) at `step`, between
+/// the logged steps around it.
+#[must_use]
+pub fn at_step(map: &[(f64, f64)], step: f64) -> f64 {
+    let after = map.partition_point(|p| p.0 < step);
+    match (map.get(after.wrapping_sub(1)), map.get(after)) {
+        (Some(&(s0, t0)), Some(&(s1, t1))) if s1 > s0 => t0 + (t1 - t0) * (step - s0) / (s1 - s0),
+        (_, Some(&(_, t))) | (Some(&(_, t)), None) => t,
+        (None, None) => step,
+    }
 }
 
 /// Reads a run's curves from its events.jsonl. A resumed run's rewound
@@ -86,6 +164,7 @@ pub fn curves(run_dir: &Path) -> Result<Curves> {
         name,
         ..Curves::default()
     };
+    let mut count = TokenCount::default();
     let mut tail = EventTail::new(run_dir, 0);
     let length = std::fs::metadata(&path).map_or(0, |m| m.len());
     loop {
@@ -104,14 +183,38 @@ pub fn curves(run_dir: &Path) -> Result<Curves> {
                 Event::Started(info) => {
                     curves.max_steps = info.max_steps;
                     let from = info.start_step as f64;
-                    curves.train.retain(|p| p.0 <= from);
-                    curves.val.retain(|p| p.0 <= from);
+                    for points in [
+                        &mut curves.train,
+                        &mut curves.val,
+                        &mut curves.learning_rate,
+                        &mut curves.grad_norm,
+                        &mut curves.tokens_per_sec,
+                        &mut curves.tokens,
+                        &mut curves.clock,
+                    ] {
+                        points.retain(|p| p.0 <= from);
+                    }
+                    if info.resumed_from.is_some() {
+                        count.resume(curves.tokens.last().map_or(0.0, |p| p.1));
+                    }
                 }
                 Event::Step(m) => {
                     curves.max_steps = curves.max_steps.max(m.max_steps);
+                    let step = m.step as f64;
                     if m.loss.is_finite() {
-                        curves.train.push((m.step as f64, m.loss));
+                        curves.train.push((step, m.loss));
                     }
+                    if m.learning_rate.is_finite() {
+                        curves.learning_rate.push((step, m.learning_rate));
+                    }
+                    if let Some(norm) = m.grad_norm.filter(|n| n.is_finite()) {
+                        curves.grad_norm.push((step, norm));
+                    }
+                    if m.tokens_per_sec.is_finite() {
+                        curves.tokens_per_sec.push((step, m.tokens_per_sec));
+                    }
+                    curves.tokens.push((step, count.step(&m)));
+                    curves.clock.push((step, m.elapsed_secs));
                 }
                 Event::ValLoss {
                     step,
@@ -123,6 +226,7 @@ pub fn curves(run_dir: &Path) -> Result<Curves> {
         }
     }
     tail.warn_skipped();
+    curves.tokens_estimated = count.estimated;
     Ok(curves)
 }
 
@@ -133,9 +237,31 @@ pub fn run(options: &PlotOptions) -> Result<()> {
         .iter()
         .map(|dir| curves(dir))
         .collect::<Result<Vec<Curves>>>()?;
-    if runs.iter().all(|r| r.train.is_empty() && r.val.is_empty()) {
+    let series = options.series;
+    let nothing = match series {
+        Series::Loss => runs.iter().all(|r| r.train.is_empty() && r.val.is_empty()),
+        _ => runs.iter().all(|r| r.points(series).is_empty()),
+    };
+    if nothing {
+        return Err(Error::Usage(format!(
+            "no {} in these runs yet: nothing to draw",
+            match series {
+                Series::Loss => "losses",
+                Series::LearningRate => "learning rates",
+                Series::GradNorm => "gradient norms (their producer does not report them)",
+                Series::TokensPerSec => "tokens/s",
+            }
+        )));
+    }
+    if options.x_axis == XAxis::Tokens
+        && runs
+            .iter()
+            .all(|r| r.tokens.last().is_none_or(|p| p.1 <= 0.0))
+    {
         return Err(Error::Usage(
-            "no losses in these runs yet: nothing to draw".into(),
+            "these runs count no tokens (no tokens_seen and no tokens/s in their step events): \
+             use --x steps or --x time"
+                .into(),
         ));
     }
     draw(&runs, options)?;
@@ -517,6 +643,39 @@ fn power_label(exponent: f64) -> String {
     }
 }
 
+/// One run as drawn: its points placed on the chart's axes.
+struct Drawn {
+    raw: Vec<(f64, f64)>,
+    /// The smoothed curve and the window applied to it, for the series
+    /// that are smoothed (all but the learning rate).
+    smoothed: Option<(u64, Vec<(f64, f64)>)>,
+    val: Vec<(f64, f64)>,
+}
+
+/// The smoothing window `plot` applies to `runs` as the TUI would: `chosen`
+/// or the window [`smooth::shared_window`] gives the runs together, each
+/// curve's capped by [`smooth::applied_window`].
+#[must_use]
+pub fn window(runs: &[Curves], chosen: Option<u64>) -> u64 {
+    chosen.unwrap_or_else(|| smooth::shared_window(runs.iter().map(|r| r.max_steps)))
+}
+
+/// A count of tokens as axes show it: `950`, `12.5k`, `3M`.
+#[must_use]
+pub fn count_label(value: f64) -> String {
+    let (scaled, unit) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .into_iter()
+        .find(|(factor, _)| value.abs() >= *factor)
+        .map_or((value, ""), |(factor, unit)| (value / factor, unit));
+    let text = format!("{scaled:.2}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text}{unit}")
+}
+
 fn chart<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     runs: &[Curves],
@@ -524,28 +683,57 @@ fn chart<DB: DrawingBackend>(
 ) -> std::result::Result<(), String> {
     let error = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|e| error(&e))?;
-    let last_step = runs
+    let (kind, x_axis) = (options.series, options.x_axis);
+    let with_val = kind == Series::Loss;
+    let window = window(runs, options.smoothing);
+    let names: Vec<Cow<'_, str>> = runs.iter().map(|r| shown(&r.name)).collect();
+    let title = options.title.as_deref().map_or_else(
+        || format!("{} · {}", kind.name(), names.join(", ")),
+        |title| shown(title).into_owned(),
+    );
+    let values: Vec<f64> = runs
         .iter()
-        .flat_map(|r| r.train.iter().chain(&r.val))
+        .flat_map(|r| {
+            let val: &[(f64, f64)] = if with_val { &r.val } else { &[] };
+            r.points(kind).iter().chain(val)
+        })
+        .map(|p| p.1)
+        .collect();
+    let y_axis = ValueAxis::new(values.iter().copied(), options.log_scale);
+    let scale = y_axis.scale;
+    let drawn: Vec<Drawn> = runs
+        .iter()
+        .map(|run| {
+            let points = run.points(kind);
+            Drawn {
+                raw: run.against(x_axis, &scale.place_all(points)),
+                smoothed: (kind != Series::LearningRate).then(|| {
+                    let applied = smooth::applied_window(window, points);
+                    let smoothed = scale.smoothed(points, window as f64);
+                    (applied, run.against(x_axis, &smoothed))
+                }),
+                val: if with_val {
+                    run.against(x_axis, &scale.place_all(&run.val))
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect();
+    let last_x = drawn
+        .iter()
+        .flat_map(|d| d.raw.iter().chain(&d.val))
         .map(|p| p.0)
         .filter(|s| s.is_finite())
         .fold(1.0, f64::max);
-    let window = options
-        .smoothing
-        .unwrap_or_else(|| default_smoothing(runs.iter().map(|r| r.max_steps).max().unwrap_or(0)));
-    let names: Vec<Cow<'_, str>> = runs.iter().map(|r| shown(&r.name)).collect();
-    let title = options.title.as_deref().map_or_else(
-        || format!("loss · {}", names.join(", ")),
-        |title| shown(title).into_owned(),
-    );
-    let values = runs
-        .iter()
-        .flat_map(|r| r.train.iter().chain(&r.val))
-        .map(|p| p.1);
-    let y_axis = ValueAxis::new(values, options.log_scale);
-    let x_range = 0.0..last_step;
-    // Fewer ticks where step numbers are long (`18,446,744,073,709,551,615`).
-    let label_chars = step_label(&last_step).len();
+    let x_label = move |x: &f64| match x_axis {
+        XAxis::Steps => step_label(x),
+        XAxis::Tokens => count_label(x.max(0.0)),
+        XAxis::Time => trainui_protocol::lines::duration(x.max(0.0)),
+    };
+    let x_range = 0.0..last_x;
+    // Fewer ticks where labels are long (`18,446,744,073,709,551,615`).
+    let label_chars = x_label(&last_x).chars().count();
     let x_ticks = (options.width as usize / (label_chars * 9 + 40)).clamp(2, 10);
     // Steps are whole numbers.
     let (x_bold, _) = nice_ticks(&x_range, x_ticks, 1.0);
@@ -557,9 +745,17 @@ fn chart<DB: DrawingBackend>(
         .x_label_area_size(44)
         .y_label_area_size(64);
     let y_desc = if options.log_scale {
-        "loss (log scale)"
+        format!("{} (log scale)", kind.name())
     } else {
-        "loss"
+        kind.name().to_owned()
+    };
+    let x_desc = match x_axis {
+        XAxis::Steps => "step",
+        XAxis::Tokens if runs.iter().any(|r| r.tokens_estimated) => {
+            "tokens seen (estimated from tokens/s where not recorded)"
+        }
+        XAxis::Tokens => "tokens seen",
+        XAxis::Time => "wall-clock time",
     };
     let mut chart = builder
         .build_cartesian_2d(
@@ -577,15 +773,15 @@ fn chart<DB: DrawingBackend>(
         .map_err(|e| error(&e))?;
     chart
         .configure_mesh()
-        .x_desc("step")
+        .x_desc(x_desc)
         .y_desc(y_desc)
-        .x_label_formatter(&step_label)
+        .x_label_formatter(&x_label)
         .y_label_formatter(&|v| y_axis.label(*v))
         .light_line_style(BLACK.mix(0.04))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| error(&e))?;
-    series(&mut chart, runs, &names, window, y_axis.scale)?;
+    series(&mut chart, &drawn, &names, kind, window)?;
     root.present().map_err(|e| error(&e))
 }
 
@@ -597,13 +793,13 @@ fn step_label(step: &f64) -> String {
 }
 
 /// Each run's raw, smoothed and validation curves, and the legend
-/// (`names`: the runs' names as shown).
+/// (`names`: the runs' names as shown; `window`: the smoothing chosen).
 fn series<'a, DB, X, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
-    runs: &[Curves],
+    drawn: &[Drawn],
     names: &[Cow<'_, str>],
+    kind: Series,
     window: u64,
-    scale: Scale,
 ) -> std::result::Result<(), String>
 where
     DB: DrawingBackend + 'a,
@@ -611,24 +807,37 @@ where
     Y: Ranged<ValueType = f64>,
 {
     let error = |e: &dyn std::fmt::Display| e.to_string();
-    for (index, (run, name)) in runs.iter().zip(names).enumerate() {
+    for (index, (run, name)) in drawn.iter().zip(names).enumerate() {
         let color = PALETTE[index % PALETTE.len()];
-        let raw = thin(&scale.place_all(&run.train), MAX_POINTS);
+        let raw = thin(&run.raw, MAX_POINTS);
+        // Unsmoothed series are drawn solid.
+        let faint = if run.smoothed.is_some() {
+            color.mix(0.25)
+        } else {
+            color.mix(1.0)
+        };
+        let raw_label = if run.smoothed.is_some() {
+            format!("{name} raw")
+        } else {
+            format!("{name} {}", kind.name())
+        };
         chart
-            .draw_series(LineSeries::new(raw, color.mix(0.25).stroke_width(1)))
+            .draw_series(LineSeries::new(raw, faint.stroke_width(1)))
             .map_err(|e| error(&e))?
-            .label(format!("{name} raw"))
-            .legend(move |(x, y)| {
-                PathElement::new([(x, y), (x + 18, y)], color.mix(0.25).stroke_width(2))
-            });
-        let smoothed = thin(&scale.smoothed(&run.train, window as f64), MAX_POINTS);
-        chart
-            .draw_series(LineSeries::new(smoothed, color.stroke_width(2)))
-            .map_err(|e| error(&e))?
-            .label(format!("{name} ema {window} steps"))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+            .label(raw_label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], faint.stroke_width(2)));
+        if let Some((applied, smoothed)) = &run.smoothed {
+            let smoothed = thin(smoothed, MAX_POINTS);
+            chart
+                .draw_series(LineSeries::new(smoothed, color.stroke_width(2)))
+                .map_err(|e| error(&e))?
+                .label(format!("{name} {}", smooth::label(window, *applied)))
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+        }
         if !run.val.is_empty() {
-            let val = thin(&scale.place_all(&run.val), MAX_POINTS);
+            let val = thin(&run.val, MAX_POINTS);
             chart
                 .draw_series(
                     val.iter()
@@ -652,6 +861,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trainui_protocol::events::StepMetrics;
 
     const EXTREMES: &[&[f64]] = &[
         &[1e308, 1.7e308],
@@ -745,6 +955,117 @@ mod tests {
         for range in [0.0..f64::INFINITY, f64::NAN..1.0, 1.0..1.0, 2.0..1.0] {
             assert!(nice_ticks(&range, 10, 0.0).0.is_empty(), "{range:?}");
         }
+    }
+
+    /// A run of 400 steps that counted 1,000 tokens a step (`counted`) or
+    /// only reported 2,000 tokens/s over 0.5 s a step.
+    fn sweep_run(counted: bool) -> Curves {
+        let mut count = TokenCount::default();
+        let mut curves = Curves {
+            name: "lr-3e-4".into(),
+            max_steps: 400,
+            ..Curves::default()
+        };
+        for step in 1..=400u64 {
+            let s = step as f64;
+            let m = StepMetrics {
+                step,
+                max_steps: 400,
+                loss: 2.0 + 3.0 * (-s / 50.0).exp(),
+                learning_rate: 3e-4 * (s / 40.0).min(1.0),
+                tokens_per_sec: 2000.0,
+                elapsed_secs: s * 0.5,
+                eta_secs: 0.0,
+                grad_norm: Some(1.0 + (-s / 30.0).exp()),
+                tokens_seen: counted.then_some(step * 1000),
+            };
+            curves.train.push((s, m.loss));
+            curves.learning_rate.push((s, m.learning_rate));
+            curves.grad_norm.push((s, m.grad_norm.unwrap()));
+            curves.tokens_per_sec.push((s, m.tokens_per_sec));
+            curves.tokens.push((s, count.step(&m)));
+            curves.clock.push((s, m.elapsed_secs));
+        }
+        curves.tokens_estimated = count.estimated;
+        curves
+    }
+
+    fn svg_of(runs: &[Curves], series: &str, x: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("p.svg");
+        let options = PlotOptions {
+            runs: Vec::new(),
+            out: out.clone(),
+            width: 900,
+            height: 500,
+            log_scale: false,
+            smoothing: None,
+            title: None,
+            series: series_named(series),
+            x_axis: x_axis_named(x),
+        };
+        draw(runs, &options).unwrap();
+        std::fs::read_to_string(out).unwrap()
+    }
+
+    #[test]
+    fn series_and_x_axes_are_drawn_and_named() {
+        let run = [sweep_run(true)];
+        let lr = svg_of(&run, "lr", "tokens");
+        for text in [
+            "learning rate · lr-3e-4",
+            "tokens seen",
+            "lr-3e-4 learning rate",
+            "400k",
+        ] {
+            assert!(lr.contains(text), "{text} in {lr}");
+        }
+        // The learning rate is not smoothed.
+        assert!(!lr.contains("ema"), "{lr}");
+        let norm = svg_of(&run, "grad_norm", "time");
+        for text in [
+            "grad norm",
+            "wall-clock time",
+            "lr-3e-4 ema 10 steps",
+            "0:03:20",
+        ] {
+            assert!(norm.contains(text), "{text} in {norm}");
+        }
+        let speed = svg_of(&run, "tokens_per_sec", "steps");
+        assert!(speed.contains("tokens/s · lr-3e-4"), "{speed}");
+        let loss = svg_of(&run, "loss", "steps");
+        assert!(loss.contains(">step<") || loss.contains("step"), "{loss}");
+        assert!(loss.contains("loss · lr-3e-4"), "{loss}");
+    }
+
+    #[test]
+    fn tokens_are_estimated_for_runs_that_do_not_count_them() {
+        let estimated = sweep_run(false);
+        assert!(estimated.tokens_estimated);
+        // 2,000 tokens/s for 0.5 s a step: 1,000 a step, as counted.
+        let counted = sweep_run(true);
+        assert_eq!(estimated.tokens.last(), counted.tokens.last());
+        let picture = svg_of(&[estimated], "loss", "tokens");
+        assert!(picture.contains("estimated from tokens/s"), "{picture}");
+        // A resume adds the count it kept.
+        let mut count = TokenCount::default();
+        count.resume(5000.0);
+        let m = StepMetrics {
+            tokens_seen: Some(300),
+            ..match trainui_protocol::events::examples::step(3, 10, 1.0) {
+                Event::Step(m) => m,
+                _ => unreachable!(),
+            }
+        };
+        assert!((count.step(&m) - 5300.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn count_labels_are_short() {
+        assert_eq!(count_label(950.0), "950");
+        assert_eq!(count_label(12_500.0), "12.5k");
+        assert_eq!(count_label(3_000_000.0), "3M");
+        assert_eq!(count_label(3_072_000.0), "3.07M");
     }
 
     #[test]

@@ -8,7 +8,9 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use crate::cli::WatchArgs;
 use crate::follow::{self, BACKLOG, attached_app};
+use crate::run_filter::Filter;
 use crate::run_list;
 use crate::tui;
 use crate::tui::app::App;
@@ -17,15 +19,18 @@ use trainui_protocol::control;
 use trainui_protocol::error::{Error, Result};
 use trainui_protocol::events::{Command, Event};
 
-/// The most runs one screen compares: beyond it the table and the colours
-/// stop telling them apart, and each run costs two threads and its reads.
-const MAX_RUNS: usize = 16;
+/// The most runs one screen compares: the table lists them all (it
+/// scrolls) and the chart draws a few of them; each run costs two threads
+/// and its reads.
+const MAX_RUNS: usize = 256;
 
-/// The run directories `paths` name, each once, in order. A path that is
-/// not a run itself but holds runs stands for them (in name order). A lone
-/// path that is neither is a run that has not started yet; among several
-/// (a glob), files and folders that are no runs are left out.
-pub fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// The run directories `paths` name, each once, in order, that pass every
+/// filter (as `trainui runs --where` chooses them). A path that is not a
+/// run itself but holds runs stands for them (those at most `depth`
+/// folders below it, in path order). A lone path that is neither is a run
+/// that has not started yet; among several (a glob), files and folders
+/// that are no runs are left out.
+pub fn targets(paths: &[PathBuf], depth: usize, filters: &[Filter]) -> Result<Vec<PathBuf>> {
     let mut dirs: Vec<(PathBuf, PathBuf)> = Vec::new();
     let lone = paths.len() == 1;
     for path in paths {
@@ -41,9 +46,7 @@ pub fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         let found = if run_list::is_run(path) {
             vec![path.clone()]
         } else {
-            let inside = run_list::runs_in(path).map_err(|e| {
-                Error::Usage(format!("{}: cannot list its runs: {e}", path.display()))
-            })?;
+            let inside = run_list::find(path, depth)?;
             if inside.is_empty() && lone {
                 vec![path.clone()]
             } else {
@@ -64,10 +67,22 @@ pub fn targets(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             paths.len()
         )));
     }
+    let found: Vec<PathBuf> = dirs.iter().map(|(dir, _)| dir.clone()).collect();
+    let chosen = run_list::select(&found, filters);
+    if chosen.is_empty() {
+        let filters: Vec<String> = filters.iter().map(|f| format!("--where {f}")).collect();
+        return Err(Error::Usage(format!(
+            "none of the {} runs found passes {} (trainui runs DIR {} lists them)",
+            found.len(),
+            filters.join(" "),
+            filters.join(" ")
+        )));
+    }
+    dirs.retain(|(dir, _)| chosen.contains(dir));
     if dirs.len() > MAX_RUNS {
         return Err(Error::Usage(format!(
             "{} runs: watch compares at most {MAX_RUNS} at once; name the ones to compare \
-             (trainui runs DIR lists them)",
+             (trainui runs DIR lists them; --where chooses)",
             dirs.len()
         )));
     }
@@ -96,13 +111,14 @@ fn label_namesakes(apps: &mut [App], run_dirs: &[PathBuf]) {
 /// Runs the attached TUI until `q`, for one run or several side by side;
 /// its keys become command files in the followed run's control spool.
 /// `plain` (or NO_COLOR) turns colours off.
-pub fn run(paths: &[PathBuf], plain: bool) -> Result<()> {
+pub fn run(args: &WatchArgs) -> Result<()> {
+    let plain = args.plain;
     if !std::io::stdout().is_terminal() {
         return Err(Error::Usage(
             "watch needs a terminal; for scripts use `trainui status` or read events.jsonl".into(),
         ));
     }
-    let run_dirs = targets(paths)?;
+    let run_dirs = targets(&args.run_dirs, args.depth, &args.filters)?;
     let color = trainui_protocol::lines::colors_wanted(plain);
     let mut followed = Vec::new();
     let mut apps = Vec::new();
@@ -155,6 +171,13 @@ pub fn run(paths: &[PathBuf], plain: bool) -> Result<()> {
         })
         .collect();
     let mut board = Board::new(&mut apps);
+    if run_dirs.len() > 1 {
+        let settings: Vec<_> = run_dirs
+            .iter()
+            .map(|dir| run_list::entry(dir).settings())
+            .collect();
+        board.set_settings(&settings);
+    }
     tui::in_terminal(|terminal| {
         let input = &mut tui::TerminalInput::default();
         tui::run_board_sampled(terminal, &mut board, input, &mut feeds)
@@ -168,6 +191,8 @@ pub fn run(paths: &[PathBuf], plain: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::DEFAULT_DEPTH as DEPTH;
+    use trainui_protocol::events::{RunState, RunStatus};
     use trainui_protocol::rundir;
 
     #[test]
@@ -186,26 +211,29 @@ mod tests {
         std::fs::write(runs.join("notes.txt"), "").unwrap();
         let (a, b) = (runs.join("a"), runs.join("b"));
         let again = runs.join("b/../b");
-        let got = targets(&[runs.clone(), again]).unwrap();
+        let got = targets(&[runs.clone(), again], DEPTH, &[]).unwrap();
         assert_eq!(got, [a.clone(), b.clone()], "b once, however named");
         // A glob's files and folders that are no runs are left out.
         let glob = [a.clone(), runs.join("not-a-run"), runs.join("notes.txt")];
-        assert_eq!(targets(&glob).unwrap(), [a]);
+        assert_eq!(targets(&glob, DEPTH, &[]).unwrap(), [a]);
         // A run directory stands for itself.
-        assert_eq!(targets(std::slice::from_ref(&b)).unwrap(), [b]);
+        assert_eq!(targets(std::slice::from_ref(&b), DEPTH, &[]).unwrap(), [b]);
         // A lone folder that holds no run is a run that has not started.
         let fresh = dir.path().join("fresh");
         std::fs::create_dir(&fresh).unwrap();
-        assert_eq!(targets(std::slice::from_ref(&fresh)).unwrap(), [fresh]);
+        assert_eq!(
+            targets(std::slice::from_ref(&fresh), DEPTH, &[]).unwrap(),
+            [fresh]
+        );
         let missing = dir.path().join("missing");
-        let err = targets(std::slice::from_ref(&missing))
+        let err = targets(std::slice::from_ref(&missing), DEPTH, &[])
             .unwrap_err()
             .to_string();
         assert!(
             err.contains(&format!("{}: no such run directory", missing.display())),
             "{err}"
         );
-        let err = targets(&[runs.join("notes.txt"), missing])
+        let err = targets(&[runs.join("notes.txt"), missing], DEPTH, &[])
             .unwrap_err()
             .to_string();
         assert!(err.contains("no run directory among the 2 paths"), "{err}");
@@ -236,6 +264,46 @@ mod tests {
     }
 
     #[test]
+    fn the_filters_of_runs_choose_the_runs_found_below_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, state: RunState, learning_rate: f64| {
+            let run = dir.path().join(name);
+            std::fs::create_dir_all(run.join("status")).unwrap();
+            let mut status = RunStatus::new(name.to_owned(), 100);
+            status.state = state;
+            let status = serde_json::to_vec(&status).unwrap();
+            std::fs::write(run.join(rundir::STATUS_FILE), status).unwrap();
+            let config = serde_json::json!({"train": {"learning_rate": learning_rate}});
+            std::fs::write(run.join(rundir::CONFIG_FILE), config.to_string()).unwrap();
+            run
+        };
+        let a = write("a", RunState::Training, 1e-3);
+        write("b", RunState::Finished, 1e-3);
+        let c = write("sweep/c", RunState::Training, 1e-4);
+        // More runs than a screen holds, which the filters leave out.
+        for index in 0..MAX_RUNS {
+            write(&format!("old/run-{index:02}"), RunState::Failed, 1e-2);
+        }
+        let filter = |text: &str| text.parse::<Filter>().unwrap();
+        let root = [dir.path().to_owned()];
+        let training = [filter("state=training")];
+        assert_eq!(targets(&root, DEPTH, &training).unwrap(), [a.clone(), c]);
+        assert_eq!(targets(&root, 1, &training).unwrap(), [a]);
+        let err = targets(&root, DEPTH, &[filter("train.learning_rate>1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "none of the {} runs found passes --where train.learning_rate>1",
+                MAX_RUNS + 3
+            )),
+            "{err}"
+        );
+        let err = targets(&root, DEPTH, &[]).unwrap_err().to_string();
+        assert!(err.contains("--where chooses"), "{err}");
+    }
+
+    #[test]
     fn more_runs_than_one_screen_tells_apart_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         for index in 0..=MAX_RUNS {
@@ -243,7 +311,9 @@ mod tests {
             std::fs::create_dir(&run).unwrap();
             std::fs::write(run.join(rundir::EVENTS_FILE), "").unwrap();
         }
-        let err = targets(&[dir.path().to_owned()]).unwrap_err().to_string();
+        let err = targets(&[dir.path().to_owned()], DEPTH, &[])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains(&format!(
                 "{} runs: watch compares at most {MAX_RUNS}",

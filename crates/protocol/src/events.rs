@@ -677,6 +677,11 @@ pub struct StepMetrics {
     /// absent when the producer does not report it or no step was finite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grad_norm: Option<f64>,
+    /// Non-padding tokens trained on since the run began (a resumed run
+    /// counting on from its checkpoint's count where the producer kept
+    /// it); absent from producers that do not count them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_seen: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

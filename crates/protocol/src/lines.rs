@@ -507,6 +507,7 @@ mod tests {
             elapsed_secs: 83.0,
             eta_secs: 3725.0,
             grad_norm: None,
+            tokens_seen: None,
         });
         let line = format(
             &event,

@@ -24,7 +24,7 @@ use super::load::Load;
 use super::process::{Liveness, Process};
 use super::run_data::{Cue, RunData};
 use super::sampler::SystemSample;
-use super::view_state::{Overlay, SMOOTHING_STEPS, ViewState};
+use super::view_state::{Overlay, ViewState};
 use trainui_protocol::events::{Command, Event, RunState};
 
 /// How long a footer answer stays.
@@ -514,16 +514,11 @@ impl App {
     }
 }
 
-/// The smoothing window a run of `max_steps` starts with: about a
-/// twentieth of the run, from [`SMOOTHING_STEPS`].
+/// The smoothing window a run of `max_steps` starts with: the one rule
+/// of [`crate::smooth::default_window`], which `plot` follows too.
 #[must_use]
 pub fn default_smoothing(max_steps: u64) -> u64 {
-    SMOOTHING_STEPS
-        .iter()
-        .copied()
-        .filter(|&s| s > 0 && s <= (max_steps / 20).max(10))
-        .max()
-        .unwrap_or(10)
+    crate::smooth::default_window(max_steps)
 }
 
 #[cfg(test)]
@@ -634,6 +629,7 @@ mod tests {
         app.compared = true;
         app.apply(&Event::Step(trainui_protocol::events::StepMetrics {
             grad_norm: Some(9.75),
+            tokens_seen: None,
             ..match trainui_protocol::events::examples::step(10, 100, 2.0) {
                 Event::Step(m) => m,
                 _ => unreachable!(),

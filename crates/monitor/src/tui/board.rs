@@ -1,24 +1,40 @@
 //! Several runs on one screen (`trainui watch RUN_A RUN_B ...`): an app per
-//! run, the run the panes follow, and the runs the chart shows. One run
-//! alone is a board of one, drawn and steered as it always was.
+//! run, the run the panes follow, the runs the chart shows and the
+//! settings that differ among them. One run alone is a board of one, drawn
+//! and steered as it always was.
+//!
+//! The chart shows at most [`MAX_CURVES`] curves. Until a key chooses, it
+//! shows the followed run and the runs of the lowest latest loss (runs
+//! without a loss yet last, in table order): every run when there are no
+//! more than [`MAX_CURVES`].
 
-use ratatui::crossterm::event::KeyEvent;
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
 
 use super::app::{App, Msg};
 use super::keys::{self, Context, KeyAction};
+use crate::diff::{self, KeyDiff, Settings};
 use trainui_protocol::events::Command;
+
+/// The most curves the chart draws: more could not be told apart.
+pub const MAX_CURVES: usize = 16;
 
 /// The runs on the screen, each with its own state.
 pub struct Board<'a> {
     pub runs: &'a mut [App],
-    /// Per run: its curve is in the chart.
-    shown: Vec<bool>,
+    /// Per run, once a key chose: its curve is in the chart. `None`: the
+    /// chart shows the best runs (see the module's text).
+    chosen: Option<Vec<bool>>,
     /// The run the panes below the chart and the steering keys follow.
     selected: usize,
+    /// The settings whose values differ among the runs, each run's value
+    /// in the board's order.
+    differences: Vec<KeyDiff>,
+    /// The full-screen view of [`Self::differences`] is open.
+    diff_open: bool,
 }
 
 impl<'a> Board<'a> {
-    /// A board of `runs`, following the first, every run shown.
+    /// A board of `runs`, following the first, the best runs shown.
     ///
     /// # Panics
     ///
@@ -30,10 +46,34 @@ impl<'a> Board<'a> {
             app.compared = compared;
         }
         Self {
-            shown: vec![true; runs.len()],
+            chosen: None,
             runs,
             selected: 0,
+            differences: Vec::new(),
+            diff_open: false,
         }
+    }
+
+    /// Takes each run's settings (config keys, producer details), in the
+    /// board's order, and keeps the ones that differ among the runs.
+    pub fn set_settings(&mut self, settings: &[Settings]) {
+        self.differences = if settings.len() == self.runs.len() {
+            diff::differing(settings)
+        } else {
+            Vec::new()
+        };
+    }
+
+    /// The settings whose values differ among the runs.
+    #[must_use]
+    pub fn differences(&self) -> &[KeyDiff] {
+        &self.differences
+    }
+
+    /// The full-screen view of the differing settings is open.
+    #[must_use]
+    pub fn diff_open(&self) -> bool {
+        self.diff_open
     }
 
     /// Several runs share the screen.
@@ -48,16 +88,48 @@ impl<'a> Board<'a> {
         self.selected
     }
 
+    /// Per run: whether its curve is in the chart (at most [`MAX_CURVES`]).
+    #[must_use]
+    pub fn shown_flags(&self) -> Vec<bool> {
+        if let Some(chosen) = &self.chosen {
+            return chosen.clone();
+        }
+        let count = self.runs.len();
+        if count <= MAX_CURVES {
+            return vec![true; count];
+        }
+        // The followed run first, then the lowest latest losses.
+        let mut order: Vec<usize> = (0..count).filter(|&i| i != self.selected).collect();
+        let loss = |index: usize| {
+            self.runs[index]
+                .run
+                .status
+                .loss
+                .filter(|loss| loss.is_finite())
+        };
+        order.sort_by(|&a, &b| match (loss(a), loss(b)) {
+            (Some(x), Some(y)) => x.total_cmp(&y).then(a.cmp(&b)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.cmp(&b),
+        });
+        let mut flags = vec![false; count];
+        for index in std::iter::once(self.selected).chain(order).take(MAX_CURVES) {
+            flags[index] = true;
+        }
+        flags
+    }
+
     /// Whether the `index`-th run's curve is in the chart.
     #[must_use]
     pub fn shown(&self, index: usize) -> bool {
-        self.shown[index]
+        self.shown_flags()[index]
     }
 
     /// How many runs the chart shows.
     #[must_use]
     pub fn shown_count(&self) -> usize {
-        self.shown.iter().filter(|&&shown| shown).count()
+        self.shown_flags().iter().filter(|&&shown| shown).count()
     }
 
     /// The run the panes follow.
@@ -99,6 +171,17 @@ impl<'a> Board<'a> {
     /// every other key goes to the followed run. Returns that run's
     /// command, if the key made one.
     pub fn key(&mut self, key: KeyEvent) -> Option<Command> {
+        // The view of the differing settings takes every key: the run keys
+        // move through the runs, Esc (or d, q) closes it.
+        if self.diff_open {
+            match key.code {
+                KeyCode::Esc | KeyCode::Char('d' | 'q') => self.diff_open = false,
+                KeyCode::Left => self.act(KeyAction::PreviousRun),
+                KeyCode::Right => self.act(KeyAction::NextRun),
+                _ => {}
+            }
+            return None;
+        }
         let app = self.followed();
         if self.compares()
             && app.context() == Context::Panes
@@ -139,8 +222,17 @@ impl<'a> Board<'a> {
                 self.followed_mut().say(text);
             }
             KeyAction::ToggleShown => {
-                let shown = !self.shown[self.selected];
-                self.shown[self.selected] = shown;
+                let mut flags = self.shown_flags();
+                let shown = !flags[self.selected];
+                let full = flags.iter().filter(|&&shown| shown).count() >= MAX_CURVES;
+                if shown && full {
+                    self.followed_mut().say(format!(
+                        "chart: {MAX_CURVES} curves at most; v on a shown run hides it"
+                    ));
+                    return;
+                }
+                flags[self.selected] = shown;
+                self.chosen = Some(flags);
                 let app = self.followed_mut();
                 let text = format!(
                     "chart: {} {}",
@@ -152,20 +244,31 @@ impl<'a> Board<'a> {
             KeyAction::ShowOnly => {
                 let selected = self.selected;
                 let others_shown = self
-                    .shown
+                    .shown_flags()
                     .iter()
                     .enumerate()
                     .any(|(index, &shown)| shown && index != selected);
-                for (index, shown) in self.shown.iter_mut().enumerate() {
-                    *shown = !others_shown || index == selected;
-                }
-                let app = self.followed_mut();
                 let text = if others_shown {
-                    format!("chart: {} alone", app.run.status.run_name)
+                    let mut alone = vec![false; count];
+                    alone[selected] = true;
+                    self.chosen = Some(alone);
+                    format!("chart: {} alone", self.followed().run.status.run_name)
                 } else {
-                    format!("chart: all {count} runs")
+                    self.chosen = None;
+                    if count <= MAX_CURVES {
+                        format!("chart: all {count} runs")
+                    } else {
+                        format!("chart: the best {MAX_CURVES} of {count} runs")
+                    }
                 };
-                app.say(text);
+                self.followed_mut().say(text);
+            }
+            KeyAction::ShowDiff => {
+                self.diff_open = true;
+                if self.differences.is_empty() {
+                    let text = format!("no setting differs among the {count} runs");
+                    self.followed_mut().say(text);
+                }
             }
             _ => {}
         }
@@ -239,14 +342,14 @@ mod tests {
         let mut apps = runs();
         let mut board = Board::new(&mut apps);
         press(&mut board, KeyCode::Char('v'));
-        assert_eq!(board.shown, [false, true, true]);
+        assert_eq!(board.shown_flags(), [false, true, true]);
         assert_eq!(board.followed().ack_text(), Some("chart: alpha hidden"));
         press(&mut board, KeyCode::Right);
         press(&mut board, KeyCode::Char('o'));
-        assert_eq!(board.shown, [false, true, false]);
+        assert_eq!(board.shown_flags(), [false, true, false]);
         assert_eq!(board.followed().ack_text(), Some("chart: beta alone"));
         press(&mut board, KeyCode::Char('o'));
-        assert_eq!(board.shown, [true, true, true]);
+        assert_eq!(board.shown_flags(), [true, true, true]);
         assert_eq!(board.followed().ack_text(), Some("chart: all 3 runs"));
     }
 
@@ -293,7 +396,7 @@ mod tests {
         let mut board = Board::new(&mut apps[..1]);
         assert!(!board.compares());
         press(&mut board, KeyCode::Char('v'));
-        assert_eq!(board.shown, [true]);
+        assert_eq!(board.shown_flags(), [true]);
         assert_eq!(
             board.followed().ack_text(),
             Some("v: not a key here; ? lists the keys")

@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 
+use trainui_protocol::events::StepMetrics;
+
 /// Points of one series, `(step, value)`.
 #[derive(Debug, Clone)]
 pub struct History {
@@ -102,6 +104,46 @@ pub fn thin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
     (0..max)
         .map(|i| points[((i as f64 * step).round() as usize).min(points.len() - 1)])
         .collect()
+}
+
+/// Tokens seen at each step event: a step event's `tokens_seen` (added to
+/// the count at a resume's start step), or where a producer does not
+/// record it, estimated as the previous count plus tokens/s times the
+/// wall-clock seconds since the previous event.
+#[derive(Debug, Clone, Default)]
+pub struct TokenCount {
+    /// The count at the latest resume.
+    base: f64,
+    last: f64,
+    last_elapsed: f64,
+    /// Some count was estimated rather than recorded.
+    pub estimated: bool,
+}
+
+impl TokenCount {
+    /// A resume, `kept` tokens seen at its start step.
+    pub fn resume(&mut self, kept: f64) {
+        (self.base, self.last, self.last_elapsed) = (kept, kept, 0.0);
+    }
+
+    /// The tokens seen at step event `m`.
+    pub fn step(&mut self, m: &StepMetrics) -> f64 {
+        let now = if let Some(seen) = m.tokens_seen {
+            self.base + seen as f64
+        } else {
+            self.estimated = true;
+            let secs = (m.elapsed_secs - self.last_elapsed).max(0.0);
+            let rate = if m.tokens_per_sec.is_finite() {
+                m.tokens_per_sec.max(0.0)
+            } else {
+                0.0
+            };
+            self.last + rate * secs
+        };
+        self.last = now;
+        self.last_elapsed = m.elapsed_secs;
+        now
+    }
 }
 
 #[cfg(test)]

@@ -157,6 +157,8 @@ impl App {
             KeyAction::ToggleLogScale
             | KeyAction::ToggleWindow
             | KeyAction::ToggleTimeAxis
+            | KeyAction::CycleXAxis
+            | KeyAction::CycleSeries
             | KeyAction::SmoothLess
             | KeyAction::SmoothMore => {
                 if let Some(said) = self.view.act_on_chart(action) {
@@ -198,7 +200,8 @@ impl App {
             | KeyAction::NextRun
             | KeyAction::SelectRun(_)
             | KeyAction::ToggleShown
-            | KeyAction::ShowOnly => None,
+            | KeyAction::ShowOnly
+            | KeyAction::ShowDiff => None,
         };
         if let Some(command) = &command {
             if self.compared {
@@ -466,7 +469,7 @@ mod tests {
             ),
             (
                 KeyCode::Char('t'),
-                |a: &App| a.view.chart.time_axis,
+                |a: &App| a.view.chart.time_axis(),
                 "wall-clock",
             ),
             (
@@ -500,7 +503,7 @@ mod tests {
         let start = app.now;
         for code in [
             KeyCode::Char(' '),
-            KeyCode::Char('x'),
+            KeyCode::Char('X'),
             KeyCode::Char('1'),
             KeyCode::Char('b'),
             KeyCode::F(5),

@@ -28,6 +28,10 @@ pub enum KeyAction {
     ToggleLogScale,
     ToggleWindow,
     ToggleTimeAxis,
+    /// The chart's x axis: steps, tokens seen, wall-clock time.
+    CycleXAxis,
+    /// The chart's series: loss, learning rate, gradient norm, tokens/s.
+    CycleSeries,
     SmoothLess,
     SmoothMore,
     FocusNext,
@@ -58,6 +62,8 @@ pub enum KeyAction {
     ToggleShown,
     /// Several runs: the followed run's curve alone, or every run's again.
     ShowOnly,
+    /// Several runs: the settings that differ among them, full screen.
+    ShowDiff,
 }
 
 /// The screen keys act on.
@@ -294,6 +300,16 @@ pub const PANES: &[Binding] = &[
         "loss chart: x axis steps / wall-clock time",
     ),
     row(
+        "x",
+        &[key(KeyCode::Char('x'), KeyAction::CycleXAxis)],
+        "chart: x axis steps / tokens / time",
+    ),
+    row(
+        "c",
+        &[key(KeyCode::Char('c'), KeyAction::CycleSeries)],
+        "chart: loss / lr / grad norm / tokens/s",
+    ),
+    row(
         "[ ]",
         &[
             key(KeyCode::Char('['), KeyAction::SmoothLess),
@@ -344,6 +360,13 @@ pub const RUNS: &[Binding] = &[
         help: "the chart: the followed run alone / every run",
         watch_help: None,
         footer: Some("only"),
+    },
+    Binding {
+        label: "d",
+        keys: &[key(KeyCode::Char('d'), KeyAction::ShowDiff)],
+        help: "the settings that differ among the runs, full screen (Esc closes)",
+        watch_help: None,
+        footer: Some("diff"),
     },
 ];
 

@@ -464,6 +464,10 @@ pub fn restore() {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_charts;
+#[cfg(test)]
+mod tests_compare;
+#[cfg(test)]
 mod tests_panes;
 #[cfg(test)]
 mod tests_processes;

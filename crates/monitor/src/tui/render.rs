@@ -75,9 +75,23 @@ pub fn render(frame: &mut Frame, app: &App) {
 /// eval · counters · events of the followed run
 /// footer   ▶ the followed run · keys · latest answer
 /// ```
+///
+/// The chart keeps [`CURVE_ROWS`] rows of curves at any size; on a small
+/// screen the table shrinks (it scrolls) and the followed run's panes go.
+/// Over it all, `d` opens the settings that differ among the runs.
 pub fn render_board(frame: &mut Frame, board: &Board) {
     let app = board.followed();
     draw(frame, app, board.compares().then_some(board));
+    if board.compares() && board.diff_open() {
+        let area = frame.area();
+        if area.width >= MIN_WIDTH && area.height >= MIN_HEIGHT {
+            let above_footer = Rect {
+                height: area.height - 1,
+                ..area
+            };
+            compare::render_diff(frame, above_footer, board);
+        }
+    }
     finish(frame, app);
 }
 
@@ -112,18 +126,19 @@ fn draw(frame: &mut Frame, app: &App, board: Option<&Board>) {
     let generates = eval::has_content(app);
     header::render(frame, header_area, app);
     if let Some(board) = board {
-        // The table's rows, its header and borders; a third of the body at
-        // most (it scrolls).
-        let rows = (board.runs.len() as u16 + 3).min(body.height / 3);
+        let (chart, rows, lower) = board_heights(body.height, board.runs.len());
         let [chart_area, table_area, bottom] = Layout::vertical([
-            Constraint::Fill(1),
+            Constraint::Length(chart),
             Constraint::Length(rows),
-            Constraint::Fill(1),
+            Constraint::Length(lower),
         ])
         .areas(body);
         compare::render(frame, chart_area, board);
         table::render(frame, table_area, board);
-        if generates {
+        if lower == 0 {
+            // No room for the followed run's panes: the chart and the
+            // table come first.
+        } else if generates {
             draw_generation(frame, bottom, app);
         } else if app.output.is_shown() {
             let [output_area, log_area] = Layout::horizontal(COLUMNS).areas(bottom);
@@ -173,6 +188,37 @@ fn draw(frame: &mut Frame, app: &App, board: Option<&Board>) {
         )
     });
     footer::render(frame, footer_area, app, lead);
+}
+
+/// The chart of compared runs keeps this many rows of curves (with its
+/// borders, legend and x axis, `CHART_MIN` rows) whatever the screen.
+pub const CURVE_ROWS: u16 = 8;
+const CHART_MIN: u16 = CURVE_ROWS + 5;
+/// The runs table: borders, header and one run.
+const TABLE_MIN: u16 = 4;
+/// The followed run's panes under the table, when they get this many rows.
+const LOWER_MIN: u16 = 6;
+
+/// The heights of the chart, the runs table and the followed run's panes in
+/// a body of `height` rows with `runs` runs. The chart keeps
+/// [`CHART_MIN`] rows (on the smallest screen, what there is); the table
+/// its runs up to a third of the body (it scrolls), never under
+/// [`TABLE_MIN`]; the chart and the panes share the rest, and panes that
+/// would get fewer than [`LOWER_MIN`] rows give them to the table, then the
+/// chart.
+fn board_heights(height: u16, runs: usize) -> (u16, u16, u16) {
+    let wanted = u16::try_from(runs).unwrap_or(u16::MAX).saturating_add(3);
+    let mut table = wanted.min(height / 3).max(TABLE_MIN).min(height);
+    let rest = height - table;
+    let mut chart = CHART_MIN.max(rest.div_ceil(2)).min(rest);
+    let mut lower = rest - chart;
+    if lower < LOWER_MIN {
+        let to_table = lower.min(wanted.saturating_sub(table));
+        table += to_table;
+        chart += lower - to_table;
+        lower = 0;
+    }
+    (chart, table, lower)
 }
 
 /// The widths of the two columns of panes.

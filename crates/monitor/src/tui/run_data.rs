@@ -110,6 +110,13 @@ pub struct Curves {
     pub clock: History,
     /// Exact-match rate of each evaluation, percent.
     pub exact_match: VecDeque<u64>,
+    /// The other numbers of step events the chart can draw.
+    pub learning_rate: History,
+    pub grad_norm: History,
+    pub tokens_per_sec: History,
+    /// Tokens seen at each logged step, for the tokens axis.
+    pub tokens: History,
+    pub token_count: super::history::TokenCount,
 }
 
 impl Curves {
@@ -119,6 +126,11 @@ impl Curves {
             val: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
             clock: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
             exact_match: VecDeque::new(),
+            learning_rate: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
+            grad_norm: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
+            tokens_per_sec: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
+            tokens: History::new(RECENT_POINTS, WHOLE_RUN_POINTS),
+            token_count: super::history::TokenCount::default(),
         }
     }
 }
@@ -247,6 +259,12 @@ impl RunData {
                     self.curves.loss.truncate_from(from);
                     self.curves.val.truncate_from(from);
                     self.curves.clock.truncate_from(from);
+                    self.curves.learning_rate.truncate_from(from);
+                    self.curves.grad_norm.truncate_from(from);
+                    self.curves.tokens_per_sec.truncate_from(from);
+                    self.curves.tokens.truncate_from(from);
+                    let kept = self.curves.tokens.recent().last().map_or(0.0, |p| p.1);
+                    self.curves.token_count.resume(kept);
                 }
                 self.elapsed_at = Some((0.0, at));
                 // A process that starts (again, after a stall) is not stalled.
@@ -272,6 +290,18 @@ impl RunData {
                 // None while the producer has no estimate yet (the fold's rule).
                 self.eta_at = self.status.eta_secs.map(|eta| (eta, at));
                 self.curves.clock.push(m.step as f64, m.elapsed_secs);
+                let step = m.step as f64;
+                let tokens = self.curves.token_count.step(m);
+                self.curves.tokens.push(step, tokens);
+                if m.learning_rate.is_finite() {
+                    self.curves.learning_rate.push(step, m.learning_rate);
+                }
+                if let Some(norm) = m.grad_norm.filter(|n| n.is_finite()) {
+                    self.curves.grad_norm.push(step, norm);
+                }
+                if m.tokens_per_sec.is_finite() {
+                    self.curves.tokens_per_sec.push(step, m.tokens_per_sec);
+                }
                 if m.grad_norm.is_some() {
                     self.grad_norm = m.grad_norm;
                 }

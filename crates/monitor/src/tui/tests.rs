@@ -31,6 +31,7 @@ fn step(step: u64) -> Event {
         elapsed_secs: step as f64 * 0.045,
         eta_secs: (3000 - step) as f64 * 0.045,
         grad_norm: None,
+        tokens_seen: None,
     })
 }
 

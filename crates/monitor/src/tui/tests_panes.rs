@@ -45,6 +45,7 @@ fn step(step: u64, max_steps: u64) -> Event {
         elapsed_secs: step as f64 * 0.01,
         eta_secs: (max_steps - step) as f64 * 0.01,
         grad_norm: None,
+        tokens_seen: None,
     })
 }
 

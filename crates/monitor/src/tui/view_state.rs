@@ -17,10 +17,7 @@ use super::wrap::wrap;
 /// A user who moved in the samples this recently is reading them: a new
 /// evaluation does not pull the pane away.
 pub const READING_SECS: u64 = 30;
-/// The smoothing windows `[` and `]` step through, in steps (0: none).
-pub const SMOOTHING_STEPS: &[u64] = &[
-    0, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000,
-];
+pub use crate::smooth::SMOOTHING_STEPS;
 
 /// The pane that arrows scroll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,21 +41,98 @@ pub enum Overlay {
     Output,
 }
 
-/// How the loss chart is drawn.
+/// What the chart draws: a step event's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Series {
+    #[default]
+    Loss,
+    LearningRate,
+    GradNorm,
+    TokensPerSec,
+}
+
+impl Series {
+    pub const ALL: [Self; 4] = [
+        Self::Loss,
+        Self::LearningRate,
+        Self::GradNorm,
+        Self::TokensPerSec,
+    ];
+
+    /// Its name in titles, legends and `plot --series`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Loss => "loss",
+            Self::LearningRate => "learning rate",
+            Self::GradNorm => "grad norm",
+            Self::TokensPerSec => "tokens/s",
+        }
+    }
+
+    #[must_use]
+    pub fn next(self) -> Self {
+        let at = Self::ALL.iter().position(|&s| s == self).unwrap_or(0);
+        Self::ALL[(at + 1) % Self::ALL.len()]
+    }
+}
+
+/// What the chart's x axis counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XAxis {
+    #[default]
+    Steps,
+    /// Tokens trained on so far (`tokens_seen`, or estimated from
+    /// tokens/s and the elapsed time where a producer does not record it).
+    Tokens,
+    /// Wall-clock time of the run.
+    Time,
+}
+
+impl XAxis {
+    /// Its name in titles and on `plot`'s axis.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Steps => "steps",
+            Self::Tokens => "tokens",
+            Self::Time => "time",
+        }
+    }
+
+    #[must_use]
+    pub fn next(self) -> Self {
+        match self {
+            Self::Steps => Self::Tokens,
+            Self::Tokens => Self::Time,
+            Self::Time => Self::Steps,
+        }
+    }
+}
+
+/// How the chart is drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChartView {
     pub log_scale: bool,
     /// The whole run (decimated) rather than the recent window.
     pub whole_run: bool,
-    /// Wall-clock time on the x axis rather than steps.
-    pub time_axis: bool,
+    /// The series drawn (`c` cycles them).
+    pub series: Series,
+    /// What the x axis counts (`x` cycles it, `t` toggles steps / time).
+    pub x_axis: XAxis,
     /// The smoothing window in steps (0: none), one of [`SMOOTHING_STEPS`].
     pub smoothing: u64,
 }
 
 impl ChartView {
-    /// Applies a chart key (`l`, `z`, `t`, `[`, `]`); returns what it did,
-    /// or `None` for any other action.
+    /// Wall-clock time on the x axis.
+    #[must_use]
+    pub fn time_axis(&self) -> bool {
+        self.x_axis == XAxis::Time
+    }
+
+    /// Applies a chart key (`l`, `z`, `t`, `x`, `c`, `[`, `]`); returns what
+    /// it did, or `None` for any other action.
     pub fn act(&mut self, action: KeyAction) -> Option<String> {
         let said = match action {
             KeyAction::ToggleLogScale => {
@@ -79,13 +153,30 @@ impl ChartView {
                 }
             }
             KeyAction::ToggleTimeAxis => {
-                self.time_axis = !self.time_axis;
-                if self.time_axis {
+                self.x_axis = if self.time_axis() {
+                    XAxis::Steps
+                } else {
+                    XAxis::Time
+                };
+                if self.time_axis() {
                     "loss chart: against wall-clock time"
                 } else {
                     "loss chart: against steps"
                 }
                 .to_owned()
+            }
+            KeyAction::CycleXAxis => {
+                self.x_axis = self.x_axis.next();
+                match self.x_axis {
+                    XAxis::Steps => "chart: against steps",
+                    XAxis::Tokens => "chart: against tokens seen",
+                    XAxis::Time => "chart: against wall-clock time",
+                }
+                .to_owned()
+            }
+            KeyAction::CycleSeries => {
+                self.series = self.series.next();
+                format!("chart: {}", self.series.name())
             }
             KeyAction::SmoothLess | KeyAction::SmoothMore => {
                 let index = SMOOTHING_STEPS
@@ -231,7 +322,8 @@ impl ViewState {
             chart: ChartView {
                 log_scale: false,
                 whole_run: true,
-                time_axis: false,
+                series: Series::Loss,
+                x_axis: XAxis::Steps,
                 smoothing,
             },
             smoothing_chosen: false,

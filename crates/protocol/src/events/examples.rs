@@ -16,6 +16,7 @@ pub fn step(step: u64, max_steps: u64, loss: f64) -> Event {
         elapsed_secs: step as f64,
         eta_secs: max_steps.saturating_sub(step) as f64,
         grad_norm: None,
+        tokens_seen: None,
     })
 }
 

@@ -1,9 +1,11 @@
 //! A week-long run opens at once: `trainui watch` and `trainui status` on
 //! the run directory of a run logged every step for a million steps, as a
 //! person would start them (the real `trainui` program, `watch` in a tmux
-//! terminal of 120x40).
+//! terminal of 120x40), and `trainui query --csv` prints its whole history
+//! into a pipe. And a sweep's folder of a thousand runs lists at once
+//! (`trainui runs`).
 
-use std::io::{BufWriter, Write as _};
+use std::io::{BufWriter, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,6 +23,11 @@ const EVAL_EVERY: u64 = 5_000;
 const STATUS_RUNS: usize = 10;
 /// Longest wait for `watch`'s first full screen before giving up.
 const WATCH_LIMIT: Duration = Duration::from_mins(1);
+/// Runs of `trainui query --csv` timed.
+const QUERY_RUNS: usize = 3;
+/// Run directories in the sweep's folder, and runs of `trainui runs` on it.
+pub const SWEEP_RUNS: u64 = 1_000;
+const RUNS_RUNS: usize = 5;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryFigures {
@@ -34,6 +41,17 @@ pub struct HistoryFigures {
     /// `trainui status`, median and slowest of its runs.
     pub status_median_secs: f64,
     pub status_max_secs: f64,
+    /// `trainui query --csv` of the whole history into a pipe the bench
+    /// drains, median and slowest of its runs.
+    pub query_csv_median_secs: f64,
+    pub query_csv_max_secs: f64,
+    /// Bytes of CSV it printed.
+    pub query_csv_bytes: u64,
+    /// Run directories in the sweep's folder.
+    pub sweep_runs: u64,
+    /// `trainui runs` on that folder, median and slowest of its runs.
+    pub runs_median_secs: f64,
+    pub runs_max_secs: f64,
 }
 
 /// Writes the history in `dir` and times both commands on it.
@@ -61,6 +79,39 @@ pub fn measure(steps: u64, dir: &Path) -> Result<HistoryFigures> {
         .collect::<Result<Vec<f64>>>()?;
     status_secs.sort_by(f64::total_cmp);
     let (watch_first_screen_secs, watch_peak_bytes) = first_screen(&program, &run_dir, steps)?;
+    let mut query_bytes = 0;
+    let mut query_secs = (0..QUERY_RUNS)
+        .map(|_| {
+            let (secs, lines, bytes) = drained(
+                &program,
+                &["query".as_ref(), run_dir.as_ref(), "--csv".as_ref()],
+            )?;
+            // The header and a row per step: all of the history came out.
+            if lines != steps + 1 {
+                return Err(Error::Failed(format!(
+                    "trainui query --csv printed {lines} lines, not {}",
+                    steps + 1
+                )));
+            }
+            query_bytes = bytes;
+            Ok(secs)
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    query_secs.sort_by(f64::total_cmp);
+    let sweep = dir.join("sweep");
+    super::sweep::write_runs(&sweep, SWEEP_RUNS)?;
+    let mut runs_secs = (0..RUNS_RUNS)
+        .map(|_| {
+            let (secs, lines, _) = drained(&program, &["runs".as_ref(), sweep.as_ref()])?;
+            if lines < SWEEP_RUNS {
+                return Err(Error::Failed(format!(
+                    "trainui runs printed {lines} lines for {SWEEP_RUNS} runs"
+                )));
+            }
+            Ok(secs)
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    runs_secs.sort_by(f64::total_cmp);
     Ok(HistoryFigures {
         steps,
         events,
@@ -69,7 +120,58 @@ pub fn measure(steps: u64, dir: &Path) -> Result<HistoryFigures> {
         watch_peak_bytes,
         status_median_secs: quantile(&status_secs, 0.5),
         status_max_secs: status_secs.last().copied().unwrap_or(f64::INFINITY),
+        query_csv_median_secs: quantile(&query_secs, 0.5),
+        query_csv_max_secs: query_secs.last().copied().unwrap_or(f64::INFINITY),
+        query_csv_bytes: query_bytes,
+        sweep_runs: SWEEP_RUNS,
+        runs_median_secs: quantile(&runs_secs, 0.5),
+        runs_max_secs: runs_secs.last().copied().unwrap_or(f64::INFINITY),
     })
+}
+
+/// Runs `program` with `args`, its stdout read as fast as it comes (as a
+/// pipe into another program would), and returns the seconds from its
+/// start to its exit, and the lines and bytes it printed. A failure is an
+/// error with its stderr.
+fn drained(program: &Path, args: &[&std::ffi::OsStr]) -> Result<(f64, u64, u64)> {
+    let cannot =
+        |e: std::io::Error| Error::Failed(format!("cannot run {}: {e}", program.display()));
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(cannot)?;
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut buffer = vec![0u8; 1 << 16];
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    loop {
+        let read = stdout.read(&mut buffer).map_err(cannot)?;
+        if read == 0 {
+            break;
+        }
+        bytes += read as u64;
+        // The compiler vectorises this: no crate needed for one count.
+        #[allow(clippy::naive_bytecount)]
+        let newlines = buffer[..read].iter().filter(|&&b| b == b'\n').count();
+        lines += newlines as u64;
+    }
+    let output = child.wait_with_output().map_err(cannot)?;
+    let secs = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        let words: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return Err(Error::Failed(format!(
+            "trainui {} failed: {}",
+            words.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok((secs, lines, bytes))
 }
 
 /// The `trainui` program beside this one: the one people run.
@@ -161,6 +263,7 @@ fn step_event(step: u64, steps: u64) -> Event {
         elapsed_secs: step as f64 * 0.5,
         eta_secs: (steps - step) as f64 * 0.5,
         grad_norm: Some(1.25),
+        tokens_seen: Some(step * 7_617),
     })
 }
 

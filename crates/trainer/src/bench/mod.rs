@@ -10,6 +10,7 @@ mod history;
 mod peer;
 mod plan;
 pub mod report;
+mod sweep;
 pub mod table;
 mod ui_cost;
 mod watch_cost;
@@ -208,8 +209,9 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
 pub fn history_only(steps: u64) -> Result<HistoryFigures> {
     let work = tempfile_dir()?;
     progress(&format!(
-        "watch and status on a history of {} steps",
-        trainui_protocol::lines::thousands(steps)
+        "watch, status and query on a history of {} steps; runs on {} runs",
+        trainui_protocol::lines::thousands(steps),
+        trainui_protocol::lines::thousands(history::SWEEP_RUNS)
     ));
     history::measure(steps, work.path())
 }
@@ -217,8 +219,9 @@ pub fn history_only(steps: u64) -> Result<HistoryFigures> {
 /// The long-history figures, or none (said on stderr) when tmux is missing.
 fn history_figures(steps: u64, work: &Path) -> Option<HistoryFigures> {
     progress(&format!(
-        "watch and status on a history of {} steps",
-        trainui_protocol::lines::thousands(steps)
+        "watch, status and query on a history of {} steps; runs on {} runs",
+        trainui_protocol::lines::thousands(steps),
+        trainui_protocol::lines::thousands(history::SWEEP_RUNS)
     ));
     history::measure(steps, work)
         .map_err(|err| progress(&format!("long history not measured: {err}")))

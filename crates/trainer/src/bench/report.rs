@@ -24,6 +24,10 @@ const WATCH_FIRST_SCREEN_SECS: f64 = 2.0;
 const STATUS_SECS: f64 = 0.2;
 /// Memory `watch` may hold, whatever the length of the history.
 const WATCH_PEAK_MIB: f64 = 200.0;
+/// `trainui query --csv` of a week-long run's whole history.
+const QUERY_CSV_SECS: f64 = 2.0;
+/// `trainui runs` over a sweep's folder of a thousand runs.
+const RUNS_SECS: f64 = 1.0;
 
 /// Largest difference allowed between trainui's and the peer's logits.
 const LOGITS_TOLERANCE: f64 = 1e-4;
@@ -393,9 +397,11 @@ pub fn build(setup: Setup, raw: Raw, ui: UiFigures, elapsed: Duration) -> Report
     }
 }
 
-/// The targets of a week-long history: `watch` shows it within 2 s and
-/// `status` answers within 0.2 s (failed when not measured).
-pub(super) fn history_targets(history: Option<&HistoryFigures>) -> [Target; 3] {
+/// The targets of a week-long history and a sweep: `watch` shows the
+/// history within 2 s, `status` answers within 0.2 s, `query --csv` prints
+/// it all within 2 s, and `runs` lists a thousand runs within 1 s (failed
+/// when not measured).
+pub(super) fn history_targets(history: Option<&HistoryFigures>) -> [Target; 5] {
     let figure = |f: fn(&HistoryFigures) -> f64| history.map_or(f64::INFINITY, f);
     [
         at_most(
@@ -415,6 +421,18 @@ pub(super) fn history_targets(history: Option<&HistoryFigures>) -> [Target; 3] {
             figure(|h| h.status_max_secs),
             STATUS_SECS,
             "0.2 s",
+        ),
+        at_most(
+            "query --csv, long history, median (s)",
+            figure(|h| h.query_csv_median_secs),
+            QUERY_CSV_SECS,
+            "2 s",
+        ),
+        at_most(
+            "runs, 1,000 runs, median (s)",
+            figure(|h| h.runs_median_secs),
+            RUNS_SECS,
+            "1 s",
         ),
     ]
 }
@@ -491,6 +509,12 @@ mod tests {
             watch_peak_bytes: 45 << 20,
             status_median_secs: 0.002,
             status_max_secs: 0.003,
+            query_csv_median_secs: 0.8,
+            query_csv_max_secs: 0.9,
+            query_csv_bytes: 80 << 20,
+            sweep_runs: 1000,
+            runs_median_secs: 1.2,
+            runs_max_secs: 1.3,
         });
         raw
     }
@@ -538,8 +562,10 @@ mod tests {
         assert!(verdicts.contains(&("watch first screen, long history (s)", false)));
         assert!(verdicts.contains(&("status, long history, slowest (s)", true)));
         assert!(verdicts.contains(&("watch peak memory, long history (MiB)", true)));
+        assert!(verdicts.contains(&("query --csv, long history, median (s)", true)));
+        assert!(verdicts.contains(&("runs, 1,000 runs, median (s)", false)));
         let table = report_table(&report);
-        assert!(table.contains("3 of 17 targets missed"), "{table}");
+        assert!(table.contains("4 of 19 targets missed"), "{table}");
         assert!(table.contains("watch CPU, idle run (5 s)"), "{table}");
         assert!(
             table.contains("watch first screen, 1,000,000 steps")
@@ -550,8 +576,18 @@ mod tests {
             table.contains("status, slowest of 10") && table.contains("3.0 ms"),
             "{table}"
         );
+        assert!(
+            table.contains("query --csv, 1,000,000 steps")
+                && table.contains("0.80 s / 0.90 s · 80 MiB"),
+            "{table}"
+        );
+        assert!(
+            table.contains("runs, 1,000 runs") && table.contains("1200 ms / 1300 ms"),
+            "{table}"
+        );
         let alone = history_table(report.ui.history.as_ref().unwrap());
         assert!(alone.contains("1,002,403 events, 233 MiB"), "{alone}");
+        assert!(alone.contains("query --csv, 1,000,000 steps"), "{alone}");
         assert!(alone.contains("FAIL") && alone.contains("pass"), "{alone}");
     }
 
@@ -565,6 +601,8 @@ mod tests {
         assert!(verdicts.contains(&("watch CPU, idle run", false)));
         assert!(verdicts.contains(&("watch first screen, long history (s)", false)));
         assert!(verdicts.contains(&("status, long history, slowest (s)", false)));
+        assert!(verdicts.contains(&("query --csv, long history, median (s)", false)));
+        assert!(verdicts.contains(&("runs, 1,000 runs, median (s)", false)));
     }
 
     #[test]

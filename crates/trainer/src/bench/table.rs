@@ -262,7 +262,7 @@ pub fn history_table(history: &HistoryFigures) -> String {
     out
 }
 
-fn history_rows(h: &HistoryFigures) -> [[String; 2]; 3] {
+fn history_rows(h: &HistoryFigures) -> [[String; 2]; 5] {
     [
         [
             format!(
@@ -282,6 +282,29 @@ fn history_rows(h: &HistoryFigures) -> [[String; 2]; 3] {
         [
             "status, slowest of 10".into(),
             format!("{:.1} ms", h.status_max_secs * 1e3),
+        ],
+        [
+            format!(
+                "query --csv, {} steps, median / max",
+                trainui_protocol::lines::thousands(h.steps)
+            ),
+            format!(
+                "{:.2} s / {:.2} s · {:.0} MiB",
+                h.query_csv_median_secs,
+                h.query_csv_max_secs,
+                h.query_csv_bytes as f64 / f64::from(1 << 20)
+            ),
+        ],
+        [
+            format!(
+                "runs, {} runs, median / max",
+                trainui_protocol::lines::thousands(h.sweep_runs)
+            ),
+            format!(
+                "{:.0} ms / {:.0} ms",
+                h.runs_median_secs * 1e3,
+                h.runs_max_secs * 1e3
+            ),
         ],
     ]
 }

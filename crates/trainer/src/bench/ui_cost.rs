@@ -45,6 +45,7 @@ fn step(step: u64) -> Event {
         elapsed_secs: step as f64 * 0.045,
         eta_secs: (2_000_000 - step) as f64 * 0.045,
         grad_norm: None,
+        tokens_seen: None,
     })
 }
 

@@ -228,6 +228,9 @@ impl Trainer {
         let mut nonfinite_reported = false;
         let mut steps_since_log = 0u64;
         let mut tokens_since_log = 0u64;
+        // Since this process began training: readers add a resumed run's
+        // count at its start step.
+        let mut tokens_seen = 0u64;
         // Time spent in training steps since the last step event: commands,
         // pauses, evaluations and saves between steps are left out, so the
         // rate and the ETA are those of training.
@@ -263,6 +266,7 @@ impl Trainer {
                 loss.backward();
                 step_loss += loss.detach();
                 tokens_since_log += batch.tokens;
+                tokens_seen += batch.tokens;
             }
             drop(micro_batches);
             let grad_norm = self.optimizer.grad_norm().to_device(self.device);
@@ -332,6 +336,7 @@ impl Trainer {
                     elapsed_secs: self.started.elapsed().as_secs_f64(),
                     eta_secs: eta.eta_secs(train.max_steps - self.step),
                     grad_norm: (losses > 0).then(|| grad_norm_sum / losses as f64),
+                    tokens_seen: Some(tokens_seen),
                 }));
                 self.last_loss = Some(loss);
                 (loss_sum, grad_norm_sum, losses) = (0.0, 0.0, 0);

@@ -298,9 +298,9 @@ fn trainui_hands_training_to_trainui_torch_and_names_it_when_missing() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("cannot run") && stderr.contains("trainui-torch"),
+        stderr.contains("`trainui train` needs trainui-torch") && stderr.contains("./dev run"),
         "{stderr}"
     );
     // What needs no libtorch works alone.

@@ -36,6 +36,7 @@ fn write_run(dir: &Path, steps: u64, start: f64) {
             elapsed_secs: step as f64,
             eta_secs: 0.0,
             grad_norm: None,
+            tokens_seen: None,
         }));
         if step % 100 == 0 {
             write(&Event::ValLoss {
@@ -203,6 +204,7 @@ fn write_losses(dir: &Path, losses: &[(u64, f64)], val: &[(u64, f64)]) {
             elapsed_secs: 1.0,
             eta_secs: 0.0,
             grad_norm: None,
+            tokens_seen: None,
         }));
     }
     for &(step, loss) in val {

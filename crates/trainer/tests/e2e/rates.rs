@@ -44,6 +44,16 @@ fn rates_and_eta_leave_out_evaluations_and_steps_report_their_grad_norm() {
     assert!(etas[1] < window - 1.0, "eta {etas:?}, window {window:.2}s");
     let norms = field("grad_norm");
     assert!(norms.iter().all(|n| n.is_finite() && *n > 0.0), "{norms:?}");
+    // The tokens seen so far, counted on from the start: more at each step
+    // event.
+    let seen: Vec<u64> = steps
+        .iter()
+        .map(|e| e["tokens_seen"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seen[0] > 0 && seen.windows(2).all(|w| w[1] > w[0]),
+        "{seen:?}"
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(stdout.contains("| grad norm "), "{stdout}");
 }

@@ -190,6 +190,7 @@ fn a_resumed_run_shows_its_rewound_steps_once() {
             elapsed_secs: 1.0,
             eta_secs: 1.0,
             grad_norm: None,
+            tokens_seen: None,
         })
     };
     // Steps 10 to 30 logged, then a resume from the checkpoint at 20 that
@@ -311,6 +312,7 @@ fn hand_written_run(run: &Path) {
             elapsed_secs: 1.0,
             eta_secs: 1.0,
             grad_norm: None,
+            tokens_seen: None,
         }));
     }
 }
