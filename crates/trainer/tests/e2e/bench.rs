@@ -73,7 +73,8 @@ fn the_bench_compares_trainui_with_the_pytorch_peer_on_the_same_function() {
     );
 
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 17, "{targets:#?}");
+    // Two of them time `query --csv` on the history and `runs` over 1,000 runs.
+    assert_eq!(targets.len(), 19, "{targets:#?}");
     for target in targets {
         assert!(target["pass"].is_boolean(), "{target}");
     }
@@ -86,6 +87,11 @@ fn the_bench_compares_trainui_with_the_pytorch_peer_on_the_same_function() {
             .unwrap()
     };
     assert!(verdict("parameters, trainui = peer"));
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["name"] == "runs, 1,000 runs, median (s)")
+    );
     assert!(verdict("logits max |trainui - peer|"));
 }
 
