@@ -28,6 +28,9 @@ const QUERY_RUNS: usize = 3;
 /// Run directories in the sweep's folder, and runs of `trainui runs` on it.
 pub const SWEEP_RUNS: u64 = 1_000;
 const RUNS_RUNS: usize = 5;
+/// Run directories `watch` opens at once, and the steps of each.
+pub const WATCH_SWEEP_RUNS: u64 = 200;
+const WATCH_SWEEP_STEPS: u64 = 300;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryFigures {
@@ -52,6 +55,10 @@ pub struct HistoryFigures {
     /// `trainui runs` on that folder, median and slowest of its runs.
     pub runs_median_secs: f64,
     pub runs_max_secs: f64,
+    /// Run directories of the sweep `watch` opens, and from starting
+    /// `trainui watch` on their folder to its first screen.
+    pub watch_sweep_runs: u64,
+    pub watch_sweep_first_screen_secs: f64,
 }
 
 /// Writes the history in `dir` and times both commands on it.
@@ -78,7 +85,8 @@ pub fn measure(steps: u64, dir: &Path) -> Result<HistoryFigures> {
         })
         .collect::<Result<Vec<f64>>>()?;
     status_secs.sort_by(f64::total_cmp);
-    let (watch_first_screen_secs, watch_peak_bytes) = first_screen(&program, &run_dir, steps)?;
+    let (watch_first_screen_secs, watch_peak_bytes) =
+        first_screen(&program, &run_dir, &format!("step {steps}/{steps}"))?;
     let mut query_bytes = 0;
     let mut query_secs = (0..QUERY_RUNS)
         .map(|_| {
@@ -99,7 +107,7 @@ pub fn measure(steps: u64, dir: &Path) -> Result<HistoryFigures> {
         .collect::<Result<Vec<f64>>>()?;
     query_secs.sort_by(f64::total_cmp);
     let sweep = dir.join("sweep");
-    super::sweep::write_runs(&sweep, SWEEP_RUNS)?;
+    super::sweep::write_runs(&sweep, SWEEP_RUNS, 5)?;
     let mut runs_secs = (0..RUNS_RUNS)
         .map(|_| {
             let (secs, lines, _) = drained(&program, &["runs".as_ref(), sweep.as_ref()])?;
@@ -112,6 +120,10 @@ pub fn measure(steps: u64, dir: &Path) -> Result<HistoryFigures> {
         })
         .collect::<Result<Vec<f64>>>()?;
     runs_secs.sort_by(f64::total_cmp);
+    let watched = dir.join("sweep-watch");
+    super::sweep::write_runs(&watched, WATCH_SWEEP_RUNS, WATCH_SWEEP_STEPS)?;
+    let (watch_sweep_first_screen_secs, _) =
+        first_screen(&program, &watched, &format!("of {WATCH_SWEEP_RUNS} runs"))?;
     Ok(HistoryFigures {
         steps,
         events,
@@ -126,6 +138,8 @@ pub fn measure(steps: u64, dir: &Path) -> Result<HistoryFigures> {
         sweep_runs: SWEEP_RUNS,
         runs_median_secs: quantile(&runs_secs, 0.5),
         runs_max_secs: runs_secs.last().copied().unwrap_or(f64::INFINITY),
+        watch_sweep_runs: WATCH_SWEEP_RUNS,
+        watch_sweep_first_screen_secs,
     })
 }
 
@@ -267,10 +281,11 @@ fn step_event(step: u64, steps: u64) -> Event {
     })
 }
 
-/// Starts `trainui watch` in a tmux terminal of 120x40 and waits for the
-/// header to show the last step. Returns the seconds that took and the
-/// watch process's peak memory.
-fn first_screen(program: &Path, run_dir: &Path, steps: u64) -> Result<(f64, u64)> {
+/// Starts `trainui watch` on `run_dir` (a run, or a folder of runs) in a
+/// tmux terminal of 120x40 and waits for its screen to show `marker` (the
+/// last step; how many runs it compares). Returns the seconds that took
+/// and the watch process's peak memory.
+fn first_screen(program: &Path, run_dir: &Path, marker: &str) -> Result<(f64, u64)> {
     let socket = format!("trainui-bench-{}", std::process::id());
     let tmux = |args: &[&str]| -> Result<String> {
         let output = Command::new("tmux")
@@ -282,7 +297,6 @@ fn first_screen(program: &Path, run_dir: &Path, steps: u64) -> Result<(f64, u64)
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     };
     let command = format!("exec '{}' watch '{}'", program.display(), run_dir.display());
-    let marker = format!("step {steps}/{steps}");
     let started = Instant::now();
     // The tmux server (and watch in it) ends however this returns.
     let _server = KillServer(socket.clone());
@@ -299,7 +313,7 @@ fn first_screen(program: &Path, run_dir: &Path, steps: u64) -> Result<(f64, u64)
     ])?;
     loop {
         let screen = tmux(&["capture-pane", "-p", "-t", "watch"])?;
-        if screen.contains(&marker) {
+        if screen.contains(marker) {
             let secs = started.elapsed().as_secs_f64();
             let pid = tmux(&["display", "-p", "-t", "watch", "#{pane_pid}"])?;
             let peak = peak_bytes(pid.trim()).unwrap_or(0);

@@ -209,9 +209,10 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
 pub fn history_only(steps: u64) -> Result<HistoryFigures> {
     let work = tempfile_dir()?;
     progress(&format!(
-        "watch, status and query on a history of {} steps; runs on {} runs",
+        "watch, status and query on a history of {} steps; runs on {} runs; watch on {}",
         trainui_protocol::lines::thousands(steps),
-        trainui_protocol::lines::thousands(history::SWEEP_RUNS)
+        trainui_protocol::lines::thousands(history::SWEEP_RUNS),
+        history::WATCH_SWEEP_RUNS
     ));
     history::measure(steps, work.path())
 }
@@ -219,9 +220,10 @@ pub fn history_only(steps: u64) -> Result<HistoryFigures> {
 /// The long-history figures, or none (said on stderr) when tmux is missing.
 fn history_figures(steps: u64, work: &Path) -> Option<HistoryFigures> {
     progress(&format!(
-        "watch, status and query on a history of {} steps; runs on {} runs",
+        "watch, status and query on a history of {} steps; runs on {} runs; watch on {}",
         trainui_protocol::lines::thousands(steps),
-        trainui_protocol::lines::thousands(history::SWEEP_RUNS)
+        trainui_protocol::lines::thousands(history::SWEEP_RUNS),
+        history::WATCH_SWEEP_RUNS
     ));
     history::measure(steps, work)
         .map_err(|err| progress(&format!("long history not measured: {err}")))

@@ -12,50 +12,48 @@ use trainui_protocol::events::{
 };
 use trainui_protocol::rundir::RunDir;
 
-/// Steps of each run (a step event each, and an evaluation at the end).
-const STEPS: u64 = 5;
-
-/// Writes `count` run directories `lr-N` under `dir`.
-pub fn write_runs(dir: &Path, count: u64) -> Result<()> {
+/// Writes `count` run directories `lr-N` under `dir`, each of `steps`
+/// steps (a step event each, and an evaluation at the end).
+pub fn write_runs(dir: &Path, count: u64, steps: u64) -> Result<()> {
     for n in 0..count {
         let name = format!("lr-{n:04}");
         let mut config = Config::default();
         config.train.learning_rate = 1e-4 * (1.0 + (n % 10) as f64);
-        config.train.max_steps = STEPS;
+        config.train.max_steps = steps;
         config.seed = n;
         let root = dir.join(&name);
         root.clone_into(&mut config.run_dir);
-        let mut run = RunDir::open(&root, &config, RunStatus::new(name.clone(), STEPS))?;
+        let mut run = RunDir::open(&root, &config, RunStatus::new(name.clone(), steps))?;
         let mut record = |event: &Event| {
             run.record(event)
                 .map_err(Error::io("cannot write the run directory", &root))
         };
         record(&Event::Started(Box::new(RunInfo {
             settings: Some(live_settings(&config)),
-            ..RunInfo::new(name.clone(), STEPS)
+            ..RunInfo::new(name.clone(), steps)
         })))?;
         record(&Event::State {
             step: 0,
             state: RunState::Training,
         })?;
-        for step in 1..=STEPS {
+        for step in 1..=steps {
             record(&Event::Step(StepMetrics {
                 step,
-                max_steps: STEPS,
+                max_steps: steps,
                 loss: 4.0 / (step as f64 + config.train.learning_rate * 1e3),
                 learning_rate: config.train.learning_rate,
                 tokens_per_sec: 15_000.0,
                 elapsed_secs: step as f64,
-                eta_secs: (STEPS - step) as f64,
+                eta_secs: (steps - step) as f64,
                 grad_norm: Some(1.0),
                 tokens_seen: Some(step * 15_000),
             }))?;
         }
-        for event in super::ui_cost::evaluation_events(STEPS) {
+        for event in super::ui_cost::evaluation_events(steps) {
             record(&event)?;
         }
         record(&Event::EvalFinished(EvalSummary {
-            step: STEPS,
+            step: steps,
             eval: 1,
             val_loss: Some(0.31),
             train_loss: Some(0.3),
@@ -73,19 +71,19 @@ pub fn write_runs(dir: &Path, count: u64) -> Result<()> {
         }))?;
         let end = match n % 10 {
             0 => Event::Failed {
-                step: STEPS,
+                step: steps,
                 message: "CUDA out of memory".into(),
             },
             state => Event::Finished(Summary {
-                step: STEPS,
-                max_steps: STEPS,
+                step: steps,
+                max_steps: steps,
                 state: if state == 1 {
                     RunState::Stopped
                 } else {
                     RunState::Finished
                 },
                 loss: Some(0.5),
-                elapsed_secs: STEPS as f64,
+                elapsed_secs: steps as f64,
             }),
         };
         record(&end)?;

@@ -262,7 +262,7 @@ pub fn history_table(history: &HistoryFigures) -> String {
     out
 }
 
-fn history_rows(h: &HistoryFigures) -> [[String; 2]; 5] {
+fn history_rows(h: &HistoryFigures) -> [[String; 2]; 6] {
     [
         [
             format!(
@@ -305,6 +305,10 @@ fn history_rows(h: &HistoryFigures) -> [[String; 2]; 5] {
                 h.runs_median_secs * 1e3,
                 h.runs_max_secs * 1e3
             ),
+        ],
+        [
+            format!("watch first screen, {} runs", h.watch_sweep_runs),
+            format!("{:.2} s", h.watch_sweep_first_screen_secs),
         ],
     ]
 }

@@ -73,8 +73,9 @@ fn the_bench_compares_trainui_with_the_pytorch_peer_on_the_same_function() {
     );
 
     let targets = report["targets"].as_array().unwrap();
-    // Two of them time `query --csv` on the history and `runs` over 1,000 runs.
-    assert_eq!(targets.len(), 19, "{targets:#?}");
+    // Three of them time `query --csv` on the history, `runs` over 1,000
+    // runs and `watch` over 200.
+    assert_eq!(targets.len(), 20, "{targets:#?}");
     for target in targets {
         assert!(target["pass"].is_boolean(), "{target}");
     }
