@@ -29,22 +29,36 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Clear, Dataset, GraphType, Paragraph, Row, Table};
 
 use super::board::Board;
-use super::header::loss;
-use super::loss::{chart, series_history, shape, title, window, x_map};
+use super::loss::{chart, series_history, shape, title, value_label, window, x_map};
 use super::theme::{dim, ellipsis, pane, run_color, run_marker};
+use super::view_state::Series;
 use crate::diff::KeyDiff;
 use crate::run_filter::text_of;
-use crate::smooth::ema;
+use crate::smooth::{self, ema};
 use trainui_protocol::text::escape;
 
 pub fn render(frame: &mut Frame, area: Rect, board: &Board) {
     let app = board.followed();
     let flags = board.shown_flags();
     let shown = flags.iter().filter(|&&shown| shown).count();
-    let smoothing = match board.smoothing() {
-        0 => "no smoothing".to_owned(),
-        steps => format!("ema {steps} steps"),
+    let kind = app.view.chart.series;
+    // The learning rate follows its schedule and is not smoothed; the
+    // others are, each curve over the window its own history allows, and
+    // the title names the widest window applied.
+    let smoothing_window = if kind == Series::LearningRate {
+        0
+    } else {
+        board.smoothing()
     };
+    let applied = (0..board.runs.len())
+        .filter(|&index| flags[index])
+        .map(|index| {
+            let points = window(app, series_history(kind, &board.runs[index].run));
+            smooth::applied_window(smoothing_window, &points)
+        })
+        .max()
+        .unwrap_or(0);
+    let smoothing = smooth::label(smoothing_window, applied);
     let what = format!(
         "{} · {shown} of {} runs · {smoothing}",
         app.view.chart.series.name(),
@@ -70,8 +84,8 @@ pub fn render(frame: &mut Frame, area: Rect, board: &Board) {
         .iter()
         .map(|&index| {
             let other = &board.runs[index];
-            let points = window(app, series_history(app.view.chart.series, &other.run));
-            (index, ema(&points, board.smoothing() as f64))
+            let points = window(app, series_history(kind, &other.run));
+            (index, ema(&points, smoothing_window as f64))
         })
         .collect();
     render_legend(frame, legend_area, board, &curves);
@@ -91,9 +105,7 @@ pub fn render(frame: &mut Frame, area: Rect, board: &Board) {
     // The followed run's validation losses, within its curve's steps.
     // Without colour, dots would pass for a run's shape.
     // Validation losses only beside the loss.
-    let val = if flags[board.selected()]
-        && app.view.color
-        && app.view.chart.series == super::view_state::Series::Loss
+    let val = if flags[board.selected()] && app.view.color && app.view.chart.series == Series::Loss
     {
         let first_step = window(app, &app.run.curves.loss)
             .first()
@@ -140,6 +152,7 @@ fn render_legend(
     board: &Board,
     curves: &[(usize, Vec<(f64, f64)>)],
 ) {
+    let kind = board.followed().view.chart.series;
     let app = board.followed();
     let mut listed: Vec<&(usize, Vec<(f64, f64)>)> = curves.iter().collect();
     listed.sort_by_key(|(index, _)| *index);
@@ -158,7 +171,9 @@ fn render_legend(
         spans.push(Span::styled(
             format!(
                 " {}  ",
-                points.last().map_or_else(|| "-".to_owned(), |p| loss(p.1))
+                points
+                    .last()
+                    .map_or_else(|| "-".to_owned(), |p| value_label(kind, p.1))
             ),
             run_color(app, *index).add_modifier(Modifier::BOLD),
         ));

@@ -245,7 +245,7 @@ fn ticks(low: f64, high: f64, count: usize) -> impl Iterator<Item = f64> {
 }
 
 /// A value of `kind` as the axis and legend show it.
-fn value_label(kind: Series, value: f64) -> String {
+pub(super) fn value_label(kind: Series, value: f64) -> String {
     match kind {
         Series::Loss | Series::GradNorm => loss(value),
         Series::LearningRate => format!("{value:.2e}"),
