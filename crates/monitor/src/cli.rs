@@ -97,6 +97,19 @@ pub enum MonitorCommand {
     /// lines when not on a terminal. Exits with the job's exit status.
     #[command(display_order = 8)]
     Run(RunArgs),
+    /// The far side of a remote run path (`host:PATH`): ssh starts it
+    /// there, and it serves that machine's run directories over its
+    /// standard input and output to the trainui that started ssh.
+    #[command(display_order = 20)]
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Serve on standard input and output (the only way it serves:
+    /// nothing listens on a port).
+    #[arg(long, required = true)]
+    pub stdio: bool,
 }
 
 /// The commands that train or run a model: `trainui` hands them to
@@ -245,6 +258,11 @@ pub struct WatchArgs {
     /// How many folders deep a folder of runs is searched for them.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_DEPTH)]
     pub depth: usize,
+    /// The paths are one run, on several machines (a job across nodes
+    /// that share no filesystem): its events and status from the first,
+    /// the rank files from all.
+    #[arg(long)]
+    pub as_one: bool,
 }
 
 #[derive(Args)]

@@ -16,7 +16,6 @@ use trainui_protocol::process;
 use trainui_protocol::ranks::{self, RankView};
 use trainui_protocol::rundir::{self, EventTail};
 use trainui_protocol::runfile;
-use trainui_protocol::runlock;
 use trainui_protocol::text;
 
 /// Sends a command file to a running job and waits for its answer: first
@@ -32,6 +31,12 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
     let mut tail = EventTail::new(&args.run_dir, offset);
     let mut answered = false;
     while Instant::now() < deadline {
+        if let Some(why) = crate::remote::refused_command(&args.run_dir, &id) {
+            return Err(Error::Rejected(format!(
+                "{word}: not delivered: {}",
+                text::escape(&why)
+            )));
+        }
         for event in tail.read_new(1 << 20) {
             match event {
                 Event::Control {
@@ -75,7 +80,7 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
     let why = match (rundir::read_status(&args.run_dir), &tail.problem) {
         // Its answer, if any, cannot be read.
         (_, Some(problem)) => problem.clone(),
-        (Ok(status), None) if runlock::run_alive(&args.run_dir, status.pid) => {
+        (Ok(status), None) if crate::remote::run_alive(&args.run_dir, status.pid) => {
             format!("process {} is alive but did not answer", status.pid)
         }
         (Ok(status), None) => format!("its process {} is not running", status.pid),
@@ -134,7 +139,7 @@ pub fn status(args: &StatusArgs) -> Result<()> {
         return Ok(());
     }
     let (status, unknown) = rundir::read_status_fields(&args.run_dir)?;
-    let alive = runlock::run_alive(&args.run_dir, status.pid);
+    let alive = crate::remote::run_alive(&args.run_dir, status.pid);
     let stall_timeout = status
         .settings
         .as_ref()

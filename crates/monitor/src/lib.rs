@@ -18,6 +18,7 @@ pub mod machine;
 pub mod plot;
 pub mod query;
 pub mod recorder;
+pub mod remote;
 pub mod run_filter;
 pub mod run_list;
 pub mod smooth;
@@ -46,9 +47,20 @@ pub fn run(command: Command) -> ExitCode {
 /// Runs a command that reads or steers run directories.
 fn run_monitor(command: MonitorCommand) -> ExitCode {
     let result = match command {
-        MonitorCommand::Status(args) => client::status(&args),
+        MonitorCommand::Status(mut args) => remote::one_run(&args.run_dir, remote::Depth::Small)
+            .and_then(|(copy, remote)| {
+                args.run_dir = copy;
+                remote::naming(remote.as_ref(), client::status(&args))
+            }),
         MonitorCommand::Runs(args) => run_list::run(&args),
-        MonitorCommand::Diff(args) => diff::run(&args),
+        MonitorCommand::Diff(mut args) => remote::localize(&args.runs, remote::Depth::Small)
+            .and_then(|(copies, remote)| {
+                if let Some(remote) = &remote {
+                    remote.wait_synced()?;
+                }
+                args.runs = copies;
+                remote::naming(remote.as_ref(), diff::run(&args))
+            }),
         MonitorCommand::ExportTensorboard(args) => {
             tensorboard::export(&args.run_dir, args.out.as_deref()).map(|path| {
                 process::print(format!(
@@ -57,20 +69,39 @@ fn run_monitor(command: MonitorCommand) -> ExitCode {
                 ));
             })
         }
-        MonitorCommand::Plot(args) => plot::run(&plot::PlotOptions {
-            runs: args.runs,
-            out: args.out,
-            width: args.width,
-            height: args.height,
-            log_scale: args.log,
-            smoothing: args.smoothing,
-            series: plot::series_named(&args.series),
-            x_axis: plot::x_axis_named(&args.x_axis),
-            title: args.title,
-        }),
-        MonitorCommand::Query(args) => query::run(&args.run_dir, &query_of(&args)),
-        MonitorCommand::Ctl(args) => client::ctl(&args),
+        MonitorCommand::Plot(args) => {
+            let depth = cli::DEFAULT_DEPTH;
+            remote::localize_folders(&args.runs, depth, remote::Depth::Thinned).and_then(
+                |(runs, remote)| {
+                    if let Some(remote) = &remote {
+                        remote.wait_synced()?;
+                    }
+                    let plotted = plot::run(&plot::PlotOptions {
+                        runs,
+                        out: args.out,
+                        width: args.width,
+                        height: args.height,
+                        log_scale: args.log,
+                        smoothing: args.smoothing,
+                        series: plot::series_named(&args.series),
+                        x_axis: plot::x_axis_named(&args.x_axis),
+                        title: args.title,
+                    });
+                    remote::naming(remote.as_ref(), plotted)
+                },
+            )
+        }
+        MonitorCommand::Query(args) => remote::one_run(&args.run_dir, remote::Depth::Full)
+            .and_then(|(copy, remote)| {
+                remote::naming(remote.as_ref(), query::run(&copy, &query_of(&args)))
+            }),
+        MonitorCommand::Ctl(mut args) => remote::one_run(&args.run_dir, remote::Depth::Thinned)
+            .and_then(|(copy, remote)| {
+                args.run_dir = copy;
+                remote::naming(remote.as_ref(), client::ctl(&args))
+            }),
         MonitorCommand::Watch(args) => watch::run(&args),
+        MonitorCommand::Serve(_) => remote::serve::serve_stdio(),
         MonitorCommand::Run(args) => match launch::run(&args) {
             // The job's own status, whatever it is.
             Ok(status) => return ExitCode::from(u8::try_from(status).unwrap_or(1)),

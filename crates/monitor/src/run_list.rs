@@ -23,7 +23,6 @@ use trainui_protocol::lines::{ago, thousands};
 use trainui_protocol::process;
 use trainui_protocol::rundir;
 use trainui_protocol::runfile;
-use trainui_protocol::runlock;
 use trainui_protocol::text;
 
 /// One run, as `trainui runs --json` prints it.
@@ -157,6 +156,33 @@ impl Fields for RunEntry {
 /// first.
 pub fn list(dir: &Path, depth: usize) -> Result<Vec<RunEntry>> {
     let mut runs: Vec<RunEntry> = find(dir, depth)?.iter().map(|path| entry(path)).collect();
+    runs.sort_by(|a, b| {
+        let age = |r: &RunEntry| r.updated_secs_ago.unwrap_or(f64::INFINITY);
+        age(a).total_cmp(&age(b)).then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(runs)
+}
+
+/// As [`list`], of a folder on another machine (`host:PATH`): the runs'
+/// small files copied over ssh, each run's path the remote one.
+fn list_remote(dir: &Path, depth: usize) -> Result<Vec<RunEntry>> {
+    use crate::remote;
+    let (copies, remote) =
+        remote::localize_folders(&[dir.to_owned()], depth, remote::Depth::Small)?;
+    let Some(remote) = remote else {
+        return list(dir, depth);
+    };
+    remote.wait_synced()?;
+    let mut runs: Vec<RunEntry> = copies
+        .iter()
+        // A lone folder that holds no run is no run to list.
+        .filter(|copy| is_run(copy))
+        .map(|copy| {
+            let mut run = entry(copy);
+            run.path = PathBuf::from(remote::shown(copy));
+            run
+        })
+        .collect();
     runs.sort_by(|a, b| {
         let age = |r: &RunEntry| r.updated_secs_ago.unwrap_or(f64::INFINITY);
         age(a).total_cmp(&age(b)).then_with(|| a.name.cmp(&b.name))
@@ -300,7 +326,7 @@ pub fn entry(path: &Path) -> RunEntry {
             status_unreadable,
         };
     };
-    let alive = !status.state.is_final() && runlock::run_alive(path, status.pid);
+    let alive = !status.state.is_final() && crate::remote::run_alive(path, status.pid);
     let updated_secs_ago = humantime::parse_rfc3339_weak(&status.updated_at)
         .ok()
         .and_then(|at| SystemTime::now().duration_since(at).ok())
@@ -540,7 +566,11 @@ pub fn terminal_width() -> Option<usize> {
 /// The runs `trainui runs` lists, in its order, each with its values of
 /// the keys that differ among them; and those keys.
 pub fn listed(args: &RunsArgs) -> Result<(Vec<RunEntry>, Vec<String>)> {
-    let runs = run_filter::select(list(&args.dir, args.depth)?, &args.filters);
+    let runs = match crate::remote::target(&args.dir) {
+        None => list(&args.dir, args.depth)?,
+        Some(_) => list_remote(&args.dir, args.depth)?,
+    };
+    let runs = run_filter::select(runs, &args.filters);
     let mut runs = runs;
     // Without --sort, the list's own order: most recently updated first.
     let (key, descending) = args

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use crate::cli::WatchArgs;
 use crate::follow::{self, BACKLOG, attached_app};
+use crate::remote::{Depth, Remote};
 use crate::run_filter::Filter;
 use crate::run_list;
 use crate::tui;
@@ -103,7 +104,7 @@ fn label_namesakes(apps: &mut [App], run_dirs: &[PathBuf]) {
             .count()
             > 1
         {
-            app.set_label(run_dir.display().to_string());
+            app.set_label(crate::remote::shown(run_dir));
         }
     }
 }
@@ -118,7 +119,15 @@ pub fn run(args: &WatchArgs) -> Result<()> {
             "watch needs a terminal; for scripts use `trainui status` or read events.jsonl".into(),
         ));
     }
-    let run_dirs = targets(&args.run_dirs, args.depth, &args.filters)?;
+    let (paths, remote) = if args.as_one {
+        as_one(&args.run_dirs)?
+    } else {
+        crate::remote::localize_folders(&args.run_dirs, args.depth, Depth::Thinned)?
+    };
+    // Hosts that cannot be reached now are shown so, and tried again.
+    let _ = remote.as_ref().map(Remote::troubles);
+    let run_dirs =
+        crate::remote::naming(remote.as_ref(), targets(&paths, args.depth, &args.filters))?;
     let color = trainui_protocol::lines::colors_wanted(plain);
     let mut followed = Vec::new();
     let mut apps = Vec::new();
@@ -142,7 +151,7 @@ pub fn run(args: &WatchArgs) -> Result<()> {
         app.resume = Some(
             trainui_protocol::text::escape(&format!(
                 "trainui train --run-dir {} --resume latest",
-                run_dir.display()
+                crate::remote::shown(run_dir)
             ))
             .into_owned(),
         );
@@ -185,7 +194,32 @@ pub fn run(args: &WatchArgs) -> Result<()> {
     for app in board.runs.iter() {
         trainui_protocol::process::say(app.farewell());
     }
+    drop(remote);
     Ok(())
+}
+
+/// `--as-one`: the paths are one run on several machines, its events from
+/// the first and the rank files from all.
+fn as_one(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Option<Remote>)> {
+    let targets: Vec<crate::remote::Target> = paths
+        .iter()
+        .map(|path| {
+            crate::remote::target(path).ok_or_else(|| {
+                Error::Usage(format!(
+                    "--as-one takes the run on each machine as host:PATH; {} is a local path",
+                    path.display()
+                ))
+            })
+        })
+        .collect::<Result<_>>()?;
+    if targets.len() < 2 {
+        return Err(Error::Usage(
+            "--as-one takes the run on two machines or more (node1:RUN node2:RUN)".into(),
+        ));
+    }
+    let mut remote = Remote::new()?;
+    let copy = remote.follow_as_one(&targets, Depth::Thinned)?;
+    Ok((vec![copy], Some(remote)))
 }
 
 #[cfg(test)]

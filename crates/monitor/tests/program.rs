@@ -135,6 +135,7 @@ fn the_help_lists_every_command_of_both_programs_in_one_order() {
             "bench",
             "generate",
             "export",
+            "serve",
             "help"
         ]
     );

@@ -61,9 +61,18 @@ fn watch(run_dir: &Path, job: Option<JobPid>) -> std::io::Result<Receiver<Livene
             let mut meter = ProcessMeter::new();
             let mut shown_processes = false;
             let mut first = true;
+            let mut trouble = None;
             for reading in (0..LIVENESS_EVERY).cycle() {
                 if !std::mem::take(&mut first) {
                     thread::sleep(RANKS_EVERY);
+                }
+                // A run on another machine: its connection, as it changes.
+                let now = crate::remote::connection_trouble(&run_dir);
+                if now != trouble {
+                    trouble.clone_from(&now);
+                    if notices.send(Liveness::Connection(now)).is_err() {
+                        return;
+                    }
                 }
                 if reading % PROCESSES_EVERY == 0 {
                     let processes = job_processes(&mut meter, &ranks, job.as_ref());
@@ -178,7 +187,7 @@ fn liveness(run_dir: &Path) -> (Liveness, Option<String>) {
             return (notice, Some(err.to_string()));
         }
     };
-    if status.state.is_final() || runlock::run_alive(run_dir, status.pid) {
+    if status.state.is_final() || crate::remote::run_alive(run_dir, status.pid) {
         return (Liveness::Alive, None);
     }
     let resume = match status.producer.as_ref().filter(|p| p.name != "trainui") {

@@ -230,6 +230,15 @@ impl App {
                 }
             }
             Liveness::Unreadable(text) => self.warn(text),
+            Liveness::Connection(Some(text)) => {
+                let text = escaped(text);
+                self.log_line(Level::Warning, text.clone());
+                self.say_sticky(text);
+            }
+            Liveness::Connection(None) => {
+                self.log_line(Level::Info, "connected again; in step with the run".into());
+                self.say("connected again; in step with the run");
+            }
             Liveness::Restarting(text) => {
                 let text = escaped(text);
                 self.process.gone = None;

@@ -28,6 +28,10 @@ pub enum Liveness {
     /// Why the run's status file cannot be read (a FIFO, too large, not a
     /// status): said once each time the reason changes.
     Unreadable(String),
+    /// For a run on another machine: what stands between this screen and
+    /// it (the connection lost, reconnecting), or None once it is in step
+    /// again.
+    Connection(Option<String>),
     /// The job's processes on this machine as /proc (and NVML) tell them:
     /// its ranks' and, under `trainui run`, every process the job started.
     Processes(Vec<JobProcess>),

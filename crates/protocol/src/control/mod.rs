@@ -23,5 +23,5 @@ pub use checks::{check_spool, owned_by_me_alone};
 pub use request::{
     MAX_REQUEST_BYTES, REQUEST_VERSION, Request, SPOOL_DIR, STALE_AFTER, spool_dir, unix_now,
 };
-pub use send::{send, withdraw, withdraw_own};
+pub use send::{DELIVERED_PREFIX, deliver, send, withdraw, withdraw_own};
 pub use spool::Spool;

@@ -69,21 +69,29 @@ pub(super) fn pending(dir: &Path) -> Vec<(PathBuf, std::result::Result<(), Strin
 /// regular file (not a link) named like `NAME.json`, NAME of letters,
 /// digits, `-`, `_` and `.`.
 fn command_file(path: &Path) -> std::result::Result<(), String> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let stem = name.strip_suffix(".json").unwrap_or("");
-    if stem.is_empty()
-        || !stem
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err("refused: not a command file (NAME.json)".into());
-    }
+    command_name(path.file_name().and_then(|n| n.to_str()).unwrap_or(""))?;
     let meta = fs::symlink_metadata(path).map_err(|e| format!("unreadable: {e}"))?;
     if meta.file_type().is_symlink() {
         return Err("refused: a symbolic link".into());
     }
     if !meta.is_file() {
         return Err("refused: not a regular file".into());
+    }
+    Ok(())
+}
+
+/// Whether `name` is a command file's name: `NAME.json`, NAME of letters,
+/// digits, `-`, `_` and `.`, not hidden.
+pub(super) fn command_name(name: &str) -> std::result::Result<(), String> {
+    let stem = name.strip_suffix(".json").unwrap_or("");
+    if stem.is_empty()
+        || stem.starts_with('.')
+        || stem.len() > 200
+        || !stem
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err("refused: not a command file (NAME.json)".into());
     }
     Ok(())
 }
@@ -119,7 +127,7 @@ struct RequestV1 {
 }
 
 /// A request of the current version, or of version 1.
-fn parse_request(text: &str) -> std::result::Result<Request, String> {
+pub(super) fn parse_request(text: &str) -> std::result::Result<Request, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not a command: {e}"))?;
     match value.get("v").and_then(Value::as_u64) {
         Some(1) => {}

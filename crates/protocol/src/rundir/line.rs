@@ -108,6 +108,14 @@ pub(super) fn parse_line(line: &[u8]) -> Option<Event> {
     serde_json::from_str::<Event>(line).ok()
 }
 
+/// Whether an events.jsonl line is a step event as trainui and the Python
+/// package write them (see [`parse_line`]): read without parsing it, for
+/// thinning a long history.
+#[must_use]
+pub fn is_step_line(line: &[u8]) -> bool {
+    written_time(line).is_some_and(|(_, rest)| rest.starts_with(br#","type":"step","#))
+}
+
 /// The time string of a line that starts as trainui writes it
 /// (`{"v":N,"time":"…"`), and what follows its closing quote.
 fn written_time(line: &[u8]) -> Option<(&str, &[u8])> {

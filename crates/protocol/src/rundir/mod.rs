@@ -21,7 +21,7 @@ pub use files::{
     CONFIG_FILE, EVENTS_FILE, JOB_OUTPUT_FILE, LOG_FILE, STATUS_FILE, create_dirs, create_file,
     open_own, write_atomically,
 };
-pub use line::event_line;
+pub use line::{event_line, is_step_line};
 pub use status_file::{UnknownField, read_status, read_status_fields};
 pub use tail::{EventTail, missing_events, unreadable_events};
 pub use writer::{RunDir, now_rfc3339};
