@@ -219,15 +219,24 @@ trainui_wheel_env() {
 }
 
 # The programs the tests run besides trainui: tmux (the TUI tests drive the
-# real program in it) and cargo-nextest (runs the tests, grouped and
-# filtered by .config/nextest.toml).
+# real program in it), OpenSSH's server (the tests of remote runs reach
+# trainui over ssh on 127.0.0.1) and cargo-nextest (runs the tests, grouped
+# and filtered by .config/nextest.toml).
 trainui_test_tools() {
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
   if ! command -v tmux >/dev/null; then
     echo "trainui: installing tmux for the terminal tests" >&2
-    local sudo=()
-    [ "$(id -u)" = 0 ] || sudo=(sudo)
     "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq tmux >/dev/null
   fi
+  # The tests of remote runs start their own sshd on 127.0.0.1 (no service
+  # is started); sshd needs its privilege separation folder.
+  if [ ! -x /usr/sbin/sshd ]; then
+    echo "trainui: installing openssh-server for the tests of remote runs" >&2
+    "${sudo[@]}" apt-get update -qq &&
+      "${sudo[@]}" apt-get install -y -qq openssh-server openssh-client >/dev/null
+  fi
+  [ -d /run/sshd ] || "${sudo[@]}" mkdir -p /run/sshd
   if ! cargo nextest --version >/dev/null 2>&1; then
     echo "trainui: installing cargo-nextest (once, a few minutes)" >&2
     cargo install --locked --quiet cargo-nextest

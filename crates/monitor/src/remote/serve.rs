@@ -1,6 +1,6 @@
 //! The far side: `trainui serve --stdio`, started by the near side's ssh
 //! on the machine where runs live. It answers the near side's hello, then
-//! streams the run directories asked for ([`wire`](super::wire)): new
+//! streams the run directories asked for ([`wire`]): new
 //! lines of events.jsonl (a long history thinned on the first read), the
 //! small files whole when they change, the tail of job_output.log, and
 //! whether the run's process is alive; it places the command files sent

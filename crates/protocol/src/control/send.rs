@@ -70,7 +70,7 @@ const DELIVERED_KEPT: std::time::Duration = std::time::Duration::from_mins(10);
 ///
 /// The file is written as a hidden record first (created exclusively: of
 /// two deliveries of one name at once, one wins), then linked under its
-/// name, whole; the record stays behind, for [`DELIVERED_KEPT`].
+/// name, whole; the record stays behind for ten minutes.
 /// The name and the request are checked as the run checks them, and the
 /// spool as [`send`] checks it.
 pub fn deliver(run_dir: &Path, name: &str, body: &str) -> Result<bool> {

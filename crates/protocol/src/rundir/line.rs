@@ -109,7 +109,7 @@ pub(super) fn parse_line(line: &[u8]) -> Option<Event> {
 }
 
 /// Whether an events.jsonl line is a step event as trainui and the Python
-/// package write them (see [`parse_line`]): read without parsing it, for
+/// package write them (`{"v":N,"time":"…","type":"step",`): read without parsing it, for
 /// thinning a long history.
 #[must_use]
 pub fn is_step_line(line: &[u8]) -> bool {

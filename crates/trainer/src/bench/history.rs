@@ -59,6 +59,9 @@ pub struct HistoryFigures {
     /// `trainui watch` on their folder to its first screen.
     pub watch_sweep_runs: u64,
     pub watch_sweep_first_screen_secs: f64,
+    /// The same history and a busy run on another machine, over ssh to a
+    /// loopback sshd (absent when sshd is missing).
+    pub remote: Option<super::remote::RemoteFigures>,
 }
 
 /// Writes the history in `dir` and times both commands on it.
@@ -124,6 +127,13 @@ pub fn measure(steps: u64, dir: &Path) -> Result<HistoryFigures> {
     super::sweep::write_runs(&watched, WATCH_SWEEP_RUNS, WATCH_SWEEP_STEPS)?;
     let (watch_sweep_first_screen_secs, _) =
         first_screen(&program, &watched, &format!("of {WATCH_SWEEP_RUNS} runs"))?;
+    super::progress(&format!(
+        "remote: a run written every {} ms followed over ssh; watch on the history over ssh",
+        super::remote::WRITE_EVERY.as_millis()
+    ));
+    let remote = super::remote::measure(&program, &run_dir, steps, &dir.join("remote"))
+        .map_err(|err| super::progress(&format!("remote runs not measured: {err}")))
+        .ok();
     Ok(HistoryFigures {
         steps,
         events,
@@ -140,6 +150,7 @@ pub fn measure(steps: u64, dir: &Path) -> Result<HistoryFigures> {
         runs_max_secs: runs_secs.last().copied().unwrap_or(f64::INFINITY),
         watch_sweep_runs: WATCH_SWEEP_RUNS,
         watch_sweep_first_screen_secs,
+        remote,
     })
 }
 
@@ -253,7 +264,7 @@ fn write_history(run_dir: &Path, steps: u64) -> Result<(u64, u64)> {
     Ok((events, bytes))
 }
 
-fn started(steps: u64) -> Event {
+pub(super) fn started(steps: u64) -> Event {
     Event::Started(Box::new(RunInfo {
         parameters: 3_716_608,
         vocab_size: 2048,
@@ -266,7 +277,7 @@ fn started(steps: u64) -> Event {
     }))
 }
 
-fn step_event(step: u64, steps: u64) -> Event {
+pub(super) fn step_event(step: u64, steps: u64) -> Event {
     let progress = step as f64 / steps as f64;
     Event::Step(StepMetrics {
         step,
@@ -285,7 +296,7 @@ fn step_event(step: u64, steps: u64) -> Event {
 /// tmux terminal of 120x40 and waits for its screen to show `marker` (the
 /// last step; how many runs it compares). Returns the seconds that took
 /// and the watch process's peak memory.
-fn first_screen(program: &Path, run_dir: &Path, marker: &str) -> Result<(f64, u64)> {
+pub(super) fn first_screen(program: &Path, run_dir: &Path, marker: &str) -> Result<(f64, u64)> {
     let socket = format!("trainui-bench-{}", std::process::id());
     let tmux = |args: &[&str]| -> Result<String> {
         let output = Command::new("tmux")

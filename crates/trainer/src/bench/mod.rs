@@ -9,7 +9,9 @@
 mod history;
 mod peer;
 mod plan;
+mod remote;
 pub mod report;
+mod sshd;
 mod sweep;
 pub mod table;
 mod ui_cost;

@@ -12,6 +12,7 @@ use super::plan::{
     EARLY_POSITION, LATE_POSITION, NEW_TOKENS, POSITION_WINDOW, PROMPT_LEN, TrainRun, WARMUP_STEPS,
     median, quantile,
 };
+use super::remote::RemoteFigures;
 use super::ui_cost::UiFigures;
 use super::watch_cost::WatchFigures;
 use trainui_protocol::config::ModelConfig;
@@ -28,6 +29,10 @@ const WATCH_PEAK_MIB: f64 = 200.0;
 const QUERY_CSV_SECS: f64 = 2.0;
 /// `trainui runs` over a sweep's folder of a thousand runs.
 const RUNS_SECS: f64 = 1.0;
+/// A week-long run's first screen in `watch HOST:RUN`, over ssh.
+const REMOTE_FIRST_SCREEN_SECS: f64 = 3.0;
+/// Following a busy remote run, on each side, in % of a core.
+const REMOTE_FOLLOW_PERCENT: f64 = 1.0;
 
 /// Largest difference allowed between trainui's and the peer's logits.
 const LOGITS_TOLERANCE: f64 = 1e-4;
@@ -400,9 +405,16 @@ pub fn build(setup: Setup, raw: Raw, ui: UiFigures, elapsed: Duration) -> Report
 /// The targets of a week-long history and a sweep: `watch` shows the
 /// history within 2 s, `status` answers within 0.2 s, `query --csv` prints
 /// it all within 2 s, `runs` lists a thousand runs within 1 s, and `watch`
-/// opens two hundred within 2 s (failed when not measured).
-pub(super) fn history_targets(history: Option<&HistoryFigures>) -> [Target; 6] {
+/// opens two hundred within 2 s; over ssh, `watch HOST:RUN` shows the
+/// history within 3 s and following a busy run costs at most 1 % of a
+/// core on each side (failed when not measured).
+pub(super) fn history_targets(history: Option<&HistoryFigures>) -> [Target; 9] {
     let figure = |f: fn(&HistoryFigures) -> f64| history.map_or(f64::INFINITY, f);
+    let remote = |f: fn(&RemoteFigures) -> f64| {
+        history
+            .and_then(|h| h.remote.as_ref())
+            .map_or(f64::INFINITY, f)
+    };
     [
         at_most(
             "watch first screen, long history (s)",
@@ -439,6 +451,24 @@ pub(super) fn history_targets(history: Option<&HistoryFigures>) -> [Target; 6] {
             figure(|h| h.watch_sweep_first_screen_secs),
             WATCH_FIRST_SCREEN_SECS,
             "2 s",
+        ),
+        at_most(
+            "remote watch first screen, long history (s)",
+            remote(|r| r.watch_first_screen_secs),
+            REMOTE_FIRST_SCREEN_SECS,
+            "3 s",
+        ),
+        at_most(
+            "remote follow cost, busy run, near side (% of a core)",
+            remote(|r| 100.0 * r.near_cpu_share),
+            REMOTE_FOLLOW_PERCENT,
+            "1 %",
+        ),
+        at_most(
+            "remote follow cost, busy run, far side (% of a core)",
+            remote(|r| 100.0 * r.far_cpu_share),
+            REMOTE_FOLLOW_PERCENT,
+            "1 %",
         ),
     ]
 }
@@ -523,6 +553,18 @@ mod tests {
             runs_max_secs: 1.3,
             watch_sweep_runs: 200,
             watch_sweep_first_screen_secs: 0.5,
+            remote: Some(RemoteFigures {
+                watch_first_screen_secs: 3.5,
+                watch_peak_bytes: 50 << 20,
+                follow_events_per_sec: 99.8,
+                follow_secs: 10.0,
+                follow_events: 995,
+                near_cpu_share: 0.004,
+                near_ssh_cpu_share: 0.002,
+                far_cpu_share: 0.006,
+                far_sshd_cpu_share: 0.003,
+                copy_bytes: 400_000,
+            }),
         });
         raw
     }
@@ -572,8 +614,31 @@ mod tests {
         assert!(verdicts.contains(&("watch peak memory, long history (MiB)", true)));
         assert!(verdicts.contains(&("query --csv, long history, median (s)", true)));
         assert!(verdicts.contains(&("runs, 1,000 runs, median (s)", false)));
+        assert!(verdicts.contains(&("remote watch first screen, long history (s)", false)));
+        assert!(verdicts.contains(&(
+            "remote follow cost, busy run, near side (% of a core)",
+            true
+        )));
+        assert!(verdicts.contains(&("remote follow cost, busy run, far side (% of a core)", true)));
+        let near = report
+            .targets
+            .iter()
+            .find(|t| t.name.contains("near side"))
+            .unwrap();
+        assert!((near.value - 0.4).abs() < 1e-9, "{near:?}");
         let table = report_table(&report);
-        assert!(table.contains("4 of 20 targets missed"), "{table}");
+        assert!(table.contains("5 of 23 targets missed"), "{table}");
+        assert!(
+            table.contains("remote follow, 100 step events/s, near")
+                && table.contains("0.40 % · ssh 0.20 %")
+                && table.contains("0.60 % · sshd 0.30 %"),
+            "{table}"
+        );
+        assert!(
+            table.contains("remote watch first screen, 1,000,000 steps")
+                && table.contains("3.50 s · 50 MiB"),
+            "{table}"
+        );
         assert!(table.contains("watch CPU, idle run (5 s)"), "{table}");
         assert!(
             table.contains("watch first screen, 1,000,000 steps")
@@ -611,6 +676,33 @@ mod tests {
         assert!(verdicts.contains(&("status, long history, slowest (s)", false)));
         assert!(verdicts.contains(&("query --csv, long history, median (s)", false)));
         assert!(verdicts.contains(&("runs, 1,000 runs, median (s)", false)));
+        assert!(verdicts.contains(&(
+            "remote follow cost, busy run, far side (% of a core)",
+            false
+        )));
+    }
+
+    #[test]
+    fn remote_runs_that_could_not_be_measured_fail_their_targets() {
+        let mut raw = raw(0.1, 0.11, 1.0);
+        if let Some(history) = raw.history.as_mut() {
+            history.remote = None;
+        }
+        let report = build(setup(), raw, ui(), Duration::from_secs(1));
+        let verdicts = verdicts(&report);
+        assert!(verdicts.contains(&("watch first screen, 200 runs (s)", true)));
+        for name in [
+            "remote watch first screen, long history (s)",
+            "remote follow cost, busy run, near side (% of a core)",
+            "remote follow cost, busy run, far side (% of a core)",
+        ] {
+            assert!(verdicts.contains(&(name, false)), "{name}");
+        }
+        let alone = history_table(report.ui.history.as_ref().unwrap());
+        assert!(
+            alone.contains("remote runs over ssh") && alone.contains("not measured"),
+            "{alone}"
+        );
     }
 
     #[test]

@@ -174,7 +174,9 @@ pub fn report_table(report: &Report) -> String {
         ],
     ])
     .chain(u.history.iter().flat_map(|h| {
-        history_rows(h).map(|[name, value]| [name, value, String::new(), String::new()])
+        history_rows(h)
+            .into_iter()
+            .map(|[name, value]| [name, value, String::new(), String::new()])
     }))
     .chain(u.watch.iter().flat_map(|w| {
         [
@@ -262,8 +264,8 @@ pub fn history_table(history: &HistoryFigures) -> String {
     out
 }
 
-fn history_rows(h: &HistoryFigures) -> [[String; 2]; 6] {
-    [
+fn history_rows(h: &HistoryFigures) -> Vec<[String; 2]> {
+    let mut rows = vec![
         [
             format!(
                 "watch first screen, {} steps",
@@ -310,7 +312,43 @@ fn history_rows(h: &HistoryFigures) -> [[String; 2]; 6] {
             format!("watch first screen, {} runs", h.watch_sweep_runs),
             format!("{:.2} s", h.watch_sweep_first_screen_secs),
         ],
-    ]
+    ];
+    match &h.remote {
+        Some(r) => rows.extend([
+            [
+                format!(
+                    "remote watch first screen, {} steps",
+                    trainui_protocol::lines::thousands(h.steps)
+                ),
+                format!(
+                    "{:.2} s · {:.0} MiB",
+                    r.watch_first_screen_secs,
+                    r.watch_peak_bytes as f64 / f64::from(1 << 20)
+                ),
+            ],
+            [
+                format!(
+                    "remote follow, {:.0} step events/s, near",
+                    r.follow_events_per_sec
+                ),
+                format!(
+                    "{:.2} % · ssh {:.2} %",
+                    100.0 * r.near_cpu_share,
+                    100.0 * r.near_ssh_cpu_share
+                ),
+            ],
+            [
+                format!("remote follow, {:.0} s, far", r.follow_secs),
+                format!(
+                    "{:.2} % · sshd {:.2} %",
+                    100.0 * r.far_cpu_share,
+                    100.0 * r.far_sshd_cpu_share
+                ),
+            ],
+        ]),
+        None => rows.push(["remote runs over ssh".into(), "not measured".into()]),
+    }
+    rows
 }
 
 fn format_value(value: f64) -> String {
