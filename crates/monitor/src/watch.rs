@@ -44,7 +44,8 @@ pub fn targets(paths: &[PathBuf], depth: usize, filters: &[Filter]) -> Result<Ve
             }
             continue;
         }
-        let found = if run_list::is_run(path) {
+        // A remote run is shown even while its host cannot be reached.
+        let found = if run_list::is_run(path) || crate::remote::is_copy(path) {
             vec![path.clone()]
         } else {
             let inside = run_list::find(path, depth)?;
@@ -114,13 +115,20 @@ fn label_namesakes(apps: &mut [App], run_dirs: &[PathBuf]) {
 /// `plain` (or NO_COLOR) turns colours off.
 pub fn run(args: &WatchArgs) -> Result<()> {
     let plain = args.plain;
+    let as_one = if args.as_one {
+        Some(as_one_targets(&args.run_dirs)?)
+    } else {
+        None
+    };
     if !std::io::stdout().is_terminal() {
         return Err(Error::Usage(
             "watch needs a terminal; for scripts use `trainui status` or read events.jsonl".into(),
         ));
     }
-    let (paths, remote) = if args.as_one {
-        as_one(&args.run_dirs)?
+    let (paths, remote) = if let Some(targets) = as_one {
+        let mut remote = Remote::new()?;
+        let copy = remote.follow_as_one(&targets, Depth::Thinned)?;
+        (vec![copy], Some(remote))
     } else {
         crate::remote::localize_folders(&args.run_dirs, args.depth, Depth::Thinned)?
     };
@@ -200,7 +208,7 @@ pub fn run(args: &WatchArgs) -> Result<()> {
 
 /// `--as-one`: the paths are one run on several machines, its events from
 /// the first and the rank files from all.
-fn as_one(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Option<Remote>)> {
+fn as_one_targets(paths: &[PathBuf]) -> Result<Vec<crate::remote::Target>> {
     let targets: Vec<crate::remote::Target> = paths
         .iter()
         .map(|path| {
@@ -217,9 +225,7 @@ fn as_one(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Option<Remote>)> {
             "--as-one takes the run on two machines or more (node1:RUN node2:RUN)".into(),
         ));
     }
-    let mut remote = Remote::new()?;
-    let copy = remote.follow_as_one(&targets, Depth::Thinned)?;
-    Ok((vec![copy], Some(remote)))
+    Ok(targets)
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ use trainui_protocol::rundir::{self, create_file};
 pub struct Mirror {
     pub dir: PathBuf,
     pub resume: Resume,
+    /// The rank files this copy took (a run seen `--as-one` has the others'
+    /// in the same folder).
+    ranks: std::collections::BTreeSet<String>,
 }
 
 impl Mirror {
@@ -33,6 +36,7 @@ impl Mirror {
         Ok(Self {
             dir,
             resume: Resume::default(),
+            ranks: std::collections::BTreeSet::new(),
         })
     }
 
@@ -73,11 +77,14 @@ impl Mirror {
 
     /// A small file from the far side, whole (None: gone there). Only the
     /// names a run directory has are taken.
-    pub fn file(&self, name: &str, text: Option<&str>) -> Result<(), String> {
+    pub fn file(&mut self, name: &str, text: Option<&str>) -> Result<(), String> {
         if !small_file(name) {
             return Err(format!(
                 "the far side sent a file named {name:?}; not taken"
             ));
+        }
+        if name.starts_with(RANKS_DIR) {
+            self.ranks.insert(name.to_owned());
         }
         let path = self.dir.join(name);
         let Some(text) = text else {
@@ -95,9 +102,12 @@ impl Mirror {
     }
 
     /// Before following again: the rank files are sent anew, and those
-    /// gone meanwhile must not linger.
-    pub fn forget_ranks(&self) {
-        let _ = fs::remove_dir_all(self.dir.join(RANKS_DIR));
+    /// gone meanwhile must not linger (only this copy's own: another
+    /// node's stay).
+    pub fn forget_ranks(&mut self) {
+        for name in std::mem::take(&mut self.ranks) {
+            let _ = fs::remove_file(self.dir.join(name));
+        }
     }
 
     /// The command files `ctl` and watch's keys dropped into the copy's
@@ -204,7 +214,7 @@ mod tests {
     #[test]
     fn a_copy_takes_only_the_files_of_a_run_directory_and_stays_in_its_folder() {
         let dir = tempfile::tempdir().unwrap();
-        let mirror = Mirror::create(dir.path().join("copy")).unwrap();
+        let mut mirror = Mirror::create(dir.path().join("copy")).unwrap();
         for name in [
             "../escape.json",
             "ranks/../../x.json",

@@ -235,6 +235,13 @@ pub fn refused_command(dir: &Path, id: &str) -> Option<String> {
         .cloned()
 }
 
+/// Whether `dir` is the copy of a remote run (a run to show even before
+/// anything of it has arrived).
+#[must_use]
+pub fn is_copy(dir: &Path) -> bool {
+    copy_of(dir).is_some()
+}
+
 /// A run path as the user wrote it: `host:PATH` for a copy of a remote
 /// run, the path itself for another.
 #[must_use]

@@ -738,3 +738,199 @@ fn a_version_mismatch_is_said_naming_both_versions() {
         "nothing was delivered"
     );
 }
+
+/// A rank's heartbeat file as a rank on `host` writes it, its last beat
+/// `age` seconds ago.
+fn rank_file(run: &Path, rank: u32, host: &str, step: u64, age: f64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let beat = serde_json::json!({
+        "v": trainui_protocol::events::SCHEMA_VERSION,
+        "rank": rank,
+        "world_size": 2,
+        "local_rank": 0,
+        "host": host,
+        "pid": 4000 + rank,
+        "phase": "training",
+        "step": step,
+        "state": "training",
+        "beat": humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + Duration::from_secs_f64(now - age)
+        )
+        .to_string(),
+        "beat_unix": now - age,
+        "written_unix": now - age,
+    });
+    let dir = run.join("ranks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let temp = dir.join(format!(".rank-{rank}.tmp"));
+    std::fs::write(&temp, beat.to_string()).unwrap();
+    std::fs::rename(temp, dir.join(format!("rank-{rank}.json"))).unwrap();
+}
+
+#[test]
+fn as_one_shows_a_job_across_two_nodes_whole_and_the_rank_that_fell_silent() {
+    let remote = Remote::start();
+    // Node 1 holds the run's events and status and rank 0's file; node 2,
+    // which shares no filesystem with it, only rank 1's.
+    let (node1, node2) = (remote.path("node1/run"), remote.path("node2/run"));
+    let mut job = endless_run(&node1);
+    wait_for_event(&node1, "step");
+    rank_file(&node2, 1, "node2", 7, 600.0);
+    let beating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let heart = {
+        let (beating, node1) = (std::sync::Arc::clone(&beating), node1.clone());
+        std::thread::spawn(move || {
+            while beating.load(std::sync::atomic::Ordering::Relaxed) {
+                rank_file(&node1, 0, "node1", 50, 0.0);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    // Two destinations (two logins of one test server) stand for the
+    // two nodes: one connection each.
+    let node2_path = format!("root@{}:{}", remote.sshd.host(), node2.display());
+    let command = format!(
+        "{}; echo WATCH_EXIT=$?; sleep 120",
+        shell_line(
+            &remote.env(),
+            &[
+                "watch".into(),
+                remote.remote(&node1),
+                node2_path,
+                "--as-one".into()
+            ]
+        )
+    );
+    let tmux = Tmux::start("as-one", &command);
+    let screen = tmux.wait_for_screen("both nodes' ranks, rank 1 silent", |s| {
+        s.contains("r0 node1:4000 training @50")
+            && s.contains("r1 node2:4001 training @7 SILENT")
+            && s.contains("TRAINING")
+    });
+    // The header names the rank that went silent first.
+    assert!(screen.contains("RANK 1 SILENT since"), "{screen}");
+    tmux.keys("q");
+    let screen = tmux.wait_for_screen("the exit", |s| s.contains("WATCH_EXIT="));
+    assert!(screen.contains("WATCH_EXIT=0"), "{screen}");
+    beating.store(false, std::sync::atomic::Ordering::Relaxed);
+    heart.join().unwrap();
+    stop(&node1, &mut job);
+    // One path alone is refused, as is a local one.
+    let output = remote.trainui(&["watch", "--as-one", &remote.remote(&node1)]);
+    crate::common::assert_user_error(&output, &["--as-one takes the run on two machines"]);
+}
+
+#[test]
+fn a_host_that_cannot_be_reached_is_shown_so_and_the_other_runs_stay_live() {
+    let remote = Remote::start();
+    let run = remote.path("run");
+    let mut job = endless_run(&run);
+    wait_for_event(&run, "step");
+    // Port 1 of the test host: nothing listens there.
+    let nowhere = format!(
+        "ssh://{}:1/{}",
+        remote.sshd.host(),
+        remote.path("far").display()
+    );
+    let command = format!(
+        "{}; echo WATCH_EXIT=$?; sleep 120",
+        shell_line(
+            &remote.env(),
+            &["watch".into(), nowhere, run.to_string_lossy().into_owned()]
+        )
+    );
+    let tmux = Tmux::start("unreachable", &command);
+    let screen = tmux.wait_for_screen("the unreachable host", |s| {
+        s.contains("cannot connect, trying again")
+    });
+    let row = |screen: &str| {
+        screen
+            .lines()
+            .find(|l| l.starts_with('│') && l.contains(" run ") && l.contains("training"))
+            .map(str::to_owned)
+    };
+    let first = row(&screen).unwrap_or_else(|| panic!("the local run's row:\n{screen}"));
+    // The local run goes on being followed: its row changes.
+    tmux.wait_for_screen("the local run moving on", |s| {
+        row(s).is_some_and(|now| now != first)
+    });
+    tmux.keys("q");
+    let screen = tmux.wait_for_screen("the exit", |s| s.contains("WATCH_EXIT="));
+    assert!(screen.contains("WATCH_EXIT=0"), "{screen}");
+    stop(&run, &mut job);
+}
+
+#[test]
+fn runs_diff_query_and_plot_read_runs_on_another_machine() {
+    let remote = Remote::start();
+    let folder = remote.path("sweep");
+    for (name, rate) in [("lr-a", "0.001"), ("lr-b", "0.003")] {
+        let output = tiny_run_std(
+            &folder.join(name),
+            &[
+                "train.max_steps=20",
+                "eval.eval_steps=0",
+                &format!("train.learning_rate={rate}"),
+            ],
+        )
+        .output()
+        .unwrap();
+        crate::common::assert_success(&output);
+    }
+    let far = |name: &str| remote.remote(&folder.join(name));
+    let listed = stdout(&remote.trainui(&["runs", &remote.remote(&folder)]));
+    for name in ["lr-a", "lr-b"] {
+        let line = listed
+            .lines()
+            .find(|line| line.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} listed:\n{listed}"));
+        assert!(line.contains("20/20"), "{listed}");
+        assert!(line.ends_with(&far(name)), "the remote path: {listed}");
+    }
+    assert!(listed.contains("train.learning_rate"), "{listed}");
+    let diff = stdout(&remote.trainui(&["diff", &far("lr-a"), &far("lr-b")]));
+    assert!(diff.contains("train.learning_rate"), "{diff}");
+    assert!(diff.contains("0.001") && diff.contains("0.003"), "{diff}");
+    // The whole history, line for line, as a local query prints it.
+    let remote_csv = stdout(&remote.trainui(&["query", &far("lr-a"), "--csv"]));
+    let local_csv = stdout(
+        &trainui()
+            .arg("query")
+            .arg(folder.join("lr-a"))
+            .arg("--csv")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(remote_csv, local_csv);
+    assert_eq!(
+        remote_csv.lines().count(),
+        5,
+        "a header and 4 logged steps: {remote_csv}"
+    );
+    let picture = remote.path("sweep.svg");
+    let plotted = remote.trainui(&[
+        "plot",
+        &remote.remote(&folder),
+        "--out",
+        picture.to_str().unwrap(),
+    ]);
+    crate::common::assert_success(&plotted);
+    let svg = std::fs::read_to_string(&picture).unwrap();
+    assert!(
+        svg.contains("lr-a") && svg.contains("lr-b"),
+        "both runs drawn"
+    );
+    // A folder that is not there is named as the user wrote it.
+    let missing = remote.path("missing");
+    let output = remote.trainui(&["status", &remote.remote(&missing)]);
+    crate::common::assert_user_error(
+        &output,
+        &[&format!(
+            "{}: no such run directory",
+            remote.remote(&missing)
+        )],
+    );
+}
