@@ -28,11 +28,18 @@ pub struct Mirror {
 impl Mirror {
     /// Makes the copy's folder (owner-only, with an empty control spool
     /// that `ctl` and watch's keys write into).
+    /// A copy kept from before (`TRAINUI_REMOTE_CACHE`) sends none of the
+    /// command files left in it: they were meant for then.
     pub fn create(dir: PathBuf) -> std::io::Result<Self> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir.join(SPOOL_DIR))?;
+        if let Ok(entries) = fs::read_dir(dir.join(SPOOL_DIR)) {
+            for entry in entries.filter_map(Result::ok) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         Ok(Self {
             dir,
             resume: Resume::default(),
@@ -160,6 +167,12 @@ fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         let _ = fs::remove_file(&temp);
     }
     placed
+}
+
+/// The rank files of a copy kept from before: the far side sends those
+/// there are now.
+pub fn forget_old_ranks(dir: &Path) {
+    let _ = fs::remove_dir_all(dir.join(RANKS_DIR));
 }
 
 /// The small files a copy holds: the status file, config.json and

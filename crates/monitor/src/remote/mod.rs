@@ -284,27 +284,29 @@ impl Remote {
     /// # Errors
     /// When the folder for the copies cannot be made.
     pub fn new() -> Result<Self> {
-        let (root, keep) = match std::env::var_os("TRAINUI_REMOTE_CACHE") {
-            Some(root) if !root.is_empty() => (PathBuf::from(root), true),
-            _ => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos());
-                let name = format!("trainui-remote-{}-{nanos}", std::process::id());
-                (std::env::temp_dir().join(name), false)
+        let root = match std::env::var_os("TRAINUI_REMOTE_CACHE") {
+            Some(root) if !root.is_empty() => {
+                let root = PathBuf::from(root);
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&root)
+                    .map_err(Error::io(
+                        "cannot make the folder for copies of remote runs (TRAINUI_REMOTE_CACHE)",
+                        &root,
+                    ))?;
+                return Ok(Self {
+                    root,
+                    keep: true,
+                    links: Vec::new(),
+                    copies: Vec::new(),
+                });
             }
+            _ => private_folder()?,
         };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&root)
-            .map_err(Error::io(
-                "cannot make the folder for copies of remote runs",
-                &root,
-            ))?;
         Ok(Self {
             root,
-            keep,
+            keep: false,
             links: Vec::new(),
             copies: Vec::new(),
         })
@@ -329,6 +331,7 @@ impl Remote {
     /// When the copy's folder cannot be made.
     pub fn follow(&mut self, target: &Target, depth: Depth) -> Result<PathBuf> {
         let dir = mirror::place(&self.root, &target.destination.shown, &target.path);
+        mirror::forget_old_ranks(&dir);
         self.follow_into(target, depth, dir)
     }
 
@@ -341,6 +344,7 @@ impl Remote {
     pub fn follow_as_one(&mut self, targets: &[Target], depth: Depth) -> Result<PathBuf> {
         let first = &targets[0];
         let dir = mirror::place(&self.root, &first.destination.shown, &first.path);
+        mirror::forget_old_ranks(&dir);
         for other in &targets[1..] {
             let mirror = Mirror::create(dir.clone())
                 .map_err(Error::io("cannot make a copy of a remote run", &dir))?;
@@ -485,6 +489,36 @@ impl Drop for Remote {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// A new folder of this user's alone in the temporary folder: made here
+/// (never one that was there, which another user could have put in its
+/// place).
+fn private_folder() -> Result<PathBuf> {
+    let mut last = None;
+    for attempt in 0..16u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!("trainui-remote-{}-{nanos}-{attempt}", std::process::id());
+        let root = std::env::temp_dir().join(name);
+        match std::fs::DirBuilder::new().mode(0o700).create(&root) {
+            Ok(()) => return Ok(root),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => last = Some(root),
+            Err(err) => {
+                return Err(Error::io(
+                    "cannot make the folder for copies of remote runs",
+                    &root,
+                )(err));
+            }
+        }
+    }
+    Err(Error::Failed(format!(
+        "cannot make a new folder for copies of remote runs in {} (the last tried, {}, was \
+         there); set TRAINUI_REMOTE_CACHE to a folder of your own",
+        std::env::temp_dir().display(),
+        last.unwrap_or_default().display()
+    )))
 }
 
 /// `paths` with each remote run path replaced by its copy, followed to
