@@ -12,8 +12,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::Destination;
 use super::mirror::Mirror;
+use super::ssh::{self, Destination};
 use super::wire::{self, Depth, MAX_MESSAGE, ToFar, ToNear, WIRE_VERSION};
 use trainui_protocol::control::REQUEST_VERSION;
 use trainui_protocol::events::SCHEMA_VERSION;
@@ -326,7 +326,7 @@ impl Ssh {
             (Some(127), _) => format!(
                 "no `{}` on the far side's PATH: install trainui there, or set \
                  TRAINUI_REMOTE_PROGRAM to its path there",
-                trainui_protocol::text::escape(&super::remote_program())
+                trainui_protocol::text::escape(&ssh::remote_program())
             ),
             (_, Some(last)) => format!("ssh: {last}"),
             (Some(code), None) => format!("ssh exited with status {code}"),
@@ -336,7 +336,7 @@ impl Ssh {
 }
 
 fn spawn_ssh(destination: &Destination) -> std::io::Result<(Ssh, ChildStdin, Receiver<ToNear>)> {
-    let mut command = super::ssh_command(destination);
+    let mut command = ssh::ssh_command(destination);
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -16,18 +16,18 @@
 pub mod link;
 pub mod mirror;
 pub mod serve;
+pub mod ssh;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use link::{Connection, Link, Registry};
 use mirror::Mirror;
+pub use ssh::{Destination, remote_program};
 use trainui_protocol::error::{Error, Result};
 use trainui_protocol::runlock;
 pub use wire::Depth;
@@ -35,15 +35,6 @@ pub use wire::Depth;
 /// How long a command that reads a remote run once (status, runs, ctl...)
 /// waits for its copy.
 pub const ONE_SHOT_WAIT: Duration = Duration::from_secs(30);
-
-/// Where ssh connects: `[user@]host`, and a port (ssh:// paths).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Destination {
-    pub login: String,
-    pub port: Option<u16>,
-    /// As the user wrote it: `user@host` or `host:port`.
-    pub shown: String,
-}
 
 /// A run path on another machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,52 +109,6 @@ pub fn target(path: &Path) -> Option<Target> {
             far.to_owned()
         },
     })
-}
-
-/// The far side's program: `$TRAINUI_REMOTE_PROGRAM`, else `trainui`.
-#[must_use]
-pub fn remote_program() -> String {
-    std::env::var("TRAINUI_REMOTE_PROGRAM")
-        .ok()
-        .filter(|program| !program.is_empty())
-        .unwrap_or_else(|| "trainui".into())
-}
-
-/// `text` as one word of a POSIX shell (the far side's shell reads the
-/// command ssh sends); a leading `~/` stays outside the quotes, so that
-/// the shell makes it the home folder.
-fn shell_word(text: &str) -> String {
-    let (home, rest) = match text.strip_prefix("~/") {
-        Some(rest) => ("~/", rest),
-        None => ("", text),
-    };
-    format!("{home}'{}'", rest.replace('\'', r"'\''"))
-}
-
-/// The ssh command line of a connection to `destination`.
-fn ssh_command(destination: &Destination) -> Command {
-    let mut args: Vec<OsString> = vec!["-T".into(), "-o".into(), "BatchMode=yes".into()];
-    if let Some(port) = destination.port {
-        args.extend(["-p".into(), port.to_string().into()]);
-    }
-    args.push("--".into());
-    args.push(destination.login.clone().into());
-    args.push(format!("{} serve --stdio", shell_word(&remote_program())).into());
-    let ssh = std::env::var("TRAINUI_SSH_COMMAND")
-        .ok()
-        .filter(|command| !command.trim().is_empty());
-    let mut command = if let Some(ssh) = ssh {
-        let mut command = Command::new("sh");
-        command
-            .arg("-c")
-            .arg(format!("{ssh} \"$@\""))
-            .arg("trainui-ssh");
-        command
-    } else {
-        Command::new("ssh")
-    };
-    command.args(args);
-    command
 }
 
 fn registry() -> &'static Mutex<Registry> {
@@ -619,12 +564,5 @@ mod tests {
         let found = target(Path::new("lr:1"));
         std::env::set_current_dir(relative).unwrap();
         assert_eq!(found, None, "a path that exists here is local");
-    }
-
-    #[test]
-    fn the_far_command_is_one_shell_word_per_part() {
-        assert_eq!(shell_word("trainui"), "'trainui'");
-        assert_eq!(shell_word("~/venv/bin/trainui"), "~/'venv/bin/trainui'");
-        assert_eq!(shell_word("a'b; rm -rf x"), r"'a'\''b; rm -rf x'");
     }
 }
