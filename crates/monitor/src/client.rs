@@ -76,7 +76,17 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
         ));
         return Ok(());
     }
+    // A command sent to another machine may be in its run's spool by now:
+    // it is withdrawn only if it was still here.
+    let spooled = control::spool_dir(&args.run_dir).join(format!("{id}.json"));
+    let handed_over = crate::remote::is_copy(&args.run_dir) && !spooled.exists();
     control::withdraw(&args.run_dir, &id);
+    let fate = if handed_over {
+        "the command was handed to the far side, and the run may still apply it \
+         within a minute (then it is stale)"
+    } else {
+        "the command was withdrawn"
+    };
     let why = match (rundir::read_status(&args.run_dir), &tail.problem) {
         // Its answer, if any, cannot be read.
         (_, Some(problem)) => problem.clone(),
@@ -87,7 +97,7 @@ pub fn ctl(args: &CtlArgs) -> Result<()> {
         (Err(err), None) => err.to_string(),
     };
     Err(Error::Failed(format!(
-        "no answer from the run in {} within {}s: {why}; the command was withdrawn",
+        "no answer from the run in {} within {}s: {why}; {fate}",
         args.run_dir.display(),
         args.timeout
     )))

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::mirror::Mirror;
-use super::ssh::{self, Destination};
+use super::ssh::{self, Destination, Settings};
 use super::wire::{self, Depth, MAX_MESSAGE, ToFar, ToNear, WIRE_VERSION};
 use trainui_protocol::control::REQUEST_VERSION;
 use trainui_protocol::events::SCHEMA_VERSION;
@@ -26,6 +26,8 @@ const HELLO_WAIT: Duration = Duration::from_secs(30);
 /// Waits between attempts: doubling from the first, at most the last.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MOST: Duration = Duration::from_secs(15);
+/// How often the near side says it is there when it has nothing to ask.
+const BEAT: Duration = Duration::from_secs(1);
 /// How often the copies' spools are looked at for commands to forward.
 const SPOOL_EVERY: Duration = Duration::from_millis(200);
 /// How much of ssh's own output is kept, to say why it failed.
@@ -136,7 +138,7 @@ pub struct Link {
 
 impl Link {
     #[must_use]
-    pub fn start(destination: Destination) -> Self {
+    pub fn start(destination: Destination, settings: Settings) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 connection: Connection::Connecting,
@@ -152,7 +154,7 @@ impl Link {
             let destination = destination.clone();
             thread::Builder::new()
                 .name("remote-link".into())
-                .spawn(move || keep_connected(&destination, &shared))
+                .spawn(move || keep_connected(&destination, &settings, &shared))
                 .ok()
         };
         Self {
@@ -244,7 +246,7 @@ impl Drop for Link {
 
 /// The connection's thread: connect, serve, and after a drop connect
 /// again, until stopped or refused.
-fn keep_connected(destination: &Destination, shared: &Shared) {
+fn keep_connected(destination: &Destination, settings: &Settings, shared: &Shared) {
     let mut attempt: u32 = 0;
     let mut connection_id: u64 = 0;
     let mut served = false;
@@ -253,7 +255,7 @@ fn keep_connected(destination: &Destination, shared: &Shared) {
             return;
         }
         connection_id += 1;
-        let why = match connect(destination, shared, connection_id) {
+        let why = match connect(destination, settings, shared, connection_id) {
             Ended::Stopped => return,
             Ended::Refused(why) => {
                 shared.lock().connection = Connection::Refused(why);
@@ -297,10 +299,15 @@ enum Ended {
 struct Ssh {
     child: Child,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// The far side's program, as named.
+    program: String,
 }
 
 impl Drop for Ssh {
     fn drop(&mut self) {
+        // Its process group: a TRAINUI_SSH_COMMAND run by `sh -c` may
+        // have started ssh as a child of its own.
+        let _ = trainui_protocol::process::signal_group(self.child.id(), libc::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -309,9 +316,15 @@ impl Drop for Ssh {
 impl Ssh {
     /// What ssh said of its failure, its last line, escaped.
     fn said(&mut self) -> String {
-        let status = self.child.try_wait().ok().flatten();
-        // Give its output a moment to arrive after it ended.
-        thread::sleep(Duration::from_millis(100));
+        // Its output closed: it ends in a moment (or is taken for hung).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut status = self.child.try_wait().ok().flatten();
+        while status.is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            status = self.child.try_wait().ok().flatten();
+        }
+        // Give its error output a moment to arrive after it ended.
+        thread::sleep(Duration::from_millis(50));
         let text = self
             .stderr
             .lock()
@@ -326,7 +339,7 @@ impl Ssh {
             (Some(127), _) => format!(
                 "no `{}` on the far side's PATH: install trainui there, or set \
                  TRAINUI_REMOTE_PROGRAM to its path there",
-                trainui_protocol::text::escape(&ssh::remote_program())
+                trainui_protocol::text::escape(&self.program)
             ),
             (_, Some(last)) => format!("ssh: {last}"),
             (Some(code), None) => format!("ssh exited with status {code}"),
@@ -335,8 +348,12 @@ impl Ssh {
     }
 }
 
-fn spawn_ssh(destination: &Destination) -> std::io::Result<(Ssh, ChildStdin, Receiver<ToNear>)> {
-    let mut command = ssh::ssh_command(destination);
+fn spawn_ssh(
+    destination: &Destination,
+    settings: &Settings,
+) -> std::io::Result<(Ssh, ChildStdin, Receiver<ToNear>)> {
+    let mut command = ssh::ssh_command(destination, settings);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -372,6 +389,7 @@ fn spawn_ssh(destination: &Destination) -> std::io::Result<(Ssh, ChildStdin, Rec
         Ssh {
             child,
             stderr: kept,
+            program: settings.program.clone(),
         },
         stdin,
         received,
@@ -428,8 +446,13 @@ fn send(lines: &Sender<String>, message: &ToFar) {
 }
 
 /// One connection, from ssh's start to its end.
-fn connect(destination: &Destination, shared: &Shared, connection_id: u64) -> Ended {
-    let (mut ssh, stdin, messages) = match spawn_ssh(destination) {
+fn connect(
+    destination: &Destination,
+    settings: &Settings,
+    shared: &Shared,
+    connection_id: u64,
+) -> Ended {
+    let (mut ssh, stdin, messages) = match spawn_ssh(destination, settings) {
         Ok(started) => started,
         Err(err) => return Ended::Failed(format!("cannot run ssh: {err}")),
     };
@@ -489,6 +512,7 @@ fn connect(destination: &Destination, shared: &Shared, connection_id: u64) -> En
     }
     shared.changed.notify_all();
     let mut heard = Instant::now();
+    let mut beat = Instant::now();
     let mut spool_read: Option<Instant> = None;
     loop {
         {
@@ -502,13 +526,19 @@ fn connect(destination: &Destination, shared: &Shared, connection_id: u64) -> En
                 spool_read = Some(Instant::now());
             }
         }
+        if beat.elapsed() >= BEAT {
+            beat = Instant::now();
+            send(&lines, &ToFar::Beat);
+        }
         match messages.recv_timeout(Duration::from_millis(100)) {
             Ok(message) => {
                 heard = Instant::now();
+                // What else has come too, a bounded batch, so that a long
+                // catch-up still lets the connection be looked after.
+                let mut batch = vec![message];
+                batch.extend(messages.try_iter().take(64));
                 let mut state = shared.lock();
-                take(&mut state, message);
-                // Take what else has come before looking up again.
-                while let Ok(message) = messages.try_recv() {
+                for message in batch {
                     take(&mut state, message);
                 }
                 drop(state);
@@ -547,9 +577,11 @@ fn ask(state: &mut State, lines: &Sender<String>, connection_id: u64, read_spool
             );
         }
         if read_spools && run.depth != Depth::Ranks {
-            for (name, body) in run.mirror.commands() {
+            let (commands, unreadable) = run.mirror.commands();
+            for (name, body) in commands {
                 run.in_flight.entry(name).or_insert((body, 0));
             }
+            run.refused.extend(unreadable);
         }
         for (name, (body, sent_on)) in &mut run.in_flight {
             if *sent_on != connection_id {
@@ -589,14 +621,20 @@ fn take(state: &mut State, message: ToNear) {
         ToNear::Hello { .. } | ToNear::Beat => {}
         ToNear::Events {
             run: number,
+            from,
             to,
             file,
             start_over,
             lines,
-            ..
         } => {
             if let Some(run) = run(state, number) {
-                run.mirror.events(to, file, start_over, &lines);
+                if !start_over && from != run.mirror.resume.events {
+                    // Not where the copy stands: ask again from there.
+                    run.asked = false;
+                } else if let Err(problem) = run.mirror.events(to, file, start_over, &lines) {
+                    run.problem = Some(problem);
+                    run.asked = false;
+                }
             }
         }
         ToNear::Output {
@@ -607,8 +645,11 @@ fn take(state: &mut State, message: ToNear) {
             text,
             ..
         } => {
-            if let Some(run) = run(state, number) {
-                run.mirror.output(to, file, start_over, &text);
+            if let Some(run) = run(state, number)
+                && let Err(problem) = run.mirror.output(to, file, start_over, &text)
+            {
+                run.problem = Some(problem);
+                run.asked = false;
             }
         }
         ToNear::File {

@@ -15,6 +15,9 @@ use trainui_protocol::control::SPOOL_DIR;
 use trainui_protocol::ranks::RANKS_DIR;
 use trainui_protocol::rundir::{self, create_file};
 
+/// A command file's name and its text (or why it is not sent).
+pub type Named = (String, String);
+
 /// One run's copy: its folder and where it stands against the far files.
 #[derive(Debug)]
 pub struct Mirror {
@@ -47,39 +50,54 @@ impl Mirror {
         })
     }
 
-    /// Lines of events.jsonl from the far side.
-    pub fn events(&mut self, to: u64, file: (u64, u64), start_over: bool, lines: &str) {
-        self.append(rundir::EVENTS_FILE, start_over, lines);
+    /// Lines of events.jsonl from the far side; where the copy stands moves
+    /// on only once they are written.
+    pub fn events(
+        &mut self,
+        to: u64,
+        file: (u64, u64),
+        start_over: bool,
+        lines: &str,
+    ) -> Result<(), String> {
+        self.append(rundir::EVENTS_FILE, start_over, lines)?;
         self.resume.events = to;
         self.resume.events_file = Some(file);
+        Ok(())
     }
 
     /// Bytes of job_output.log from the far side.
-    pub fn output(&mut self, to: u64, file: (u64, u64), start_over: bool, text: &str) {
-        self.append(rundir::JOB_OUTPUT_FILE, start_over, text);
+    pub fn output(
+        &mut self,
+        to: u64,
+        file: (u64, u64),
+        start_over: bool,
+        text: &str,
+    ) -> Result<(), String> {
+        self.append(rundir::JOB_OUTPUT_FILE, start_over, text)?;
         self.resume.output = to;
         self.resume.output_file = Some(file);
+        Ok(())
     }
 
     /// Appends `text` to the copy's `name`, or, for `start_over`, puts a
     /// new file with only `text` in its place (a new file, as a run's
     /// replaced events.jsonl is, so that readers start over).
-    fn append(&self, name: &str, start_over: bool, text: &str) {
+    fn append(&self, name: &str, start_over: bool, text: &str) -> Result<(), String> {
         let path = self.dir.join(name);
-        if start_over {
-            let _ = write_atomically(&path, text.as_bytes());
-            return;
-        }
-        if text.is_empty() {
-            return;
-        }
-        let _ = fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .and_then(|mut file| file.write_all(text.as_bytes()));
+        let written = if start_over {
+            write_atomically(&path, text.as_bytes())
+        } else if text.is_empty() {
+            Ok(())
+        } else {
+            fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .and_then(|mut file| file.write_all(text.as_bytes()))
+        };
+        written.map_err(|e| format!("cannot write the copy {}: {e}", path.display()))
     }
 
     /// A small file from the far side, whole (None: gone there). Only the
@@ -119,31 +137,38 @@ impl Mirror {
 
     /// The command files `ctl` and watch's keys dropped into the copy's
     /// spool, by name, with their text (hidden files still being written
-    /// passed over).
+    /// passed over); and those that are no command file, removed, with why.
     #[must_use]
-    pub fn commands(&self) -> Vec<(String, String)> {
+    pub fn commands(&self) -> (Vec<Named>, Vec<Named>) {
         let Ok(entries) = fs::read_dir(self.dir.join(SPOOL_DIR)) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
-        let mut found: Vec<(String, String)> = entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let name = entry.file_name().into_string().ok()?;
-                if name.starts_with('.')
-                    || Path::new(&name).extension().is_none_or(|ext| ext != "json")
-                {
-                    return None;
+        let mut found = Vec::new();
+        let mut refused = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') || Path::new(&name).extension().is_none_or(|ext| ext != "json")
+            {
+                continue;
+            }
+            let read = trainui_protocol::runfile::read(
+                &entry.path(),
+                trainui_protocol::control::MAX_REQUEST_BYTES,
+            )
+            .map_err(|err| err.to_string())
+            .and_then(|bytes| String::from_utf8(bytes).map_err(|err| err.to_string()));
+            match read {
+                Ok(text) => found.push((name, text)),
+                Err(why) => {
+                    let _ = fs::remove_file(entry.path());
+                    refused.push((name, format!("not sent: {why}")));
                 }
-                let text = trainui_protocol::runfile::read(
-                    &entry.path(),
-                    trainui_protocol::control::MAX_REQUEST_BYTES,
-                )
-                .ok()?;
-                Some((name, String::from_utf8(text).ok()?))
-            })
-            .collect();
+            }
+        }
         found.sort();
-        found
+        (found, refused)
     }
 
     /// A command file the far side has placed (or refused): gone here.
@@ -264,13 +289,13 @@ mod tests {
     fn appends_follow_and_a_start_over_is_a_new_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut mirror = Mirror::create(dir.path().join("copy")).unwrap();
-        mirror.events(4, (1, 2), true, "a\nb\n");
-        mirror.events(6, (1, 2), false, "c\n");
+        mirror.events(4, (1, 2), true, "a\nb\n").unwrap();
+        mirror.events(6, (1, 2), false, "c\n").unwrap();
         let path = dir.path().join("copy/events.jsonl");
         assert_eq!(fs::read_to_string(&path).unwrap(), "a\nb\nc\n");
         assert_eq!(mirror.resume.events, 6);
         let before = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).unwrap());
-        mirror.events(2, (1, 3), true, "d\n");
+        mirror.events(2, (1, 3), true, "d\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "d\n");
         let after = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).unwrap());
         assert_ne!(before, after);

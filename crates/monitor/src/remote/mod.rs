@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use link::{Connection, Link, Registry};
 use mirror::Mirror;
-pub use ssh::{Destination, remote_program};
+pub use ssh::{Destination, Settings};
 use trainui_protocol::error::{Error, Result};
 use trainui_protocol::runlock;
 pub use wire::Depth;
@@ -221,17 +221,38 @@ pub fn one_run(path: &Path, depth: Depth) -> Result<(PathBuf, Option<Remote>)> {
 pub struct Remote {
     root: PathBuf,
     keep: bool,
+    settings: Settings,
     links: Vec<Link>,
     copies: Vec<PathBuf>,
+    /// Each copy's folder by the one its path gives (they differ when
+    /// another trainui holds that one).
+    placed: HashMap<PathBuf, PathBuf>,
+    /// The locks held on the copies' folders: one trainui writes a copy.
+    locks: Vec<std::fs::File>,
 }
 
 impl Remote {
+    /// Connections as the environment says (`TRAINUI_SSH_COMMAND`,
+    /// `TRAINUI_REMOTE_PROGRAM`), copies in `TRAINUI_REMOTE_CACHE` (kept)
+    /// or a new private folder (removed at the end).
+    ///
     /// # Errors
     /// When the folder for the copies cannot be made.
     pub fn new() -> Result<Self> {
-        let root = match std::env::var_os("TRAINUI_REMOTE_CACHE") {
-            Some(root) if !root.is_empty() => {
-                let root = PathBuf::from(root);
+        let cache = std::env::var_os("TRAINUI_REMOTE_CACHE")
+            .filter(|root| !root.is_empty())
+            .map(PathBuf::from);
+        Self::with(Settings::from_environment(), cache)
+    }
+
+    /// Connections made with `settings`, copies in `cache` (kept) or, for
+    /// None, a new private folder (removed at the end).
+    ///
+    /// # Errors
+    /// When the folder for the copies cannot be made.
+    pub fn with(settings: Settings, cache: Option<PathBuf>) -> Result<Self> {
+        let (root, keep) = match cache {
+            Some(root) => {
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
@@ -240,21 +261,53 @@ impl Remote {
                         "cannot make the folder for copies of remote runs (TRAINUI_REMOTE_CACHE)",
                         &root,
                     ))?;
-                return Ok(Self {
-                    root,
-                    keep: true,
-                    links: Vec::new(),
-                    copies: Vec::new(),
-                });
+                (root, true)
             }
-            _ => private_folder()?,
+            None => (private_folder()?, false),
         };
         Ok(Self {
             root,
-            keep: false,
+            keep,
+            settings,
             links: Vec::new(),
             copies: Vec::new(),
+            placed: HashMap::new(),
+            locks: Vec::new(),
         })
+    }
+
+    /// The folder for the copy its path gives as `dir`, locked for this
+    /// process: `dir` itself, or, while another trainui writes that one
+    /// (a shared TRAINUI_REMOTE_CACHE), one beside it of this process.
+    fn claim(&mut self, dir: &Path) -> Result<PathBuf> {
+        let pid = std::process::id();
+        for candidate in [
+            dir.to_owned(),
+            PathBuf::from(format!("{}.{pid}", dir.display())),
+        ] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&candidate)
+                .map_err(Error::io("cannot make a copy of a remote run", &candidate))?;
+            let path = candidate.join(".trainui-copy.lock");
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(Error::io("cannot lock a copy of a remote run", &path))?;
+            if lock.try_lock().is_ok() {
+                self.locks.push(lock);
+                mirror::forget_old_ranks(&candidate);
+                return Ok(candidate);
+            }
+        }
+        Err(Error::Failed(format!(
+            "{}: another trainui writes this copy of a remote run; set TRAINUI_REMOTE_CACHE \
+             to another folder",
+            dir.display()
+        )))
     }
 
     fn link(&mut self, destination: &Destination) -> &Link {
@@ -263,7 +316,8 @@ impl Remote {
             .iter()
             .position(|link| link.destination == *destination);
         let index = found.unwrap_or_else(|| {
-            self.links.push(Link::start(destination.clone()));
+            let settings = self.settings.clone();
+            self.links.push(Link::start(destination.clone(), settings));
             self.links.len() - 1
         });
         &self.links[index]
@@ -275,8 +329,13 @@ impl Remote {
     /// # Errors
     /// When the copy's folder cannot be made.
     pub fn follow(&mut self, target: &Target, depth: Depth) -> Result<PathBuf> {
-        let dir = mirror::place(&self.root, &target.destination.shown, &target.path);
-        mirror::forget_old_ranks(&dir);
+        let placed = mirror::place(&self.root, &target.destination.shown, &target.path);
+        // One run named twice (`gpu1:runs gpu1:runs/a`) is one copy.
+        if let Some(dir) = self.placed.get(&placed) {
+            return Ok(dir.clone());
+        }
+        let dir = self.claim(&placed)?;
+        self.placed.insert(placed, dir.clone());
         self.follow_into(target, depth, dir)
     }
 
@@ -288,8 +347,9 @@ impl Remote {
     /// When the copy's folder cannot be made.
     pub fn follow_as_one(&mut self, targets: &[Target], depth: Depth) -> Result<PathBuf> {
         let first = &targets[0];
-        let dir = mirror::place(&self.root, &first.destination.shown, &first.path);
-        mirror::forget_old_ranks(&dir);
+        let placed = mirror::place(&self.root, &first.destination.shown, &first.path);
+        let dir = self.claim(&placed)?;
+        self.placed.insert(placed, dir.clone());
         for other in &targets[1..] {
             let mirror = Mirror::create(dir.clone())
                 .map_err(Error::io("cannot make a copy of a remote run", &dir))?;
@@ -440,6 +500,7 @@ impl Drop for Remote {
 /// (never one that was there, which another user could have put in its
 /// place).
 fn private_folder() -> Result<PathBuf> {
+    sweep_left_behind();
     let mut last = None;
     for attempt in 0..16u32 {
         let nanos = std::time::SystemTime::now()
@@ -464,6 +525,32 @@ fn private_folder() -> Result<PathBuf> {
         std::env::temp_dir().display(),
         last.unwrap_or_default().display()
     )))
+}
+
+/// Removes the private folders of copies that trainuis of this user left
+/// behind when they were killed (their process is gone).
+fn sweep_left_behind() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    let me = std::fs::metadata("/proc/self").map(|meta| meta.uid()).ok();
+    for entry in entries.filter_map(std::result::Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("trainui-remote-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if meta.is_dir() && Some(meta.uid()) == me && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// `paths` with each remote run path replaced by its copy, followed to
@@ -502,6 +589,12 @@ pub fn localize_folders(
         return Ok((paths.to_vec(), None));
     }
     let mut remote = Remote::new()?;
+    // Every host's connection starts now: they are made side by side.
+    for path in paths {
+        if let Some(target) = target(path) {
+            let _ = remote.link(&target.destination);
+        }
+    }
     let mut local = Vec::with_capacity(paths.len());
     for path in paths {
         let Some(target) = target(path) else {

@@ -14,6 +14,7 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -42,14 +43,20 @@ pub const THIN_TO: usize = 20_000;
 const OUTPUT_TAIL: u64 = 64 << 10;
 /// The most rank files followed in one run.
 const MAX_RANK_FILES: usize = 1024;
+/// The far side ends after this long without a word from the near side
+/// (it beats every second).
+const QUIET: Duration = Duration::from_secs(15);
 /// How long the far side waits for the near side's hello.
 const HELLO_WAIT: Duration = Duration::from_mins(1);
 
-/// Serves the near side on standard input and output until its input ends.
+/// Serves the near side on standard input and output until its input ends
+/// or stays silent for [`QUIET`] (the near side beats every second: a
+/// connection that died without a word ends this too).
 pub fn serve_stdio() -> Result<()> {
     let asks = read_asks(std::io::stdin());
+    let writer = Beating::new(std::io::stdout());
     let mut out = Out {
-        writer: BufWriter::new(std::io::stdout().lock()),
+        writer: writer.clone(),
         last: Instant::now(),
     };
     match asks.recv_timeout(HELLO_WAIT) {
@@ -71,25 +78,94 @@ pub fn serve_stdio() -> Result<()> {
         }
         Err(_) => return Ok(()),
     }
+    // Beats go out from a thread of their own, so that a long read (the
+    // first read of a week-long history) does not pass for a dead far side.
+    writer.beat_every(BEAT);
     let mut runs: Vec<Served> = Vec::new();
     let mut next_poll = Instant::now();
+    let mut heard = Instant::now();
     loop {
         let wait = next_poll.saturating_duration_since(Instant::now());
         match asks.recv_timeout(wait) {
             Ok(ask) => {
+                heard = Instant::now();
                 answer(ask, &mut runs, &mut out)?;
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
+        if heard.elapsed() > QUIET {
+            return Ok(());
+        }
         for run in &mut runs {
             run.poll(&mut out)?;
         }
-        if out.last.elapsed() >= BEAT {
-            out.send(&ToNear::Beat)?;
-        }
         next_poll = Instant::now() + POLL;
+    }
+}
+
+/// Standard output shared by the serving thread and the beats: each line
+/// written whole under one lock.
+#[derive(Clone)]
+struct Beating {
+    inner: Arc<Mutex<(BufWriter<std::io::Stdout>, Instant)>>,
+}
+
+impl Beating {
+    fn new(stdout: std::io::Stdout) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new((BufWriter::new(stdout), Instant::now()))),
+        }
+    }
+
+    /// A beat after every `every` without another line, until the output
+    /// is gone.
+    fn beat_every(&self, every: Duration) {
+        let inner = Arc::clone(&self.inner);
+        let mut line = wire::line(&ToNear::Beat);
+        line.push('\n');
+        let _ = thread::Builder::new()
+            .name("serve-beat".into())
+            .spawn(move || {
+                loop {
+                    thread::sleep(every / 4);
+                    let Ok(mut out) = inner.lock() else { return };
+                    if out.1.elapsed() < every {
+                        continue;
+                    }
+                    let written = out
+                        .0
+                        .write_all(line.as_bytes())
+                        .and_then(|()| out.0.flush());
+                    if written.is_err() {
+                        return;
+                    }
+                    out.1 = Instant::now();
+                }
+            });
+    }
+}
+
+impl Write for Beating {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let mut out = self
+            .inner
+            .lock()
+            .map_err(|_| std::io::Error::other("serve: the output lock is poisoned"))?;
+        out.0.write_all(buf)?;
+        out.0.flush()?;
+        out.1 = Instant::now();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -142,7 +218,7 @@ impl<W: Write> Out<W> {
 
 fn answer<W: Write>(ask: ToFar, runs: &mut Vec<Served>, out: &mut Out<W>) -> Result<()> {
     match ask {
-        ToFar::Hello { .. } => Ok(()),
+        ToFar::Hello { .. } | ToFar::Beat => Ok(()),
         ToFar::Follow {
             run,
             path,
@@ -244,6 +320,10 @@ struct Served {
     alive_at: Option<Instant>,
     synced: bool,
     problem: Option<String>,
+    /// Whether the resumed offset was checked to end a line.
+    checked: bool,
+    /// The events file a start-over was sent for.
+    started: Option<(u64, u64)>,
 }
 
 impl Served {
@@ -265,6 +345,8 @@ impl Served {
             alive_at: None,
             synced: false,
             problem: None,
+            checked: false,
+            started: None,
         }
     }
 
@@ -374,10 +456,16 @@ impl Served {
             return Ok(());
         };
         let identity = (meta.dev(), meta.ino());
-        // Another file, a shorter one, or a copy of no known file.
+        // Another file, a shorter one, or a copy of no known file; and, on
+        // a resume, one whose byte before the offset ends no line (cut in
+        // place and written again under the same inode).
+        let resumed_mid_line = !std::mem::replace(&mut self.checked, true)
+            && self.events.at > 0
+            && !ends_a_line(&file, self.events.at);
         let replaced = self.events.file.is_some_and(|known| known != identity)
             || meta.len() < self.events.at
-            || (self.events.file.is_none() && self.events.at > 0);
+            || (self.events.file.is_none() && self.events.at > 0)
+            || resumed_mid_line;
         if replaced {
             self.events.at = 0;
         }
@@ -391,9 +479,9 @@ impl Served {
             return self.send_thinned(out, file, meta.len(), identity, start_over);
         }
         let mut reader = BufReader::new(file);
-        reader
-            .seek(SeekFrom::Start(self.events.at))
-            .map_err(|e| Error::Failed(format!("serve: {}: {e}", path.display())))?;
+        if let Err(err) = reader.seek(SeekFrom::Start(self.events.at)) {
+            return self.say_problem(out, Some(format!("{}: {err}", path.display())));
+        }
         let mut lines = Lines::new(reader, meta.len() - self.events.at);
         let mut text = String::new();
         let mut from = self.events.at;
@@ -415,7 +503,12 @@ impl Served {
                 lines.rebase();
             }
         }
-        if !text.is_empty() || start_over || from != self.events.at {
+        // A start-over with nothing whole yet is said once per file.
+        let said = start_over && self.events.at == 0 && self.started == Some(identity);
+        if (!text.is_empty() || start_over || from != self.events.at) && !said {
+            if start_over {
+                self.started = Some(identity);
+            }
             out.send(&ToNear::Events {
                 run: self.run,
                 from,
@@ -492,6 +585,10 @@ impl Served {
             }
         }
         self.events.at = end;
+        if end == 0 && self.started == Some(identity) {
+            return Ok(());
+        }
+        self.started = Some(identity);
         out.send(&ToNear::Events {
             run: self.run,
             from: 0,
@@ -529,9 +626,18 @@ impl Served {
         let mut file = file;
         let from = self.output.at;
         let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(from))
-            .and_then(|_| file.take(CHUNK as u64).read_to_end(&mut bytes))
-            .map_err(|e| Error::Failed(format!("serve: {}: {e}", path.display())))?;
+        let read = file
+            .seek(SeekFrom::Start(from))
+            .and_then(|_| file.take(CHUNK as u64).read_to_end(&mut bytes));
+        if let Err(err) = read {
+            return self.say_problem(out, Some(format!("{}: {err}", path.display())));
+        }
+        // A character cut by the end of the read waits for the next one.
+        let whole = match std::str::from_utf8(&bytes) {
+            Err(err) if err.error_len().is_none() => err.valid_up_to(),
+            _ => bytes.len(),
+        };
+        bytes.truncate(whole);
         self.output.at = from + bytes.len() as u64;
         out.send(&ToNear::Output {
             run: self.run,
@@ -542,6 +648,13 @@ impl Served {
             text: String::from_utf8_lossy(&bytes).into_owned(),
         })
     }
+}
+
+/// Whether the byte of `file` before `offset` is a newline.
+fn ends_a_line(file: &File, offset: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset - 1).is_ok() && byte[0] == b'\n'
 }
 
 /// The rank files of a run (`ranks/NAME.json`), at most

@@ -15,13 +15,31 @@ pub struct Destination {
     pub shown: String,
 }
 
-/// The far side's program: `$TRAINUI_REMOTE_PROGRAM`, else `trainui`.
-#[must_use]
-pub fn remote_program() -> String {
-    std::env::var("TRAINUI_REMOTE_PROGRAM")
-        .ok()
-        .filter(|program| !program.is_empty())
-        .unwrap_or_else(|| "trainui".into())
+/// How connections are made: the ssh command line and the far side's
+/// program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// A command line that replaces `ssh` (run by `sh -c`), if any.
+    pub ssh_command: Option<String>,
+    /// The far side's program.
+    pub program: String,
+}
+
+impl Settings {
+    /// `$TRAINUI_SSH_COMMAND`, else ssh; `$TRAINUI_REMOTE_PROGRAM`, else
+    /// `trainui`.
+    #[must_use]
+    pub fn from_environment() -> Self {
+        let set = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+        };
+        Self {
+            ssh_command: set("TRAINUI_SSH_COMMAND"),
+            program: set("TRAINUI_REMOTE_PROGRAM").unwrap_or_else(|| "trainui".into()),
+        }
+    }
 }
 
 /// `text` as one word of a POSIX shell (the far side's shell reads the
@@ -36,18 +54,15 @@ fn shell_word(text: &str) -> String {
 }
 
 /// The ssh command line of a connection to `destination`.
-pub(super) fn ssh_command(destination: &Destination) -> Command {
+pub(super) fn ssh_command(destination: &Destination, settings: &Settings) -> Command {
     let mut args: Vec<OsString> = vec!["-T".into(), "-o".into(), "BatchMode=yes".into()];
     if let Some(port) = destination.port {
         args.extend(["-p".into(), port.to_string().into()]);
     }
     args.push("--".into());
     args.push(destination.login.clone().into());
-    args.push(format!("{} serve --stdio", shell_word(&remote_program())).into());
-    let ssh = std::env::var("TRAINUI_SSH_COMMAND")
-        .ok()
-        .filter(|command| !command.trim().is_empty());
-    let mut command = if let Some(ssh) = ssh {
+    args.push(format!("{} serve --stdio", shell_word(&settings.program)).into());
+    let mut command = if let Some(ssh) = &settings.ssh_command {
         let mut command = Command::new("sh");
         command
             .arg("-c")

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 /// Version of this wire format: both sides must speak the same.
 pub const WIRE_VERSION: u32 = 1;
 
-/// The longest line either side reads; anything longer ends the connection.
-pub const MAX_MESSAGE: usize = 8 << 20;
+/// The longest line either side reads; anything longer ends the
+/// connection. The far side's longest is a chunk of events (1 MiB of lines
+/// and one more line of at most 1 MiB) or a status file (at most 4 MiB),
+/// each up to six times longer as JSON (`\u0001`).
+pub const MAX_MESSAGE: usize = 32 << 20;
 
 /// What a followed run's copy should hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +72,9 @@ pub enum ToFar {
         name: String,
         body: String,
     },
+    /// Nothing new; the near side is still there (every second: a far side
+    /// that hears nothing for a while ends).
+    Beat,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ mod sweep;
 pub mod table;
 mod ui_cost;
 mod watch_cost;
+mod watched;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -216,7 +217,22 @@ pub fn history_only(steps: u64) -> Result<HistoryFigures> {
         trainui_protocol::lines::thousands(history::SWEEP_RUNS),
         history::WATCH_SWEEP_RUNS
     ));
-    history::measure(steps, work.path())
+    long_history(steps, work.path())
+}
+
+/// The long history's figures, with those of the same over ssh (none,
+/// said on stderr, where no sshd can be started).
+fn long_history(steps: u64, dir: &Path) -> Result<HistoryFigures> {
+    let mut figures = history::measure(steps, dir)?;
+    progress(&format!(
+        "remote: a run written every {} ms followed over ssh; watch on the history over ssh",
+        remote::WRITE_EVERY.as_millis()
+    ));
+    let program = history::trainui_program()?;
+    figures.remote = remote::measure(&program, &dir.join("week"), steps, &dir.join("remote"))
+        .map_err(|err| progress(&format!("remote runs not measured: {err}")))
+        .ok();
+    Ok(figures)
 }
 
 /// The long-history figures, or none (said on stderr) when tmux is missing.
@@ -227,7 +243,7 @@ fn history_figures(steps: u64, work: &Path) -> Option<HistoryFigures> {
         trainui_protocol::lines::thousands(history::SWEEP_RUNS),
         history::WATCH_SWEEP_RUNS
     ));
-    history::measure(steps, work)
+    long_history(steps, work)
         .map_err(|err| progress(&format!("long history not measured: {err}")))
         .ok()
 }

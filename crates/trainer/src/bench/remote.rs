@@ -8,10 +8,11 @@
 //! directory's own writer, a step event every [`WRITE_EVERY`] (the status
 //! file rewritten with each, as a training loop logging every step does),
 //! and followed through [`Remote`] in this process. Over [`FOLLOW_FOR`]
-//! the CPU time of each process is read from /proc:
-//! - near side: this process less the writer thread (what is left is the
-//!   connection's threads and the copy's writing); the ssh client (and the
-//!   `sh` that starts it) beside it;
+//! the CPU time of each thread of these processes is read from /proc
+//! (schedstat, in nanoseconds):
+//! - near side: this process's threads but the writer and the one that
+//!   measures (what is left is the connection's threads, which also write
+//!   the copy); the ssh client (and the `sh` that starts it) beside it;
 //! - far side: the `trainui serve --stdio` process; sshd's processes of
 //!   the connection beside it.
 //!
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::sshd::{self, Sshd};
-use trainui::remote::{self, Depth, Remote};
+use trainui::remote::{self, Depth, Remote, Settings};
 use trainui_protocol::config::Config;
 use trainui_protocol::error::{Error, Result};
 use trainui_protocol::events::{Event, RunState, RunStatus};
@@ -55,6 +56,13 @@ pub struct RemoteFigures {
     /// screen showing the last step, and the watch process's peak memory.
     pub watch_first_screen_secs: f64,
     pub watch_peak_bytes: u64,
+    #[serde(flatten)]
+    pub follow: FollowFigures,
+}
+
+/// What following a busy remote run cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct FollowFigures {
     /// Step events written a second while the busy run was followed, and
     /// the seconds it was.
     pub follow_events_per_sec: f64,
@@ -62,7 +70,8 @@ pub struct RemoteFigures {
     /// Step events written meanwhile.
     pub follow_events: u64,
     /// CPU over wall time, as a share of a core: trainui in this process
-    /// (less the writer), and the ssh client.
+    /// (its threads but the writer's and the measuring one's), and the
+    /// ssh client.
     pub near_cpu_share: f64,
     pub near_ssh_cpu_share: f64,
     /// CPU over wall time: `trainui serve --stdio`, and sshd's processes
@@ -78,57 +87,47 @@ pub struct RemoteFigures {
 /// history at `week` (`steps` steps).
 pub fn measure(program: &Path, week: &Path, steps: u64, dir: &Path) -> Result<RemoteFigures> {
     let sshd = Sshd::start(&dir.join("sshd"))?;
-    point_at(&sshd, program, &dir.join("copies"));
-    let follow = follow_cost(&sshd, &dir.join("busy"))?;
+    let copies = dir.join("copies");
+    let settings = Settings {
+        ssh_command: Some(sshd.ssh_command()),
+        program: program.to_string_lossy().into_owned(),
+    };
+    let follow = follow_cost(&sshd, &settings, &copies.join("follow"), &dir.join("busy"))?;
     let remote_week = format!("{}:{}", sshd::HOST, week.display());
-    // The tmux server, and watch in it, inherit the variables set above.
-    let (watch_first_screen_secs, watch_peak_bytes) = super::history::first_screen(
+    // watch, in tmux, told the same by its environment.
+    let env = [
+        ("TRAINUI_SSH_COMMAND", sshd.ssh_command()),
+        ("TRAINUI_REMOTE_PROGRAM", settings.program.clone()),
+        (
+            "TRAINUI_REMOTE_CACHE",
+            copies.join("watch").to_string_lossy().into_owned(),
+        ),
+    ];
+    let (watch_first_screen_secs, watch_peak_bytes) = super::watched::first_screen_with(
         program,
         Path::new(&remote_week),
         &format!("step {steps}/{steps}"),
+        &env,
     )?;
     Ok(RemoteFigures {
         watch_first_screen_secs,
         watch_peak_bytes,
-        ..follow
+        follow,
     })
 }
 
-/// Points every remote path of this process (and of the programs it
-/// starts) at `sshd`, with `program` as the far side and the copies kept
-/// in `copies` (which the bench removes).
-fn point_at(sshd: &Sshd, program: &Path, copies: &Path) {
-    let variables = [
-        ("TRAINUI_SSH_COMMAND", sshd.ssh_command()),
-        (
-            "TRAINUI_REMOTE_PROGRAM",
-            program.to_string_lossy().into_owned(),
-        ),
-        (
-            "TRAINUI_REMOTE_CACHE",
-            copies.to_string_lossy().into_owned(),
-        ),
-    ];
-    for (name, value) in variables {
-        // SAFETY: the remote connections read these variables, and only
-        // through std::env (which locks the environment); the bench's
-        // other threads have ended (the trainer's) or are libtorch's idle
-        // workers, and nothing else reads the environment meanwhile. The
-        // connection's own threads start after this.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::env::set_var(name, value);
-        }
-    }
-}
-
-/// The busy run, written and followed; every figure but the watch's.
-fn follow_cost(sshd: &Sshd, run: &Path) -> Result<RemoteFigures> {
+/// The busy run, written and followed.
+fn follow_cost(
+    sshd: &Sshd,
+    settings: &Settings,
+    copies: &Path,
+    run: &Path,
+) -> Result<FollowFigures> {
     let mut writer = Writer::start(run)?;
     let target_text = format!("{}:{}", sshd::HOST, run.display());
     let target = remote::target(Path::new(&target_text))
         .ok_or_else(|| Error::Failed(format!("{target_text} is not read as a remote path")))?;
-    let mut follower = Remote::new()?;
+    let mut follower = Remote::with(settings.clone(), Some(copies.to_owned()))?;
     let copy = follower.follow(&target, Depth::Thinned)?;
     follower.wait_synced()?;
     if let Some(trouble) = remote::connection_trouble(&copy) {
@@ -143,11 +142,12 @@ fn follow_cost(sshd: &Sshd, run: &Path) -> Result<RemoteFigures> {
     let follow_secs = started.elapsed().as_secs_f64();
     let follow_events = writer.steps() - written;
     writer.finish()?;
-    if after.serve != before.serve {
+    if after.serving() != before.serving() {
         return Err(Error::Failed(format!(
             "the far side's process changed while it was measured ({:?}, then {:?}): \
              the connection was made again",
-            before.serve, after.serve
+            before.serving(),
+            after.serving()
         )));
     }
     let copy_bytes = caught_up(run, &copy)?;
@@ -155,14 +155,12 @@ fn follow_cost(sshd: &Sshd, run: &Path) -> Result<RemoteFigures> {
         return Err(Error::Failed(trouble));
     }
     drop(follower);
-    let share = |ticks: f64| ticks / TICKS_PER_SEC / follow_secs;
-    Ok(RemoteFigures {
-        watch_first_screen_secs: f64::INFINITY,
-        watch_peak_bytes: 0,
+    let share = |secs: f64| secs / follow_secs;
+    Ok(FollowFigures {
         follow_events_per_sec: follow_events as f64 / follow_secs,
         follow_secs,
         follow_events,
-        near_cpu_share: share((after.own - after.writer) - (before.own - before.writer)),
+        near_cpu_share: share(spent(&before.own, &after.own)),
         near_ssh_cpu_share: share(spent(&before.ssh, &after.ssh)),
         far_cpu_share: share(spent(&before.serve, &after.serve)),
         far_sshd_cpu_share: share(spent(&before.sshd, &after.sshd)),
@@ -201,79 +199,79 @@ fn caught_up(run: &Path, copy: &Path) -> Result<u64> {
     }
 }
 
-/// CPU ticks at the start or the end of the measurement.
+/// CPU seconds of each thread, by process and thread id, at the start or
+/// the end of the measurement.
 struct Cpu {
-    /// This process, all its threads.
-    own: f64,
-    /// The writer thread.
-    writer: f64,
-    /// This process's children but sshd's: the ssh client and its `sh`.
-    ssh: BTreeMap<u32, f64>,
+    /// This process's threads but the writer's and the one measuring.
+    own: Threads,
+    /// This process's children but sshd: the ssh client and its `sh`.
+    ssh: Threads,
     /// The far side: `trainui serve --stdio`.
-    serve: BTreeMap<u32, f64>,
+    serve: Threads,
     /// sshd's other processes (the connection's session).
-    sshd: BTreeMap<u32, f64>,
+    sshd: Threads,
 }
+
+type Threads = BTreeMap<(u32, u32), f64>;
 
 impl Cpu {
     fn read(sshd: u32, writer: u32) -> Result<Self> {
         let own_pid = std::process::id();
-        let own = ticks(&format!("/proc/{own_pid}/stat"))
-            .ok_or_else(|| Error::Failed("cannot read /proc/self/stat".into()))?;
-        let writer = ticks(&format!("/proc/{own_pid}/task/{writer}/stat"))
-            .ok_or_else(|| Error::Failed("cannot read the writer thread's /proc stat".into()))?;
+        let mut own = threads(own_pid);
+        let measuring = thread_id().unwrap_or(own_pid);
+        if own.remove(&(own_pid, writer)).is_none() || own.remove(&(own_pid, measuring)).is_none() {
+            return Err(Error::Failed(
+                "cannot find the writer's and the bench's threads in /proc".into(),
+            ));
+        }
         let processes = processes();
-        let far: BTreeSet<u32> = descendants(&processes, sshd);
-        let near: BTreeSet<u32> = descendants(&processes, own_pid)
+        let far = descendants(&processes, sshd);
+        let near = descendants(&processes, own_pid)
             .into_iter()
             .filter(|pid| *pid != sshd && !far.contains(pid))
-            .collect();
-        let mut serve = BTreeMap::new();
-        let mut session = BTreeMap::new();
+            .collect::<BTreeSet<u32>>();
+        let (mut serve, mut session) = (Threads::new(), Threads::new());
         for pid in far {
-            let process = &processes[&pid];
-            let serves = process.command.iter().any(|a| a == "serve")
-                && process.command.iter().any(|a| a == "--stdio");
+            let command = &processes[&pid].command;
+            let serves =
+                command.iter().any(|a| a == "serve") && command.iter().any(|a| a == "--stdio");
             if serves {
-                serve.insert(pid, process.ticks);
+                serve.extend(threads(pid));
             } else {
-                session.insert(pid, process.ticks);
+                session.extend(threads(pid));
             }
         }
-        if serve.len() != 1 {
+        let serving: BTreeSet<u32> = serve.keys().map(|(pid, _)| *pid).collect();
+        if serving.len() != 1 {
             return Err(Error::Failed(format!(
                 "found {} `trainui serve --stdio` processes under the bench's sshd, not one",
-                serve.len()
+                serving.len()
             )));
         }
         Ok(Self {
             own,
-            writer,
-            ssh: near
-                .iter()
-                .map(|pid| (*pid, processes[pid].ticks))
-                .collect(),
+            ssh: near.into_iter().flat_map(threads).collect(),
             serve,
             sshd: session,
         })
     }
+
+    /// The far side's process.
+    fn serving(&self) -> Option<u32> {
+        self.serve.keys().next().map(|(pid, _)| *pid)
+    }
 }
 
-/// Ticks spent between two readings by the processes alive at both.
-fn spent(before: &BTreeMap<u32, f64>, after: &BTreeMap<u32, f64>) -> f64 {
+/// CPU seconds spent between two readings: by the threads seen at both,
+/// and all of those seen only at the second (they started meanwhile).
+fn spent(before: &Threads, after: &Threads) -> f64 {
     after
         .iter()
-        .filter_map(|(pid, end)| before.get(pid).map(|start| end - start))
+        .map(|(id, end)| end - before.get(id).copied().unwrap_or(0.0))
         .sum()
 }
 
-struct Process {
-    parent: u32,
-    command: Vec<String>,
-    ticks: f64,
-}
-
-/// Every process /proc shows, by pid.
+/// Every process /proc shows, by pid: its parent and its command line.
 fn processes() -> HashMap<u32, Process> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return HashMap::new();
@@ -283,22 +281,19 @@ fn processes() -> HashMap<u32, Process> {
             let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let parent = stat_fields(&stat).get(1)?.parse().ok()?;
-            let ticks = ticks_of(&stat)?;
             let command = std::fs::read(format!("/proc/{pid}/cmdline"))
                 .unwrap_or_default()
                 .split(|b| *b == 0)
                 .map(|part| String::from_utf8_lossy(part).into_owned())
                 .collect();
-            Some((
-                pid,
-                Process {
-                    parent,
-                    command,
-                    ticks,
-                },
-            ))
+            Some((pid, Process { parent, command }))
         })
         .collect()
+}
+
+struct Process {
+    parent: u32,
+    command: Vec<String>,
 }
 
 /// The processes below `root` (not itself).
@@ -316,6 +311,34 @@ fn descendants(processes: &HashMap<u32, Process>, root: u32) -> BTreeSet<u32> {
     found
 }
 
+/// The CPU seconds of each thread of process `pid`: its run time in
+/// nanoseconds from schedstat, or (a kernel without it) utime + stime in
+/// clock ticks from stat.
+fn threads(pid: u32) -> Threads {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Threads::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let tid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let task = format!("/proc/{pid}/task/{tid}");
+            let nanos = std::fs::read_to_string(format!("{task}/schedstat"))
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse::<f64>().ok());
+            let secs = if let Some(nanos) = nanos {
+                nanos / 1e9
+            } else {
+                let stat = std::fs::read_to_string(format!("{task}/stat")).ok()?;
+                let fields = stat_fields(&stat);
+                let field = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok());
+                // utime and stime: the 14th and 15th fields.
+                (field(11)? + field(12)?) / TICKS_PER_SEC
+            };
+            Some(((pid, tid), secs))
+        })
+        .collect()
+}
+
 /// The fields of a /proc stat line after the command name (which may hold
 /// spaces) in brackets: the state first, then the parent.
 fn stat_fields(stat: &str) -> Vec<&str> {
@@ -323,17 +346,6 @@ fn stat_fields(stat: &str) -> Vec<&str> {
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect()
-}
-
-/// utime + stime of a /proc stat line: its 14th and 15th fields.
-fn ticks_of(stat: &str) -> Option<f64> {
-    let fields = stat_fields(stat);
-    let field = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok());
-    Some(field(11)? + field(12)?)
-}
-
-fn ticks(path: &str) -> Option<f64> {
-    ticks_of(&std::fs::read_to_string(path).ok()?)
 }
 
 /// The thread that writes the busy run.
@@ -349,9 +361,12 @@ impl Writer {
     /// Writes the start of the run and [`EARLIER_STEPS`] steps in `run`,
     /// then starts writing a step every [`WRITE_EVERY`] on a thread.
     fn start(run: &Path) -> Result<Self> {
-        let mut run_dir =
-            RunDir::open(run, &Config::default(), RunStatus::new("busy".into(), BUSY_STEPS))?;
-        record(&mut run_dir, run, &super::history::started(BUSY_STEPS))?;
+        let mut run_dir = RunDir::open(
+            run,
+            &Config::default(),
+            RunStatus::new("busy".into(), BUSY_STEPS),
+        )?;
+        record(&mut run_dir, run, &super::watched::started(BUSY_STEPS))?;
         let training = Event::State {
             step: 0,
             state: RunState::Training,
@@ -361,7 +376,7 @@ impl Writer {
             record(
                 &mut run_dir,
                 run,
-                &super::history::step_event(step, BUSY_STEPS),
+                &super::watched::step_event(step, BUSY_STEPS),
             )?;
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -374,10 +389,10 @@ impl Writer {
                 .spawn(move || {
                     let _ = tid_sender.send(thread_id());
                     let mut next = Instant::now();
-                    let mut step = EARLIER_STEPS;
+                    let mut last = EARLIER_STEPS;
                     while !stop.load(Ordering::Relaxed) {
-                        step += 1;
-                        let event = super::history::step_event(step, BUSY_STEPS);
+                        last += 1;
+                        let event = super::watched::step_event(last, BUSY_STEPS);
                         record(&mut run_dir, &run, &event)?;
                         steps.fetch_add(1, Ordering::Relaxed);
                         next += WRITE_EVERY;

@@ -460,13 +460,13 @@ pub(super) fn history_targets(history: Option<&HistoryFigures>) -> [Target; 9] {
         ),
         at_most(
             "remote follow cost, busy run, near side (% of a core)",
-            remote(|r| 100.0 * r.near_cpu_share),
+            remote(|r| 100.0 * r.follow.near_cpu_share),
             REMOTE_FOLLOW_PERCENT,
             "1 %",
         ),
         at_most(
             "remote follow cost, busy run, far side (% of a core)",
-            remote(|r| 100.0 * r.far_cpu_share),
+            remote(|r| 100.0 * r.follow.far_cpu_share),
             REMOTE_FOLLOW_PERCENT,
             "1 %",
         ),
@@ -476,6 +476,7 @@ pub(super) fn history_targets(history: Option<&HistoryFigures>) -> [Target; 9] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::remote::FollowFigures;
     use crate::bench::table::{history_table, report_table};
     use crate::bench::ui_cost::FrameTimes;
 
@@ -556,14 +557,16 @@ mod tests {
             remote: Some(RemoteFigures {
                 watch_first_screen_secs: 3.5,
                 watch_peak_bytes: 50 << 20,
-                follow_events_per_sec: 99.8,
-                follow_secs: 10.0,
-                follow_events: 995,
-                near_cpu_share: 0.004,
-                near_ssh_cpu_share: 0.002,
-                far_cpu_share: 0.006,
-                far_sshd_cpu_share: 0.003,
-                copy_bytes: 400_000,
+                follow: FollowFigures {
+                    follow_events_per_sec: 99.8,
+                    follow_secs: 10.0,
+                    follow_events: 998,
+                    near_cpu_share: 0.004,
+                    near_ssh_cpu_share: 0.002,
+                    far_cpu_share: 0.006,
+                    far_sshd_cpu_share: 0.003,
+                    copy_bytes: 400_000,
+                },
             }),
         });
         raw

@@ -209,13 +209,13 @@ pub fn report_table(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{:<44} {:>12}  {:<28} result",
+        "\n{:<54} {:>12}  {:<28} result",
         "target", "value", "limit"
     );
     for target in &report.targets {
         let _ = writeln!(
             out,
-            "{:<44} {:>12}  {:<28} {}",
+            "{:<54} {:>12}  {:<28} {}",
             target.name,
             format_value(target.value),
             target.limit,
@@ -254,7 +254,7 @@ pub fn history_table(history: &HistoryFigures) -> String {
     for target in history_targets(Some(history)) {
         let _ = writeln!(
             out,
-            "{:<44} {:>12}  {:<28} {}",
+            "{:<54} {:>12}  {:<28} {}",
             target.name,
             format_value(target.value),
             target.limit,
@@ -329,20 +329,20 @@ fn history_rows(h: &HistoryFigures) -> Vec<[String; 2]> {
             [
                 format!(
                     "remote follow, {:.0} step events/s, near",
-                    r.follow_events_per_sec
+                    r.follow.follow_events_per_sec
                 ),
                 format!(
                     "{:.2} % · ssh {:.2} %",
-                    100.0 * r.near_cpu_share,
-                    100.0 * r.near_ssh_cpu_share
+                    100.0 * r.follow.near_cpu_share,
+                    100.0 * r.follow.near_ssh_cpu_share
                 ),
             ],
             [
-                format!("remote follow, {:.0} s, far", r.follow_secs),
+                format!("remote follow, {:.0} s, far", r.follow.follow_secs),
                 format!(
                     "{:.2} % · sshd {:.2} %",
-                    100.0 * r.far_cpu_share,
-                    100.0 * r.far_sshd_cpu_share
+                    100.0 * r.follow.far_cpu_share,
+                    100.0 * r.follow.far_sshd_cpu_share
                 ),
             ],
         ]),

@@ -72,10 +72,23 @@ fn the_bench_compares_trainui_with_the_pytorch_peer_on_the_same_function() {
         "{history}"
     );
 
+    // The same history over ssh to a loopback sshd, and a busy run
+    // followed there, its copy checked byte for byte.
+    let remote = &history["remote"];
+    assert!(
+        remote["watch_first_screen_secs"].as_f64().unwrap() > 0.0,
+        "{history}"
+    );
+    assert!(remote["follow_events"].as_u64().unwrap() > 0, "{remote}");
+    assert!(remote["copy_bytes"].as_u64().unwrap() > 0, "{remote}");
+    for side in ["near_cpu_share", "far_cpu_share"] {
+        assert!(remote[side].as_f64().unwrap() > 0.0, "{remote}");
+    }
+
     let targets = report["targets"].as_array().unwrap();
     // Three of them time `query --csv` on the history, `runs` over 1,000
-    // runs and `watch` over 200.
-    assert_eq!(targets.len(), 20, "{targets:#?}");
+    // runs and `watch` over 200; three more the remote run.
+    assert_eq!(targets.len(), 23, "{targets:#?}");
     for target in targets {
         assert!(target["pass"].is_boolean(), "{target}");
     }
@@ -94,6 +107,11 @@ fn the_bench_compares_trainui_with_the_pytorch_peer_on_the_same_function() {
             .any(|t| t["name"] == "runs, 1,000 runs, median (s)")
     );
     assert!(verdict("logits max |trainui - peer|"));
+    assert!(
+        targets
+            .iter()
+            .any(|t| t["name"] == "remote follow cost, busy run, far side (% of a core)")
+    );
 }
 
 #[test]

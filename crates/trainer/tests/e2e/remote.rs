@@ -934,3 +934,17 @@ fn runs_diff_query_and_plot_read_runs_on_another_machine() {
         )],
     );
 }
+
+#[test]
+fn a_far_side_without_trainui_says_how_to_name_it() {
+    let remote = Remote::start();
+    let env = remote.env_with(
+        &remote.sshd.ssh_command(),
+        &remote.path("no-such-dir/trainui"),
+    );
+    let output = trainui_with(&env, &["status", &remote.remote(&remote.path("run"))]);
+    crate::common::assert_runtime_error(
+        &output,
+        &["on the far side's PATH", "TRAINUI_REMOTE_PROGRAM"],
+    );
+}
