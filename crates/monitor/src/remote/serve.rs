@@ -50,7 +50,7 @@ const QUIET: Duration = Duration::from_secs(15);
 const HELLO_WAIT: Duration = Duration::from_mins(1);
 
 /// Serves the near side on standard input and output until its input ends
-/// or stays silent for [`QUIET`] (the near side beats every second: a
+/// or stays silent for 15 s (the near side beats every second: a
 /// connection that died without a word ends this too).
 pub fn serve_stdio() -> Result<()> {
     let asks = read_asks(std::io::stdin());
