@@ -157,11 +157,7 @@ pub fn run(args: &WatchArgs) -> Result<()> {
         let mut app = attached_app(run_dir, color);
         app.view.ascii = !trainui_protocol::lines::unicode_wanted(plain);
         app.resume = Some(
-            trainui_protocol::text::escape(&format!(
-                "trainui train --run-dir {} --resume latest",
-                crate::remote::shown(run_dir)
-            ))
-            .into_owned(),
+            trainui_protocol::text::escape(&crate::remote::resume_command(run_dir)).into_owned(),
         );
         apps.push(app);
     }

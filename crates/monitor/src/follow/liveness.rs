@@ -164,10 +164,7 @@ fn job_processes(
 /// a status file yet is starting; one whose status file cannot be read is
 /// judged by its lock alone.
 fn liveness(run_dir: &Path) -> (Liveness, Option<String>) {
-    let resume = format!(
-        "trainui train --run-dir {} --resume latest",
-        run_dir.display()
-    );
+    let resume = crate::remote::resume_command(run_dir);
     let status = match rundir::read_status(run_dir) {
         Ok(status) => status,
         Err(_) if std::fs::symlink_metadata(run_dir.join(rundir::STATUS_FILE)).is_err() => {

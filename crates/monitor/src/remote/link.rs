@@ -708,4 +708,6 @@ fn take(state: &mut State, message: ToNear) {
 
 /// The runs of every connection by copy: for the readers that must ask
 /// the far side, not this machine (is its process alive?).
-pub type Registry = HashMap<std::path::PathBuf, (Arc<Shared>, usize, String)>;
+/// Each: the connection, the run's number on it, the run path as the user
+/// wrote it, and the far run.
+pub type Registry = HashMap<std::path::PathBuf, (Arc<Shared>, usize, String, super::Target)>;

@@ -121,7 +121,9 @@ fn copy_of(dir: &Path) -> Option<(Arc<link::Shared>, usize, String)> {
     let registry = registry()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    registry.get(dir).cloned()
+    registry
+        .get(dir)
+        .map(|(shared, run, shown, _)| (Arc::clone(shared), *run, shown.clone()))
 }
 
 /// Whether the run in `dir` has a live process: for a copy of a remote
@@ -185,6 +187,24 @@ pub fn refused_command(dir: &Path, id: &str) -> Option<String> {
 #[must_use]
 pub fn is_copy(dir: &Path) -> bool {
     copy_of(dir).is_some()
+}
+
+/// The command that resumes the run in `dir` with trainui's own trainer:
+/// for a copy of a remote run, the one to run on its machine.
+#[must_use]
+pub fn resume_command(dir: &Path) -> String {
+    let far = registry()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(dir)
+        .map(|(_, _, _, target)| target.clone());
+    match far {
+        Some(target) => format!(
+            "on {}: trainui train --run-dir {} --resume latest",
+            target.destination.shown, target.path
+        ),
+        None => format!("trainui train --run-dir {} --resume latest", dir.display()),
+    }
 }
 
 /// A run path as the user wrote it: `host:PATH` for a copy of a remote
@@ -369,7 +389,7 @@ impl Remote {
         registry()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(dir.clone(), (shared, run, target.shown()));
+            .insert(dir.clone(), (shared, run, target.shown(), target.clone()));
         self.copies.push(dir.clone());
         Ok(dir)
     }
