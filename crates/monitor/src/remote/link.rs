@@ -4,7 +4,7 @@
 //! when the connection drops or goes quiet makes it again, with backoff,
 //! from where each copy stands (no gap, no line twice).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -705,9 +705,3 @@ fn take(state: &mut State, message: ToNear) {
         }
     }
 }
-
-/// The runs of every connection by copy: for the readers that must ask
-/// the far side, not this machine (is its process alive?).
-/// Each: the connection, the run's number on it, the run path as the user
-/// wrote it, and the far run.
-pub type Registry = HashMap<std::path::PathBuf, (Arc<Shared>, usize, String, super::Target)>;

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use link::{Connection, Link, Registry};
+use link::{Connection, Link};
 use mirror::Mirror;
 pub use ssh::{Destination, Settings};
 use trainui_protocol::error::{Error, Result};
@@ -110,6 +110,11 @@ pub fn target(path: &Path) -> Option<Target> {
         },
     })
 }
+
+/// The runs of every connection by copy, for the readers that must ask the
+/// far side, not this machine (is its process alive?): the connection, the
+/// run's number on it, the run path as the user wrote it, and the far run.
+type Registry = HashMap<PathBuf, (Arc<link::Shared>, usize, String, Target)>;
 
 fn registry() -> &'static Mutex<Registry> {
     static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
