@@ -5,7 +5,7 @@
 //! from where each copy stands (no gap, no line twice).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::mirror::Mirror;
 use super::ssh::{self, Destination, Settings};
-use super::wire::{self, Depth, MAX_MESSAGE, ToFar, ToNear, WIRE_VERSION};
+use super::wire::{self, Depth, ToFar, ToNear, WIRE_VERSION};
 use trainui_protocol::control::REQUEST_VERSION;
 use trainui_protocol::events::SCHEMA_VERSION;
 
@@ -381,10 +381,7 @@ fn spawn_ssh(
                 }
             });
     }
-    let (messages, received) = mpsc::channel();
-    let _ = thread::Builder::new()
-        .name("remote-read".into())
-        .spawn(move || read_messages(stdout, &messages));
+    let received = wire::read::<ToNear>(stdout, "remote-read");
     Ok((
         Ssh {
             child,
@@ -394,29 +391,6 @@ fn spawn_ssh(
         stdin,
         received,
     ))
-}
-
-/// The far side's messages, until its output ends or holds something
-/// that is no message.
-fn read_messages(stdout: impl Read, messages: &Sender<ToNear>) {
-    let mut input = BufReader::with_capacity(1 << 20, stdout);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match (&mut input)
-            .take(MAX_MESSAGE as u64 + 1)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let Ok(message) = serde_json::from_slice::<ToNear>(&line) else {
-            return;
-        };
-        if messages.send(message).is_err() {
-            return;
-        }
-    }
 }
 
 /// Lines to the far side, written on a thread of their own: a connection

@@ -13,12 +13,12 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, Depth, MAX_MESSAGE, Resume, ToFar, ToNear, WIRE_VERSION};
+use super::wire::{self, Depth, Resume, ToFar, ToNear, WIRE_VERSION};
 use crate::run_list;
 use trainui_protocol::control;
 use trainui_protocol::error::{Error, Result};
@@ -53,7 +53,7 @@ const HELLO_WAIT: Duration = Duration::from_mins(1);
 /// or stays silent for 15 s (the near side beats every second: a
 /// connection that died without a word ends this too).
 pub fn serve_stdio() -> Result<()> {
-    let asks = read_asks(std::io::stdin());
+    let asks = wire::read::<ToFar>(std::io::stdin(), "serve-input");
     let writer = Beating::new(std::io::stdout());
     let mut out = Out {
         writer: writer.clone(),
@@ -167,35 +167,6 @@ impl Write for Beating {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// The near side's messages, read on a thread of their own; the channel
-/// closes when the input ends or holds something that is no message.
-fn read_asks(input: impl Read + Send + 'static) -> Receiver<ToFar> {
-    let (asks, receiver) = mpsc::channel();
-    let _ = thread::Builder::new()
-        .name("serve-input".into())
-        .spawn(move || {
-            let mut input = BufReader::new(input);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match (&mut input)
-                    .take(MAX_MESSAGE as u64 + 1)
-                    .read_until(b'\n', &mut line)
-                {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-                let Ok(ask) = serde_json::from_slice::<ToFar>(&line) else {
-                    return;
-                };
-                if asks.send(ask).is_err() {
-                    return;
-                }
-            }
-        });
-    receiver
 }
 
 struct Out<W: Write> {

@@ -7,6 +7,11 @@
 //! (`{"follow": {...}}`). Text read from a run directory travels as JSON
 //! strings (invalid UTF-8 replaced), so no byte of it can break a line.
 
+use std::io::{BufRead, BufReader, Read};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Version of this wire format: both sides must speak the same.
@@ -143,6 +148,37 @@ pub enum ToNear {
 #[must_use]
 pub fn line<T: Serialize>(message: &T) -> String {
     serde_json::to_string(message).expect("wire messages serialise")
+}
+
+/// The messages of `input`, read on a thread of its own (named `name`);
+/// the channel closes when the input ends, or holds a line longer than
+/// [`MAX_MESSAGE`] or one that is no message.
+pub fn read<T: DeserializeOwned + Send + 'static>(
+    input: impl Read + Send + 'static,
+    name: &str,
+) -> Receiver<T> {
+    let (messages, receiver) = mpsc::channel();
+    let _ = thread::Builder::new().name(name.into()).spawn(move || {
+        let mut input = BufReader::with_capacity(1 << 20, input);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match (&mut input)
+                .take(MAX_MESSAGE as u64 + 1)
+                .read_until(b'\n', &mut line)
+            {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let Ok(message) = serde_json::from_slice::<T>(&line) else {
+                return;
+            };
+            if messages.send(message).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 #[cfg(test)]
