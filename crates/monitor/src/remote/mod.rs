@@ -400,17 +400,11 @@ impl Remote {
     }
 
     /// The run directories at most `depth` folders below `target` (itself
-    /// if it is a run), as remote run paths.
+    /// if it is a run), as remote run paths; Ok(Err(why)) when the host
+    /// cannot be reached now.
     ///
     /// # Errors
-    /// When the far side cannot be reached or the folder is not there.
-    pub fn list(&mut self, target: &Target, depth: usize) -> Result<Vec<Target>> {
-        self.list_or_unreachable(target, depth)?
-            .map_err(Error::Failed)
-    }
-
-    /// As [`list`](Self::list); Ok(Err(why)) when the host cannot be
-    /// reached now.
+    /// When the far side says the folder cannot be listed.
     fn list_or_unreachable(
         &mut self,
         target: &Target,
@@ -604,7 +598,7 @@ pub fn localize(paths: &[PathBuf], depth: Depth) -> Result<(Vec<PathBuf>, Option
 /// none).
 ///
 /// # Errors
-/// As [`Remote::list`] and [`Remote::follow`].
+/// When a far side says a folder cannot be listed, or as [`Remote::follow`].
 pub fn localize_folders(
     paths: &[PathBuf],
     list_depth: usize,
