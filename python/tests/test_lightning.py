@@ -397,6 +397,15 @@ def test_example_applies_eval_save_set_pause_and_stop(tmp_path, children):
     )[0]
     assert every["step"] % 40 == 0 and every["samples"] == 1
 
+    # No periodic evaluation from here on: a pause that lands inside one
+    # holds in its validation loop, where a second evaluation waits for the
+    # resume (and says so); this part checks a pause between steps.
+    quiet = command_acked(run, {"set": {"eval.eval_steps": 1000000}})[0]
+    wait_for(
+        lambda: [e for e in find(events(run), type="step") if e["step"] > quiet["step"]],
+        60,
+        "a step after the last periodic evaluation could run",
+    )
     pause_ack = command_acked(run, "pause")[0]
     assert pause_ack["message"] == f"paused at step {pause_ack['step']}"
     paused_at = pause_ack["step"]
